@@ -1,0 +1,59 @@
+# Warden's tasks. `make demo` and `make test` do all set-up on a fresh machine.
+
+CARGO ?= cargo
+GUEST_TARGET := wasm32-wasip2
+GUEST_TARGET_DIR := target/guests
+GUESTS := $(GUEST_TARGET_DIR)/$(GUEST_TARGET)/release
+GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --target-dir $(GUEST_TARGET_DIR)
+WARDEN := target/debug/warden
+
+.PHONY: setup guests build demo test lint doc clean
+
+## setup: install what a fresh machine lacks (the wasm32-wasip2 target, clippy, rustfmt)
+setup:
+	@rustup target list --installed | grep -qx '$(GUEST_TARGET)' || rustup target add $(GUEST_TARGET)
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+## guests: build the guest components in guests/ for wasm32-wasip2
+guests: setup
+	$(CARGO) build --release $(GUEST_ARGS)
+
+## build: build the warden library and CLI
+build: setup
+	$(CARGO) build -p warden
+
+## demo: build the hello guest and run it through `warden run` under limits
+demo: guests build
+	@echo
+	@echo '$$ warden run hello.wasm count-vowels --input "hello world" --timeout 1s --memory 16MiB --fuel 10000000'
+	@$(WARDEN) run $(GUESTS)/hello.wasm count-vowels --input 'hello world' \
+		--timeout 1s --memory 16MiB --fuel 10000000 >target/demo.out 2>target/demo.err; \
+		status=$$?; echo "stdout: $$(cat target/demo.out)"; echo "stderr: $$(cat target/demo.err)"; \
+		exit $$status
+	@echo
+	@echo '$$ warden run hello.wasm greet --input Warden --json'
+	@$(WARDEN) run $(GUESTS)/hello.wasm greet --input Warden --json
+	@echo
+	@echo '$$ warden run hostile.wasm loop --timeout 300ms     # a guest that never returns'
+	@$(WARDEN) run $(GUESTS)/hostile.wasm loop --timeout 300ms; \
+		status=$$?; echo "exit code $$status (timeout)"; test $$status -eq 20
+
+## test: formatting, lints, every test (builds the guests itself) and the embedding example
+test: lint
+	$(CARGO) test --workspace
+	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
+
+## lint: rustfmt and clippy (warnings are errors) on the host and the guests
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path guests/Cargo.toml --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(GUEST_ARGS) --release --all-targets -- -D warnings
+
+## doc: API documentation, warnings are errors
+doc:
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc -p warden --no-deps
+
+clean:
+	$(CARGO) clean

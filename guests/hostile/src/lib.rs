@@ -1,0 +1,146 @@
+//! A plugin that misbehaves on purpose. Each action attacks one limit or
+//! sandbox boundary, so Warden's tests can prove that the host contains it.
+//!
+//! Actions (the input is described where it matters):
+//! - `loop`: spins forever without calling the host;
+//! - `sleep`: blocks in a host call (`wasi:clocks` poll) forever;
+//! - `grow-memory`: allocates and touches 1 MiB blocks until allocation fails;
+//! - `recurse`: recurses without bound, overflowing the wasm stack;
+//! - `panic`: panics (a trap, with a message on stderr);
+//! - `output BYTES`: returns a buffer of BYTES bytes;
+//! - `print BYTES`: writes BYTES bytes to stdout, then returns `done`;
+//! - `read-file PATH`: returns the file's contents;
+//! - `write-file PATH`: overwrites the file with `overwritten`;
+//! - `env NAME`: returns the environment variable's value;
+//! - `log-flood COUNT`: emits COUNT log records of 1 KiB each;
+//! - `calls`: how many times `execute` has run in this instance (state that
+//!   survives between calls on a live instance, and never on a fresh one).
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "warden:plugin/plugin",
+    generate_all,
+});
+
+use std::hint::black_box;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use exports::warden::plugin::guest::Guest;
+use warden::plugin::types::{Metadata, PluginError};
+use wasi::logging::logging::{Level, log};
+
+const ACTIONS: &[&str] = &[
+    "loop",
+    "sleep",
+    "grow-memory",
+    "recurse",
+    "panic",
+    "output",
+    "print",
+    "read-file",
+    "write-file",
+    "env",
+    "log-flood",
+    "calls",
+];
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn init() -> Result<Metadata, PluginError> {
+        Ok(Metadata {
+            name: "hostile".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Misbehaves on purpose; one action per limit".into(),
+            actions: ACTIONS.iter().map(|action| action.to_string()).collect(),
+        })
+    }
+
+    fn execute(action: String, input: Vec<u8>) -> Result<Vec<u8>, PluginError> {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        match action.as_str() {
+            "loop" => spin_forever(),
+            "sleep" => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            "grow-memory" => grow_memory(),
+            "recurse" => Ok(recurse(u64::MAX).to_string().into_bytes()),
+            "panic" => panic!("the hostile plugin panics on purpose"),
+            "output" => Ok(vec![b'x'; parse_size(&input)?]),
+            "print" => {
+                let mut remaining = parse_size(&input)?;
+                let chunk = [b'y'; 4096];
+                let mut stdout = std::io::stdout();
+                while remaining > 0 {
+                    let len = remaining.min(chunk.len());
+                    stdout.write_all(&chunk[..len]).map_err(failed)?;
+                    remaining -= len;
+                }
+                stdout.flush().map_err(failed)?;
+                Ok(b"done".to_vec())
+            }
+            "read-file" => std::fs::read(utf8(&input)?).map_err(failed),
+            "write-file" => std::fs::write(utf8(&input)?, b"overwritten")
+                .map(|()| b"written".to_vec())
+                .map_err(failed),
+            "env" => std::env::var(utf8(&input)?)
+                .map(String::into_bytes)
+                .map_err(failed),
+            "log-flood" => {
+                let message = "z".repeat(1024);
+                for _ in 0..parse_size(&input)? {
+                    log(Level::Info, "flood", &message);
+                }
+                Ok(b"done".to_vec())
+            }
+            "calls" => Ok(calls.to_string().into_bytes()),
+            _ => Err(PluginError::UnknownAction(action)),
+        }
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn grow_memory() -> Result<Vec<u8>, PluginError> {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch every page so the memory is really committed, not just reserved.
+        let block = vec![1u8; 1 << 20];
+        blocks.push(black_box(block));
+    }
+}
+
+/// Not a tail call: the addition after the call keeps every frame alive, and
+/// all state stays in wasm locals, so this exhausts the wasm stack rather than
+/// the shadow stack in linear memory.
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == 0 {
+        return 0;
+    }
+    black_box(recurse(depth - 1)) + 1
+}
+
+fn utf8(input: &[u8]) -> Result<&str, PluginError> {
+    std::str::from_utf8(input).map_err(|err| PluginError::InvalidInput(err.to_string()))
+}
+
+fn parse_size(input: &[u8]) -> Result<usize, PluginError> {
+    utf8(input)?
+        .trim()
+        .parse()
+        .map_err(|err| PluginError::InvalidInput(format!("expected a byte count: {err}")))
+}
+
+fn failed(err: impl std::fmt::Display) -> PluginError {
+    PluginError::Failed(err.to_string())
+}
+
+export!(Hostile);

@@ -1,0 +1,69 @@
+//! Exit codes: one per status, so scripts can tell failures apart without --json.
+
+use std::process::ExitCode;
+
+use warden::ErrorKind;
+
+/// The call succeeded.
+pub const OK: u8 = 0;
+/// The plugin reported an error itself.
+pub const PLUGIN_ERROR: u8 = 1;
+/// Bad flags, an unreadable input file, an unusable grant.
+pub const USAGE: u8 = 2;
+/// The file is not a Warden plugin.
+pub const INVALID_PLUGIN: u8 = 10;
+/// The plugin file could not be read.
+pub const IO_ERROR: u8 = 11;
+/// The call exceeded its timeout.
+pub const TIMEOUT: u8 = 20;
+/// The call used all of its fuel.
+pub const OUT_OF_FUEL: u8 = 21;
+/// The plugin hit its memory limit.
+pub const MEMORY_LIMIT: u8 = 22;
+/// The plugin overflowed the wasm stack.
+pub const STACK_OVERFLOW: u8 = 23;
+/// The plugin trapped.
+pub const TRAP: u8 = 24;
+/// The plugin returned more than the output limit.
+pub const OUTPUT_TOO_LARGE: u8 = 25;
+/// The input exceeded the input limit.
+pub const INPUT_TOO_LARGE: u8 = 26;
+/// A bug in Warden or a broken host.
+pub const INTERNAL: u8 = 70;
+
+/// The table printed under `--help`; keep it in step with the constants.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes (and --json statuses):
+   0  ok                 20  timeout
+   1  plugin-error       21  out-of-fuel
+   2  usage error        22  memory-limit
+  10  invalid-plugin     23  stack-overflow
+  11  io-error           24  trap
+  70  internal-error     25  output-too-large
+                         26  input-too-large";
+
+/// The exit code for a failed call.
+pub fn for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::PluginError => PLUGIN_ERROR,
+        ErrorKind::InvalidPlugin => INVALID_PLUGIN,
+        ErrorKind::Io => IO_ERROR,
+        ErrorKind::InvalidConfig => USAGE,
+        ErrorKind::Timeout => TIMEOUT,
+        ErrorKind::OutOfFuel => OUT_OF_FUEL,
+        ErrorKind::MemoryLimit => MEMORY_LIMIT,
+        ErrorKind::StackOverflow => STACK_OVERFLOW,
+        ErrorKind::Trap => TRAP,
+        ErrorKind::OutputTooLarge => OUTPUT_TOO_LARGE,
+        ErrorKind::InputTooLarge => INPUT_TOO_LARGE,
+        _ => INTERNAL,
+    }
+}
+
+/// The process exit code for a call's result.
+pub fn code<T>(result: &Result<T, warden::Error>) -> ExitCode {
+    ExitCode::from(match result {
+        Ok(_) => OK,
+        Err(err) => for_kind(err.kind()),
+    })
+}

@@ -1,0 +1,115 @@
+//! `warden inspect`: what a plugin is, from its component and its `init`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+use warden::units::format_bytes;
+use warden::{Error, Metadata, Plugin, Report};
+
+use crate::args::InspectArgs;
+use crate::exit;
+use crate::output;
+
+pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let runtime = args.sandbox.runtime()?;
+    let plugin = match runtime
+        .load_file(&args.plugin, args.sandbox.sandbox())
+        .await
+    {
+        Ok(plugin) => plugin,
+        Err(err) => {
+            if args.json {
+                let mut object = Map::new();
+                object.insert("status".into(), err.kind().as_str().into());
+                object.insert("path".into(), args.plugin.display().to_string().into());
+                object.insert("error".into(), err.to_string().into());
+                output::print_json(&Value::Object(object)).context("writing the report")?;
+            } else {
+                output::print_error(&err);
+            }
+            return Ok(ExitCode::from(exit::for_kind(err.kind())));
+        }
+    };
+    // `init` runs guest code, so it runs in the same sandbox as any call.
+    let outcome = plugin.instantiate().await;
+    let result = outcome.result.map(|instance| instance.metadata().clone());
+    if args.json {
+        print_json(&plugin, &result, &outcome.report)?;
+    } else {
+        print_text(&plugin, &result);
+        if let Err(err) = &result {
+            output::print_human_report(Some(err), &outcome.report);
+        }
+    }
+    Ok(exit::code(&result))
+}
+
+fn status<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(err) => err.kind().as_str(),
+    }
+}
+
+fn error_text<T>(result: &Result<T, Error>) -> Value {
+    match result {
+        Ok(_) => Value::Null,
+        Err(err) => err.to_string().into(),
+    }
+}
+
+fn print_json(
+    plugin: &Plugin,
+    result: &Result<Metadata, Error>,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let info = plugin.info();
+    let mut object = Map::new();
+    object.insert("status".into(), status(result).into());
+    object.insert("plugin".into(), plugin.name().into());
+    object.insert("size".into(), info.size.into());
+    object.insert("sha256".into(), info.sha256.clone().into());
+    object.insert("imports".into(), info.imports.clone().into());
+    object.insert("exports".into(), info.exports.clone().into());
+    let metadata = match result {
+        Ok(metadata) => json!({
+            "name": metadata.name,
+            "version": metadata.version,
+            "description": metadata.description,
+            "actions": metadata.actions,
+        }),
+        Err(_) => Value::Null,
+    };
+    object.insert("metadata".into(), metadata);
+    object.insert("error".into(), error_text(result));
+    output::report_fields(&mut object, report);
+    output::print_json(&Value::Object(object)).context("writing the report")
+}
+
+fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
+    let info = plugin.info();
+    if let Ok(metadata) = result {
+        println!(
+            "{} {}: {}",
+            metadata.name, metadata.version, metadata.description
+        );
+        if metadata.actions.is_empty() {
+            println!("actions: (one unnamed action)");
+        } else {
+            println!("actions: {}", metadata.actions.join(", "));
+        }
+    } else {
+        println!("{}: init failed, metadata unavailable", plugin.name());
+    }
+    println!("size:    {} ({} bytes)", format_bytes(info.size), info.size);
+    println!("sha256:  {}", info.sha256);
+    println!("imports:");
+    for name in &info.imports {
+        println!("  {name}");
+    }
+    println!("exports:");
+    for name in &info.exports {
+        println!("  {name}");
+    }
+}

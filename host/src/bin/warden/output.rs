@@ -1,0 +1,194 @@
+//! How results and reports are printed: one JSON object, or output bytes plus
+//! a human-readable report on stderr.
+
+use std::io::{IsTerminal, Write};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use warden::units::{format_bytes, format_duration};
+use warden::{Captured, Error, PluginError, Report};
+
+/// Bytes as JSON: text when they are UTF-8, base64 otherwise. Returns the
+/// value and its encoding (`utf-8` or `base64`).
+pub fn encode_bytes(bytes: &[u8]) -> (Value, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Value::String(text.to_owned()), "utf-8"),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            "base64",
+        ),
+    }
+}
+
+/// The `error` field and, for plugin errors, the plugin's own variant.
+fn error_fields(object: &mut Map<String, Value>, error: Option<&Error>) {
+    object.insert(
+        "error".into(),
+        error.map_or(Value::Null, |err| Value::String(err.to_string())),
+    );
+    if let Some(Error::Plugin(plugin_error)) = error {
+        let (variant, detail) = match plugin_error {
+            PluginError::InvalidInput(detail) => ("invalid-input", detail),
+            PluginError::UnknownAction(detail) => ("unknown-action", detail),
+            PluginError::Failed(detail) => ("failed", detail),
+        };
+        object.insert(
+            "plugin_error".into(),
+            json!({ "variant": variant, "detail": detail }),
+        );
+    }
+}
+
+fn captured_fields(object: &mut Map<String, Value>, name: &str, captured: &Captured) {
+    let (text, encoding) = encode_bytes(&captured.bytes);
+    object.insert(name.into(), text);
+    object.insert(format!("{name}_encoding"), encoding.into());
+    object.insert(
+        format!("{name}_dropped_bytes"),
+        captured.dropped_bytes.into(),
+    );
+}
+
+/// The JSON report of one call. `status` comes first so that it reads well.
+pub fn call_json(
+    plugin: &str,
+    action: &str,
+    result: &Result<Vec<u8>, Error>,
+    report: &Report,
+) -> Value {
+    let mut object = Map::new();
+    let status = match result {
+        Ok(_) => "ok",
+        Err(err) => err.kind().as_str(),
+    };
+    object.insert("status".into(), status.into());
+    object.insert("plugin".into(), plugin.into());
+    object.insert("action".into(), action.into());
+    let (output, encoding) = match result {
+        Ok(output) => encode_bytes(output),
+        Err(_) => (Value::Null, "utf-8"),
+    };
+    object.insert("output".into(), output);
+    object.insert("output_encoding".into(), encoding.into());
+    error_fields(&mut object, result.as_ref().err());
+    report_fields(&mut object, report);
+    Value::Object(object)
+}
+
+pub fn report_fields(object: &mut Map<String, Value>, report: &Report) {
+    object.insert("fuel_consumed".into(), report.fuel_consumed.into());
+    object.insert("peak_memory_bytes".into(), report.peak_memory_bytes.into());
+    object.insert(
+        "duration_ms".into(),
+        // Microsecond precision; more digits would only be float noise.
+        json!(report.duration.as_micros() as f64 / 1e3),
+    );
+    captured_fields(object, "stdout", &report.stdout);
+    captured_fields(object, "stderr", &report.stderr);
+    let logs: Vec<Value> = report
+        .logs
+        .iter()
+        .map(|record| {
+            json!({
+                "level": record.level.as_str(),
+                "context": record.context,
+                "message": record.message,
+            })
+        })
+        .collect();
+    object.insert("logs".into(), logs.into());
+    object.insert("dropped_logs".into(), report.dropped_logs.into());
+}
+
+/// Reports a failure that happened before any guest code ran.
+pub fn print_error(error: &Error) {
+    eprintln!("warden: {error}");
+}
+
+/// Prints a JSON value as one line on stdout.
+pub fn print_json(value: &Value) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+/// Writes the plugin's output to stdout as is, adding a newline only when a
+/// person is reading it on a terminal.
+pub fn print_output(output: &[u8]) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(output)?;
+    if std::io::stdout().is_terminal() && !output.ends_with(b"\n") {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()
+}
+
+/// What the guest wrote and logged, then the one-line report, on stderr.
+pub fn print_human_report(error: Option<&Error>, report: &Report) {
+    let mut stderr = std::io::stderr().lock();
+    let message = error.map(ToString::to_string);
+    // The summary stays on one line; a backtrace follows it.
+    let (headline, details) = match &message {
+        Some(message) => match message.split_once('\n') {
+            Some((headline, details)) => (Some(headline), Some(details)),
+            None => (Some(message.as_str()), None),
+        },
+        None => (None, None),
+    };
+    // Best effort: if stderr is gone there is nowhere to report that.
+    let _ = write_guest_streams(&mut stderr, report)
+        .and_then(|()| writeln!(stderr, "{}", summary_line(headline, report)))
+        .and_then(|()| match details {
+            Some(details) => writeln!(stderr, "{details}"),
+            None => Ok(()),
+        });
+}
+
+fn write_guest_streams(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    for (name, captured) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+        for line in String::from_utf8_lossy(&captured.bytes).lines() {
+            writeln!(out, "[{name}] {line}")?;
+        }
+        if captured.dropped_bytes > 0 {
+            writeln!(
+                out,
+                "[{name}] ({} more dropped)",
+                format_bytes(captured.dropped_bytes)
+            )?;
+        }
+    }
+    for record in &report.logs {
+        writeln!(
+            out,
+            "[log {} {}] {}",
+            record.level, record.context, record.message
+        )?;
+    }
+    if report.dropped_logs > 0 {
+        writeln!(out, "[log] ({} more records dropped)", report.dropped_logs)?;
+    }
+    Ok(())
+}
+
+fn summary_line(error: Option<&str>, report: &Report) -> String {
+    // Error messages start with what went wrong ("trap: …", "timed out …").
+    let mut parts = vec![match error {
+        Some(error) => format!("warden: {error}"),
+        None => "warden: ok".to_owned(),
+    }];
+    parts.push(format!("in {}", format_duration(report.duration)));
+    parts.push(format!(
+        "peak memory {}",
+        format_bytes(report.peak_memory_bytes)
+    ));
+    if let Some(fuel) = report.fuel_consumed {
+        parts.push(format!("fuel {fuel}"));
+    }
+    match report.logs.len() {
+        0 => {}
+        1 => parts.push("1 log record".into()),
+        n => parts.push(format!("{n} log records")),
+    }
+    parts.join(" · ")
+}

@@ -1,0 +1,109 @@
+//! `warden run`: one action in a fresh instance.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use warden::{Error, Outcome, Report};
+
+use crate::args::RunArgs;
+use crate::exit;
+use crate::output;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.sandbox.limits();
+    let input = match read_input(&args, limits.max_input_bytes)? {
+        Input::Bytes(bytes) => bytes,
+        Input::TooLarge { size } => {
+            let err = Error::InputTooLarge {
+                size,
+                limit: limits.max_input_bytes,
+            };
+            return finish(&args, &plugin_name(&args.plugin), Err(err), None);
+        }
+    };
+    let runtime = args.sandbox.runtime()?;
+    let plugin = match runtime
+        .load_file(&args.plugin, args.sandbox.sandbox())
+        .await
+    {
+        Ok(plugin) => plugin,
+        Err(err) => return finish(&args, &plugin_name(&args.plugin), Err(err), None),
+    };
+    let Outcome { result, report } = plugin.execute(&args.action, &input).await;
+    finish(&args, plugin.name(), result, Some(&report))
+}
+
+/// Prints the result; `report` is `None` when the call never started.
+fn finish(
+    args: &RunArgs,
+    plugin: &str,
+    result: Result<Vec<u8>, Error>,
+    report: Option<&Report>,
+) -> anyhow::Result<ExitCode> {
+    if args.json {
+        let report = report.cloned().unwrap_or_default();
+        output::print_json(&output::call_json(plugin, &args.action, &result, &report))
+            .context("writing the report")?;
+    } else {
+        if let Ok(bytes) = &result {
+            output::print_output(bytes).context("writing the output")?;
+        }
+        match (report, &result) {
+            (Some(report), _) => output::print_human_report(result.as_ref().err(), report),
+            (None, Err(err)) => output::print_error(err),
+            (None, Ok(_)) => {}
+        }
+    }
+    Ok(exit::code(&result))
+}
+
+fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+enum Input {
+    Bytes(Vec<u8>),
+    /// More than the input limit: counted, not kept.
+    TooLarge {
+        size: usize,
+    },
+}
+
+/// Reads the input from `--input`, `--input-file` or stdin, keeping at most
+/// `limit` bytes in memory.
+fn read_input(args: &RunArgs, limit: usize) -> anyhow::Result<Input> {
+    if let Some(text) = &args.input {
+        return Ok(if text.len() > limit {
+            Input::TooLarge { size: text.len() }
+        } else {
+            Input::Bytes(text.clone().into_bytes())
+        });
+    }
+    if let Some(path) = &args.input_file {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read --input-file `{}`", path.display()))?;
+        return read_bounded(file, limit)
+            .with_context(|| format!("cannot read --input-file `{}`", path.display()));
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(Input::Bytes(Vec::new()));
+    }
+    read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
+}
+
+fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
+    let mut bytes = Vec::new();
+    (&mut reader).take(limit as u64).read_to_end(&mut bytes)?;
+    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(if rest == 0 {
+        Input::Bytes(bytes)
+    } else {
+        Input::TooLarge {
+            size: bytes.len().saturating_add(rest as usize),
+        }
+    })
+}

@@ -1,0 +1,100 @@
+//! The `log` capability: `wasi:logging/logging`.
+//!
+//! Records go into the call's [`Report`](crate::Report) and to `tracing`
+//! (target `warden::plugin`, with the plugin's name), bounded per call by
+//! [`Limits::log_records`](crate::Limits::log_records) and
+//! [`Limits::log_bytes`](crate::Limits::log_bytes) so that a log flood costs
+//! the host nothing but the time the guest spends producing it.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::wasi::logging::logging::{self, Level};
+use crate::limits::Limits;
+use crate::report::{LogLevel, LogRecord};
+use crate::state::HostState;
+
+/// Per-instance log state: the records of the current call.
+#[derive(Debug)]
+pub(crate) struct LogCapture {
+    plugin: Arc<str>,
+    max_records: usize,
+    max_bytes: usize,
+    records: Vec<LogRecord>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl LogCapture {
+    pub(crate) fn new(plugin: Arc<str>, limits: &Limits) -> Self {
+        LogCapture {
+            plugin,
+            max_records: limits.log_records,
+            max_bytes: limits.log_bytes,
+            records: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Takes the records of the call so far and how many were dropped.
+    pub(crate) fn take(&mut self) -> (Vec<LogRecord>, u64) {
+        self.bytes = 0;
+        (
+            std::mem::take(&mut self.records),
+            std::mem::take(&mut self.dropped),
+        )
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    logging::add_to_linker::<HostState, HasSelf<LogCapture>>(linker, |state| &mut state.logs)
+}
+
+impl logging::Host for LogCapture {
+    fn log(&mut self, level: Level, context: String, message: String) {
+        let level = LogLevel::from(level);
+        let size = context.len() + message.len();
+        if self.records.len() >= self.max_records || self.bytes + size > self.max_bytes {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        emit_tracing_event(&self.plugin, level, &context, &message);
+        self.records.push(LogRecord {
+            level,
+            context,
+            message,
+        });
+    }
+}
+
+impl From<Level> for LogLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+            Level::Critical => LogLevel::Critical,
+        }
+    }
+}
+
+fn emit_tracing_event(plugin: &str, level: LogLevel, context: &str, message: &str) {
+    // `tracing` needs the level as a constant at each call site.
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(target: "warden::plugin", $level, plugin, context, "{message}")
+        };
+    }
+    match level {
+        LogLevel::Trace => event!(tracing::Level::TRACE),
+        LogLevel::Debug => event!(tracing::Level::DEBUG),
+        LogLevel::Info => event!(tracing::Level::INFO),
+        LogLevel::Warn => event!(tracing::Level::WARN),
+        LogLevel::Error | LogLevel::Critical => event!(tracing::Level::ERROR),
+    }
+}

@@ -1,0 +1,339 @@
+//! The one public error type, and how failures inside wasmtime map onto it.
+
+use std::fmt;
+use std::time::Duration;
+
+use wasmtime::{Trap, WasmBacktrace};
+
+use crate::PluginError;
+use crate::limits::{LimitRefusal, LimitedResource};
+
+/// Frames kept from a wasm backtrace; deep recursion would otherwise make an
+/// error message megabytes long.
+const MAX_BACKTRACE_FRAMES: usize = 24;
+
+/// How wasmtime words a refused instantiation (`Store::bump_resource_counts`).
+const INSTANCE_LIMIT_MESSAGE: &str = "resource limit exceeded: instance count too high";
+
+/// Everything that can go wrong loading or running a plugin.
+///
+/// Each variant is something a caller handles differently; [`Error::kind`]
+/// gives a stable, matchable summary (also used as the CLI's `status`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes are not a Warden plugin: not WebAssembly, a core module
+    /// rather than a component, malformed, or a component that lacks the
+    /// `warden:plugin/guest` export or imports something Warden cannot provide.
+    #[error("invalid plugin: {reason}")]
+    InvalidPlugin {
+        /// What is wrong, in words that name the fix.
+        reason: String,
+    },
+
+    /// The plugin reported a failure itself (the `plugin-error` of the WIT).
+    #[error("plugin error: {0}")]
+    Plugin(PluginError),
+
+    /// The call ran past its wall-clock timeout, whether it was computing or
+    /// blocked in a host call.
+    #[error("timed out after {}", crate::units::format_duration(*limit))]
+    Timeout {
+        /// The timeout that was exceeded.
+        limit: Duration,
+    },
+
+    /// The call consumed all of its fuel.
+    #[error("out of fuel: the call used its whole budget of {limit} units")]
+    OutOfFuel {
+        /// The fuel budget of the call.
+        limit: u64,
+    },
+
+    /// The host refused to grow memory, a table or the number of instances
+    /// beyond the plugin's limits. Reported as such even when the guest then
+    /// trapped because of the refusal.
+    #[error("memory limit: {0}")]
+    MemoryLimit(LimitRefusal),
+
+    /// The guest exhausted the wasm call stack (see
+    /// [`RuntimeBuilder::max_wasm_stack`](crate::RuntimeBuilder::max_wasm_stack)).
+    #[error("stack overflow{}", format_backtrace(backtrace))]
+    StackOverflow {
+        /// The innermost frames of the wasm backtrace, if one was captured.
+        backtrace: Vec<String>,
+    },
+
+    /// The guest trapped: `unreachable` (e.g. a Rust panic), an out-of-bounds
+    /// access, a division by zero, or a host call that failed fatally.
+    #[error("trap: {message}{}", format_backtrace(backtrace))]
+    Trap {
+        /// What trapped.
+        message: String,
+        /// The innermost frames of the wasm backtrace, if one was captured.
+        backtrace: Vec<String>,
+    },
+
+    /// The plugin returned more bytes than [`Limits::max_output_bytes`](crate::Limits::max_output_bytes).
+    #[error("output of {size} bytes exceeds the limit of {limit} bytes")]
+    OutputTooLarge {
+        /// Bytes the plugin returned.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The caller passed more bytes than [`Limits::max_input_bytes`](crate::Limits::max_input_bytes).
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    InputTooLarge {
+        /// Bytes the caller passed.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A live [`Instance`](crate::Instance) was used again after a trap, a
+    /// limit or a cancelled call left it in an unknown state.
+    #[error(
+        "this instance was discarded after an earlier call failed ({0}); create a new one with Plugin::instantiate"
+    )]
+    InstanceDiscarded(ErrorKind),
+
+    /// The limits or grants given to the host are unusable, e.g. a preopened
+    /// directory that does not exist or a fuel limit on a runtime built
+    /// without fuel metering.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Reading a plugin or opening a granted resource failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What Warden was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Wasmtime failed in a way that is not the guest's doing (for example
+    /// the engine could not be created). Indicates a bug or a broken host.
+    #[error("internal error: {0:#}")]
+    Internal(wasmtime::Error),
+}
+
+/// A stable, matchable summary of an [`Error`]; also the CLI's `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::InvalidPlugin`].
+    InvalidPlugin,
+    /// [`Error::Plugin`].
+    PluginError,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::OutOfFuel`].
+    OutOfFuel,
+    /// [`Error::MemoryLimit`].
+    MemoryLimit,
+    /// [`Error::StackOverflow`].
+    StackOverflow,
+    /// [`Error::Trap`].
+    Trap,
+    /// [`Error::OutputTooLarge`].
+    OutputTooLarge,
+    /// [`Error::InputTooLarge`].
+    InputTooLarge,
+    /// [`Error::InstanceDiscarded`].
+    InstanceDiscarded,
+    /// [`Error::InvalidConfig`].
+    InvalidConfig,
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Internal`].
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kebab-case name, e.g. `out-of-fuel`, as printed in `--json` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidPlugin => "invalid-plugin",
+            ErrorKind::PluginError => "plugin-error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfFuel => "out-of-fuel",
+            ErrorKind::MemoryLimit => "memory-limit",
+            ErrorKind::StackOverflow => "stack-overflow",
+            ErrorKind::Trap => "trap",
+            ErrorKind::OutputTooLarge => "output-too-large",
+            ErrorKind::InputTooLarge => "input-too-large",
+            ErrorKind::InstanceDiscarded => "instance-discarded",
+            ErrorKind::InvalidConfig => "invalid-config",
+            ErrorKind::Io => "io-error",
+            ErrorKind::Internal => "internal-error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidPlugin { .. } => ErrorKind::InvalidPlugin,
+            Error::Plugin(_) => ErrorKind::PluginError,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::OutOfFuel { .. } => ErrorKind::OutOfFuel,
+            Error::MemoryLimit(_) => ErrorKind::MemoryLimit,
+            Error::StackOverflow { .. } => ErrorKind::StackOverflow,
+            Error::Trap { .. } => ErrorKind::Trap,
+            Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::InputTooLarge { .. } => ErrorKind::InputTooLarge,
+            Error::InstanceDiscarded(_) => ErrorKind::InstanceDiscarded,
+            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// True when the failure leaves a live instance in an unknown state, so
+    /// it must be discarded rather than called again.
+    pub fn poisons_instance(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Timeout
+                | ErrorKind::OutOfFuel
+                | ErrorKind::MemoryLimit
+                | ErrorKind::StackOverflow
+                | ErrorKind::Trap
+                | ErrorKind::Internal
+        )
+    }
+
+    pub(crate) fn invalid_plugin(reason: impl Into<String>) -> Self {
+        Error::InvalidPlugin {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// What the host knew about a call when wasmtime reported a failure.
+pub(crate) struct FailureContext {
+    /// Growth the limiter refused during the call, if any.
+    pub refusal: Option<LimitRefusal>,
+    /// The call's timeout.
+    pub timeout: Duration,
+    /// The call's fuel budget, when fuel metering is on.
+    pub fuel: Option<u64>,
+    /// The plugin's core-instance limit.
+    pub instances: u32,
+}
+
+impl FailureContext {
+    /// Turns a failure reported by wasmtime (a trap, or a failed
+    /// instantiation) into the variant a caller can act on.
+    pub(crate) fn classify(self, err: wasmtime::Error) -> Error {
+        // A refused growth explains whatever trap followed it: guests usually
+        // abort when an allocation fails.
+        if let Some(refusal) = self.refusal {
+            return Error::MemoryLimit(refusal);
+        }
+        // Wasmtime enforces the instance count itself and reports it only as
+        // a message, from instantiation.
+        if root_cause_message(&err).starts_with(INSTANCE_LIMIT_MESSAGE) {
+            return Error::MemoryLimit(LimitRefusal {
+                resource: LimitedResource::Instances,
+                requested: None,
+                limit: u64::from(self.instances),
+            });
+        }
+        let backtrace = err
+            .downcast_ref::<WasmBacktrace>()
+            .map(backtrace_frames)
+            .unwrap_or_default();
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Error::Timeout {
+                limit: self.timeout,
+            },
+            Some(Trap::OutOfFuel) => Error::OutOfFuel {
+                limit: self.fuel.unwrap_or(u64::MAX),
+            },
+            Some(Trap::StackOverflow) => Error::StackOverflow { backtrace },
+            Some(trap) => Error::Trap {
+                message: trap_description(*trap),
+                backtrace,
+            },
+            None => Error::Trap {
+                message: root_cause_message(&err),
+                backtrace,
+            },
+        }
+    }
+}
+
+/// The trap's description without wasmtime's `wasm trap: ` prefix, which
+/// would repeat the variant's own `trap: `.
+fn trap_description(trap: Trap) -> String {
+    let text = trap.to_string();
+    match text.strip_prefix("wasm trap: ") {
+        Some(description) => description.to_owned(),
+        None => text,
+    }
+}
+
+/// The innermost error's message: wasmtime wraps host-call failures in
+/// context layers that only repeat the backtrace.
+fn root_cause_message(err: &wasmtime::Error) -> String {
+    err.chain()
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| err.to_string())
+}
+
+fn backtrace_frames(backtrace: &WasmBacktrace) -> Vec<String> {
+    let frames = backtrace.frames();
+    let mut lines: Vec<String> = frames
+        .iter()
+        .take(MAX_BACKTRACE_FRAMES)
+        .map(|frame| {
+            let module = frame.module().name().unwrap_or("<module>");
+            match frame.func_name() {
+                Some(name) => format!("{module}!{:#}", rustc_demangle::demangle(name)),
+                None => format!("{module}!<wasm function {}>", frame.func_index()),
+            }
+        })
+        .collect();
+    if frames.len() > MAX_BACKTRACE_FRAMES {
+        lines.push(format!(
+            "... {} more frames",
+            frames.len() - MAX_BACKTRACE_FRAMES
+        ));
+    }
+    lines
+}
+
+fn format_backtrace(frames: &[String]) -> String {
+    if frames.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\nwasm backtrace:");
+    for (index, frame) in frames.iter().enumerate() {
+        if frame.starts_with("...") {
+            text.push_str(&format!("\n      {frame}"));
+        } else {
+            text.push_str(&format!("\n  {index:>2}: {frame}"));
+        }
+    }
+    text
+}

@@ -1,0 +1,198 @@
+//! What a plugin is allowed to touch outside its own memory.
+//!
+//! Nothing is inherited from the host process: no environment, no arguments,
+//! no stdin, no network, no files. Each grant below opens exactly one door.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::limits::Limits;
+use crate::units::ParseError;
+
+/// Everything that decides what one plugin may do: its limits and its grants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sandbox {
+    /// Resource limits for each instance and call.
+    pub limits: Limits,
+    /// Capabilities granted to the plugin.
+    pub grants: Grants,
+}
+
+impl Sandbox {
+    /// A sandbox with the given limits and no grants.
+    pub fn with_limits(limits: Limits) -> Self {
+        Sandbox {
+            limits,
+            grants: Grants::default(),
+        }
+    }
+}
+
+/// Capabilities granted to a plugin. The default grants nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Grants {
+    /// Host directories the plugin can see. Default: none.
+    pub dirs: Vec<Preopen>,
+    /// Environment variables the plugin sees, in order. Default: none; the
+    /// host's environment is never inherited.
+    pub env: Vec<(String, String)>,
+}
+
+/// A host directory made visible to the guest at a path of its own.
+///
+/// Written on the command line as `HOST::GUEST`, optionally followed by
+/// `:ro` (the default) or `:rw`:
+///
+/// ```
+/// use warden::{DirAccess, Preopen};
+///
+/// let preopen: Preopen = "./data::/data:rw".parse()?;
+/// assert_eq!(preopen.guest, "/data");
+/// assert_eq!(preopen.access, DirAccess::ReadWrite);
+/// # Ok::<(), warden::units::ParseError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/data`.
+    pub guest: String,
+    /// Whether the guest may modify it.
+    pub access: DirAccess,
+}
+
+/// Whether a preopened directory may be modified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DirAccess {
+    /// Read files and list directories; every change is refused. The default.
+    #[default]
+    ReadOnly,
+    /// Everything, including creating, writing, renaming and deleting.
+    ReadWrite,
+}
+
+impl DirAccess {
+    /// `ro` or `rw`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirAccess::ReadOnly => "ro",
+            DirAccess::ReadWrite => "rw",
+        }
+    }
+}
+
+impl Preopen {
+    /// A read-only preopen of `host` at `guest`.
+    pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        Preopen {
+            host: host.into(),
+            guest: guest.into(),
+            access: DirAccess::ReadOnly,
+        }
+    }
+
+    /// A read-write preopen of `host` at `guest`.
+    pub fn read_write(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        Preopen {
+            host: host.into(),
+            guest: guest.into(),
+            access: DirAccess::ReadWrite,
+        }
+    }
+}
+
+impl FromStr for Preopen {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let invalid = |why: &str| {
+            ParseError::new(format!(
+                "invalid directory grant `{text}`: {why}; expected HOST::GUEST[:ro|:rw], e.g. ./data::/data:ro"
+            ))
+        };
+        let (host, guest) = text
+            .split_once("::")
+            .ok_or_else(|| invalid("missing `::` between the host and guest paths"))?;
+        let (guest, access) = match guest.rsplit_once(':') {
+            Some((guest, "ro")) => (guest, DirAccess::ReadOnly),
+            Some((guest, "rw")) => (guest, DirAccess::ReadWrite),
+            Some((_, other)) => {
+                return Err(invalid(&format!("unknown access `{other}` (use ro or rw)")));
+            }
+            None => (guest, DirAccess::ReadOnly),
+        };
+        if host.is_empty() {
+            return Err(invalid("the host path is empty"));
+        }
+        if guest.is_empty() {
+            return Err(invalid("the guest path is empty"));
+        }
+        Ok(Preopen {
+            host: PathBuf::from(host),
+            guest: guest.to_owned(),
+            access,
+        })
+    }
+}
+
+impl fmt::Display for Preopen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}::{}:{}",
+            self.host.display(),
+            self.guest,
+            self.access.as_str()
+        )
+    }
+}
+
+/// Parses `KEY=VALUE` as used by `--env`.
+///
+/// ```
+/// assert_eq!(
+///     warden::parse_env_var("GREETING=hi=there"),
+///     Ok(("GREETING".to_owned(), "hi=there".to_owned()))
+/// );
+/// assert!(warden::parse_env_var("NO_VALUE").is_err());
+/// ```
+pub fn parse_env_var(text: &str) -> Result<(String, String), ParseError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(ParseError::new(format!(
+            "invalid environment variable `{text}`: expected KEY=VALUE"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preopens_parse_with_default_read_only() {
+        let preopen: Preopen = "/srv/data::/data".parse().unwrap();
+        assert_eq!(preopen, Preopen::read_only("/srv/data", "/data"));
+        let preopen: Preopen = "out::/out:rw".parse().unwrap();
+        assert_eq!(preopen, Preopen::read_write("out", "/out"));
+        let preopen: Preopen = "in::.:ro".parse().unwrap();
+        assert_eq!(preopen, Preopen::read_only("in", "."));
+        assert_eq!(preopen.to_string(), "in::.:ro");
+    }
+
+    #[test]
+    fn malformed_preopens_say_what_is_wrong() {
+        for (text, why) in [
+            ("/data", "missing `::`"),
+            ("::/data", "host path is empty"),
+            ("/data::", "guest path is empty"),
+            ("/data::/data:rx", "unknown access `rx`"),
+        ] {
+            let err = text.parse::<Preopen>().unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+}

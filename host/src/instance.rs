@@ -1,0 +1,93 @@
+//! A live plugin [`Instance`]: one store, initialised once, called many times.
+
+use wasmtime::Store;
+
+use crate::Metadata;
+use crate::bindings;
+use crate::error::{Error, ErrorKind};
+use crate::plugin::{Plugin, outcome_without_call};
+use crate::report::Outcome;
+use crate::state::{CallScope, HostState};
+
+/// A live instance of a plugin, created by [`Plugin::instantiate`].
+///
+/// Its `init` has run; each [`Instance::execute`] runs under the plugin's
+/// limits afresh (timeout and fuel per call), while linear memory and any
+/// state the guest keeps persist between calls. After a trap, a limit or a
+/// timeout the instance is discarded: further calls fail with
+/// [`Error::InstanceDiscarded`].
+pub struct Instance {
+    plugin: Plugin,
+    store: Store<HostState>,
+    guest: bindings::Plugin,
+    metadata: Metadata,
+    discarded_after: Option<ErrorKind>,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        plugin: Plugin,
+        store: Store<HostState>,
+        guest: bindings::Plugin,
+        metadata: Metadata,
+    ) -> Self {
+        Instance {
+            plugin,
+            store,
+            guest,
+            metadata,
+            discarded_after: None,
+        }
+    }
+
+    /// What this instance's `init` returned.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Whether an earlier failure discarded this instance.
+    pub fn is_discarded(&self) -> bool {
+        self.discarded_after.is_some()
+    }
+
+    /// Runs one action on this instance.
+    pub async fn execute(&mut self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
+        if let Some(kind) = self.discarded_after {
+            return outcome_without_call(Error::InstanceDiscarded(kind));
+        }
+        if let Err(err) = self.plugin.check_input(input) {
+            return outcome_without_call(err);
+        }
+        let _ticking = self.plugin.runtime().keep_ticking();
+        let call = match CallScope::begin(
+            &mut self.store,
+            self.plugin.sandbox(),
+            self.plugin.fuel_metering(),
+        ) {
+            Ok(call) => call,
+            Err(err) => return outcome_without_call(err),
+        };
+        let run = self
+            .guest
+            .warden_plugin_guest()
+            .call_execute(&mut self.store, action, input);
+        let result = match tokio::time::timeout_at(call.deadline().into(), run).await {
+            Ok(returned) => self.plugin.output_from(returned, &call, &mut self.store),
+            Err(_elapsed) => Err(call.timed_out()),
+        };
+        if let Err(err) = &result
+            && err.poisons_instance()
+        {
+            self.discarded_after = Some(err.kind());
+        }
+        Outcome {
+            result,
+            report: call.finish(&mut self.store),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Per-plugin resource limits, and the `ResourceLimiter` that enforces the
+//! memory-like ones inside each store.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::units::format_bytes;
+
+/// Limits applied to every instance of a plugin and to every call into it.
+///
+/// `Limits::default()` is a safe starting point for untrusted code; every
+/// field can be changed before loading the plugin:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut limits = warden::Limits::default();
+/// limits.timeout = Duration::from_millis(250);
+/// limits.memory_bytes = 16 << 20;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Total linear memory an instance may hold, across all of its memories.
+    /// Growth beyond it is refused and reported as [`Error::MemoryLimit`](crate::Error::MemoryLimit).
+    /// Default: 64 MiB.
+    pub memory_bytes: u64,
+    /// Elements any one table may hold. Default: 100,000.
+    pub table_elements: u64,
+    /// Core instances a plugin may create; a component needs a fixed number
+    /// (its modules plus adapters). Default: 100.
+    pub instances: u32,
+    /// Fuel each call may consume, or `None` for no fuel limit. Needs a
+    /// runtime built with [`RuntimeBuilder::fuel`](crate::RuntimeBuilder::fuel).
+    /// Default: `None`.
+    pub fuel: Option<u64>,
+    /// Wall-clock time per call, including time spent blocked in host calls.
+    /// For a fresh-instance call it covers instantiation and `init` too.
+    /// Default: 5 s.
+    pub timeout: Duration,
+    /// Largest input a call accepts. Default: 16 MiB.
+    pub max_input_bytes: usize,
+    /// Largest output a call may return. Default: 16 MiB.
+    pub max_output_bytes: usize,
+    /// Bytes of the guest's stdout kept per call; the rest is counted and
+    /// dropped. Default: 1 MiB.
+    pub stdout_bytes: usize,
+    /// Bytes of the guest's stderr kept per call; the rest is counted and
+    /// dropped. Default: 1 MiB.
+    pub stderr_bytes: usize,
+    /// Log records kept per call; further records are counted and dropped.
+    /// Default: 1,000.
+    pub log_records: usize,
+    /// Bytes of log context and message text kept per call. Default: 1 MiB.
+    pub log_bytes: usize,
+}
+
+impl Limits {
+    /// Default for [`Limits::memory_bytes`].
+    pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+    /// Default for [`Limits::table_elements`].
+    pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+    /// Default for [`Limits::instances`].
+    pub const DEFAULT_INSTANCES: u32 = 100;
+    /// Default for [`Limits::timeout`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default for [`Limits::max_input_bytes`].
+    pub const DEFAULT_MAX_INPUT_BYTES: usize = 16 << 20;
+    /// Default for [`Limits::max_output_bytes`].
+    pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+    /// Default for [`Limits::stdout_bytes`] and [`Limits::stderr_bytes`].
+    pub const DEFAULT_CAPTURE_BYTES: usize = 1 << 20;
+    /// Default for [`Limits::log_records`].
+    pub const DEFAULT_LOG_RECORDS: usize = 1_000;
+    /// Default for [`Limits::log_bytes`].
+    pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            table_elements: Self::DEFAULT_TABLE_ELEMENTS,
+            instances: Self::DEFAULT_INSTANCES,
+            fuel: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_input_bytes: Self::DEFAULT_MAX_INPUT_BYTES,
+            max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            stdout_bytes: Self::DEFAULT_CAPTURE_BYTES,
+            stderr_bytes: Self::DEFAULT_CAPTURE_BYTES,
+            log_records: Self::DEFAULT_LOG_RECORDS,
+            log_bytes: Self::DEFAULT_LOG_BYTES,
+        }
+    }
+}
+
+/// A resource whose growth the host refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitedResource {
+    /// Linear memory, counted in bytes across all memories of the instance.
+    LinearMemory,
+    /// Elements of one table.
+    TableElements,
+    /// Core instances.
+    Instances,
+}
+
+/// A growth the host refused because it would exceed a [`Limits`] field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRefusal {
+    /// What was to grow.
+    pub resource: LimitedResource,
+    /// The size the guest asked for, when known (bytes for memory, elements
+    /// for tables).
+    pub requested: Option<u64>,
+    /// The limit in force.
+    pub limit: u64,
+}
+
+impl fmt::Display for LimitRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.resource {
+            LimitedResource::LinearMemory => {
+                write!(f, "linear memory growth")?;
+                if let Some(requested) = self.requested {
+                    write!(f, " to {}", format_bytes(requested))?;
+                }
+                write!(f, " refused (limit {})", format_bytes(self.limit))
+            }
+            LimitedResource::TableElements => {
+                write!(f, "table growth")?;
+                if let Some(requested) = self.requested {
+                    write!(f, " to {requested} elements")?;
+                }
+                write!(f, " refused (limit {} elements)", self.limit)
+            }
+            LimitedResource::Instances => write!(
+                f,
+                "the plugin needs more than {} core instances",
+                self.limit
+            ),
+        }
+    }
+}
+
+/// The per-store `ResourceLimiter`: enforces [`Limits`] on memories, tables
+/// and instances, tracks the linear-memory high-water mark, and remembers a
+/// refusal so that the trap which usually follows is reported as a limit.
+#[derive(Debug)]
+pub(crate) struct StoreLimiter {
+    memory_limit: u64,
+    table_limit: u64,
+    instance_limit: u32,
+    /// Linear memory held by the store right now. Memories never shrink, so
+    /// this is also the peak.
+    memory_bytes: u64,
+    /// Growth granted by the last `memory_growing`, undone if it then fails.
+    pending_growth: u64,
+    refusal: Option<LimitRefusal>,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        StoreLimiter {
+            memory_limit: limits.memory_bytes,
+            table_limit: limits.table_elements,
+            instance_limit: limits.instances,
+            memory_bytes: 0,
+            pending_growth: 0,
+            refusal: None,
+        }
+    }
+
+    /// Linear memory held now, which is also the store's peak.
+    pub(crate) fn peak_memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// The refusal recorded since the last call to this method, if any.
+    pub(crate) fn take_refusal(&mut self) -> Option<LimitRefusal> {
+        self.refusal.take()
+    }
+}
+
+impl wasmtime::ResourceLimiter for StoreLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Growth past the memory's own declared maximum fails anyway; it is
+        // the module's limit, not the host's, so it is not a refusal.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        let growth = (desired - current) as u64;
+        let total = self.memory_bytes.saturating_add(growth);
+        if total > self.memory_limit {
+            self.refusal = Some(LimitRefusal {
+                resource: LimitedResource::LinearMemory,
+                requested: Some(total),
+                limit: self.memory_limit,
+            });
+            return Ok(false);
+        }
+        self.memory_bytes = total;
+        self.pending_growth = growth;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes -= std::mem::take(&mut self.pending_growth);
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        if desired as u64 > self.table_limit {
+            self.refusal = Some(LimitRefusal {
+                resource: LimitedResource::TableElements,
+                requested: Some(desired as u64),
+                limit: self.table_limit,
+            });
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instance_limit as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    const PAGE: usize = 64 << 10;
+
+    #[test]
+    fn memory_growth_is_counted_across_memories_and_refused_past_the_limit() {
+        let limits = Limits {
+            memory_bytes: 4 * PAGE as u64,
+            ..Limits::default()
+        };
+        let mut limiter = StoreLimiter::new(&limits);
+        assert!(limiter.memory_growing(0, 2 * PAGE, None).unwrap());
+        assert!(limiter.memory_growing(0, 2 * PAGE, None).unwrap());
+        assert_eq!(limiter.peak_memory_bytes(), 4 * PAGE as u64);
+        assert!(!limiter.memory_growing(2 * PAGE, 3 * PAGE, None).unwrap());
+        let refusal = limiter.take_refusal().unwrap();
+        assert_eq!(refusal.resource, LimitedResource::LinearMemory);
+        assert_eq!(refusal.requested, Some(5 * PAGE as u64));
+        assert_eq!(limiter.take_refusal(), None);
+    }
+
+    #[test]
+    fn growth_past_the_declared_maximum_is_not_a_host_refusal() {
+        let mut limiter = StoreLimiter::new(&Limits::default());
+        assert!(
+            !limiter
+                .memory_growing(PAGE, 3 * PAGE, Some(2 * PAGE))
+                .unwrap()
+        );
+        assert_eq!(limiter.take_refusal(), None);
+        assert_eq!(limiter.peak_memory_bytes(), 0);
+    }
+
+    #[test]
+    fn failed_growth_is_not_counted() {
+        let mut limiter = StoreLimiter::new(&Limits::default());
+        assert!(limiter.memory_growing(0, PAGE, None).unwrap());
+        assert!(limiter.memory_growing(PAGE, 3 * PAGE, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::format_err!("out of address space"))
+            .unwrap();
+        assert_eq!(limiter.peak_memory_bytes(), PAGE as u64);
+    }
+
+    #[test]
+    fn tables_are_limited_per_table() {
+        let limits = Limits {
+            table_elements: 10,
+            ..Limits::default()
+        };
+        let mut limiter = StoreLimiter::new(&limits);
+        assert!(limiter.table_growing(0, 10, None).unwrap());
+        assert!(!limiter.table_growing(10, 11, None).unwrap());
+        assert_eq!(
+            limiter.take_refusal().map(|r| r.resource),
+            Some(LimitedResource::TableElements)
+        );
+    }
+}

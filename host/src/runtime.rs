@@ -1,0 +1,232 @@
+//! The [`Runtime`]: one wasmtime engine, configured once, and the linker that
+//! every plugin is linked against.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::capabilities;
+use crate::epoch::{EpochTicker, TickGuard};
+use crate::error::Error;
+use crate::grants::Sandbox;
+use crate::plugin::{Plugin, check_component_header};
+use crate::state::HostState;
+
+/// Loads and runs plugins. Cheap to clone; clones share the engine.
+///
+/// A runtime owns one wasmtime [`Engine`] with the component model, epoch
+/// interruption (driven by one background thread that ticks only while calls
+/// are in flight), optional fuel metering and a bounded wasm stack.
+///
+/// Calls need a Tokio runtime with timers enabled (as `#[tokio::main]`
+/// provides): timeouts of calls blocked in host functions use Tokio's timer.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    fuel_metering: bool,
+    ticker: EpochTicker,
+}
+
+/// Configures a [`Runtime`]; start from [`Runtime::builder`].
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    fuel: bool,
+    max_wasm_stack: usize,
+    epoch_tick: Duration,
+}
+
+impl RuntimeBuilder {
+    /// Default for [`RuntimeBuilder::max_wasm_stack`].
+    pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
+    /// Default for [`RuntimeBuilder::epoch_tick`].
+    pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
+
+    /// Meters fuel, so that [`Limits::fuel`](crate::Limits::fuel) can bound
+    /// calls and reports say how much fuel each call used.
+    ///
+    /// Fuel makes guest code slower (roughly ×1.5 on compute-bound guests), so
+    /// it is off by default; timeouts need no fuel.
+    pub fn fuel(&mut self, enable: bool) -> &mut Self {
+        self.fuel = enable;
+        self
+    }
+
+    /// The most native stack a guest's wasm frames may use before the call
+    /// fails with [`Error::StackOverflow`]. Default: 1 MiB.
+    pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
+        self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// How often the epoch advances while calls are in flight. It bounds how
+    /// far past its timeout a busy guest can run, and how long one guest can
+    /// run before yielding to others on the same thread. Default: 1 ms.
+    pub fn epoch_tick(&mut self, tick: Duration) -> &mut Self {
+        self.epoch_tick = tick;
+        self
+    }
+
+    /// Creates the engine and starts the epoch thread.
+    pub fn build(&self) -> Result<Runtime, Error> {
+        if self.max_wasm_stack == 0 {
+            return Err(Error::InvalidConfig(
+                "the wasm stack limit must be greater than zero".into(),
+            ));
+        }
+        if self.epoch_tick.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the epoch tick must be greater than zero".into(),
+            ));
+        }
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(self.fuel)
+            .max_wasm_stack(self.max_wasm_stack)
+            // Host functions called from wasm run on the same fiber stack, so
+            // it needs room beyond the guest's share.
+            .async_stack_size(self.max_wasm_stack + HOST_STACK_HEADROOM);
+        let engine = Engine::new(&config).map_err(Error::Internal)?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker).map_err(Error::Internal)?;
+        let ticker = EpochTicker::start(engine.clone(), self.epoch_tick)
+            .map_err(|err| Error::io("starting the epoch thread", err))?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                fuel_metering: self.fuel,
+                ticker,
+            }),
+        })
+    }
+}
+
+/// Native stack reserved for host code on each guest fiber.
+const HOST_STACK_HEADROOM: usize = 1 << 20;
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            fuel: false,
+            max_wasm_stack: Self::DEFAULT_MAX_WASM_STACK,
+            epoch_tick: Self::DEFAULT_EPOCH_TICK,
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime with the default configuration: no fuel metering, 1 MiB wasm
+    /// stack, 1 ms epoch tick.
+    pub fn new() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The wasmtime engine, for embedders that need it directly.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Whether this runtime meters fuel.
+    pub fn fuel_metering(&self) -> bool {
+        self.inner.fuel_metering
+    }
+
+    /// Reads a plugin from a file and loads it; the plugin is named after
+    /// the file's stem.
+    pub async fn load_file(
+        &self,
+        path: impl AsRef<Path>,
+        sandbox: Sandbox,
+    ) -> Result<Plugin, Error> {
+        let path = path.as_ref();
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|err| Error::io(format!("cannot read plugin `{}`", path.display()), err))?;
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".to_owned());
+        self.load(name, bytes, sandbox).await
+    }
+
+    /// Loads a plugin from its bytes: checks that they are a component,
+    /// compiles them, links the plugin's imports and checks its exports. No
+    /// guest code runs.
+    ///
+    /// Compilation runs on Tokio's blocking pool; it can take seconds for
+    /// large components.
+    pub async fn load(
+        &self,
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        sandbox: Sandbox,
+    ) -> Result<Plugin, Error> {
+        self.check_sandbox(&sandbox)?;
+        check_component_header(&bytes)?;
+        let engine = self.inner.engine.clone();
+        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
+            let compiled = Component::new(&engine, &bytes);
+            (bytes, compiled)
+        })
+        .await
+        .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))?;
+        let component = compiled.map_err(|err| {
+            Error::invalid_plugin(format!(
+                "the component failed to validate or compile: {err:#}"
+            ))
+        })?;
+        Plugin::link(self.clone(), name.into(), component, &bytes, sandbox)
+    }
+
+    /// Refuses limits and grants that could never work, before anything is compiled.
+    fn check_sandbox(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        if sandbox.limits.fuel.is_some() && !self.inner.fuel_metering {
+            return Err(Error::InvalidConfig(
+                "a fuel limit needs a runtime built with fuel metering (RuntimeBuilder::fuel)"
+                    .into(),
+            ));
+        }
+        for preopen in &sandbox.grants.dirs {
+            let is_dir = std::fs::metadata(&preopen.host).map(|meta| meta.is_dir());
+            match is_dir {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::InvalidConfig(format!(
+                        "cannot grant `{}`: it is not a directory",
+                        preopen.host.display()
+                    )));
+                }
+                Err(err) => {
+                    return Err(Error::InvalidConfig(format!(
+                        "cannot grant `{}`: {err}",
+                        preopen.host.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub(crate) fn keep_ticking(&self) -> TickGuard {
+        self.inner.ticker.keep_ticking()
+    }
+}

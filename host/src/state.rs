@@ -1,0 +1,160 @@
+//! The per-instance state every store carries, and the per-call bookkeeping
+//! around it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::logging::LogCapture;
+use crate::capabilities::stdio::CapturedOutput;
+use crate::capabilities::wasi;
+use crate::error::{Error, FailureContext};
+use crate::grants::Sandbox;
+use crate::limits::StoreLimiter;
+use crate::report::Report;
+
+/// Everything a store holds for one plugin instance.
+pub(crate) struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    pub(crate) logs: LogCapture,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    limiter: StoreLimiter,
+    /// When the current call must stop; checked on every epoch tick.
+    deadline: Instant,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl HostState {
+    /// Creates a store for a new instance of a plugin, with its limits and
+    /// grants in place. Nothing runs yet.
+    pub(crate) fn new_store(
+        engine: &wasmtime::Engine,
+        plugin_name: &Arc<str>,
+        sandbox: &Sandbox,
+    ) -> Result<Store<HostState>, Error> {
+        let limits = &sandbox.limits;
+        let stdout = CapturedOutput::new(limits.stdout_bytes);
+        let stderr = CapturedOutput::new(limits.stderr_bytes);
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi: wasi::build_ctx(&sandbox.grants, &stdout, &stderr)?,
+            logs: LogCapture::new(plugin_name.clone(), limits),
+            stdout,
+            stderr,
+            limiter: StoreLimiter::new(limits),
+            deadline: Instant::now(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|context| {
+            if Instant::now() >= context.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Give other executions on this thread a turn.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// The bookkeeping of one call into a store: it arms the deadline and fuel
+/// when it starts, and turns what happened into a [`Report`] when it ends.
+pub(crate) struct CallScope {
+    started: Instant,
+    deadline: Instant,
+    timeout: Duration,
+    fuel_budget: Option<u64>,
+    instances: u32,
+}
+
+impl CallScope {
+    /// Arms `store` for a call under `sandbox`'s limits.
+    ///
+    /// `fuel_metering` says whether the engine counts fuel; when it does and
+    /// the limits set no budget, the call may use as much as it likes but its
+    /// consumption is still reported.
+    pub(crate) fn begin(
+        store: &mut Store<HostState>,
+        sandbox: &Sandbox,
+        fuel_metering: bool,
+    ) -> Result<Self, Error> {
+        let limits = &sandbox.limits;
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let state = store.data_mut();
+        state.deadline = deadline;
+        // A refusal the guest survived in an earlier call explains nothing now.
+        state.limiter.take_refusal();
+        store.set_epoch_deadline(1);
+        let fuel_budget = if fuel_metering {
+            let budget = limits.fuel.unwrap_or(u64::MAX);
+            store.set_fuel(budget).map_err(Error::Internal)?;
+            Some(budget)
+        } else {
+            None
+        };
+        Ok(CallScope {
+            started,
+            deadline,
+            timeout: limits.timeout,
+            fuel_budget,
+            instances: limits.instances,
+        })
+    }
+
+    /// When the call must have finished.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The error for a call that did not finish before its deadline.
+    pub(crate) fn timed_out(&self) -> Error {
+        Error::Timeout {
+            limit: self.timeout,
+        }
+    }
+
+    /// Classifies a failure that wasmtime reported during this call.
+    pub(crate) fn failure(&self, store: &mut Store<HostState>, err: wasmtime::Error) -> Error {
+        FailureContext {
+            refusal: store.data_mut().limiter.take_refusal(),
+            timeout: self.timeout,
+            fuel: self.fuel_budget,
+            instances: self.instances,
+        }
+        .classify(err)
+    }
+
+    /// Ends the call: collects its measurements and captured output.
+    pub(crate) fn finish(self, store: &mut Store<HostState>) -> Report {
+        let fuel_consumed = self.fuel_budget.map(|budget| {
+            let remaining = store.get_fuel().unwrap_or(0);
+            budget.saturating_sub(remaining)
+        });
+        let state = store.data_mut();
+        let (logs, dropped_logs) = state.logs.take();
+        Report {
+            duration: self.started.elapsed(),
+            fuel_consumed,
+            peak_memory_bytes: state.limiter.peak_memory_bytes(),
+            stdout: state.stdout.take(),
+            stderr: state.stderr.take(),
+            logs,
+            dropped_logs,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Human-friendly sizes (`64MiB`) and durations (`300ms`), parsed and printed
+//! the same way by the CLI, the manifest and the library's messages.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A value that could not be parsed; the message says what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError(String);
+
+impl ParseError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        ParseError(message.into())
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a size in bytes.
+///
+/// Accepts a plain number of bytes (`1048576`), binary units (`64KiB`,
+/// `64MiB`, `1GiB`, or their short forms `64K`, `64M`, `1G`) and decimal
+/// units (`64KB`, `64MB`, `1GB`). Units are case-insensitive; a fractional
+/// number is allowed with a unit (`1.5MiB`).
+///
+/// ```
+/// assert_eq!(warden::units::parse_size("64MiB"), Ok(64 << 20));
+/// assert_eq!(warden::units::parse_size("64M"), Ok(64 << 20));
+/// assert_eq!(warden::units::parse_size("1000"), Ok(1000));
+/// assert!(warden::units::parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, ParseError> {
+    let invalid = || {
+        ParseError::new(format!(
+            "invalid size `{text}`: expected bytes or a number with a unit such as 64KiB, 64MiB, 1GiB, 64M or 64MB"
+        ))
+    };
+    let (number, unit) = split_number(text.trim()).ok_or_else(invalid)?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(invalid()),
+    };
+    if multiplier == 1 {
+        return number.parse::<u64>().map_err(|_| invalid());
+    }
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration such as `300ms`, `5s`, `1.5s`, `2m` or `250us`.
+///
+/// A unit is required: `ns`, `us`, `ms`, `s`, `m` or `h`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(warden::units::parse_duration("300ms"), Ok(Duration::from_millis(300)));
+/// assert_eq!(warden::units::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(warden::units::parse_duration("5").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
+    let invalid = || {
+        ParseError::new(format!(
+            "invalid duration `{text}`: expected a number with a unit such as 300ms, 5s or 2m"
+        ))
+    };
+    let (number, unit) = split_number(text.trim()).ok_or_else(invalid)?;
+    let seconds_per_unit = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(invalid()),
+    };
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| invalid())
+}
+
+/// Splits `64MiB` into `("64", "MiB")`; `None` when there is no number.
+fn split_number(text: &str) -> Option<(&str, &str)> {
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
+    if number.is_empty() || number.starts_with('.') {
+        return None;
+    }
+    Some((number, unit.trim_start()))
+}
+
+/// Formats bytes with the largest binary unit that keeps the number ≥ 1,
+/// e.g. `64 MiB`, `1.5 KiB`, `12 B`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {unit}")
+}
+
+/// Formats a duration compactly with a unit that suits its size, e.g.
+/// `850 µs`, `12.3 ms`, `5 s`.
+pub fn format_duration(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    let (value, unit) = if micros < 1_000.0 {
+        (micros, "µs")
+    } else if micros < 1_000_000.0 {
+        (micros / 1e3, "ms")
+    } else {
+        (micros / 1e6, "s")
+    };
+    let text = if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    };
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("64mib"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size(" 8 MiB "), Ok(8 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5",
+            "64XB",
+            "1e3",
+            ".5M",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        for bad in ["", "5", "s", "5 parsecs", "-1s", "1e400s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_bytes(12), "12 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(64 << 20), "64 MiB");
+        assert_eq!(format_duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(format_duration(Duration::from_micros(12_345)), "12.3 ms");
+        assert_eq!(format_duration(Duration::from_secs(5)), "5 s");
+    }
+}

@@ -1,0 +1,159 @@
+//! Filesystem and environment grants: what is granted works, what is not is
+//! refused, and nothing is inherited from the host.
+
+use warden::{Error, Grants, Preopen, Sandbox};
+use warden_tests::guests;
+
+use crate::{load, runtime, tight_limits};
+
+fn sandbox(grants: Grants) -> Sandbox {
+    let mut sandbox = Sandbox::with_limits(tight_limits());
+    sandbox.grants = grants;
+    sandbox
+}
+
+fn failure(result: Result<Vec<u8>, Error>) -> String {
+    match result {
+        Err(Error::Plugin(warden::PluginError::Failed(why))) => why,
+        other => panic!("expected the guest to report a failure, got {other:?}"),
+    }
+}
+
+/// A temporary tree: `granted/` (holding `inside.txt`) and, beside it,
+/// `secret.txt` that no grant covers.
+struct Tree {
+    root: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("granted")).unwrap();
+        std::fs::write(root.path().join("granted/inside.txt"), "inside").unwrap();
+        std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+        Tree { root }
+    }
+
+    fn granted(&self) -> std::path::PathBuf {
+        self.root.path().join("granted")
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_preopen_can_be_read_but_not_written() {
+    let tree = Tree::new();
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_only(tree.granted(), "/data"));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+
+    let read = plugin.execute("read-file", b"/data/inside.txt").await;
+    assert_eq!(read.result.unwrap(), b"inside");
+
+    let why = failure(
+        plugin
+            .execute("write-file", b"/data/inside.txt")
+            .await
+            .result,
+    );
+    assert!(why.contains("not permitted"), "{why}");
+    let why = failure(plugin.execute("write-file", b"/data/new.txt").await.result);
+    assert!(!why.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(tree.granted().join("inside.txt")).unwrap(),
+        "inside"
+    );
+    assert!(!tree.granted().join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn a_read_write_preopen_can_be_written() {
+    let tree = Tree::new();
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_write(tree.granted(), "/data"));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+    let written = plugin.execute("write-file", b"/data/new.txt").await;
+    assert_eq!(written.result.unwrap(), b"written");
+    assert_eq!(
+        std::fs::read_to_string(tree.granted().join("new.txt")).unwrap(),
+        "overwritten"
+    );
+}
+
+#[tokio::test]
+async fn nothing_outside_a_preopen_is_reachable() {
+    let tree = Tree::new();
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_write(tree.granted(), "/data"));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+    let secret = tree.root.path().join("secret.txt");
+    for path in [
+        "/data/../secret.txt",
+        "/data/./../secret.txt",
+        "../secret.txt",
+        "/etc/passwd",
+        secret.to_str().unwrap(),
+    ] {
+        failure(plugin.execute("read-file", path.as_bytes()).await.result);
+        failure(plugin.execute("write-file", path.as_bytes()).await.result);
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+}
+
+#[tokio::test]
+async fn without_grants_there_is_no_filesystem() {
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(Grants::default())).await;
+    for path in ["/etc/passwd", ".", "/"] {
+        failure(plugin.execute("read-file", path.as_bytes()).await.result);
+    }
+}
+
+#[tokio::test]
+async fn only_granted_environment_variables_are_visible() {
+    let mut grants = Grants::default();
+    grants.env.push(("GREETING".into(), "hi".into()));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+    assert_eq!(
+        plugin.execute("env", b"GREETING").await.result.unwrap(),
+        b"hi"
+    );
+    // The test process certainly has these; the guest must not.
+    for inherited in ["PATH", "HOME", "CARGO"] {
+        failure(plugin.execute("env", inherited.as_bytes()).await.result);
+    }
+}
+
+#[tokio::test]
+async fn a_missing_directory_grant_is_refused_at_load() {
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_only("/no/such/directory", "/data"));
+    let err = runtime()
+        .load_file(guests::HOSTILE, sandbox(grants))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, Error::InvalidConfig(why) if why.contains("/no/such/directory")),
+        "{err:?}"
+    );
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut grants = Grants::default();
+    grants.dirs.push(Preopen::read_only(file.path(), "/data"));
+    let err = runtime()
+        .load_file(guests::HOSTILE, sandbox(grants))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, Error::InvalidConfig(why) if why.contains("not a directory")),
+        "{err:?}"
+    );
+}

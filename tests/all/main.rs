@@ -1,0 +1,66 @@
+//! Warden's integration tests: one binary, one module per concern.
+
+mod concurrency;
+mod grants;
+mod hello;
+mod instance;
+mod invalid;
+mod limits;
+
+use std::time::Duration;
+
+use warden::{Limits, Plugin, Runtime, Sandbox};
+use warden_tests::guests;
+
+/// A runtime with default settings.
+fn runtime() -> Runtime {
+    Runtime::new().expect("creating the runtime")
+}
+
+/// A runtime that meters fuel.
+fn fuel_runtime() -> Runtime {
+    Runtime::builder()
+        .fuel(true)
+        .build()
+        .expect("creating the runtime")
+}
+
+/// Limits small enough that hostile guests fail fast.
+fn tight_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.timeout = Duration::from_millis(300);
+    limits.memory_bytes = 16 << 20;
+    limits
+}
+
+async fn load(runtime: &Runtime, path: &str, sandbox: Sandbox) -> Plugin {
+    runtime
+        .load_file(path, sandbox)
+        .await
+        .unwrap_or_else(|err| panic!("loading {path}: {err}"))
+}
+
+async fn hello(runtime: &Runtime) -> Plugin {
+    load(runtime, guests::HELLO, Sandbox::default()).await
+}
+
+async fn hostile(runtime: &Runtime, limits: Limits) -> Plugin {
+    load(runtime, guests::HOSTILE, Sandbox::with_limits(limits)).await
+}
+
+/// Asserts that `plugin` still serves a good call after a failure.
+async fn assert_serves(plugin: &Plugin) {
+    let outcome = plugin.execute("calls", b"").await;
+    assert_eq!(outcome.result.expect("a good call after a failure"), b"1");
+}
+
+/// Asserts that the runtime still serves a good call on a fresh plugin.
+async fn assert_runtime_serves(runtime: &Runtime) {
+    let plugin = hello(runtime).await;
+    let output = plugin
+        .execute("count-vowels", b"hello world")
+        .await
+        .result
+        .expect("a good call after a failure");
+    assert_eq!(output, b"3");
+}
