@@ -63,12 +63,7 @@ impl Instance {
         if let Err(err) = self.plugin.check_input(input) {
             return outcome_without_call(err);
         }
-        let _ticking = self.plugin.runtime().keep_ticking();
-        let call = match CallScope::begin(
-            &mut self.store,
-            self.plugin.sandbox(),
-            self.plugin.fuel_metering(),
-        ) {
+        let call = match CallScope::begin(&mut self.store, &self.plugin) {
             Ok(call) => call,
             Err(err) => return outcome_without_call(err),
         };

@@ -174,16 +174,11 @@ impl Plugin {
     /// then drop the instance. The timeout and fuel budget cover all three,
     /// and the report includes what `init` logged or printed.
     pub async fn execute(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
-        let mut store = match self.new_store() {
-            Ok(store) => store,
-            Err(err) => return outcome_without_call(err),
-        };
         if let Err(err) = self.check_input(input) {
             return outcome_without_call(err);
         }
-        let _ticking = self.inner.runtime.keep_ticking();
-        let call = match CallScope::begin(&mut store, &self.inner.sandbox, self.fuel_metering()) {
-            Ok(call) => call,
+        let (mut store, call) = match self.start_fresh_instance() {
+            Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
         let run = async {
@@ -208,13 +203,8 @@ impl Plugin {
     /// Creates a live instance and runs its `init`. The instance keeps its
     /// state between [`Instance::execute`] calls.
     pub async fn instantiate(&self) -> Outcome<Instance> {
-        let mut store = match self.new_store() {
-            Ok(store) => store,
-            Err(err) => return outcome_without_call(err),
-        };
-        let _ticking = self.inner.runtime.keep_ticking();
-        let call = match CallScope::begin(&mut store, &self.inner.sandbox, self.fuel_metering()) {
-            Ok(call) => call,
+        let (mut store, call) = match self.start_fresh_instance() {
+            Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
         let run = async {
@@ -239,16 +229,15 @@ impl Plugin {
         }
     }
 
-    pub(crate) fn new_store(&self) -> Result<Store<HostState>, Error> {
-        HostState::new_store(
+    /// Creates the store of a new instance, armed for its first call.
+    fn start_fresh_instance(&self) -> Result<(Store<HostState>, CallScope), Error> {
+        let mut store = HostState::new_store(
             self.inner.runtime.engine(),
             &self.inner.name,
             &self.inner.sandbox,
-        )
-    }
-
-    pub(crate) fn fuel_metering(&self) -> bool {
-        self.inner.runtime.fuel_metering()
+        )?;
+        let call = CallScope::begin(&mut store, self)?;
+        Ok((store, call))
     }
 
     pub(crate) fn runtime(&self) -> &Runtime {

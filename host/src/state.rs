@@ -11,9 +11,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capabilities::logging::LogCapture;
 use crate::capabilities::stdio::CapturedOutput;
 use crate::capabilities::wasi;
+use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
 use crate::grants::Sandbox;
 use crate::limits::StoreLimiter;
+use crate::plugin::Plugin;
 use crate::report::Report;
 
 /// Everything a store holds for one plugin instance.
@@ -71,9 +73,11 @@ impl HostState {
     }
 }
 
-/// The bookkeeping of one call into a store: it arms the deadline and fuel
-/// when it starts, and turns what happened into a [`Report`] when it ends.
+/// The bookkeeping of one call into a store: it keeps the epoch ticking and
+/// arms the deadline and fuel when it starts, and turns what happened into a
+/// [`Report`] when it ends.
 pub(crate) struct CallScope {
+    _ticking: TickGuard,
     started: Instant,
     deadline: Instant,
     timeout: Duration,
@@ -82,17 +86,13 @@ pub(crate) struct CallScope {
 }
 
 impl CallScope {
-    /// Arms `store` for a call under `sandbox`'s limits.
+    /// Arms `store` for a call into `plugin` under its limits.
     ///
-    /// `fuel_metering` says whether the engine counts fuel; when it does and
-    /// the limits set no budget, the call may use as much as it likes but its
-    /// consumption is still reported.
-    pub(crate) fn begin(
-        store: &mut Store<HostState>,
-        sandbox: &Sandbox,
-        fuel_metering: bool,
-    ) -> Result<Self, Error> {
-        let limits = &sandbox.limits;
+    /// When the runtime meters fuel but the limits set no budget, the call may
+    /// use as much as it likes and its consumption is still reported.
+    pub(crate) fn begin(store: &mut Store<HostState>, plugin: &Plugin) -> Result<Self, Error> {
+        let limits = &plugin.sandbox().limits;
+        let ticking = plugin.runtime().keep_ticking();
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let state = store.data_mut();
@@ -100,7 +100,7 @@ impl CallScope {
         // A refusal the guest survived in an earlier call explains nothing now.
         state.limiter.take_refusal();
         store.set_epoch_deadline(1);
-        let fuel_budget = if fuel_metering {
+        let fuel_budget = if plugin.runtime().fuel_metering() {
             let budget = limits.fuel.unwrap_or(u64::MAX);
             store.set_fuel(budget).map_err(Error::Internal)?;
             Some(budget)
@@ -108,6 +108,7 @@ impl CallScope {
             None
         };
         Ok(CallScope {
+            _ticking: ticking,
             started,
             deadline,
             timeout: limits.timeout,
