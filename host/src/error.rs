@@ -6,6 +6,7 @@ use std::time::Duration;
 use wasmtime::{Trap, WasmBacktrace};
 
 use crate::PluginError;
+use crate::capabilities::{CapabilityUse, Denial};
 use crate::limits::{LimitRefusal, LimitedResource};
 
 /// Frames kept from a wasm backtrace; deep recursion would otherwise make an
@@ -92,6 +93,21 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A capability the plugin was not granted was refused, and the call then
+    /// failed: the denial is the cause a caller can act on.
+    #[error("denied: {denial} (the plugin then failed: {then})")]
+    Denied {
+        /// The first request the host refused during the call.
+        denial: Denial,
+        /// How the call ended after it.
+        then: Box<Error>,
+    },
+
+    /// The sandbox is `strict` and the plugin imports high-risk capabilities
+    /// it is not granted; each is listed with the flag that grants it.
+    #[error("the plugin imports capabilities it is not granted: {}", describe_missing(.0))]
+    MissingGrants(Vec<CapabilityUse>),
+
     /// A live [`Instance`](crate::Instance) was used again after a trap, a
     /// limit or a cancelled call left it in an unknown state.
     #[error(
@@ -145,6 +161,8 @@ pub enum ErrorKind {
     InputTooLarge,
     /// [`Error::InstanceDiscarded`].
     InstanceDiscarded,
+    /// [`Error::Denied`] and [`Error::MissingGrants`].
+    Denied,
     /// [`Error::InvalidConfig`].
     InvalidConfig,
     /// [`Error::Io`].
@@ -167,6 +185,7 @@ impl ErrorKind {
             ErrorKind::OutputTooLarge => "output-too-large",
             ErrorKind::InputTooLarge => "input-too-large",
             ErrorKind::InstanceDiscarded => "instance-discarded",
+            ErrorKind::Denied => "denied",
             ErrorKind::InvalidConfig => "invalid-config",
             ErrorKind::Io => "io-error",
             ErrorKind::Internal => "internal-error",
@@ -194,6 +213,7 @@ impl Error {
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::InputTooLarge { .. } => ErrorKind::InputTooLarge,
             Error::InstanceDiscarded(_) => ErrorKind::InstanceDiscarded,
+            Error::Denied { .. } | Error::MissingGrants(_) => ErrorKind::Denied,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
@@ -203,15 +223,30 @@ impl Error {
     /// True when the failure leaves a live instance in an unknown state, so
     /// it must be discarded rather than called again.
     pub fn poisons_instance(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::Timeout
-                | ErrorKind::OutOfFuel
-                | ErrorKind::MemoryLimit
-                | ErrorKind::StackOverflow
-                | ErrorKind::Trap
-                | ErrorKind::Internal
-        )
+        match self {
+            Error::Denied { then, .. } => then.poisons_instance(),
+            _ => matches!(
+                self.kind(),
+                ErrorKind::Timeout
+                    | ErrorKind::OutOfFuel
+                    | ErrorKind::MemoryLimit
+                    | ErrorKind::StackOverflow
+                    | ErrorKind::Trap
+                    | ErrorKind::Internal
+            ),
+        }
+    }
+
+    /// A guest failure (its own error, or a trap) that followed a denial is
+    /// reported as the denial. Limits and timeouts stand on their own.
+    pub(crate) fn after_denials(self, denials: &[Denial]) -> Self {
+        match (denials.first(), &self) {
+            (Some(denial), Error::Plugin(_) | Error::Trap { .. }) => Error::Denied {
+                denial: denial.clone(),
+                then: Box::new(self),
+            },
+            _ => self,
+        }
     }
 
     pub(crate) fn invalid_plugin(reason: impl Into<String>) -> Self {
@@ -321,6 +356,22 @@ fn backtrace_frames(backtrace: &WasmBacktrace) -> Vec<String> {
         ));
     }
     lines
+}
+
+fn describe_missing(missing: &[CapabilityUse]) -> String {
+    missing
+        .iter()
+        .map(|capability| {
+            format!(
+                "{} ({} risk; imports {}; grant with {})",
+                capability.name,
+                capability.risk,
+                capability.imports.join(", "),
+                capability.how_to_grant
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn format_backtrace(frames: &[String]) -> String {

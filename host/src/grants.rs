@@ -1,16 +1,23 @@
 //! What a plugin is allowed to touch outside its own memory.
 //!
 //! Nothing is inherited from the host process: no environment, no arguments,
-//! no stdin, no network, no files. Each grant below opens exactly one door.
+//! no stdin, no network, no files. Each grant below opens exactly one door;
+//! see the `capabilities` module for what each capability does when it is
+//! not granted.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::capabilities::http::HttpGrant;
+use crate::capabilities::kv::KvGrant;
+use crate::capabilities::sockets::SocketPattern;
 use crate::limits::Limits;
 use crate::units::ParseError;
 
-/// Everything that decides what one plugin may do: its limits and its grants.
+/// Everything that decides what one plugin may do: its limits, its grants
+/// and how strictly imports are checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sandbox {
@@ -18,6 +25,11 @@ pub struct Sandbox {
     pub limits: Limits,
     /// Capabilities granted to the plugin.
     pub grants: Grants,
+    /// Refuse to load a plugin that imports a high-risk capability it is not
+    /// granted, instead of denying its use at call time. Default: off, since
+    /// toolchains (Rust's standard library, Python, JavaScript) import more
+    /// than a plugin uses.
+    pub strict: bool,
 }
 
 impl Sandbox {
@@ -25,20 +37,36 @@ impl Sandbox {
     pub fn with_limits(limits: Limits) -> Self {
         Sandbox {
             limits,
-            grants: Grants::default(),
+            ..Sandbox::default()
         }
     }
 }
 
-/// Capabilities granted to a plugin. The default grants nothing.
+/// Capabilities granted to a plugin. The default grants nothing beyond the
+/// low-risk capabilities every plugin has (logging, clocks, random numbers,
+/// captured stdout and stderr).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Grants {
-    /// Host directories the plugin can see. Default: none.
+    /// Host directories the plugin can see (`fs`). Default: none.
     pub dirs: Vec<Preopen>,
-    /// Environment variables the plugin sees, in order. Default: none; the
-    /// host's environment is never inherited.
+    /// Environment variables the plugin sees, in order (`env`). Default:
+    /// none; the host's environment is never inherited.
     pub env: Vec<(String, String)>,
+    /// Values the plugin reads through `wasi:config/store` (`config`).
+    /// Default: none.
+    pub config: BTreeMap<String, String>,
+    /// Outgoing HTTP (`http`). Default: no origin allowed.
+    pub http: HttpGrant,
+    /// TCP addresses the plugin may connect to or bind (`sockets`). Default: none.
+    pub tcp: Vec<SocketPattern>,
+    /// UDP addresses the plugin may send to or bind (`sockets`). Default: none.
+    pub udp: Vec<SocketPattern>,
+    /// The key-value store (`kv`). Default: none.
+    pub kv: Option<KvGrant>,
+    /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
+    /// so that runs are reproducible. Default: off (real clocks and random).
+    pub deterministic: bool,
 }
 
 /// A host directory made visible to the guest at a path of its own.

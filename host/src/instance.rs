@@ -60,10 +60,10 @@ impl Instance {
         if let Some(kind) = self.discarded_after {
             return outcome_without_call(Error::InstanceDiscarded(kind));
         }
-        if let Err(err) = self.plugin.check_input(input) {
+        if let Err(err) = self.plugin.loaded().check_input(input) {
             return outcome_without_call(err);
         }
-        let call = match CallScope::begin(&mut self.store, &self.plugin) {
+        let call = match CallScope::begin(&mut self.store, self.plugin.loaded()) {
             Ok(call) => call,
             Err(err) => return outcome_without_call(err),
         };
@@ -75,14 +75,12 @@ impl Instance {
             Ok(returned) => self.plugin.output_from(returned, &call, &mut self.store),
             Err(_elapsed) => Err(call.timed_out()),
         };
-        if let Err(err) = &result
+        let outcome = call.finish(&mut self.store, result);
+        if let Err(err) = &outcome.result
             && err.poisons_instance()
         {
             self.discarded_after = Some(err.kind());
         }
-        Outcome {
-            result,
-            report: call.finish(&mut self.store),
-        }
+        outcome
     }
 }

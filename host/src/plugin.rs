@@ -1,19 +1,19 @@
-//! A loaded [`Plugin`]: a compiled component, pre-instantiated against the
-//! runtime's linker, ready to run calls.
+//! A loaded [`Plugin`]: a compiled component of the `warden:plugin/plugin`
+//! world, pre-instantiated against the runtime's linker, ready to run calls.
 
 use std::sync::{Arc, OnceLock};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use crate::bindings;
+use crate::capabilities::{CapabilityUse, InstanceOptions};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::instance::Instance;
+use crate::loaded::{Compiled, ComponentInfo, Loaded};
 use crate::report::{Outcome, Report};
-use crate::runtime::Runtime;
 use crate::signature;
 use crate::state::{CallScope, HostState};
 use crate::{Metadata, PluginError};
@@ -32,95 +32,27 @@ pub struct Plugin {
 }
 
 struct PluginInner {
-    runtime: Runtime,
-    name: Arc<str>,
+    loaded: Loaded,
     pre: bindings::PluginPre<HostState>,
-    sandbox: Sandbox,
-    info: PluginInfo,
     metadata: OnceLock<Metadata>,
 }
 
-/// Facts about a plugin's component, known without running it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PluginInfo {
-    /// Size of the component in bytes.
-    pub size: u64,
-    /// SHA-256 of the component, as lowercase hex.
-    pub sha256: String,
-    /// The interfaces (and functions) the component imports, by WIT name,
-    /// e.g. `wasi:cli/environment@0.2.12`.
-    pub imports: Vec<String>,
-    /// The interfaces (and functions) the component exports, by WIT name.
-    pub exports: Vec<String>,
-}
-
-impl PluginInfo {
-    fn new(bytes: &[u8], component: &Component, engine: &wasmtime::Engine) -> Self {
-        let ty = component.component_type();
-        PluginInfo {
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-            imports: ty
-                .imports(engine)
-                .map(|(name, _)| name.to_owned())
-                .collect(),
-            exports: ty
-                .exports(engine)
-                .map(|(name, _)| name.to_owned())
-                .collect(),
-        }
-    }
-}
-
-/// Refuses bytes that are not a component before handing them to the
-/// compiler, with a message that says what they are instead.
-pub(crate) fn check_component_header(bytes: &[u8]) -> Result<(), Error> {
-    const MAGIC: &[u8] = b"\0asm";
-    const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
-    const COMPONENT_LAYER: [u8; 2] = [0x01, 0x00];
-    if bytes.len() < 8 || !bytes.starts_with(MAGIC) {
-        return Err(Error::invalid_plugin(
-            "not a WebAssembly binary (it does not start with the `\\0asm` magic bytes)",
-        ));
-    }
-    if bytes[4..8] == CORE_MODULE_VERSION {
-        return Err(Error::invalid_plugin(
-            "this is a core WebAssembly module, not a component; build the plugin for \
-             `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
-        ));
-    }
-    if bytes[6..8] != COMPONENT_LAYER {
-        return Err(Error::invalid_plugin(format!(
-            "unknown WebAssembly binary version {:02x?}",
-            &bytes[4..8]
-        )));
-    }
-    Ok(())
-}
-
 impl Plugin {
-    /// Links a compiled component: checks its exports and imports and
-    /// pre-instantiates it.
-    pub(crate) fn link(
-        runtime: Runtime,
-        name: String,
-        component: Component,
-        bytes: &[u8],
-        sandbox: Sandbox,
-    ) -> Result<Self, Error> {
+    /// Links a compiled component as a plugin: checks its exports and
+    /// imports, pre-instantiates it, then admits it under its sandbox.
+    pub(crate) fn link(compiled: Compiled) -> Result<Self, Error> {
+        let runtime = compiled.runtime.clone();
         let engine = runtime.engine();
-        let info = PluginInfo::new(bytes, &component, engine);
-        check_guest_export(&component, engine)?;
+        check_guest_export(&compiled.component, engine)?;
         let instance_pre = runtime
             .linker()
-            .instantiate_pre(&component)
+            .instantiate_pre(&compiled.component)
             .map_err(|err| {
                 Error::invalid_plugin(format!(
                     "the plugin imports something Warden does not provide: {err:#}"
                 ))
             })?;
-        if let Some(mismatch) = signature::guest_mismatch(&component, engine) {
+        if let Some(mismatch) = signature::guest_mismatch(&compiled.component, engine) {
             return Err(Error::invalid_plugin(format!(
                 "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {mismatch} \
                  (with `metadata` and `plugin-error` as defined in wit/plugin.wit)"
@@ -131,13 +63,11 @@ impl Plugin {
                 "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {err:#}"
             ))
         })?;
+        let loaded = compiled.admit()?;
         Ok(Plugin {
             inner: Arc::new(PluginInner {
-                runtime,
-                name: name.into(),
+                loaded,
                 pre,
-                sandbox,
-                info,
                 metadata: OnceLock::new(),
             }),
         })
@@ -145,17 +75,23 @@ impl Plugin {
 
     /// The name the plugin was loaded under.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.inner.loaded.name
     }
 
-    /// Facts about the component: size, hash, imports and exports.
-    pub fn info(&self) -> &PluginInfo {
-        &self.inner.info
+    /// Facts about the component: size, hash, imports, exports and the
+    /// capabilities they need.
+    pub fn info(&self) -> &ComponentInfo {
+        &self.inner.loaded.info
+    }
+
+    /// The capabilities the plugin imports, with their risk and grant status.
+    pub fn capabilities(&self) -> &[CapabilityUse] {
+        &self.inner.loaded.info.capabilities
     }
 
     /// The limits and grants every instance of this plugin runs under.
     pub fn sandbox(&self) -> &Sandbox {
-        &self.inner.sandbox
+        &self.inner.loaded.sandbox
     }
 
     /// What the plugin says about itself, from its `init`.
@@ -174,10 +110,14 @@ impl Plugin {
     /// then drop the instance. The timeout and fuel budget cover all three,
     /// and the report includes what `init` logged or printed.
     pub async fn execute(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
-        if let Err(err) = self.check_input(input) {
+        if let Err(err) = self.inner.loaded.check_input(input) {
             return outcome_without_call(err);
         }
-        let (mut store, call) = match self.start_fresh_instance() {
+        let (mut store, call) = match self
+            .inner
+            .loaded
+            .start_instance(&InstanceOptions::default())
+        {
             Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
@@ -194,16 +134,17 @@ impl Plugin {
             Ok(returned) => self.output_from(returned, &call, &mut store),
             Err(_elapsed) => Err(call.timed_out()),
         };
-        Outcome {
-            result,
-            report: call.finish(&mut store),
-        }
+        call.finish(&mut store, result)
     }
 
     /// Creates a live instance and runs its `init`. The instance keeps its
     /// state between [`Instance::execute`] calls.
     pub async fn instantiate(&self) -> Outcome<Instance> {
-        let (mut store, call) = match self.start_fresh_instance() {
+        let (mut store, call) = match self
+            .inner
+            .loaded
+            .start_instance(&InstanceOptions::default())
+        {
             Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
@@ -221,7 +162,7 @@ impl Plugin {
             Ok(Err(err)) => Err(call.failure(&mut store, err)),
             Err(_elapsed) => Err(call.timed_out()),
         };
-        let report = call.finish(&mut store);
+        let Outcome { result, report } = call.finish(&mut store, result);
         Outcome {
             result: result
                 .map(|(guest, metadata)| Instance::new(self.clone(), store, guest, metadata)),
@@ -229,30 +170,8 @@ impl Plugin {
         }
     }
 
-    /// Creates the store of a new instance, armed for its first call.
-    fn start_fresh_instance(&self) -> Result<(Store<HostState>, CallScope), Error> {
-        let mut store = HostState::new_store(
-            self.inner.runtime.engine(),
-            &self.inner.name,
-            &self.inner.sandbox,
-        )?;
-        let call = CallScope::begin(&mut store, self)?;
-        Ok((store, call))
-    }
-
-    pub(crate) fn runtime(&self) -> &Runtime {
-        &self.inner.runtime
-    }
-
-    pub(crate) fn check_input(&self, input: &[u8]) -> Result<(), Error> {
-        let limit = self.inner.sandbox.limits.max_input_bytes;
-        if input.len() > limit {
-            return Err(Error::InputTooLarge {
-                size: input.len(),
-                limit,
-            });
-        }
-        Ok(())
+    pub(crate) fn loaded(&self) -> &Loaded {
+        &self.inner.loaded
     }
 
     /// Turns what `execute` returned into the call's result, enforcing the
@@ -266,7 +185,7 @@ impl Plugin {
         let output = returned
             .map_err(|err| call.failure(store, err))?
             .map_err(Error::Plugin)?;
-        let limit = self.inner.sandbox.limits.max_output_bytes;
+        let limit = self.inner.loaded.sandbox.limits.max_output_bytes;
         if output.len() > limit {
             return Err(Error::OutputTooLarge {
                 size: output.len(),
@@ -294,8 +213,7 @@ pub(crate) fn outcome_without_call<T>(err: Error) -> Outcome<T> {
 /// it exports instead.
 fn check_guest_export(component: &Component, engine: &wasmtime::Engine) -> Result<(), Error> {
     let ty = component.component_type();
-    let mut exports = ty.exports(engine);
-    if exports.any(|(name, _)| name == GUEST_INTERFACE) {
+    if ty.get_export(engine, GUEST_INTERFACE).is_some() {
         return Ok(());
     }
     let exported: Vec<String> = ty
@@ -309,7 +227,7 @@ fn check_guest_export(component: &Component, engine: &wasmtime::Engine) -> Resul
         .iter()
         .any(|name| name.starts_with("wasi:cli/run@"))
     {
-        " (it is a wasi:cli command, not a plugin)"
+        " (it is a wasi:cli command, not a plugin; run it with `warden exec`)"
     } else if exported
         .iter()
         .any(|name| name.starts_with("warden:plugin/guest@"))

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::Error;
+use crate::capabilities::Denial;
 
 /// The result of a call together with its [`Report`].
 ///
@@ -45,6 +46,9 @@ pub struct Report {
     /// Records dropped because of [`Limits::log_records`](crate::Limits::log_records)
     /// or [`Limits::log_bytes`](crate::Limits::log_bytes).
     pub dropped_logs: u64,
+    /// Requests the host refused because a capability was not granted (at
+    /// most 100 per call).
+    pub denials: Vec<Denial>,
 }
 
 /// Bytes a guest wrote to a stream, bounded by a capture limit.

@@ -5,14 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
 use crate::capabilities;
 use crate::epoch::{EpochTicker, TickGuard};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::plugin::{Plugin, check_component_header};
+use crate::loaded::{Accept, Compiled};
+use crate::plugin::Plugin;
+use crate::program::Program;
 use crate::state::HostState;
 
 /// Loads and runs plugins. Cheap to clone; clones share the engine.
@@ -153,20 +155,14 @@ impl Runtime {
         path: impl AsRef<Path>,
         sandbox: Sandbox,
     ) -> Result<Plugin, Error> {
-        let path = path.as_ref();
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|err| Error::io(format!("cannot read plugin `{}`", path.display()), err))?;
-        let name = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "plugin".to_owned());
+        let (name, bytes) = read_component(path.as_ref()).await?;
         self.load(name, bytes, sandbox).await
     }
 
-    /// Loads a plugin from its bytes: checks that they are a component,
-    /// compiles them, links the plugin's imports and checks its exports. No
-    /// guest code runs.
+    /// Loads a plugin from its bytes: checks that they are a component of
+    /// the `warden:plugin/plugin` world, compiles them, links the plugin's
+    /// imports, checks its exports, applies `strict` and opens what the
+    /// grants name. No guest code runs.
     ///
     /// Compilation runs on Tokio's blocking pool; it can take seconds for
     /// large components.
@@ -176,50 +172,39 @@ impl Runtime {
         bytes: Vec<u8>,
         sandbox: Sandbox,
     ) -> Result<Plugin, Error> {
-        self.check_sandbox(&sandbox)?;
-        check_component_header(&bytes)?;
-        let engine = self.inner.engine.clone();
-        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = Component::new(&engine, &bytes);
-            (bytes, compiled)
-        })
-        .await
-        .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))?;
-        let component = compiled.map_err(|err| {
-            Error::invalid_plugin(format!(
-                "the component failed to validate or compile: {err:#}"
-            ))
-        })?;
-        Plugin::link(self.clone(), name.into(), component, &bytes, sandbox)
+        let compiled =
+            Compiled::compile(self, name.into(), bytes, sandbox, Accept::Components).await?;
+        Plugin::link(compiled)
     }
 
-    /// Refuses limits and grants that could never work, before anything is compiled.
-    fn check_sandbox(&self, sandbox: &Sandbox) -> Result<(), Error> {
-        if sandbox.limits.fuel.is_some() && !self.inner.fuel_metering {
-            return Err(Error::InvalidConfig(
-                "a fuel limit needs a runtime built with fuel metering (RuntimeBuilder::fuel)"
-                    .into(),
-            ));
-        }
-        for preopen in &sandbox.grants.dirs {
-            let is_dir = std::fs::metadata(&preopen.host).map(|meta| meta.is_dir());
-            match is_dir {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "cannot grant `{}`: it is not a directory",
-                        preopen.host.display()
-                    )));
-                }
-                Err(err) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "cannot grant `{}`: {err}",
-                        preopen.host.display()
-                    )));
-                }
-            }
-        }
-        Ok(())
+    /// Reads a program from a file and loads it; see [`Runtime::load_program`].
+    pub async fn load_program_file(
+        &self,
+        path: impl AsRef<Path>,
+        sandbox: Sandbox,
+    ) -> Result<Program, Error> {
+        let (name, bytes) = read_component(path.as_ref()).await?;
+        self.load_program(name, bytes, sandbox).await
+    }
+
+    /// Loads a program: a component exporting `wasi:cli/run`, or a WASI
+    /// preview 1 command module (as `wasm32-wasip1` toolchains build), which
+    /// is adapted into a component first.
+    pub async fn load_program(
+        &self,
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        sandbox: Sandbox,
+    ) -> Result<Program, Error> {
+        let compiled = Compiled::compile(
+            self,
+            name.into(),
+            bytes,
+            sandbox,
+            Accept::ComponentsAndPreview1Commands,
+        )
+        .await?;
+        Program::link(compiled)
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
@@ -229,4 +214,16 @@ impl Runtime {
     pub(crate) fn keep_ticking(&self) -> TickGuard {
         self.inner.ticker.keep_ticking()
     }
+}
+
+/// Reads a component file and names it after the file's stem.
+async fn read_component(path: &Path) -> Result<(String, Vec<u8>), Error> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|err| Error::io(format!("cannot read `{}`", path.display()), err))?;
+    let name = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".to_owned());
+    Ok((name, bytes))
 }

@@ -1,30 +1,24 @@
 //! The per-instance state every store carries, and the per-call bookkeeping
 //! around it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::logging::LogCapture;
-use crate::capabilities::stdio::CapturedOutput;
-use crate::capabilities::wasi;
+use crate::capabilities::{InstanceOptions, InstanceState};
 use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
-use crate::grants::Sandbox;
 use crate::limits::StoreLimiter;
-use crate::plugin::Plugin;
-use crate::report::Report;
+use crate::loaded::Loaded;
+use crate::report::{Outcome, Report};
 
-/// Everything a store holds for one plugin instance.
+/// Everything a store holds for one instance.
 pub(crate) struct HostState {
-    table: ResourceTable,
-    wasi: WasiCtx,
-    pub(crate) logs: LogCapture,
-    stdout: CapturedOutput,
-    stderr: CapturedOutput,
+    pub(crate) table: ResourceTable,
+    pub(crate) caps: InstanceState,
     limiter: StoreLimiter,
     /// When the current call must stop; checked on every epoch tick.
     deadline: Instant,
@@ -33,33 +27,36 @@ pub(crate) struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.caps.wasi,
             table: &mut self.table,
         }
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.caps.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.caps.http.hooks,
+        }
+    }
+}
+
 impl HostState {
-    /// Creates a store for a new instance of a plugin, with its limits and
-    /// grants in place. Nothing runs yet.
+    /// Creates a store for a new instance of a loaded component, with its
+    /// limits and grants in place. Nothing runs yet.
     pub(crate) fn new_store(
-        engine: &wasmtime::Engine,
-        plugin_name: &Arc<str>,
-        sandbox: &Sandbox,
+        loaded: &Loaded,
+        options: &InstanceOptions,
     ) -> Result<Store<HostState>, Error> {
-        let limits = &sandbox.limits;
-        let stdout = CapturedOutput::new(limits.stdout_bytes);
-        let stderr = CapturedOutput::new(limits.stderr_bytes);
         let state = HostState {
             table: ResourceTable::new(),
-            wasi: wasi::build_ctx(&sandbox.grants, &stdout, &stderr)?,
-            logs: LogCapture::new(plugin_name.clone(), limits),
-            stdout,
-            stderr,
-            limiter: StoreLimiter::new(limits),
+            caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
+            limiter: StoreLimiter::new(&loaded.sandbox.limits),
             deadline: Instant::now(),
         };
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(loaded.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|context| {
             if Instant::now() >= context.data().deadline {
@@ -74,8 +71,8 @@ impl HostState {
 }
 
 /// The bookkeeping of one call into a store: it keeps the epoch ticking and
-/// arms the deadline and fuel when it starts, and turns what happened into a
-/// [`Report`] when it ends.
+/// arms the deadline and fuel when it starts, and turns what happened into an
+/// [`Outcome`] when it ends.
 pub(crate) struct CallScope {
     _ticking: TickGuard,
     started: Instant,
@@ -86,13 +83,13 @@ pub(crate) struct CallScope {
 }
 
 impl CallScope {
-    /// Arms `store` for a call into `plugin` under its limits.
+    /// Arms `store` for a call into `loaded` under its limits.
     ///
     /// When the runtime meters fuel but the limits set no budget, the call may
     /// use as much as it likes and its consumption is still reported.
-    pub(crate) fn begin(store: &mut Store<HostState>, plugin: &Plugin) -> Result<Self, Error> {
-        let limits = &plugin.sandbox().limits;
-        let ticking = plugin.runtime().keep_ticking();
+    pub(crate) fn begin(store: &mut Store<HostState>, loaded: &Loaded) -> Result<Self, Error> {
+        let limits = &loaded.sandbox.limits;
+        let ticking = loaded.runtime.keep_ticking();
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let state = store.data_mut();
@@ -100,7 +97,7 @@ impl CallScope {
         // A refusal the guest survived in an earlier call explains nothing now.
         state.limiter.take_refusal();
         store.set_epoch_deadline(1);
-        let fuel_budget = if plugin.runtime().fuel_metering() {
+        let fuel_budget = if loaded.runtime.fuel_metering() {
             let budget = limits.fuel.unwrap_or(u64::MAX);
             store.set_fuel(budget).map_err(Error::Internal)?;
             Some(budget)
@@ -140,22 +137,31 @@ impl CallScope {
         .classify(err)
     }
 
-    /// Ends the call: collects its measurements and captured output.
-    pub(crate) fn finish(self, store: &mut Store<HostState>) -> Report {
+    /// Ends the call: collects its measurements, captured output and
+    /// denials. A failure that followed a denial is reported as the denial,
+    /// since that is what the caller can act on.
+    pub(crate) fn finish<T>(
+        self,
+        store: &mut Store<HostState>,
+        result: Result<T, Error>,
+    ) -> Outcome<T> {
         let fuel_consumed = self.fuel_budget.map(|budget| {
             let remaining = store.get_fuel().unwrap_or(0);
             budget.saturating_sub(remaining)
         });
         let state = store.data_mut();
-        let (logs, dropped_logs) = state.logs.take();
-        Report {
+        let (logs, dropped_logs) = state.caps.logs.take();
+        let report = Report {
             duration: self.started.elapsed(),
             fuel_consumed,
             peak_memory_bytes: state.limiter.peak_memory_bytes(),
-            stdout: state.stdout.take(),
-            stderr: state.stderr.take(),
+            stdout: state.caps.stdout.take(),
+            stderr: state.caps.stderr.take(),
             logs,
             dropped_logs,
-        }
+            denials: state.caps.denials.take(),
+        };
+        let result = result.map_err(|err| err.after_denials(&report.denials));
+        Outcome { result, report }
     }
 }

@@ -3,17 +3,32 @@
 //! Records go into the call's [`Report`](crate::Report) and to `tracing`
 //! (target `warden::plugin`, with the plugin's name), bounded per call by
 //! [`Limits::log_records`](crate::Limits::log_records) and
-//! [`Limits::log_bytes`](crate::Limits::log_bytes) so that a log flood costs
-//! the host nothing but the time the guest spends producing it.
+//! [`Limits::log_bytes`](crate::Limits::log_bytes): past either bound a
+//! record is counted and dropped, so a log flood costs the host nothing but
+//! the time the guest spends producing it.
 
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
+use super::{Capability, Risk};
 use crate::bindings::wasi::logging::logging::{self, Level};
 use crate::limits::Limits;
 use crate::report::{LogLevel, LogRecord};
 use crate::state::HostState;
+
+pub(crate) const CAPABILITY: Capability = Capability {
+    name: "log",
+    interfaces: &["wasi:logging/logging"],
+    risk: |_| Risk::Low,
+    granted: |_| true,
+    how_to_grant: "always granted",
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    logging::add_to_linker::<HostState, HasSelf<LogCapture>>(linker, |state| &mut state.caps.logs)
+}
 
 /// Per-instance log state: the records of the current call.
 #[derive(Debug)]
@@ -48,17 +63,18 @@ impl LogCapture {
     }
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    logging::add_to_linker::<HostState, HasSelf<LogCapture>>(linker, |state| &mut state.logs)
-}
-
 impl logging::Host for LogCapture {
-    fn log(&mut self, level: Level, context: String, message: String) {
+    async fn log(
+        &mut self,
+        level: Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
         let level = LogLevel::from(level);
         let size = context.len() + message.len();
         if self.records.len() >= self.max_records || self.bytes + size > self.max_bytes {
             self.dropped += 1;
-            return;
+            return Ok(());
         }
         self.bytes += size;
         emit_tracing_event(&self.plugin, level, &context, &message);
@@ -67,6 +83,7 @@ impl logging::Host for LogCapture {
             context,
             message,
         });
+        Ok(())
     }
 }
 

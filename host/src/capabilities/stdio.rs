@@ -1,27 +1,109 @@
-//! The `stdio` capability: the guest's stdout and stderr are captured into
-//! bounded buffers that end up in the call's report; stdin is closed.
+//! The `stdio` capability: `wasi:cli/stdin`, `stdout`, `stderr` and the
+//! terminal interfaces. Stdin is closed and no stream is a terminal; stdout
+//! and stderr are captured into bounded buffers that end up in the call's
+//! report, or, for programs run with `warden exec`, written through to the
+//! host's own streams up to the same bounds.
 //!
-//! Unlike wasmtime's `MemoryOutputPipe`, a full buffer never fails the
+//! Unlike wasmtime's `MemoryOutputPipe`, reaching the bound never fails the
 //! guest's write (which would trap it): further bytes are counted and
 //! dropped, so a chatty plugin still completes and the report says how much
 //! was lost.
 
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
+use wasmtime_wasi::p2::bindings::cli;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::{Capability, Risk, Stdio};
+use crate::limits::Limits;
 use crate::report::Captured;
+use crate::state::HostState;
+
+pub(crate) const CAPABILITY: Capability = Capability {
+    name: "stdio",
+    interfaces: &[
+        "wasi:cli/stdin",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:cli/terminal-input",
+        "wasi:cli/terminal-output",
+        "wasi:cli/terminal-stdin",
+        "wasi:cli/terminal-stdout",
+        "wasi:cli/terminal-stderr",
+    ],
+    risk: |_| Risk::Low,
+    granted: |_| true,
+    how_to_grant: "always granted",
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let getter = <HostState as WasiCliView>::cli;
+    cli::stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::stderr::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::terminal_input::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::terminal_output::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::terminal_stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::terminal_stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+    cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, getter)
+}
+
+/// The stdout and stderr of a new instance.
+pub(crate) fn streams(limits: &Limits, stdio: Stdio) -> (CapturedOutput, CapturedOutput) {
+    match stdio {
+        Stdio::Capture => (
+            CapturedOutput::new(limits.stdout_bytes, None),
+            CapturedOutput::new(limits.stderr_bytes, None),
+        ),
+        Stdio::Forward => (
+            CapturedOutput::new(limits.stdout_bytes, Some(HostStream::Stdout)),
+            CapturedOutput::new(limits.stderr_bytes, Some(HostStream::Stderr)),
+        ),
+    }
+}
+
+pub(crate) fn configure(
+    wasi: &mut WasiCtxBuilder,
+    stdout: &CapturedOutput,
+    stderr: &CapturedOutput,
+) {
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+}
+
+/// One of the host process's own output streams.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HostStream {
+    Stdout,
+    Stderr,
+}
+
+impl HostStream {
+    fn write_all(self, data: &[u8]) {
+        // The guest cannot be told about a failing host stream (a closed
+        // pipe, say) in a useful way; its output is best effort, like a
+        // terminal's.
+        let _ = match self {
+            HostStream::Stdout => std::io::stdout().lock().write_all(data),
+            HostStream::Stderr => std::io::stderr().lock().write_all(data),
+        };
+    }
+}
 
 /// Largest write the guest is told it may make in one go; guests split
 /// bigger writes. Bounds the host buffer a single write can demand.
 const WRITE_PERMIT_BYTES: usize = 64 << 10;
 
-/// A bounded, shareable capture buffer for one output stream.
+/// A bounded, shareable output stream: it keeps (or forwards to the host)
+/// the first `capacity` bytes of each call and counts the rest.
 #[derive(Clone, Debug)]
 pub(crate) struct CapturedOutput {
     buffer: Arc<Mutex<Buffer>>,
@@ -31,23 +113,30 @@ pub(crate) struct CapturedOutput {
 struct Buffer {
     bytes: Vec<u8>,
     capacity: usize,
+    /// Bytes accepted this call, kept or forwarded.
+    accepted: usize,
     dropped_bytes: u64,
+    forward_to: Option<HostStream>,
 }
 
 impl CapturedOutput {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, forward_to: Option<HostStream>) -> Self {
         CapturedOutput {
             buffer: Arc::new(Mutex::new(Buffer {
                 bytes: Vec::new(),
                 capacity,
+                accepted: 0,
                 dropped_bytes: 0,
+                forward_to,
             })),
         }
     }
 
-    /// Takes what was captured so far, leaving the buffer empty for the next call.
+    /// Takes what was captured so far, leaving the buffer empty for the next
+    /// call. Forwarded bytes are not kept, so they do not appear here.
     pub(crate) fn take(&self) -> Captured {
         let mut buffer = self.lock();
+        buffer.accepted = 0;
         Captured {
             bytes: std::mem::take(&mut buffer.bytes),
             dropped_bytes: std::mem::take(&mut buffer.dropped_bytes),
@@ -56,10 +145,14 @@ impl CapturedOutput {
 
     fn append(&self, data: &[u8]) {
         let mut buffer = self.lock();
-        let room = buffer.capacity.saturating_sub(buffer.bytes.len());
-        let kept = data.len().min(room);
-        buffer.bytes.extend_from_slice(&data[..kept]);
-        buffer.dropped_bytes += (data.len() - kept) as u64;
+        let room = buffer.capacity.saturating_sub(buffer.accepted);
+        let accepted = data.len().min(room);
+        buffer.accepted += accepted;
+        buffer.dropped_bytes += (data.len() - accepted) as u64;
+        match buffer.forward_to {
+            Some(stream) => stream.write_all(&data[..accepted]),
+            None => buffer.bytes.extend_from_slice(&data[..accepted]),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
@@ -130,7 +223,7 @@ mod tests {
 
     #[test]
     fn keeps_the_first_bytes_and_counts_the_rest() {
-        let mut output = CapturedOutput::new(5);
+        let mut output = CapturedOutput::new(5, None);
         output.write(Bytes::from_static(b"hel")).unwrap();
         output.write(Bytes::from_static(b"lo, world")).unwrap();
         let captured = output.take();

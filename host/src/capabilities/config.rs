@@ -1,0 +1,54 @@
+//! The `config` capability: `wasi:config/store`, answering from the values
+//! the host configured for the plugin (`--config KEY=VALUE`, the manifest's
+//! `[plugins.NAME.config]` table, or [`Grants::config`](crate::Grants::config)).
+//! A plugin with no values configured sees an empty store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, Risk};
+use crate::bindings::wasi::config::store::{self, Error};
+use crate::state::HostState;
+
+pub(crate) const CAPABILITY: Capability = Capability {
+    name: "config",
+    interfaces: &["wasi:config/store"],
+    risk: |_| Risk::Low,
+    granted: |sandbox| !sandbox.grants.config.is_empty(),
+    how_to_grant: "--config KEY=VALUE",
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    store::add_to_linker::<HostState, HasSelf<ConfigState>>(linker, |state| &mut state.caps.config)
+}
+
+/// The configuration values one instance sees.
+#[derive(Debug)]
+pub(crate) struct ConfigState {
+    values: Arc<BTreeMap<String, String>>,
+}
+
+impl ConfigState {
+    pub(crate) fn new(values: &Arc<BTreeMap<String, String>>) -> Self {
+        ConfigState {
+            values: values.clone(),
+        }
+    }
+}
+
+impl store::Host for ConfigState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
+        Ok(Ok(self.values.get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
+        Ok(Ok(self
+            .values
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()))
+    }
+}

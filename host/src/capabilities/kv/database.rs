@@ -1,0 +1,495 @@
+//! The SQLite database behind the `kv` capability.
+//!
+//! One file holds every plugin's data, each plugin in its own namespace. Each
+//! operation is one transaction; writes take SQLite's write lock up front
+//! (`BEGIN IMMEDIATE`) so that concurrent writers, in this process or in
+//! others, queue for it instead of failing. WAL journaling keeps readers off
+//! the writers' backs and makes a killed process lose at most its own
+//! uncommitted transaction.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::KvQuotas;
+
+/// How long an operation waits for another process's transaction before
+/// giving up. Longer than any sane transaction; shorter than forever.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Keys returned by one `list-keys` page.
+pub(crate) const LIST_PAGE: usize = 1000;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS entries (
+        namespace TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (namespace, bucket, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS usage (
+        namespace TEXT PRIMARY KEY,
+        keys INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// Why a key-value operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error("kv quota exceeded: {0}")]
+    Quota(String),
+    #[error("kv value of `{key}` is not a decimal counter")]
+    NotACounter { key: String },
+    #[error("kv counter `{key}` would overflow")]
+    Overflow { key: String },
+    #[error("kv store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// An open database file.
+#[derive(Debug)]
+pub(crate) struct Database {
+    connection: Mutex<Connection>,
+}
+
+/// Where a key lives: a plugin's namespace and one of its buckets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place<'a> {
+    pub namespace: &'a str,
+    pub bucket: &'a str,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, DbError> {
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Database {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic mid-operation rolls its transaction back on drop; the
+        // connection itself stays usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, place: Place<'_>, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let connection = self.connection();
+        Ok(connection
+            .query_row(
+                "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![place.namespace, place.bucket, key],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn exists(&self, place: Place<'_>, key: &str) -> Result<bool, DbError> {
+        Ok(self.get(place, key)?.is_some())
+    }
+
+    /// Writes every pair, all or nothing, within the namespace's quotas.
+    pub(crate) fn set_many(
+        &self,
+        place: Place<'_>,
+        pairs: &[(String, Vec<u8>)],
+        quotas: &KvQuotas,
+    ) -> Result<(), DbError> {
+        for (key, value) in pairs {
+            quotas.check_entry(key, value)?;
+        }
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut usage = Usage::read(&transaction, place.namespace)?;
+        for (key, value) in pairs {
+            let old = stored_size(&transaction, place, key)?;
+            usage.replace(
+                old.map(|old| entry_size(key, old)),
+                Some(entry_size(key, value.len())),
+            );
+            transaction.execute(
+                "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+                params![place.namespace, place.bucket, key, value],
+            )?;
+        }
+        usage.check(quotas)?;
+        usage.write(&transaction, place.namespace)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Deletes every key that exists; missing keys are not an error.
+    pub(crate) fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), DbError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut usage = Usage::read(&transaction, place.namespace)?;
+        for key in keys {
+            if let Some(old) = stored_size(&transaction, place, key)? {
+                usage.replace(Some(entry_size(key, old)), None);
+                transaction.execute(
+                    "DELETE FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                    params![place.namespace, place.bucket, key],
+                )?;
+            }
+        }
+        usage.write(&transaction, place.namespace)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn get_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, DbError> {
+        let mut connection = self.connection();
+        // One read transaction, so the values come from one snapshot.
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value: Option<Vec<u8>> = transaction
+                .query_row(
+                    "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                    params![place.namespace, place.bucket, key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            values.push(value.map(|value| (key.clone(), value)));
+        }
+        transaction.commit()?;
+        Ok(values)
+    }
+
+    /// One page of keys in key order, starting `offset` keys in, and the
+    /// offset of the next page if there is one.
+    pub(crate) fn list_keys(
+        &self,
+        place: Place<'_>,
+        offset: u64,
+    ) -> Result<(Vec<String>, Option<u64>), DbError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT key FROM entries WHERE namespace = ?1 AND bucket = ?2
+             ORDER BY key LIMIT ?3 OFFSET ?4",
+        )?;
+        let offset_sql = i64::try_from(offset).unwrap_or(i64::MAX);
+        let mut keys = statement
+            .query_map(
+                params![
+                    place.namespace,
+                    place.bucket,
+                    LIST_PAGE as i64 + 1,
+                    offset_sql
+                ],
+                |row| row.get(0),
+            )?
+            .collect::<Result<Vec<String>, _>>()?;
+        let next = (keys.len() > LIST_PAGE).then(|| {
+            keys.truncate(LIST_PAGE);
+            offset.saturating_add(LIST_PAGE as u64)
+        });
+        Ok((keys, next))
+    }
+
+    /// Adds `delta` to the decimal counter at `key` (absent counts as 0).
+    pub(crate) fn increment(
+        &self,
+        place: Place<'_>,
+        key: &str,
+        delta: u64,
+        quotas: &KvQuotas,
+    ) -> Result<u64, DbError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<Vec<u8>> = transaction
+            .query_row(
+                "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![place.namespace, place.bucket, key],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let old_size = current.as_ref().map(Vec::len);
+        let current = match current {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok())
+                .ok_or_else(|| DbError::NotACounter { key: key.into() })?,
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| DbError::Overflow { key: key.into() })?;
+        let value = next.to_string().into_bytes();
+        quotas.check_entry(key, &value)?;
+        let mut usage = Usage::read(&transaction, place.namespace)?;
+        usage.replace(
+            old_size.map(|old| entry_size(key, old)),
+            Some(entry_size(key, value.len())),
+        );
+        usage.check(quotas)?;
+        transaction.execute(
+            "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+            params![place.namespace, place.bucket, key, value],
+        )?;
+        usage.write(&transaction, place.namespace)?;
+        transaction.commit()?;
+        Ok(next)
+    }
+
+    /// Every bucket of a namespace that holds keys, for operators.
+    pub(crate) fn buckets(&self, namespace: &str) -> Result<Vec<String>, DbError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT DISTINCT bucket FROM entries WHERE namespace = ?1 ORDER BY bucket")?;
+        let buckets = statement
+            .query_map(params![namespace], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(buckets)
+    }
+}
+
+fn stored_size(
+    connection: &Connection,
+    place: Place<'_>,
+    key: &str,
+) -> Result<Option<usize>, DbError> {
+    let size: Option<i64> = connection
+        .query_row(
+            "SELECT length(value) FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+            params![place.namespace, place.bucket, key],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(size.map(|size| size as usize))
+}
+
+/// What an entry counts against the total-bytes quota.
+fn entry_size(key: &str, value_len: usize) -> u64 {
+    (key.len() + value_len) as u64
+}
+
+/// A namespace's key count and byte total, as kept in the `usage` table.
+struct Usage {
+    keys: u64,
+    bytes: u64,
+}
+
+impl Usage {
+    fn read(connection: &Connection, namespace: &str) -> Result<Self, DbError> {
+        let usage = connection
+            .query_row(
+                "SELECT keys, bytes FROM usage WHERE namespace = ?1",
+                params![namespace],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
+        Ok(Usage {
+            keys: usage.0 as u64,
+            bytes: usage.1 as u64,
+        })
+    }
+
+    /// Accounts for an entry of size `new` replacing one of size `old`;
+    /// `None` means no entry (a new key, or a deletion).
+    fn replace(&mut self, old: Option<u64>, new: Option<u64>) {
+        if let Some(old) = old {
+            self.keys = self.keys.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(old);
+        }
+        if let Some(new) = new {
+            self.keys += 1;
+            self.bytes += new;
+        }
+    }
+
+    fn check(&self, quotas: &KvQuotas) -> Result<(), DbError> {
+        if self.keys > quotas.max_keys {
+            return Err(DbError::Quota(format!(
+                "the namespace would hold {} keys (at most {})",
+                self.keys, quotas.max_keys
+            )));
+        }
+        if self.bytes > quotas.max_total_bytes {
+            return Err(DbError::Quota(format!(
+                "the namespace would hold {} bytes (at most {})",
+                self.bytes, quotas.max_total_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn write(&self, connection: &Connection, namespace: &str) -> Result<(), DbError> {
+        connection.execute(
+            "INSERT INTO usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT (namespace) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+            params![namespace, self.keys as i64, self.bytes as i64],
+        )?;
+        Ok(())
+    }
+}
+
+impl KvQuotas {
+    fn check_entry(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+        if key.len() > self.max_key_bytes {
+            return Err(DbError::Quota(format!(
+                "a key of {} bytes is longer than {} bytes",
+                key.len(),
+                self.max_key_bytes
+            )));
+        }
+        if value.len() > self.max_value_bytes {
+            return Err(DbError::Quota(format!(
+                "a value of {} bytes is larger than {} bytes",
+                value.len(),
+                self.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::open(&dir.path().join("kv.sqlite")).unwrap();
+        (dir, database)
+    }
+
+    const A: Place<'static> = Place {
+        namespace: "a",
+        bucket: "default",
+    };
+    const B: Place<'static> = Place {
+        namespace: "b",
+        bucket: "default",
+    };
+
+    fn set(
+        database: &Database,
+        place: Place<'_>,
+        key: &str,
+        value: &[u8],
+        quotas: &KvQuotas,
+    ) -> Result<(), DbError> {
+        database.set_many(place, &[(key.to_owned(), value.to_vec())], quotas)
+    }
+
+    #[test]
+    fn namespaces_are_separate() {
+        let (_dir, database) = database();
+        let quotas = KvQuotas::default();
+        set(&database, A, "k", b"from a", &quotas).unwrap();
+        assert_eq!(database.get(A, "k").unwrap().unwrap(), b"from a");
+        assert_eq!(database.get(B, "k").unwrap(), None);
+        assert!(!database.exists(B, "k").unwrap());
+    }
+
+    #[test]
+    fn quotas_hold_and_failed_writes_leave_nothing_behind() {
+        let (_dir, database) = database();
+        let quotas = KvQuotas {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            max_total_bytes: 40,
+            max_keys: 3,
+        };
+        assert!(matches!(
+            set(&database, A, "a-long-key", b"v", &quotas),
+            Err(DbError::Quota(_))
+        ));
+        assert!(matches!(
+            set(&database, A, "k", &[0; 17], &quotas),
+            Err(DbError::Quota(_))
+        ));
+        set(&database, A, "k1", &[1; 16], &quotas).unwrap();
+        set(&database, A, "k2", &[2; 16], &quotas).unwrap();
+        // 36 bytes so far; 18 more would pass 40.
+        let batch = [
+            ("k3".to_owned(), vec![3; 1]),
+            ("k4".to_owned(), vec![4; 16]),
+        ];
+        assert!(matches!(
+            database.set_many(A, &batch, &quotas),
+            Err(DbError::Quota(_))
+        ));
+        assert_eq!(
+            database.get(A, "k3").unwrap(),
+            None,
+            "the batch was all or nothing"
+        );
+        // Overwriting frees the old value's bytes first.
+        set(&database, A, "k1", &[9; 4], &quotas).unwrap();
+        database
+            .delete_many(A, &["k1".to_owned(), "missing".to_owned()])
+            .unwrap();
+        set(&database, A, "k3", &[3; 16], &quotas).unwrap();
+        set(&database, A, "k4", &[4; 1], &quotas).unwrap();
+        assert!(
+            matches!(
+                set(&database, A, "k5", b"", &quotas),
+                Err(DbError::Quota(_))
+            ),
+            "three keys at most"
+        );
+    }
+
+    #[test]
+    fn counters_increment_from_zero_and_refuse_non_numbers() {
+        let (_dir, database) = database();
+        let quotas = KvQuotas::default();
+        assert_eq!(database.increment(A, "hits", 1, &quotas).unwrap(), 1);
+        assert_eq!(database.increment(A, "hits", 41, &quotas).unwrap(), 42);
+        assert_eq!(database.get(A, "hits").unwrap().unwrap(), b"42");
+        set(&database, A, "text", b"hello", &quotas).unwrap();
+        assert!(matches!(
+            database.increment(A, "text", 1, &quotas),
+            Err(DbError::NotACounter { .. })
+        ));
+        set(
+            &database,
+            A,
+            "max",
+            u64::MAX.to_string().as_bytes(),
+            &quotas,
+        )
+        .unwrap();
+        assert!(matches!(
+            database.increment(A, "max", 1, &quotas),
+            Err(DbError::Overflow { .. })
+        ));
+    }
+
+    #[test]
+    fn keys_are_listed_in_pages() {
+        let (_dir, database) = database();
+        let pairs: Vec<(String, Vec<u8>)> = (0..LIST_PAGE + 5)
+            .map(|index| (format!("key{index:05}"), vec![]))
+            .collect();
+        database.set_many(A, &pairs, &KvQuotas::default()).unwrap();
+        let (first, next) = database.list_keys(A, 0).unwrap();
+        assert_eq!(first.len(), LIST_PAGE);
+        assert_eq!(first[0], "key00000");
+        let (second, last) = database.list_keys(A, next.unwrap()).unwrap();
+        assert_eq!(second.len(), 5);
+        assert_eq!(last, None);
+        assert_eq!(database.list_keys(A, u64::MAX).unwrap().0.len(), 0);
+        assert_eq!(database.buckets("a").unwrap(), ["default"]);
+    }
+}

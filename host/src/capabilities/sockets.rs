@@ -1,0 +1,338 @@
+//! The `sockets` capability: `wasi:sockets`, denied unless granted with
+//! `HOST:PORT` patterns ([`Grants::tcp`](crate::Grants::tcp),
+//! [`Grants::udp`](crate::Grants::udp), `--allow-tcp`, `--allow-udp`).
+//!
+//! Every bind, connect, accept and datagram is checked against the patterns;
+//! a refused address fails with `access-denied` and is recorded as a denial.
+//! Name lookups are allowed only for host names that appear in a pattern, so
+//! an ungranted plugin cannot even use DNS as a side channel.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::bindings::sockets;
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSockets, WasiSocketsView};
+
+use super::{Capability, DenialLog, Risk};
+use crate::grants::Grants;
+use crate::state::HostState;
+use crate::units::ParseError;
+
+/// The WASI version whose name-lookup function Warden filters.
+const IP_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+pub(crate) const CAPABILITY: Capability = Capability {
+    name: "sockets",
+    interfaces: &[
+        "wasi:sockets/network",
+        "wasi:sockets/instance-network",
+        "wasi:sockets/tcp",
+        "wasi:sockets/tcp-create-socket",
+        "wasi:sockets/udp",
+        "wasi:sockets/udp-create-socket",
+        "wasi:sockets/ip-name-lookup",
+    ],
+    risk: |_| Risk::High,
+    granted: |sandbox| !sandbox.grants.tcp.is_empty() || !sandbox.grants.udp.is_empty(),
+    how_to_grant: "--allow-tcp HOST:PORT or --allow-udp HOST:PORT",
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let getter = <HostState as WasiSocketsView>::sockets;
+    sockets::tcp::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    sockets::udp::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    sockets::instance_network::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    sockets::network::add_to_linker::<_, WasiSockets>(linker, &Default::default(), getter)?;
+    ip_name_lookup::add_to_linker::<_, WasiSockets>(linker, getter)?;
+    // Replace the lookup with one that asks the grants first.
+    linker.allow_shadowing(true);
+    let result = linker
+        .instance(IP_NAME_LOOKUP)?
+        .func_wrap("resolve-addresses", resolve_addresses);
+    linker.allow_shadowing(false);
+    result
+}
+
+type LookupResult = Result<Resource<ResolveAddressStream>, ErrorCode>;
+
+fn resolve_addresses(
+    mut store: StoreContextMut<'_, HostState>,
+    (network, name): (Resource<Network>, String),
+) -> wasmtime::Result<(LookupResult,)> {
+    let state = store.data_mut();
+    if !state.caps.sockets.may_resolve(&name) {
+        state
+            .caps
+            .denials
+            .record("sockets", format!("name lookup of `{name}`"));
+        return Ok((Err(ErrorCode::AccessDenied),));
+    }
+    match ip_name_lookup::Host::resolve_addresses(&mut state.sockets(), network, name) {
+        Ok(stream) => Ok((Ok(stream),)),
+        Err(err) => err.downcast().map(|code| (Err(code),)),
+    }
+}
+
+/// Which hosts and ports a plugin may use, as `HOST:PORT`.
+///
+/// `HOST` is an IP address (`127.0.0.1`, `[::1]`), a host name
+/// (`db.internal`, resolved when the plugin connects) or `*` for any host;
+/// `PORT` is a number or `*`.
+///
+/// ```
+/// let pattern: warden::SocketPattern = "127.0.0.1:6379".parse()?;
+/// assert!(pattern.matches_addr("127.0.0.1:6379".parse().unwrap()));
+/// assert!(!pattern.matches_addr("127.0.0.1:6380".parse().unwrap()));
+/// # Ok::<(), warden::units::ParseError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketPattern {
+    host: HostPattern,
+    port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl SocketPattern {
+    /// Whether an address matches without resolving any name.
+    pub fn matches_addr(&self, addr: SocketAddr) -> bool {
+        self.port_matches(addr.port())
+            && match &self.host {
+                HostPattern::Any => true,
+                HostPattern::Ip(ip) => *ip == addr.ip(),
+                HostPattern::Name(_) => false,
+            }
+    }
+
+    fn port_matches(&self, port: u16) -> bool {
+        self.port.is_none_or(|allowed| allowed == port)
+    }
+
+    /// Whether an address matches, resolving a host-name pattern if needed.
+    async fn matches(&self, addr: SocketAddr) -> bool {
+        match &self.host {
+            HostPattern::Name(name) if self.port_matches(addr.port()) => {
+                match tokio::net::lookup_host((name.as_str(), 0)).await {
+                    Ok(mut resolved) => resolved.any(|candidate| candidate.ip() == addr.ip()),
+                    Err(_) => false,
+                }
+            }
+            _ => self.matches_addr(addr),
+        }
+    }
+}
+
+impl FromStr for SocketPattern {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let invalid = |why: &str| {
+            ParseError::new(format!(
+                "invalid socket grant `{text}`: {why}; expected HOST:PORT such as 127.0.0.1:6379, [::1]:53, db.internal:5432 or *:443"
+            ))
+        };
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("missing `:PORT`"))?;
+        let port = match port {
+            "*" => None,
+            port => Some(
+                port.parse()
+                    .map_err(|_| invalid("the port is not a number"))?,
+            ),
+        };
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if let Some(ip) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            HostPattern::Ip(ip.parse().map_err(|_| invalid("bad IPv6 address"))?)
+        } else if let Ok(ip) = host.parse::<IpAddr>() {
+            HostPattern::Ip(ip)
+        } else if is_host_name(host) {
+            HostPattern::Name(host.to_ascii_lowercase())
+        } else {
+            return Err(invalid("the host is neither an address nor a host name"));
+        };
+        Ok(SocketPattern { host, port })
+    }
+}
+
+fn is_host_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+impl fmt::Display for SocketPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Any => write!(f, "*")?,
+            HostPattern::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
+            HostPattern::Ip(ip) => write!(f, "{ip}")?,
+            HostPattern::Name(name) => write!(f, "{name}")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => write!(f, ":*"),
+        }
+    }
+}
+
+/// The socket grants of one plugin, shared by its instances.
+#[derive(Debug, Default)]
+pub(crate) struct SocketPolicy {
+    tcp: Vec<SocketPattern>,
+    udp: Vec<SocketPattern>,
+}
+
+impl SocketPolicy {
+    pub(crate) fn new(grants: &Grants) -> Self {
+        SocketPolicy {
+            tcp: grants.tcp.clone(),
+            udp: grants.udp.clone(),
+        }
+    }
+
+    fn patterns(&self) -> impl Iterator<Item = &SocketPattern> {
+        self.tcp.iter().chain(&self.udp)
+    }
+
+    /// Names may be looked up only when a pattern names them (or allows any host).
+    fn may_resolve(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.patterns().any(|pattern| match &pattern.host {
+            HostPattern::Any => true,
+            HostPattern::Name(allowed) => *allowed == name,
+            HostPattern::Ip(_) => false,
+        })
+    }
+
+    async fn allows(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
+        let patterns = match use_ {
+            SocketAddrUse::TcpBind
+            | SocketAddrUse::TcpListen
+            | SocketAddrUse::TcpAccept
+            | SocketAddrUse::TcpConnect => &self.tcp,
+            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+                &self.udp
+            }
+        };
+        for pattern in patterns {
+            if pattern.matches(addr).await {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The socket state an instance keeps besides wasmtime-wasi's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SocketState {
+    policy: Arc<SocketPolicy>,
+}
+
+impl SocketState {
+    fn may_resolve(&self, name: &str) -> bool {
+        self.policy.may_resolve(name)
+    }
+}
+
+pub(crate) fn configure(
+    wasi: &mut WasiCtxBuilder,
+    policy: &Arc<SocketPolicy>,
+    denials: &DenialLog,
+) -> SocketState {
+    let check_policy = policy.clone();
+    let denials = denials.clone();
+    wasi.allow_tcp(!policy.tcp.is_empty())
+        .allow_udp(!policy.udp.is_empty())
+        .allow_ip_name_lookup(true)
+        .socket_addr_check(move |addr, use_| {
+            let policy = check_policy.clone();
+            let denials = denials.clone();
+            Box::pin(async move {
+                let allowed = policy.allows(addr, use_).await;
+                if !allowed {
+                    denials.record("sockets", format!("{use_:?} {addr}"));
+                }
+                allowed
+            })
+        });
+    SocketState {
+        policy: policy.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_and_print() {
+        for text in [
+            "127.0.0.1:6379",
+            "[::1]:53",
+            "db.internal:5432",
+            "*:443",
+            "10.0.0.1:*",
+        ] {
+            let pattern: SocketPattern = text.parse().unwrap();
+            assert_eq!(pattern.to_string(), text);
+        }
+        for bad in ["127.0.0.1", "host:port", ":80", "bad host:80", "[::1:53"] {
+            assert!(bad.parse::<SocketPattern>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lookups_are_allowed_only_for_named_hosts() {
+        let grants = Grants {
+            tcp: vec![
+                "db.internal:5432".parse().unwrap(),
+                "10.0.0.1:80".parse().unwrap(),
+            ],
+            ..Grants::default()
+        };
+        let policy = SocketPolicy::new(&grants);
+        assert!(policy.may_resolve("db.internal"));
+        assert!(policy.may_resolve("DB.Internal."));
+        assert!(!policy.may_resolve("evil.example"));
+        assert!(!SocketPolicy::default().may_resolve("db.internal"));
+    }
+
+    #[tokio::test]
+    async fn tcp_and_udp_grants_are_separate() {
+        let grants = Grants {
+            tcp: vec!["127.0.0.1:80".parse().unwrap()],
+            ..Grants::default()
+        };
+        let policy = SocketPolicy::new(&grants);
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(policy.allows(addr, SocketAddrUse::TcpConnect).await);
+        assert!(!policy.allows(addr, SocketAddrUse::UdpSend).await);
+        assert!(
+            !policy
+                .allows("127.0.0.1:81".parse().unwrap(), SocketAddrUse::TcpConnect)
+                .await
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! What plugins and programs have in common once loaded: the compiled
+//! component's facts, its sandbox, and the resources its grants opened.
+//!
+//! Loading reads top to bottom: check the bytes are a component (adapting a
+//! WASI preview 1 program if asked), compile, describe, then — after the
+//! caller has linked the component against its world — admit it: apply
+//! `strict` and open what the grants name.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources, Risk};
+use crate::error::Error;
+use crate::grants::Sandbox;
+use crate::runtime::Runtime;
+use crate::state::{CallScope, HostState};
+
+/// Facts about a component, known without running it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComponentInfo {
+    /// Size of the component in bytes (after adapting a preview 1 module).
+    pub size: u64,
+    /// SHA-256 of the component, as lowercase hex.
+    pub sha256: String,
+    /// The interfaces (and functions) the component imports, by WIT name,
+    /// e.g. `wasi:cli/environment@0.2.12`.
+    pub imports: Vec<String>,
+    /// The interfaces (and functions) the component exports, by WIT name.
+    pub exports: Vec<String>,
+    /// The capabilities behind the imports, with their risk and whether the
+    /// sandbox grants them.
+    pub capabilities: Vec<CapabilityUse>,
+}
+
+/// A component compiled for a runtime but not yet admitted.
+pub(crate) struct Compiled {
+    pub runtime: Runtime,
+    pub name: Arc<str>,
+    pub sandbox: Sandbox,
+    pub info: ComponentInfo,
+    pub component: Component,
+}
+
+/// A component admitted into a runtime under its sandbox.
+pub(crate) struct Loaded {
+    pub runtime: Runtime,
+    pub name: Arc<str>,
+    pub sandbox: Sandbox,
+    pub info: ComponentInfo,
+    pub resources: PluginResources,
+}
+
+/// What kind of binary a caller accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accept {
+    /// Components only.
+    Components,
+    /// Components, and WASI preview 1 command modules, adapted on load.
+    ComponentsAndPreview1Commands,
+}
+
+impl Compiled {
+    /// Checks and compiles `bytes`. Compilation runs on Tokio's blocking
+    /// pool; it can take seconds for large components.
+    pub(crate) async fn compile(
+        runtime: &Runtime,
+        name: String,
+        bytes: Vec<u8>,
+        sandbox: Sandbox,
+        accept: Accept,
+    ) -> Result<Self, Error> {
+        if sandbox.limits.fuel.is_some() && !runtime.fuel_metering() {
+            return Err(Error::InvalidConfig(
+                "a fuel limit needs a runtime built with fuel metering (RuntimeBuilder::fuel)"
+                    .into(),
+            ));
+        }
+        let bytes = match (binary_kind(&bytes)?, accept) {
+            (BinaryKind::Component, _) => bytes,
+            (BinaryKind::CoreModule, Accept::ComponentsAndPreview1Commands) => {
+                adapt_preview1_command(&bytes)?
+            }
+            (BinaryKind::CoreModule, Accept::Components) => {
+                return Err(Error::invalid_plugin(
+                    "this is a core WebAssembly module, not a component; build the plugin for \
+                     `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
+                ));
+            }
+        };
+        let engine = runtime.engine().clone();
+        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
+            let compiled = Component::new(&engine, &bytes);
+            (bytes, compiled)
+        })
+        .await
+        .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))?;
+        let component = compiled.map_err(|err| {
+            Error::invalid_plugin(format!(
+                "the component failed to validate or compile: {err:#}"
+            ))
+        })?;
+        let ty = component.component_type();
+        let engine = runtime.engine();
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let info = ComponentInfo {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            capabilities: capabilities::capabilities_of(&imports, &sandbox),
+            imports,
+            exports: ty
+                .exports(engine)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+        };
+        Ok(Compiled {
+            runtime: runtime.clone(),
+            name: name.into(),
+            sandbox,
+            info,
+            component,
+        })
+    }
+
+    /// Applies `strict` and opens what the grants name. Called once the
+    /// component has been linked, so that a component of the wrong world is
+    /// refused for that first.
+    pub(crate) fn admit(self) -> Result<Loaded, Error> {
+        if self.sandbox.strict {
+            let missing: Vec<CapabilityUse> = self
+                .info
+                .capabilities
+                .iter()
+                .filter(|capability| capability.risk == Risk::High && !capability.granted)
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::MissingGrants(missing));
+            }
+        }
+        let resources = PluginResources::prepare(&self.name, &self.sandbox)?;
+        Ok(Loaded {
+            runtime: self.runtime,
+            name: self.name,
+            sandbox: self.sandbox,
+            info: self.info,
+            resources,
+        })
+    }
+}
+
+impl Loaded {
+    /// Creates the store of a new instance, armed for its first call.
+    pub(crate) fn start_instance(
+        &self,
+        options: &InstanceOptions,
+    ) -> Result<(Store<HostState>, CallScope), Error> {
+        let mut store = HostState::new_store(self, options)?;
+        let call = CallScope::begin(&mut store, self)?;
+        Ok((store, call))
+    }
+
+    /// Refuses input larger than the limit before any guest code runs.
+    pub(crate) fn check_input(&self, input: &[u8]) -> Result<(), Error> {
+        let limit = self.sandbox.limits.max_input_bytes;
+        if input.len() > limit {
+            return Err(Error::InputTooLarge {
+                size: input.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+enum BinaryKind {
+    Component,
+    CoreModule,
+}
+
+/// Tells components from core modules by their header, and refuses
+/// anything else with a message that says what it is instead.
+fn binary_kind(bytes: &[u8]) -> Result<BinaryKind, Error> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    const COMPONENT_LAYER: [u8; 2] = [0x01, 0x00];
+    if bytes.len() < 8 || !bytes.starts_with(MAGIC) {
+        return Err(Error::invalid_plugin(
+            "not a WebAssembly binary (it does not start with the `\\0asm` magic bytes)",
+        ));
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Ok(BinaryKind::CoreModule);
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(Error::invalid_plugin(format!(
+            "unknown WebAssembly binary version {:02x?}",
+            &bytes[4..8]
+        )));
+    }
+    Ok(BinaryKind::Component)
+}
+
+/// Wraps a WASI preview 1 command module (what `wasm32-wasip1` toolchains
+/// produce) into a component with wasmtime's preview 1 command adapter.
+fn adapt_preview1_command(module: &[u8]) -> Result<Vec<u8>, Error> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)
+        .and_then(|encoder| {
+            encoder.adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+            )
+        })
+        .and_then(|mut encoder| encoder.encode())
+        .map_err(|err| {
+            Error::invalid_plugin(format!(
+                "this core module is not a WASI preview 1 command that can be adapted into a component: {err:#}"
+            ))
+        })
+}
