@@ -56,6 +56,9 @@ pub(crate) struct Database {
     connection: Mutex<Connection>,
 }
 
+/// A key and its value.
+pub(crate) type Entry = (String, Vec<u8>);
+
 /// Where a key lives: a plugin's namespace and one of its buckets.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Place<'a> {
@@ -103,7 +106,7 @@ impl Database {
     pub(crate) fn set_many(
         &self,
         place: Place<'_>,
-        pairs: &[(String, Vec<u8>)],
+        pairs: &[Entry],
         quotas: &KvQuotas,
     ) -> Result<(), DbError> {
         for (key, value) in pairs {
@@ -153,7 +156,7 @@ impl Database {
         &self,
         place: Place<'_>,
         keys: &[String],
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>, DbError> {
+    ) -> Result<Vec<Option<Entry>>, DbError> {
         let mut connection = self.connection();
         // One read transaction, so the values come from one snapshot.
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
