@@ -2,6 +2,7 @@
 
 CARGO ?= cargo
 GUEST_TARGET := wasm32-wasip2
+PREVIEW1_TARGET := wasm32-wasip1
 GUEST_TARGET_DIR := target/guests
 GUESTS := $(GUEST_TARGET_DIR)/$(GUEST_TARGET)/release
 GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --target-dir $(GUEST_TARGET_DIR)
@@ -9,15 +10,18 @@ WARDEN := target/debug/warden
 
 .PHONY: setup guests build demo test lint doc clean
 
-## setup: install what a fresh machine lacks (the wasm32-wasip2 target, clippy, rustfmt)
+## setup: install what a fresh machine lacks (the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt)
 setup:
 	@rustup target list --installed | grep -qx '$(GUEST_TARGET)' || rustup target add $(GUEST_TARGET)
+	@rustup target list --installed | grep -qx '$(PREVIEW1_TARGET)' || rustup target add $(PREVIEW1_TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
-## guests: build the guest components in guests/ for wasm32-wasip2
+## guests: build the guest components in guests/ for wasm32-wasip2 (and the program for wasm32-wasip1)
 guests: setup
 	$(CARGO) build --release $(GUEST_ARGS)
+	$(CARGO) build --release --manifest-path guests/Cargo.toml --target $(PREVIEW1_TARGET) \
+		--target-dir $(GUEST_TARGET_DIR) --package command
 
 ## build: build the warden library and CLI
 build: setup

@@ -7,14 +7,19 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Every guest the tests use: (constant name, file name).
-const GUESTS: &[(&str, &str)] = &[
-    ("HELLO", "hello.wasm"),
-    ("HOSTILE", "hostile.wasm"),
-    ("COMMAND", "command.wasm"),
+/// Every guest the tests use: (constant name, target, file name).
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("HELLO", COMPONENTS, "hello.wasm"),
+    ("HOSTILE", COMPONENTS, "hostile.wasm"),
+    ("PROBE", COMPONENTS, "probe.wasm"),
+    ("COMMAND", COMPONENTS, "command.wasm"),
+    ("COMMAND_PREVIEW1", PREVIEW1, "command.wasm"),
 ];
 
-const TARGET: &str = "wasm32-wasip2";
+/// Every guest is a component built for this target...
+const COMPONENTS: &str = "wasm32-wasip2";
+/// ...and the program is also built as a preview 1 core module, for `warden exec`.
+const PREVIEW1: &str = "wasm32-wasip1";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -27,12 +32,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", guests.display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
-    build_guests(&guests, &target_dir);
+    build_guests(&guests, &target_dir, COMPONENTS, None);
+    build_guests(&guests, &target_dir, PREVIEW1, Some("command"));
 
-    let release = target_dir.join(TARGET).join("release");
     let mut constants = String::new();
-    for (constant, file) in GUESTS {
-        let path = release.join(file);
+    for (constant, target, file) in GUESTS {
+        let path = target_dir.join(target).join("release").join(file);
         assert!(
             path.exists(),
             "building the guests did not produce {}",
@@ -40,7 +45,7 @@ fn main() {
         );
         writeln!(
             constants,
-            "/// Path of the `{file}` guest component.\npub const {constant}: &str = {:?};",
+            "/// Path of the `{file}` guest built for `{target}`.\npub const {constant}: &str = {:?};",
             path.display().to_string()
         )
         .expect("writing to a String cannot fail");
@@ -49,18 +54,22 @@ fn main() {
     std::fs::write(&out, constants).expect("writing guests.rs into OUT_DIR");
 }
 
-fn build_guests(guests: &Path, target_dir: &Path) {
+/// Builds the guest workspace (or one package of it) for `target`.
+fn build_guests(guests: &Path, target_dir: &Path, target: &str, package: Option<&str>) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .arg("build")
         .arg("--release")
         .arg("--target")
-        .arg(TARGET)
+        .arg(target)
         .arg("--manifest-path")
         .arg(guests.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir);
+    if let Some(package) = package {
+        command.arg("--package").arg(package);
+    }
     // Settings meant for the host build (flags, clippy's wrapper, a target
     // override) must not leak into the guest build.
     for variable in [
@@ -78,7 +87,7 @@ fn build_guests(guests: &Path, target_dir: &Path) {
         .unwrap_or_else(|err| panic!("cannot run cargo to build the guests: {err}"));
     assert!(
         status.success(),
-        "building the guests failed; is the {TARGET} target installed? \
-         Run `make setup` (or `rustup target add {TARGET}`)"
+        "building the guests for {target} failed; is the target installed? \
+         Run `make setup` (or `rustup target add {target}`)"
     );
 }

@@ -157,3 +157,71 @@ async fn a_missing_directory_grant_is_refused_at_load() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_read_only_preopen_refuses_every_kind_of_change() {
+    let tree = Tree::new();
+    std::fs::create_dir(tree.granted().join("sub")).unwrap();
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_only(tree.granted(), "/data"));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+    for (action, input) in [
+        ("truncate", "/data/inside.txt"),
+        ("rename", "/data/inside.txt>/data/moved.txt"),
+        ("link", "/data/inside.txt>/data/linked.txt"),
+        ("remove", "/data/inside.txt"),
+        ("mkdir", "/data/newdir"),
+        ("write-file", "/data/sub/new.txt"),
+    ] {
+        let why = failure(plugin.execute(action, input.as_bytes()).await.result);
+        assert!(!why.is_empty(), "{action} {input}");
+    }
+    let entries: Vec<_> = std::fs::read_dir(tree.granted())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(entries.len(), 2, "nothing created or removed: {entries:?}");
+    assert_eq!(
+        std::fs::read_to_string(tree.granted().join("inside.txt")).unwrap(),
+        "inside",
+        "not truncated"
+    );
+}
+
+#[tokio::test]
+async fn symlinks_and_trailing_slashes_do_not_lead_out_of_a_preopen() {
+    let tree = Tree::new();
+    let secret = tree.root.path().join("secret.txt");
+    std::os::unix::fs::symlink(&secret, tree.granted().join("escape")).unwrap();
+    std::os::unix::fs::symlink(tree.root.path(), tree.granted().join("parent")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", tree.granted().join("relative")).unwrap();
+    let mut grants = Grants::default();
+    grants
+        .dirs
+        .push(Preopen::read_write(tree.granted(), "/data"));
+    let plugin = load(&runtime(), guests::HOSTILE, sandbox(grants)).await;
+    for path in [
+        "/data/escape",
+        "/data/parent/secret.txt",
+        "/data/relative",
+        "/data/escape/",
+        "/data/../secret.txt/",
+        "/data/parent/",
+        "/data/inside.txt/",
+    ] {
+        failure(plugin.execute("read-file", path.as_bytes()).await.result);
+        failure(plugin.execute("write-file", path.as_bytes()).await.result);
+        failure(plugin.execute("truncate", path.as_bytes()).await.result);
+    }
+    // Hard-linking the symlink copies the link, not its target: the guest
+    // still cannot read through it.
+    let _linked = plugin.execute("link", b"/data/escape>/data/hard").await;
+    failure(plugin.execute("read-file", b"/data/hard").await.result);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+    assert_eq!(
+        std::fs::read_to_string(tree.granted().join("inside.txt")).unwrap(),
+        "inside"
+    );
+}

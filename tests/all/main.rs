@@ -1,11 +1,13 @@
 //! Warden's integration tests: one binary, one module per concern.
 
+mod capabilities;
 mod concurrency;
 mod grants;
 mod hello;
 mod instance;
 mod invalid;
 mod limits;
+mod programs;
 
 use std::time::Duration;
 

@@ -1,6 +1,91 @@
-//! A plain `wasi:cli/run` command. Warden must refuse it as a plugin because
-//! it does not export `warden:plugin/guest`.
+//! A plain WASI program, run by `warden exec`; Warden refuses it as a plugin
+//! because it does not export `warden:plugin/guest`. Built for both
+//! `wasm32-wasip2` (a component) and `wasm32-wasip1` (a core module that
+//! Warden adapts).
+//!
+//! Usage: `command [SUBCOMMAND ARGS...]`
+//! - (none): prints a greeting;
+//! - `args`: prints each argument on its own line;
+//! - `env NAME`: prints the variable, or exits 3 when it is not set;
+//! - `cat PATH`: prints the file (exits 4 when it cannot);
+//! - `write PATH TEXT`: writes the file (exits 5 when it cannot);
+//! - `exit CODE`: exits with CODE;
+//! - `loop`: spins forever;
+//! - `grow`: allocates until memory runs out.
+
+use std::hint::black_box;
+use std::io::Write;
+
+#[cfg(target_env = "p2")]
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "wasi:cli/imports@0.2.12",
+    generate_all,
+});
+
+/// Exits with `code`. As a component the code is kept whole; as a
+/// `wasm32-wasip1` module only 0 and 1 survive, since the preview 1 adapter
+/// reports any failure as 1.
+fn exit_with(code: u8) -> ! {
+    // Exiting skips the standard library's own flush of buffered output.
+    let _ = std::io::stdout().flush();
+    #[cfg(target_env = "p2")]
+    wasi::cli::exit::exit_with_code(code);
+    std::process::exit(i32::from(code))
+}
 
 fn main() {
-    println!("hello from a wasi:cli command");
+    exit_with(run());
+}
+
+/// Does what the arguments say and returns the exit code.
+fn run() -> u8 {
+    let args: Vec<String> = std::env::args().collect();
+    let words: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match words.as_slice() {
+        [] => println!("hello from a wasi:cli command"),
+        ["args", rest @ ..] => {
+            for arg in rest {
+                println!("{arg}");
+            }
+        }
+        ["env", name] => match std::env::var(name) {
+            Ok(value) => println!("{value}"),
+            Err(_) => {
+                eprintln!("{name} is not set");
+                return 3;
+            }
+        },
+        ["cat", path] => match std::fs::read_to_string(path) {
+            Ok(text) => print!("{text}"),
+            Err(err) => {
+                eprintln!("cannot read {path}: {err}");
+                return 4;
+            }
+        },
+        ["write", path, text] => {
+            if let Err(err) = std::fs::write(path, text) {
+                eprintln!("cannot write {path}: {err}");
+                return 5;
+            }
+        }
+        ["exit", code] => return code.parse().unwrap_or(1),
+        ["loop"] => {
+            let mut counter = 0u64;
+            loop {
+                counter = black_box(counter.wrapping_add(1));
+            }
+        }
+        ["grow"] => {
+            let mut blocks = Vec::new();
+            loop {
+                blocks.push(black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        other => {
+            eprintln!("unknown arguments: {other:?}");
+            return 2;
+        }
+    }
+    0
 }

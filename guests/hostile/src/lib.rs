@@ -11,6 +11,9 @@
 //! - `print BYTES`: writes BYTES bytes to stdout, then returns `done`;
 //! - `read-file PATH`: returns the file's contents;
 //! - `write-file PATH`: overwrites the file with `overwritten`;
+//! - `truncate PATH`: opens the file for writing with truncation;
+//! - `rename FROM>TO`, `link FROM>TO`: renames or hard-links a file;
+//! - `remove PATH`, `mkdir PATH`: removes a file, creates a directory;
 //! - `env NAME`: returns the environment variable's value;
 //! - `log-flood COUNT`: emits COUNT log records of 1 KiB each;
 //! - `calls`: how many times `execute` has run in this instance (state that
@@ -40,6 +43,11 @@ const ACTIONS: &[&str] = &[
     "print",
     "read-file",
     "write-file",
+    "truncate",
+    "rename",
+    "link",
+    "remove",
+    "mkdir",
     "env",
     "log-flood",
     "calls",
@@ -86,6 +94,26 @@ impl Guest for Hostile {
             "write-file" => std::fs::write(utf8(&input)?, b"overwritten")
                 .map(|()| b"written".to_vec())
                 .map_err(failed),
+            "truncate" => std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(utf8(&input)?)
+                .map(|_| b"truncated".to_vec())
+                .map_err(failed),
+            "rename" => {
+                let (from, to) = two_paths(&input)?;
+                std::fs::rename(from, to).map(|()| b"renamed".to_vec()).map_err(failed)
+            }
+            "link" => {
+                let (from, to) = two_paths(&input)?;
+                std::fs::hard_link(from, to).map(|()| b"linked".to_vec()).map_err(failed)
+            }
+            "remove" => std::fs::remove_file(utf8(&input)?)
+                .map(|()| b"removed".to_vec())
+                .map_err(failed),
+            "mkdir" => std::fs::create_dir(utf8(&input)?)
+                .map(|()| b"created".to_vec())
+                .map_err(failed),
             "env" => std::env::var(utf8(&input)?)
                 .map(String::into_bytes)
                 .map_err(failed),
@@ -130,6 +158,13 @@ fn recurse(depth: u64) -> u64 {
 
 fn utf8(input: &[u8]) -> Result<&str, PluginError> {
     std::str::from_utf8(input).map_err(|err| PluginError::InvalidInput(err.to_string()))
+}
+
+/// `FROM>TO`.
+fn two_paths(input: &[u8]) -> Result<(&str, &str), PluginError> {
+    utf8(input)?
+        .split_once('>')
+        .ok_or_else(|| PluginError::InvalidInput("expected FROM>TO".into()))
 }
 
 fn parse_size(input: &[u8]) -> Result<usize, PluginError> {

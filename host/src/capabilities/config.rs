@@ -1,14 +1,15 @@
 //! The `config` capability: `wasi:config/store`, answering from the values
 //! the host configured for the plugin (`--config KEY=VALUE`, the manifest's
 //! `[plugins.NAME.config]` table, or [`Grants::config`](crate::Grants::config)).
-//! A plugin with no values configured sees an empty store.
+//! A plugin with no values configured is not granted the capability: its
+//! reads fail with an `upstream` error that says so, recorded as a denial.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, Risk};
+use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::config::store::{self, Error};
 use crate::state::HostState;
 
@@ -29,26 +30,41 @@ fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 #[derive(Debug)]
 pub(crate) struct ConfigState {
     values: Arc<BTreeMap<String, String>>,
+    denials: DenialLog,
 }
 
 impl ConfigState {
-    pub(crate) fn new(values: &Arc<BTreeMap<String, String>>) -> Self {
+    pub(crate) fn new(values: &Arc<BTreeMap<String, String>>, denials: &DenialLog) -> Self {
         ConfigState {
             values: values.clone(),
+            denials: denials.clone(),
         }
+    }
+
+    fn granted(&self, request: impl FnOnce() -> String) -> Result<(), Error> {
+        if self.values.is_empty() {
+            self.denials.record("config", request());
+            return Err(Error::Upstream(
+                "the config capability is not granted to this plugin".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
 impl store::Host for ConfigState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
-        Ok(Ok(self.values.get(&key).cloned()))
+        Ok(self
+            .granted(|| format!("reading `{key}`"))
+            .map(|()| self.values.get(&key).cloned()))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
-        Ok(Ok(self
-            .values
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()))
+        Ok(self.granted(|| "reading every value".into()).map(|()| {
+            self.values
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        }))
     }
 }

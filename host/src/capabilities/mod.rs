@@ -282,7 +282,7 @@ impl InstanceState {
             wasi: wasi.build(),
             http: http::HttpState::new(&resources.http, &denials),
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
-            config: config::ConfigState::new(&resources.config),
+            config: config::ConfigState::new(&resources.config, &denials),
             sockets,
             logs: logging::LogCapture::new(plugin_name.clone(), limits),
             stdout,

@@ -226,6 +226,13 @@ impl SocketPolicy {
     }
 
     async fn allows(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
+        // Binding an ephemeral port on every interface is how any outgoing
+        // socket starts; what it may then reach is checked on connect, send
+        // and receive.
+        let ephemeral = addr.port() == 0 && addr.ip().is_unspecified();
+        if ephemeral && matches!(use_, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) {
+            return true;
+        }
         let patterns = match use_ {
             SocketAddrUse::TcpBind
             | SocketAddrUse::TcpListen
@@ -263,8 +270,11 @@ pub(crate) fn configure(
 ) -> SocketState {
     let check_policy = policy.clone();
     let denials = denials.clone();
-    wasi.allow_tcp(!policy.tcp.is_empty())
-        .allow_udp(!policy.udp.is_empty())
+    // Sockets can always be created; every address they use goes through
+    // the check, so an ungranted plugin is refused (and the refusal recorded)
+    // at the first connect, send or bind.
+    wasi.allow_tcp(true)
+        .allow_udp(true)
         .allow_ip_name_lookup(true)
         .socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -272,7 +282,7 @@ pub(crate) fn configure(
             Box::pin(async move {
                 let allowed = policy.allows(addr, use_).await;
                 if !allowed {
-                    denials.record("sockets", format!("{use_:?} {addr}"));
+                    denials.record("sockets", describe(use_, addr));
                 }
                 allowed
             })
@@ -280,6 +290,19 @@ pub(crate) fn configure(
     SocketState {
         policy: policy.clone(),
     }
+}
+
+fn describe(use_: SocketAddrUse, addr: SocketAddr) -> String {
+    let what = match use_ {
+        SocketAddrUse::TcpBind => "TCP bind on",
+        SocketAddrUse::TcpListen => "TCP listen on",
+        SocketAddrUse::TcpAccept => "TCP accept from",
+        SocketAddrUse::TcpConnect => "TCP connect to",
+        SocketAddrUse::UdpBind => "UDP bind on",
+        SocketAddrUse::UdpSend => "UDP send to",
+        SocketAddrUse::UdpReceive => "UDP receive from",
+    };
+    format!("{what} {addr}")
 }
 
 #[cfg(test)]

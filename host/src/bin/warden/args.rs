@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use warden::{Limits, Preopen};
+use warden::{KvGrant, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]
@@ -22,15 +23,26 @@ pub enum Command {
     /// --json, one JSON object goes to stdout instead.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Run(RunArgs),
-    /// Show what a plugin is: its metadata, imports, exports, size and hash.
+    /// Run a WASI program (a `wasi:cli/run` component, or a `wasm32-wasip1`
+    /// module) under the same limits and grants as a plugin.
+    ///
+    /// Without --json the program's stdout and stderr pass through (bounded)
+    /// and Warden exits with the program's exit code; failures of the
+    /// sandbox (limits, traps) use Warden's own exit codes.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Exec(ExecArgs),
+    /// Show what a plugin is: its metadata, capabilities, imports, exports,
+    /// size and hash.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Inspect(InspectArgs),
+    /// Look inside a plugin's key-value namespace.
+    Kv(KvArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The plugin component (.wasm).
-    pub plugin: PathBuf,
+    /// The plugin component (.wasm), or with --manifest the plugin's name.
+    pub plugin: String,
     /// The action to run; empty when omitted.
     #[arg(default_value = "")]
     pub action: String,
@@ -49,9 +61,23 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The program (.wasm), or with --manifest its name.
+    pub program: String,
+    /// Arguments for the program, after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Capture the program's output and print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The plugin component (.wasm).
-    pub plugin: PathBuf,
+    /// The plugin component (.wasm), or with --manifest the plugin's name.
+    pub plugin: String,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -59,10 +85,56 @@ pub struct InspectArgs {
     pub sandbox: SandboxArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// The plugin whose namespace to open (its name, as loaded).
+    pub plugin: String,
+    #[command(subcommand)]
+    pub command: KvCommand,
+    /// The store file [default: the plugin's store in --manifest, else the
+    /// default location].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub store: Option<PathBuf>,
+    /// Read the plugin's store and namespace from this manifest.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub manifest: Option<PathBuf>,
+    /// The namespace [default: the plugin's name].
+    #[arg(long, global = true)]
+    pub namespace: Option<String>,
+    /// The bucket.
+    #[arg(long, default_value = "default", global = true)]
+    pub bucket: String,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// List the buckets that hold keys.
+    Buckets,
+    /// List the keys of a bucket.
+    List,
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
 /// Limits and grants, shared by every command that runs guest code.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Limits and grants")]
 pub struct SandboxArgs {
+    /// Take the plugin's path, limits and grants from this warden.toml; the
+    /// flags below add to (and for limits, override) what it declares.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
     /// Wall-clock time per call, e.g. 300ms or 5s [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
     pub timeout: Option<Duration>,
@@ -86,14 +158,84 @@ pub struct SandboxArgs {
     /// inherited from Warden's own environment.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = warden::parse_env_var)]
     pub env: Vec<(String, String)>,
+    /// Allow HTTP requests to an origin, e.g. https://api.example.com,
+    /// https://*.example.com or http://127.0.0.1:8080. Repeatable.
+    #[arg(long = "allow-http", value_name = "ORIGIN")]
+    pub allow_http: Vec<OriginPattern>,
+    /// Give the plugin a configuration value (wasi:config). Repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = warden::parse_env_var)]
+    pub config: Vec<(String, String)>,
+    /// Grant the key-value store at its default location
+    /// ($XDG_DATA_HOME/warden/kv.sqlite).
+    #[arg(long)]
+    pub kv: bool,
+    /// Grant the key-value store in this SQLite file.
+    #[arg(long, value_name = "PATH")]
+    pub kv_store: Option<PathBuf>,
+    /// Allow TCP connections to (or binds on) HOST:PORT, e.g. 127.0.0.1:6379
+    /// or db.internal:5432. Repeatable.
+    #[arg(long = "allow-tcp", value_name = "HOST:PORT")]
+    pub allow_tcp: Vec<SocketPattern>,
+    /// Allow UDP datagrams to (or binds on) HOST:PORT. Repeatable.
+    #[arg(long = "allow-udp", value_name = "HOST:PORT")]
+    pub allow_udp: Vec<SocketPattern>,
+    /// Refuse to load a plugin that imports a high-risk capability it is not
+    /// granted (instead of denying it at call time).
+    #[arg(long)]
+    pub strict: bool,
+    /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
+    /// for reproducible runs.
+    #[arg(long)]
+    pub deterministic: bool,
+}
+
+/// A component named on the command line, with the sandbox it runs in.
+pub struct Target {
+    /// The name it is loaded under (its manifest name, or the file's stem).
+    pub name: String,
+    pub path: PathBuf,
+    pub sandbox: Sandbox,
 }
 
 impl SandboxArgs {
-    pub fn limits(&self) -> Limits {
-        let mut limits = Limits::default();
-        limits.fuel = self.fuel;
+    /// Resolves the component argument (a path, or a manifest name) and
+    /// builds its sandbox: the manifest's, then the flags.
+    pub fn target(&self, component: &str) -> anyhow::Result<Target> {
+        let (name, path, mut sandbox) = match &self.manifest {
+            Some(manifest) => {
+                let manifest = Manifest::from_file(manifest)?;
+                let entry = manifest.plugin(component)?;
+                (
+                    entry.name.clone(),
+                    entry.path.clone(),
+                    entry.sandbox.clone(),
+                )
+            }
+            None => {
+                let path = PathBuf::from(component);
+                let name = path
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| component.to_owned());
+                (name, path, Sandbox::default())
+            }
+        };
+        self.apply(&mut sandbox)
+            .with_context(|| format!("preparing the sandbox of `{name}`"))?;
+        Ok(Target {
+            name,
+            path,
+            sandbox,
+        })
+    }
+
+    fn apply(&self, sandbox: &mut Sandbox) -> anyhow::Result<()> {
+        let limits: &mut Limits = &mut sandbox.limits;
         if let Some(timeout) = self.timeout {
             limits.timeout = timeout;
+        }
+        if self.fuel.is_some() {
+            limits.fuel = self.fuel;
         }
         if let Some(memory) = self.memory {
             limits.memory_bytes = memory;
@@ -104,19 +246,32 @@ impl SandboxArgs {
         if let Some(max_output) = self.max_output {
             limits.max_output_bytes = max_output;
         }
-        limits
+        let grants = &mut sandbox.grants;
+        grants.dirs.extend(self.dirs.iter().cloned());
+        grants.env.extend(self.env.iter().cloned());
+        grants.http.allow.extend(self.allow_http.iter().cloned());
+        grants.config.extend(self.config.iter().cloned());
+        grants.tcp.extend(self.allow_tcp.iter().cloned());
+        grants.udp.extend(self.allow_udp.iter().cloned());
+        if let Some(path) = &self.kv_store {
+            grants.kv = Some(KvGrant::at(path));
+        } else if self.kv {
+            let path = KvGrant::default_path().context(
+                "--kv needs HOME or XDG_DATA_HOME to place the store; use --kv-store PATH",
+            )?;
+            grants.kv = Some(KvGrant::at(path));
+        }
+        grants.deterministic |= self.deterministic;
+        sandbox.strict |= self.strict;
+        Ok(())
     }
+}
 
-    pub fn sandbox(&self) -> warden::Sandbox {
-        let mut sandbox = warden::Sandbox::with_limits(self.limits());
-        sandbox.grants.dirs = self.dirs.clone();
-        sandbox.grants.env = self.env.clone();
-        sandbox
-    }
-
-    pub fn runtime(&self) -> Result<warden::Runtime, warden::Error> {
-        warden::Runtime::builder().fuel(self.fuel.is_some()).build()
-    }
+/// A runtime that meters fuel when the sandbox sets a fuel limit.
+pub fn runtime_for(sandbox: &Sandbox) -> Result<warden::Runtime, warden::Error> {
+    warden::Runtime::builder()
+        .fuel(sandbox.limits.fuel.is_some())
+        .build()
 }
 
 fn parse_usize_size(text: &str) -> Result<usize, String> {
@@ -134,13 +289,18 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let cli =
+            Cli::try_parse_from(["warden", "run", "p.wasm", "echo"].iter().chain(extra)).unwrap();
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn sizes_durations_and_grants_parse() {
-        let cli = Cli::try_parse_from([
-            "warden",
-            "run",
-            "p.wasm",
-            "echo",
+    fn limits_and_grants_parse() {
+        let args = run_args(&[
             "--timeout",
             "300ms",
             "--memory",
@@ -149,19 +309,32 @@ mod tests {
             "/tmp::/data:rw",
             "--env",
             "A=1",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("expected run");
-        };
-        let limits = args.sandbox.limits();
-        assert_eq!(limits.timeout, Duration::from_millis(300));
-        assert_eq!(limits.memory_bytes, 32 << 20);
+            "--allow-http",
+            "https://*.example.com",
+            "--config",
+            "k=v",
+            "--allow-tcp",
+            "127.0.0.1:6379",
+            "--kv-store",
+            "/tmp/kv.sqlite",
+            "--strict",
+            "--deterministic",
+        ]);
+        let target = args.sandbox.target(&args.plugin).unwrap();
+        assert_eq!(target.name, "p");
+        let sandbox = target.sandbox;
+        assert_eq!(sandbox.limits.timeout, Duration::from_millis(300));
+        assert_eq!(sandbox.limits.memory_bytes, 32 << 20);
         assert_eq!(
-            args.sandbox.dirs,
+            sandbox.grants.dirs,
             vec![Preopen::read_write("/tmp", "/data")]
         );
-        assert_eq!(args.sandbox.env, vec![("A".to_owned(), "1".to_owned())]);
+        assert_eq!(sandbox.grants.env, vec![("A".to_owned(), "1".to_owned())]);
+        assert_eq!(sandbox.grants.http.allow.len(), 1);
+        assert_eq!(sandbox.grants.config["k"], "v");
+        assert_eq!(sandbox.grants.tcp.len(), 1);
+        assert_eq!(sandbox.grants.kv, Some(KvGrant::at("/tmp/kv.sqlite")));
+        assert!(sandbox.strict && sandbox.grants.deterministic);
     }
 
     #[test]
@@ -171,6 +344,8 @@ mod tests {
             &["--memory", "lots"],
             &["--dir", "/tmp"],
             &["--env", "NOVALUE"],
+            &["--allow-http", "example.com"],
+            &["--allow-tcp", "localhost"],
         ] {
             let err =
                 Cli::try_parse_from(["warden", "run", "p.wasm"].iter().chain(bad)).unwrap_err();

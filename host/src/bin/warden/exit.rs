@@ -28,19 +28,23 @@ pub const TRAP: u8 = 24;
 pub const OUTPUT_TOO_LARGE: u8 = 25;
 /// The input exceeded the input limit.
 pub const INPUT_TOO_LARGE: u8 = 26;
+/// The plugin used a capability it was not granted, or (with --strict)
+/// imports one.
+pub const DENIED: u8 = 30;
 /// A bug in Warden or a broken host.
 pub const INTERNAL: u8 = 70;
 
 /// The table printed under `--help`; keep it in step with the constants.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes (and --json statuses):
-   0  ok                 20  timeout
-   1  plugin-error       21  out-of-fuel
-   2  usage error        22  memory-limit
-  10  invalid-plugin     23  stack-overflow
-  11  io-error           24  trap
-  70  internal-error     25  output-too-large
-                         26  input-too-large";
+   0  ok                    20  timeout
+   1  plugin-error          21  out-of-fuel
+   2  usage, invalid-config 22  memory-limit
+  10  invalid-plugin        23  stack-overflow
+  11  io-error              24  trap
+  30  denied                25  output-too-large
+  70  internal-error        26  input-too-large
+`warden exec` exits with the program's own code when it runs to the end.";
 
 /// The exit code for a failed call.
 pub fn for_kind(kind: ErrorKind) -> u8 {
@@ -56,6 +60,7 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Trap => TRAP,
         ErrorKind::OutputTooLarge => OUTPUT_TOO_LARGE,
         ErrorKind::InputTooLarge => INPUT_TOO_LARGE,
+        ErrorKind::Denied => DENIED,
         _ => INTERNAL,
     }
 }

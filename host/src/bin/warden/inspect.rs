@@ -10,19 +10,17 @@ use warden::{Error, Metadata, Plugin, Report};
 use crate::args::InspectArgs;
 use crate::exit;
 use crate::output;
+use crate::run;
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let runtime = args.sandbox.runtime()?;
-    let plugin = match runtime
-        .load_file(&args.plugin, args.sandbox.sandbox())
-        .await
-    {
+    let target = args.sandbox.target(&args.plugin)?;
+    let plugin = match run::load(&target).await {
         Ok(plugin) => plugin,
         Err(err) => {
             if args.json {
                 let mut object = Map::new();
                 object.insert("status".into(), err.kind().as_str().into());
-                object.insert("path".into(), args.plugin.display().to_string().into());
+                object.insert("plugin".into(), target.name.into());
                 object.insert("error".into(), err.to_string().into());
                 output::print_json(&Value::Object(object)).context("writing the report")?;
             } else {
@@ -72,6 +70,10 @@ fn print_json(
     object.insert("sha256".into(), info.sha256.clone().into());
     object.insert("imports".into(), info.imports.clone().into());
     object.insert("exports".into(), info.exports.clone().into());
+    object.insert(
+        "capabilities".into(),
+        output::capabilities_json(plugin.capabilities()),
+    );
     let metadata = match result {
         Ok(metadata) => json!({
             "name": metadata.name,
@@ -101,6 +103,19 @@ fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
         }
     } else {
         println!("{}: init failed, metadata unavailable", plugin.name());
+    }
+    println!("capabilities:");
+    for capability in plugin.capabilities() {
+        let status = if capability.granted {
+            "granted".to_owned()
+        } else {
+            format!("not granted ({})", capability.how_to_grant)
+        };
+        println!(
+            "  {:<8} {:<7} {status}",
+            capability.name,
+            capability.risk.as_str()
+        );
     }
     println!("size:    {} ({} bytes)", format_bytes(info.size), info.size);
     println!("sha256:  {}", info.sha256);

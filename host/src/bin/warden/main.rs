@@ -1,8 +1,10 @@
 //! `warden`: run, inspect and manage WebAssembly plugins from the command line.
 
 mod args;
+mod exec;
 mod exit;
 mod inspect;
+mod kv;
 mod output;
 mod run;
 
@@ -27,7 +29,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Exec(args) => exec::exec(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
+            Command::Kv(args) => kv::kv(args),
         }
     });
     match result {

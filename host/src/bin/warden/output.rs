@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use warden::units::{format_bytes, format_duration};
-use warden::{Captured, Error, PluginError, Report};
+use warden::{CapabilityUse, Captured, Error, PluginError, Report};
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise. Returns the
 /// value and its encoding (`utf-8` or `base64`).
@@ -98,6 +98,28 @@ pub fn report_fields(object: &mut Map<String, Value>, report: &Report) {
         .collect();
     object.insert("logs".into(), logs.into());
     object.insert("dropped_logs".into(), report.dropped_logs.into());
+    let denials: Vec<Value> = report
+        .denials
+        .iter()
+        .map(|denial| json!({ "capability": denial.capability, "detail": denial.detail }))
+        .collect();
+    object.insert("denials".into(), denials.into());
+}
+
+/// Capabilities as `warden inspect --json` lists them.
+pub fn capabilities_json(capabilities: &[CapabilityUse]) -> Value {
+    capabilities
+        .iter()
+        .map(|capability| {
+            json!({
+                "name": capability.name,
+                "risk": capability.risk.as_str(),
+                "granted": capability.granted,
+                "imports": capability.imports,
+                "how_to_grant": capability.how_to_grant,
+            })
+        })
+        .collect()
 }
 
 /// Reports a failure that happened before any guest code ran.
@@ -167,6 +189,9 @@ fn write_guest_streams(out: &mut impl Write, report: &Report) -> std::io::Result
     }
     if report.dropped_logs > 0 {
         writeln!(out, "[log] ({} more records dropped)", report.dropped_logs)?;
+    }
+    for denial in &report.denials {
+        writeln!(out, "[denied] {denial}")?;
     }
     Ok(())
 }

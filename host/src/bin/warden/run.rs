@@ -1,38 +1,48 @@
 //! `warden run`: one action in a fresh instance.
 
 use std::io::{IsTerminal, Read};
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use warden::{Error, Outcome, Report};
+use warden::{Error, Outcome, Plugin, Report};
 
-use crate::args::RunArgs;
+use crate::args::{self, RunArgs, Target};
 use crate::exit;
 use crate::output;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let limits = args.sandbox.limits();
-    let input = match read_input(&args, limits.max_input_bytes)? {
+    let target = args.sandbox.target(&args.plugin)?;
+    let limit = target.sandbox.limits.max_input_bytes;
+    let input = match read_input(&args, limit)? {
         Input::Bytes(bytes) => bytes,
         Input::TooLarge { size } => {
-            let err = Error::InputTooLarge {
-                size,
-                limit: limits.max_input_bytes,
-            };
-            return finish(&args, &plugin_name(&args.plugin), Err(err), None);
+            let err = Error::InputTooLarge { size, limit };
+            return finish(&args, &target.name, Err(err), None);
         }
     };
-    let runtime = args.sandbox.runtime()?;
-    let plugin = match runtime
-        .load_file(&args.plugin, args.sandbox.sandbox())
-        .await
-    {
+    let plugin = match load(&target).await {
         Ok(plugin) => plugin,
-        Err(err) => return finish(&args, &plugin_name(&args.plugin), Err(err), None),
+        Err(err) => return finish(&args, &target.name, Err(err), None),
     };
     let Outcome { result, report } = plugin.execute(&args.action, &input).await;
     finish(&args, plugin.name(), result, Some(&report))
+}
+
+/// Reads and loads the plugin a command names.
+pub async fn load(target: &Target) -> Result<Plugin, Error> {
+    let bytes = read_component(target)?;
+    let runtime = args::runtime_for(&target.sandbox)?;
+    runtime
+        .load(target.name.clone(), bytes, target.sandbox.clone())
+        .await
+}
+
+/// Reads the component file a command names.
+pub fn read_component(target: &Target) -> Result<Vec<u8>, Error> {
+    std::fs::read(&target.path).map_err(|source| Error::Io {
+        context: format!("cannot read `{}`", target.path.display()),
+        source,
+    })
 }
 
 /// Prints the result; `report` is `None` when the call never started.
@@ -57,12 +67,6 @@ fn finish(
         }
     }
     Ok(exit::code(&result))
-}
-
-fn plugin_name(path: &Path) -> String {
-    path.file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 enum Input {

@@ -1,0 +1,224 @@
+//! A plugin that uses each capability on request, so that tests can check
+//! what happens when it is granted and when it is not.
+//!
+//! Actions and their input:
+//! - `http-get URL`: the response body (an error names the `wasi:http` error code);
+//! - `kv-set KEY=VALUE`, `kv-get KEY`, `kv-delete KEY`, `kv-incr KEY`,
+//!   `kv-list`, `kv-set-many K1=V1,K2=V2`: the `default` bucket, or
+//!   `BUCKET/KEY` for another one;
+//! - `config-get KEY`, `config-all`;
+//! - `tcp-echo HOST:PORT`: connects, sends `ping`, returns what comes back;
+//! - `udp-send HOST:PORT`: sends one datagram;
+//! - `resolve NAME`: the addresses the name resolves to;
+//! - `env NAME`;
+//! - `clock`: the wall clock (seconds) and two monotonic readings;
+//! - `random N`: N random bytes, as hex (for N ≤ 64; for more, how many arrived).
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "warden:plugin/plugin",
+    generate_all,
+});
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+
+use exports::warden::plugin::guest::Guest;
+use warden::plugin::types::{Metadata, PluginError};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::io::streams::StreamError;
+use wasi::keyvalue::{atomics, batch, store};
+
+const ACTIONS: &[&str] = &[
+    "http-get",
+    "kv-set",
+    "kv-get",
+    "kv-delete",
+    "kv-incr",
+    "kv-list",
+    "kv-set-many",
+    "config-get",
+    "config-all",
+    "tcp-echo",
+    "udp-send",
+    "resolve",
+    "env",
+    "clock",
+    "random",
+];
+
+struct Probe;
+
+impl Guest for Probe {
+    fn init() -> Result<Metadata, PluginError> {
+        Ok(Metadata {
+            name: "probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Uses each capability on request".into(),
+            actions: ACTIONS.iter().map(|action| action.to_string()).collect(),
+        })
+    }
+
+    fn execute(action: String, input: Vec<u8>) -> Result<Vec<u8>, PluginError> {
+        let input = String::from_utf8(input)
+            .map_err(|err| PluginError::InvalidInput(err.to_string()))?;
+        let text = match action.as_str() {
+            "http-get" => return http_get(&input).map_err(PluginError::Failed),
+            "kv-set" => {
+                let (place, value) = split(&input, '=')?;
+                let (bucket, key) = open(place)?;
+                bucket.set(key, value.as_bytes()).map_err(kv_error)?;
+                "ok".to_owned()
+            }
+            "kv-get" => {
+                let (bucket, key) = open(&input)?;
+                return bucket
+                    .get(key)
+                    .map_err(kv_error)?
+                    .ok_or_else(|| PluginError::Failed(format!("no key {key}")));
+            }
+            "kv-delete" => {
+                let (bucket, key) = open(&input)?;
+                bucket.delete(key).map_err(kv_error)?;
+                "ok".to_owned()
+            }
+            "kv-incr" => {
+                let (bucket, key) = open(&input)?;
+                atomics::increment(&bucket, key, 1).map_err(kv_error)?.to_string()
+            }
+            "kv-list" => {
+                let (bucket, _) = open(&format!("{input}/"))?;
+                let mut keys = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = bucket.list_keys(cursor).map_err(kv_error)?;
+                    keys.extend(page.keys);
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                keys.join(",")
+            }
+            "kv-set-many" => {
+                let (bucket, _) = open("default/")?;
+                let pairs = input
+                    .split(',')
+                    .map(|pair| split(pair, '=').map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                batch::set_many(&bucket, &pairs).map_err(kv_error)?;
+                "ok".to_owned()
+            }
+            "config-get" => wasi::config::store::get(&input)
+                .map_err(|err| PluginError::Failed(format!("{err:?}")))?
+                .ok_or_else(|| PluginError::Failed(format!("no config value {input}")))?,
+            "config-all" => wasi::config::store::get_all()
+                .map_err(|err| PluginError::Failed(format!("{err:?}")))?
+                .into_iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "tcp-echo" => tcp_echo(&input).map_err(failed)?,
+            "udp-send" => {
+                let socket = UdpSocket::bind("0.0.0.0:0").map_err(failed)?;
+                socket.send_to(b"ping", &input).map_err(failed)?;
+                "sent".to_owned()
+            }
+            "resolve" => (input.as_str(), 0)
+                .to_socket_addrs()
+                .map_err(failed)?
+                .map(|addr| addr.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "env" => std::env::var(&input).map_err(failed)?,
+            "clock" => {
+                let wall = wasi::clocks::wall_clock::now();
+                let first = wasi::clocks::monotonic_clock::now();
+                let second = wasi::clocks::monotonic_clock::now();
+                format!("{} {first} {second}", wall.seconds)
+            }
+            "random" => {
+                let count = input
+                    .parse()
+                    .map_err(|_| PluginError::InvalidInput("expected a byte count".into()))?;
+                let bytes = wasi::random::random::get_random_bytes(count);
+                if count > 64 {
+                    bytes.len().to_string()
+                } else {
+                    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+                }
+            }
+            _ => return Err(PluginError::UnknownAction(action)),
+        };
+        Ok(text.into_bytes())
+    }
+}
+
+fn failed(err: impl std::fmt::Display) -> PluginError {
+    PluginError::Failed(err.to_string())
+}
+
+fn kv_error(err: store::Error) -> PluginError {
+    PluginError::Failed(format!("kv: {err:?}"))
+}
+
+fn split(text: &str, separator: char) -> Result<(&str, &str), PluginError> {
+    text.split_once(separator)
+        .ok_or_else(|| PluginError::InvalidInput(format!("expected `{separator}` in `{text}`")))
+}
+
+/// Opens the bucket of `BUCKET/KEY`, or `default` for a bare key.
+fn open(place: &str) -> Result<(store::Bucket, &str), PluginError> {
+    let (bucket, key) = place.split_once('/').unwrap_or(("default", place));
+    let bucket = if bucket.is_empty() { "default" } else { bucket };
+    Ok((store::open(bucket).map_err(kv_error)?, key))
+}
+
+fn tcp_echo(address: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.write_all(b"ping")?;
+    let mut reply = [0u8; 64];
+    let read = stream.read(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply[..read]).into_owned())
+}
+
+fn http_get(url: &str) -> Result<Vec<u8>, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("expected scheme://host/path")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    let path = if path.is_empty() { "/" } else { path };
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no request body")?;
+    let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))?;
+    let response = loop {
+        match response.get() {
+            Some(result) => {
+                break result
+                    .map_err(|()| "response taken twice")?
+                    .map_err(|code| format!("{code:?}"))?;
+            }
+            None => response.subscribe().block(),
+        }
+    };
+    let body = response.consume().map_err(|()| "no response body")?;
+    let stream = body.stream().map_err(|()| "no response stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend(chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(err)) => {
+                let code = wasi::http::types::http_error_code(&err);
+                return Err(format!("{code:?}: {}", err.to_debug_string()));
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+export!(Probe);

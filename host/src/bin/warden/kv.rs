@@ -1,0 +1,92 @@
+//! `warden kv`: an operator's look inside a plugin's key-value namespace.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+use warden::{KvGrant, KvInspector, Manifest};
+
+use crate::args::{KvArgs, KvCommand};
+use crate::output;
+
+pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
+    let (path, namespace) = store_and_namespace(&args)?;
+    let store = KvInspector::open(&path, &namespace)?;
+    match &args.command {
+        KvCommand::Buckets => {
+            let buckets = store.buckets()?;
+            if args.json {
+                output::print_json(&json!(buckets))?;
+            } else {
+                for bucket in buckets {
+                    println!("{bucket}");
+                }
+            }
+        }
+        KvCommand::List => {
+            let keys = store.keys(&args.bucket)?;
+            if args.json {
+                output::print_json(&json!(keys))?;
+            } else {
+                for key in keys {
+                    println!("{key}");
+                }
+            }
+        }
+        KvCommand::Get { key } => {
+            let Some(value) = store.get(&args.bucket, key)? else {
+                eprintln!(
+                    "warden: no key `{key}` in bucket `{}` of `{namespace}`",
+                    args.bucket
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            if args.json {
+                let (value, encoding) = output::encode_bytes(&value);
+                output::print_json(&json!({ "key": key, "value": value, "encoding": encoding }))?;
+            } else {
+                std::io::stdout()
+                    .lock()
+                    .write_all(&value)
+                    .context("writing the value")?;
+            }
+        }
+        KvCommand::Delete { key } => {
+            if !store.delete(&args.bucket, key)? {
+                eprintln!(
+                    "warden: no key `{key}` in bucket `{}` of `{namespace}`",
+                    args.bucket
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store file and namespace: from the flags, else the manifest's
+/// declaration of the plugin, else the default location and the plugin's name.
+fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let declared = match &args.manifest {
+        Some(manifest) => Manifest::from_file(manifest)?
+            .plugin(&args.plugin)?
+            .sandbox
+            .grants
+            .kv
+            .clone(),
+        None => None,
+    };
+    let path = match (&args.store, &declared) {
+        (Some(path), _) => path.clone(),
+        (None, Some(grant)) => grant.path.clone(),
+        (None, None) => KvGrant::default_path()
+            .context("no --store given and no default location (HOME is not set)")?,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| declared.and_then(|grant| grant.namespace))
+        .unwrap_or_else(|| args.plugin.clone());
+    Ok((path, namespace))
+}

@@ -1,0 +1,518 @@
+//! `warden.toml`: plugins declared with their limits, grants and
+//! configuration, for operators (`warden run --manifest`) and for hosts
+//! that embed Warden ([`Manifest::from_file`]).
+//!
+//! ```toml
+//! [defaults.limits]          # applies to every plugin unless it says otherwise
+//! timeout = "5s"
+//!
+//! [plugins.hello]
+//! path = "hello.wasm"        # relative to this file
+//! strict = false             # refuse ungranted high-risk imports at load
+//! deterministic = false      # fixed clocks, seeded random
+//!
+//! [plugins.hello.limits]
+//! timeout = "1s"
+//! memory = "32MiB"
+//! fuel = 10000000
+//!
+//! [plugins.hello.grants]
+//! dirs = ["data::/data:ro"]
+//! env = { GREETING = "hi" }
+//! allow_http = ["https://api.example.com"]
+//! allow_tcp = ["127.0.0.1:6379"]
+//! kv = { path = "kv.sqlite" }   # or `kv = true` for the default location
+//!
+//! [plugins.hello.config]
+//! greeting = "hi"
+//! ```
+//!
+//! Unknown keys are errors, and every error names the file, line and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::capabilities::http::{HttpGrant, OriginPattern};
+use crate::capabilities::kv::{KvGrant, KvQuotas};
+use crate::capabilities::sockets::SocketPattern;
+use crate::error::Error;
+use crate::grants::{Grants, Preopen, Sandbox};
+use crate::limits::Limits;
+use crate::units;
+
+/// A parsed `warden.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Manifest {
+    /// Where the manifest was read from; relative paths in it are resolved
+    /// against its directory.
+    pub path: PathBuf,
+    /// The plugins it declares, by name.
+    pub plugins: BTreeMap<String, PluginEntry>,
+}
+
+/// One plugin declared in a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PluginEntry {
+    /// The name the plugin is declared under.
+    pub name: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Its limits, grants and strictness.
+    pub sandbox: Sandbox,
+}
+
+impl Manifest {
+    /// Reads and parses a manifest file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Error::InvalidConfig(format!("cannot read manifest `{}`: {err}", path.display()))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses manifest text as if read from `path` (which places relative
+    /// paths and names the file in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        let raw: RawManifest = toml::from_str(text).map_err(|err| {
+            Error::InvalidConfig(format!("in manifest `{}`: {err}", path.display()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let plugins = raw
+            .plugins
+            .into_iter()
+            .map(|(name, plugin)| {
+                let entry = plugin.into_entry(&name, &raw.defaults, base);
+                (name, entry)
+            })
+            .collect();
+        Ok(Manifest {
+            path: path.to_owned(),
+            plugins,
+        })
+    }
+
+    /// The plugin declared under `name`.
+    pub fn plugin(&self, name: &str) -> Result<&PluginEntry, Error> {
+        self.plugins.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+            Error::InvalidConfig(format!(
+                "manifest `{}` declares no plugin `{name}`; it declares: {}",
+                self.path.display(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// Whether any plugin sets a fuel limit, so the runtime must meter fuel.
+    pub fn needs_fuel(&self) -> bool {
+        self.plugins
+            .values()
+            .any(|plugin| plugin.sandbox.limits.fuel.is_some())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: PathBuf,
+    #[serde(default)]
+    strict: bool,
+    #[serde(default)]
+    deterministic: bool,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    fuel: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    memory: Option<u64>,
+    table_elements: Option<u64>,
+    instances: Option<u32>,
+    #[serde(default, deserialize_with = "size")]
+    max_input: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_output: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    stdout: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    stderr: Option<u64>,
+    log_records: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    log_bytes: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default, deserialize_with = "parsed_list")]
+    dirs: Vec<Preopen>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    allow_http: Vec<OriginPattern>,
+    #[serde(default, deserialize_with = "size")]
+    http_max_response: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    http_connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    http_total_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    allow_tcp: Vec<SocketPattern>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    allow_udp: Vec<SocketPattern>,
+    kv: Option<RawKv>,
+}
+
+/// `kv = true` (the default location) or a table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKv {
+    Enabled(bool),
+    Store(RawKvStore),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKvStore {
+    path: Option<PathBuf>,
+    namespace: Option<String>,
+    #[serde(default, deserialize_with = "size")]
+    max_key: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_value: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    max_total: Option<u64>,
+    max_keys: Option<u64>,
+}
+
+impl RawPlugin {
+    fn into_entry(self, name: &str, defaults: &RawDefaults, base: &Path) -> PluginEntry {
+        let limits = self.limits.or(&defaults.limits).into_limits();
+        let grants = self
+            .grants
+            .into_grants(self.config, self.deterministic, base);
+        PluginEntry {
+            name: name.to_owned(),
+            path: base.join(self.path),
+            sandbox: Sandbox {
+                limits,
+                grants,
+                strict: self.strict,
+            },
+        }
+    }
+}
+
+impl RawLimits {
+    /// These limits, with `defaults` filling in what they leave out.
+    fn or(self, defaults: &RawLimits) -> RawLimits {
+        RawLimits {
+            timeout: self.timeout.or(defaults.timeout),
+            fuel: self.fuel.or(defaults.fuel),
+            memory: self.memory.or(defaults.memory),
+            table_elements: self.table_elements.or(defaults.table_elements),
+            instances: self.instances.or(defaults.instances),
+            max_input: self.max_input.or(defaults.max_input),
+            max_output: self.max_output.or(defaults.max_output),
+            stdout: self.stdout.or(defaults.stdout),
+            stderr: self.stderr.or(defaults.stderr),
+            log_records: self.log_records.or(defaults.log_records),
+            log_bytes: self.log_bytes.or(defaults.log_bytes),
+        }
+    }
+
+    fn into_limits(self) -> Limits {
+        let mut limits = Limits::default();
+        let saturating = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        limits.fuel = self.fuel;
+        if let Some(timeout) = self.timeout {
+            limits.timeout = timeout;
+        }
+        if let Some(memory) = self.memory {
+            limits.memory_bytes = memory;
+        }
+        if let Some(elements) = self.table_elements {
+            limits.table_elements = elements;
+        }
+        if let Some(instances) = self.instances {
+            limits.instances = instances;
+        }
+        if let Some(bytes) = self.max_input {
+            limits.max_input_bytes = saturating(bytes);
+        }
+        if let Some(bytes) = self.max_output {
+            limits.max_output_bytes = saturating(bytes);
+        }
+        if let Some(bytes) = self.stdout {
+            limits.stdout_bytes = saturating(bytes);
+        }
+        if let Some(bytes) = self.stderr {
+            limits.stderr_bytes = saturating(bytes);
+        }
+        if let Some(records) = self.log_records {
+            limits.log_records = records;
+        }
+        if let Some(bytes) = self.log_bytes {
+            limits.log_bytes = saturating(bytes);
+        }
+        limits
+    }
+}
+
+impl RawGrants {
+    fn into_grants(
+        self,
+        config: BTreeMap<String, String>,
+        deterministic: bool,
+        base: &Path,
+    ) -> Grants {
+        let mut http = HttpGrant {
+            allow: self.allow_http,
+            ..HttpGrant::default()
+        };
+        if let Some(bytes) = self.http_max_response {
+            http.max_response_bytes = bytes;
+        }
+        if let Some(timeout) = self.http_connect_timeout {
+            http.connect_timeout = timeout;
+        }
+        if let Some(timeout) = self.http_total_timeout {
+            http.total_timeout = timeout;
+        }
+        let kv = match self.kv {
+            None | Some(RawKv::Enabled(false)) => None,
+            Some(RawKv::Enabled(true)) => Some(KvGrant::at(default_kv_path())),
+            Some(RawKv::Store(store)) => Some(store.into_grant(base)),
+        };
+        Grants {
+            dirs: self
+                .dirs
+                .into_iter()
+                .map(|dir| Preopen {
+                    host: base.join(dir.host),
+                    ..dir
+                })
+                .collect(),
+            env: self.env.into_iter().collect(),
+            config,
+            http,
+            tcp: self.allow_tcp,
+            udp: self.allow_udp,
+            kv,
+            deterministic,
+        }
+    }
+}
+
+impl RawKvStore {
+    fn into_grant(self, base: &Path) -> KvGrant {
+        let defaults = KvQuotas::default();
+        let saturating = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        KvGrant {
+            path: self
+                .path
+                .map_or_else(default_kv_path, |path| base.join(path)),
+            namespace: self.namespace,
+            quotas: KvQuotas {
+                max_key_bytes: self.max_key.map_or(defaults.max_key_bytes, saturating),
+                max_value_bytes: self.max_value.map_or(defaults.max_value_bytes, saturating),
+                max_total_bytes: self.max_total.unwrap_or(defaults.max_total_bytes),
+                max_keys: self.max_keys.unwrap_or(defaults.max_keys),
+            },
+        }
+    }
+}
+
+/// The default kv location, or a relative file when the environment names
+/// no home directory (the store then lives beside the working directory).
+pub(crate) fn default_kv_path() -> PathBuf {
+    KvGrant::default_path().unwrap_or_else(|| PathBuf::from("warden-kv.sqlite"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    units::parse_duration(&text)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(Some(bytes)),
+        Size::Text(text) => units::parse_size(&text)
+            .map(Some)
+            .map_err(de::Error::custom),
+    }
+}
+
+fn parsed_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| text.parse().map_err(de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, Error> {
+        Manifest::parse(text, Path::new("/srv/app/warden.toml"))
+    }
+
+    #[test]
+    fn a_complete_manifest() {
+        let manifest = parse(
+            r#"
+            [defaults.limits]
+            timeout = "2s"
+            memory = "32MiB"
+
+            [plugins.hello]
+            path = "plugins/hello.wasm"
+            strict = true
+            deterministic = true
+
+            [plugins.hello.limits]
+            memory = "16MiB"
+            fuel = 1000
+
+            [plugins.hello.grants]
+            dirs = ["data::/data:rw"]
+            env = { GREETING = "hi" }
+            allow_http = ["https://*.example.com"]
+            allow_tcp = ["127.0.0.1:6379"]
+            kv = { path = "state/kv.sqlite", max_keys = 10, max_value = "1KiB" }
+
+            [plugins.hello.config]
+            greeting = "hello"
+
+            [plugins.other]
+            path = "/opt/other.wasm"
+            "#,
+        )
+        .unwrap();
+        let hello = manifest.plugin("hello").unwrap();
+        assert_eq!(hello.path, Path::new("/srv/app/plugins/hello.wasm"));
+        let sandbox = &hello.sandbox;
+        assert!(sandbox.strict);
+        assert_eq!(
+            sandbox.limits.timeout,
+            Duration::from_secs(2),
+            "from the defaults"
+        );
+        assert_eq!(sandbox.limits.memory_bytes, 16 << 20, "the plugin's own");
+        assert_eq!(sandbox.limits.fuel, Some(1000));
+        let grants = &sandbox.grants;
+        assert!(grants.deterministic);
+        assert_eq!(grants.dirs, [Preopen::read_write("/srv/app/data", "/data")]);
+        assert_eq!(grants.env, [("GREETING".to_owned(), "hi".to_owned())]);
+        assert_eq!(grants.http.allow.len(), 1);
+        assert_eq!(grants.tcp.len(), 1);
+        let kv = grants.kv.as_ref().unwrap();
+        assert_eq!(kv.path, Path::new("/srv/app/state/kv.sqlite"));
+        assert_eq!(kv.quotas.max_keys, 10);
+        assert_eq!(kv.quotas.max_value_bytes, 1024);
+        assert_eq!(grants.config["greeting"], "hello");
+        assert!(manifest.needs_fuel());
+
+        let other = manifest.plugin("other").unwrap();
+        assert_eq!(other.path, Path::new("/opt/other.wasm"));
+        assert_eq!(other.sandbox.limits.memory_bytes, 32 << 20);
+        assert_eq!(other.sandbox.grants, Grants::default());
+    }
+
+    #[test]
+    fn errors_point_at_the_line_and_key() {
+        for (text, expected) in [
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.limits]\ntimout = \"1s\"\n",
+                "line 4",
+            ),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.limits]\ntimout = \"1s\"\n",
+                "unknown field `timout`",
+            ),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n\n[plugins.a.limits]\nmemory = \"lots\"\n",
+                "line 5",
+            ),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n\n[plugins.a.limits]\nmemory = \"lots\"\n",
+                "invalid size `lots`",
+            ),
+            ("[plugins.a]\n[plugins.a.grants]\n", "missing field `path`"),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.grants]\nallow_http = [\"ftp://x\"]\n",
+                "invalid HTTP origin",
+            ),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.grants]\ndirs = [\"nocolons\"]\n",
+                "line 4",
+            ),
+            ("[plugins.a\n", "line 1"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in: {err}");
+            assert!(err.contains("/srv/app/warden.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn asking_for_an_undeclared_plugin_lists_the_declared_ones() {
+        let manifest =
+            parse("[plugins.a]\npath = \"a.wasm\"\n[plugins.b]\npath = \"b.wasm\"\n").unwrap();
+        let err = manifest.plugin("c").unwrap_err().to_string();
+        assert!(
+            err.contains("no plugin `c`") && err.contains("a, b"),
+            "{err}"
+        );
+    }
+}

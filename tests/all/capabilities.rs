@@ -1,0 +1,466 @@
+//! Every capability through the library, granted and denied, with the probe
+//! plugin exercising it against local servers.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use warden::{
+    Error, ErrorKind, Grants, KvGrant, OriginPattern, Plugin, PluginError, Preopen, Risk, Runtime,
+    Sandbox,
+};
+use warden_tests::{
+    HTTP_BIG_BODY, HTTP_GREETING, HttpServer, TcpPong, UdpSink, guest_bytes, guests,
+};
+
+use crate::{runtime, tight_limits};
+
+fn sandbox(grant: impl FnOnce(&mut Grants)) -> Sandbox {
+    let mut sandbox = Sandbox::with_limits(tight_limits());
+    grant(&mut sandbox.grants);
+    sandbox
+}
+
+async fn probe_in(runtime: &Runtime, name: &str, sandbox: Sandbox) -> Plugin {
+    runtime
+        .load(name, guest_bytes(guests::PROBE), sandbox)
+        .await
+        .unwrap_or_else(|err| panic!("loading the probe: {err}"))
+}
+
+async fn probe(sandbox: Sandbox) -> Plugin {
+    probe_in(&runtime(), "probe", sandbox).await
+}
+
+async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Error> {
+    plugin
+        .execute(action, input.as_bytes())
+        .await
+        .result
+        .map(|output| String::from_utf8(output).expect("the probe answers in UTF-8"))
+}
+
+/// Asserts that a call was refused for `capability` and that the report and
+/// the error both say so.
+async fn assert_denied(plugin: &Plugin, action: &str, input: &str, capability: &str) {
+    let outcome = plugin.execute(action, input.as_bytes()).await;
+    assert!(
+        outcome
+            .report
+            .denials
+            .iter()
+            .any(|d| d.capability == capability),
+        "{action}: no {capability} denial in {:?}",
+        outcome.report.denials
+    );
+    match outcome.result {
+        Err(Error::Denied { denial, then }) => {
+            assert_eq!(denial.capability, capability);
+            assert!(matches!(*then, Error::Plugin(_)), "{then:?}");
+        }
+        other => panic!("{action}: expected a {capability} denial, got {other:?}"),
+    }
+}
+
+fn origin(text: &str) -> OriginPattern {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn http_to_an_allowed_origin_works() {
+    let server = HttpServer::start();
+    let plugin = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()))
+    }))
+    .await;
+    assert_eq!(
+        call(&plugin, "http-get", &server.url("/")).await.unwrap(),
+        HTTP_GREETING
+    );
+    let big = call(&plugin, "http-get", &server.url("/big"))
+        .await
+        .unwrap();
+    assert_eq!(big.len(), HTTP_BIG_BODY);
+}
+
+#[tokio::test]
+async fn http_without_a_grant_or_to_another_origin_is_denied() {
+    let server = HttpServer::start();
+    let plugin = probe(sandbox(|_| {})).await;
+    assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
+    let err = call(&plugin, "http-get", &server.url("/"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("HttpRequestDenied"), "{err}");
+
+    let other_port = format!("http://127.0.0.1:{}", server.addr.port() + 1);
+    let plugin = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&other_port))
+    }))
+    .await;
+    assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
+    let https = format!("https://{}", server.addr);
+    let plugin = probe(sandbox(|grants| grants.http.allow.push(origin(&https)))).await;
+    assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
+}
+
+#[tokio::test]
+async fn http_responses_beyond_the_cap_fail() {
+    let server = HttpServer::start();
+    let plugin = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()));
+        grants.http.max_response_bytes = 1000;
+    }))
+    .await;
+    let err = call(&plugin, "http-get", &server.url("/big"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("body size exceeds limit: 1000 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        call(&plugin, "http-get", &server.url("/")).await.unwrap(),
+        HTTP_GREETING
+    );
+}
+
+fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
+    KvGrant::at(dir.path().join("kv.sqlite"))
+}
+
+#[tokio::test]
+async fn kv_stores_counts_lists_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
+    assert_eq!(call(&plugin, "kv-set", "colour=blue").await.unwrap(), "ok");
+    assert_eq!(call(&plugin, "kv-get", "colour").await.unwrap(), "blue");
+    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "1");
+    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "2");
+    assert_eq!(call(&plugin, "kv-set-many", "a=1,b=2").await.unwrap(), "ok");
+    assert_eq!(
+        call(&plugin, "kv-list", "").await.unwrap(),
+        "a,b,colour,visits"
+    );
+    assert_eq!(
+        call(&plugin, "kv-set", "other/colour=red").await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        call(&plugin, "kv-get", "other/colour").await.unwrap(),
+        "red"
+    );
+    assert_eq!(call(&plugin, "kv-delete", "a").await.unwrap(), "ok");
+    assert!(call(&plugin, "kv-get", "a").await.is_err());
+
+    // A new runtime on the same file sees everything.
+    let again = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
+    assert_eq!(call(&again, "kv-get", "colour").await.unwrap(), "blue");
+    assert_eq!(call(&again, "kv-incr", "visits").await.unwrap(), "3");
+}
+
+#[tokio::test]
+async fn kv_namespaces_keep_plugins_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let alpha = probe_in(
+        &runtime,
+        "alpha",
+        sandbox(|grants| grants.kv = Some(kv_at(&dir))),
+    )
+    .await;
+    let beta = probe_in(
+        &runtime,
+        "beta",
+        sandbox(|grants| grants.kv = Some(kv_at(&dir))),
+    )
+    .await;
+    call(&alpha, "kv-set", "secret=alpha's").await.unwrap();
+    let err = call(&beta, "kv-get", "secret").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Plugin(PluginError::Failed(ref why)) if why.contains("no key")),
+        "{err:?}"
+    );
+    assert_eq!(call(&beta, "kv-list", "").await.unwrap(), "");
+
+    // A namespace can be shared on purpose.
+    let mut shared = kv_at(&dir);
+    shared.namespace = Some("alpha".into());
+    let gamma = probe_in(
+        &runtime,
+        "gamma",
+        sandbox(|grants| grants.kv = Some(shared)),
+    )
+    .await;
+    assert_eq!(call(&gamma, "kv-get", "secret").await.unwrap(), "alpha's");
+}
+
+#[tokio::test]
+async fn kv_quotas_refuse_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut grant = kv_at(&dir);
+    grant.quotas.max_keys = 2;
+    grant.quotas.max_value_bytes = 8;
+    let plugin = probe(sandbox(|grants| grants.kv = Some(grant))).await;
+    call(&plugin, "kv-set", "a=1").await.unwrap();
+    let err = call(&plugin, "kv-set", "b=123456789").await.unwrap_err();
+    assert!(err.to_string().contains("kv quota exceeded"), "{err}");
+    call(&plugin, "kv-set", "b=2").await.unwrap();
+    let err = call(&plugin, "kv-set", "c=3").await.unwrap_err();
+    assert!(err.to_string().contains("at most 2"), "{err}");
+    assert_eq!(call(&plugin, "kv-list", "").await.unwrap(), "a,b");
+}
+
+#[tokio::test]
+async fn kv_without_a_grant_is_denied() {
+    let plugin = probe(sandbox(|_| {})).await;
+    assert_denied(&plugin, "kv-set", "a=1", "kv").await;
+    let err = call(&plugin, "kv-get", "a").await.unwrap_err();
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_increments_are_exact_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let plugin = probe_in(
+        &runtime,
+        "counter",
+        sandbox(|grants| grants.kv = Some(kv_at(&dir))),
+    )
+    .await;
+    let mut calls = JoinSet::new();
+    for _ in 0..8 {
+        let plugin = plugin.clone();
+        calls.spawn(async move {
+            for _ in 0..25 {
+                call(&plugin, "kv-incr", "hits").await.unwrap();
+            }
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        joined.unwrap();
+    }
+    assert_eq!(call(&plugin, "kv-get", "hits").await.unwrap(), "200");
+}
+
+#[tokio::test]
+async fn config_values_are_read_when_granted() {
+    let plugin = probe(sandbox(|grants| {
+        grants.config.insert("greeting".into(), "hi".into());
+        grants.config.insert("colour".into(), "blue".into());
+    }))
+    .await;
+    assert_eq!(call(&plugin, "config-get", "greeting").await.unwrap(), "hi");
+    assert_eq!(
+        call(&plugin, "config-all", "").await.unwrap(),
+        "colour=blue,greeting=hi"
+    );
+    let err = call(&plugin, "config-get", "missing").await.unwrap_err();
+    assert!(err.to_string().contains("no config value missing"), "{err}");
+}
+
+#[tokio::test]
+async fn config_without_values_is_denied() {
+    let plugin = probe(sandbox(|_| {})).await;
+    assert_denied(&plugin, "config-get", "greeting", "config").await;
+}
+
+#[tokio::test]
+async fn tcp_to_a_granted_address_works_and_others_are_denied() {
+    let server = TcpPong::start();
+    let address = server.addr.to_string();
+    let plugin = probe(sandbox(|grants| grants.tcp.push(address.parse().unwrap()))).await;
+    assert_eq!(call(&plugin, "tcp-echo", &address).await.unwrap(), "pong");
+
+    let ungranted = probe(sandbox(|_| {})).await;
+    assert_denied(&ungranted, "tcp-echo", &address, "sockets").await;
+
+    let elsewhere = format!("127.0.0.1:{}", server.addr.port() + 1);
+    let wrong_port = probe(sandbox(|grants| {
+        grants.tcp.push(elsewhere.parse().unwrap())
+    }))
+    .await;
+    assert_denied(&wrong_port, "tcp-echo", &address, "sockets").await;
+
+    let udp_only = probe(sandbox(|grants| grants.udp.push(address.parse().unwrap()))).await;
+    assert_denied(&udp_only, "tcp-echo", &address, "sockets").await;
+}
+
+#[tokio::test]
+async fn udp_to_a_granted_address_works_and_others_are_denied() {
+    let sink = UdpSink::start();
+    let address = sink.addr.to_string();
+    let plugin = probe(sandbox(|grants| grants.udp.push(address.parse().unwrap()))).await;
+    assert_eq!(call(&plugin, "udp-send", &address).await.unwrap(), "sent");
+    assert_eq!(
+        sink.next(Duration::from_secs(5)).as_deref(),
+        Some(&b"ping"[..])
+    );
+
+    let ungranted = probe(sandbox(|_| {})).await;
+    assert_denied(&ungranted, "udp-send", &address, "sockets").await;
+    assert_eq!(sink.next(Duration::from_millis(200)), None);
+}
+
+#[tokio::test]
+async fn name_lookups_are_allowed_only_for_granted_names() {
+    let plugin = probe(sandbox(|grants| {
+        grants.tcp.push("localhost:80".parse().unwrap())
+    }))
+    .await;
+    let addresses = call(&plugin, "resolve", "localhost").await.unwrap();
+    assert!(
+        addresses.contains("127.0.0.1") || addresses.contains("::1"),
+        "{addresses}"
+    );
+    assert_denied(&plugin, "resolve", "example.com", "sockets").await;
+
+    let ungranted = probe(sandbox(|_| {})).await;
+    assert_denied(&ungranted, "resolve", "localhost", "sockets").await;
+}
+
+#[tokio::test]
+async fn deterministic_runs_repeat_exactly() {
+    let plugin = probe(sandbox(|grants| grants.deterministic = true)).await;
+    let clock = call(&plugin, "clock", "").await.unwrap();
+    assert_eq!(
+        clock, "946684800 0 1000000",
+        "fixed wall clock, stepping monotonic clock"
+    );
+    let random = call(&plugin, "random", "16").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(call(&plugin, "clock", "").await.unwrap(), clock);
+        assert_eq!(call(&plugin, "random", "16").await.unwrap(), random);
+    }
+
+    let real = probe(sandbox(|_| {})).await;
+    assert_ne!(
+        call(&real, "random", "16").await.unwrap(),
+        call(&real, "random", "16").await.unwrap()
+    );
+    let wall: u64 = call(&real, "clock", "")
+        .await
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wall > 1_700_000_000, "the real wall clock: {wall}");
+}
+
+#[tokio::test]
+async fn oversized_random_requests_trap_instead_of_allocating() {
+    let mut sandbox = sandbox(|_| {});
+    // Generating a megabyte is slow in an unoptimised test build of the host.
+    sandbox.limits.timeout = Duration::from_secs(30);
+    let plugin = probe(sandbox).await;
+    assert_eq!(call(&plugin, "random", "1048576").await.unwrap(), "1048576");
+    let err = call(&plugin, "random", "1048577").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trap, "{err}");
+}
+
+#[tokio::test]
+async fn inspection_lists_capabilities_with_risk_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
+    let capabilities = plugin.capabilities();
+    let find = |name: &str| {
+        capabilities
+            .iter()
+            .find(|capability| capability.name == name)
+            .unwrap_or_else(|| panic!("{name} is not listed in {capabilities:?}"))
+    };
+    assert_eq!((find("kv").risk, find("kv").granted), (Risk::Medium, true));
+    assert_eq!(
+        (find("http").risk, find("http").granted),
+        (Risk::High, false)
+    );
+    assert_eq!(
+        (find("clocks").risk, find("clocks").granted),
+        (Risk::Low, true)
+    );
+    let http_imports = &find("http").imports;
+    assert!(
+        http_imports
+            .iter()
+            .any(|name| name.starts_with("wasi:http/outgoing-handler@"))
+    );
+    assert!(
+        capabilities
+            .iter()
+            .all(|capability| capability.name != "fs"),
+        "the probe never touches files, so it does not import wasi:filesystem"
+    );
+
+    // The hostile plugin does use files: read-only is medium risk, read-write high.
+    for (preopen, risk) in [
+        (Preopen::read_only(dir.path(), "/data"), Risk::Medium),
+        (Preopen::read_write(dir.path(), "/data"), Risk::High),
+    ] {
+        let sandbox = sandbox(|grants| grants.dirs.push(preopen));
+        let hostile = crate::load(&runtime(), guests::HOSTILE, sandbox).await;
+        let fs = hostile
+            .capabilities()
+            .iter()
+            .find(|c| c.name == "fs")
+            .unwrap();
+        assert_eq!((fs.risk, fs.granted), (risk, true));
+    }
+}
+
+#[tokio::test]
+async fn strict_refuses_every_ungranted_high_risk_import() {
+    let mut strict = sandbox(|_| {});
+    strict.strict = true;
+    let err = runtime()
+        .load("probe", guest_bytes(guests::PROBE), strict)
+        .await
+        .err()
+        .expect("strict refuses the probe");
+    let Error::MissingGrants(missing) = &err else {
+        panic!("expected missing grants, got {err:?}");
+    };
+    let names: Vec<&str> = missing.iter().map(|capability| capability.name).collect();
+    assert_eq!(names, ["http", "sockets", "env"]);
+    assert_eq!(err.kind(), ErrorKind::Denied);
+    let message = err.to_string();
+    for hint in ["--allow-http ORIGIN", "--env KEY=VALUE", "--allow-tcp"] {
+        assert!(message.contains(hint), "{hint} missing from: {message}");
+    }
+
+    let mut granted = sandbox(|grants| {
+        grants.http.allow.push(origin("https://example.com"));
+        grants.tcp.push("127.0.0.1:1".parse().unwrap());
+        grants.env.push(("A".into(), "1".into()));
+    });
+    granted.strict = true;
+    let plugin = runtime()
+        .load("probe", guest_bytes(guests::PROBE), granted)
+        .await
+        .expect("everything high-risk is granted");
+    assert!(
+        plugin
+            .capabilities()
+            .iter()
+            .all(|c| c.granted || c.risk != Risk::High)
+    );
+}
+
+#[tokio::test]
+async fn unwritable_kv_locations_are_refused_at_load() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let under_a_file = file.path().join("kv.sqlite");
+    let err = runtime()
+        .load(
+            "probe",
+            guest_bytes(guests::PROBE),
+            sandbox(|grants| grants.kv = Some(KvGrant::at(&under_a_file))),
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("kv store"), "{err}");
+}
