@@ -29,10 +29,11 @@ fn warden_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("running warden")
 }
 
-/// Runs warden with `--json` and returns the parsed object and exit code.
+/// Runs warden with `--json` (right after the subcommand, before any `--`)
+/// and returns the parsed object and exit code.
 fn json(args: &[&str]) -> (Value, i32) {
     let mut all = args.to_vec();
-    all.push("--json");
+    all.insert(1, "--json");
     let output = warden(&all);
     let stdout = String::from_utf8(output.stdout).expect("JSON is UTF-8");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -423,4 +424,425 @@ fn help_documents_the_exit_codes() {
     for status in ["timeout", "out-of-fuel", "memory-limit", "invalid-plugin"] {
         assert!(help.contains(status), "{status} missing from --help");
     }
+}
+
+// ---- Capabilities, grants and the manifest ----
+
+fn kv_store(dir: &tempfile::TempDir) -> String {
+    dir.path().join("kv.sqlite").to_str().unwrap().to_owned()
+}
+
+#[test]
+fn http_is_allowed_per_origin_and_denied_otherwise() {
+    let server = warden_tests::HttpServer::start();
+    let url = server.url("/");
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "http-get",
+        "--input",
+        &url,
+        "--allow-http",
+        &server.origin(),
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], warden_tests::HTTP_GREETING);
+    assert_eq!(value["denials"], serde_json::json!([]));
+
+    let (value, code) = json(&["run", guests::PROBE, "http-get", "--input", &url]);
+    assert_status(&value, code, "denied", 30);
+    assert_eq!(value["denials"][0]["capability"], "http");
+    assert!(
+        value["denials"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&url),
+        "{value}"
+    );
+    assert!(
+        value["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{value}"
+    );
+
+    let output = warden(&["run", guests::PROBE, "http-get", "--input", &url]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("[denied] http capability:"), "{stderr}");
+    assert!(stderr.contains("warden: denied:"), "{stderr}");
+}
+
+#[test]
+fn kv_persists_across_processes_and_operators_can_look_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir);
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        "colour=blue",
+        "--kv-store",
+        &store,
+    ]);
+    assert_status(&value, code, "ok", 0);
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "kv-get",
+        "--input",
+        "colour",
+        "--kv-store",
+        &store,
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "blue");
+
+    let output = warden(&["kv", "probe", "list", "--store", &store]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "colour\n");
+    let output = warden(&["kv", "probe", "get", "colour", "--store", &store]);
+    assert_eq!(output.stdout, b"blue");
+    let output = warden(&["kv", "probe", "buckets", "--store", &store, "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&output.stdout).unwrap(),
+        serde_json::json!(["default"])
+    );
+    let output = warden(&["kv", "other-plugin", "list", "--store", &store]);
+    assert!(output.stdout.is_empty(), "another namespace is empty");
+    assert_eq!(
+        warden(&["kv", "probe", "delete", "colour", "--store", &store])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        warden(&["kv", "probe", "get", "colour", "--store", &store])
+            .status
+            .code(),
+        Some(1)
+    );
+    let missing = warden(&["kv", "probe", "list", "--store", "/no/such/kv.sqlite"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8(missing.stderr)
+            .unwrap()
+            .contains("no kv store")
+    );
+
+    let (value, code) = json(&["run", guests::PROBE, "kv-get", "--input", "colour"]);
+    assert_status(&value, code, "denied", 30);
+    assert_eq!(value["denials"][0]["capability"], "kv");
+}
+
+#[test]
+fn kv_increments_from_concurrent_processes_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let (value, code) = json(&[
+                        "run",
+                        guests::PROBE,
+                        "kv-incr",
+                        "--input",
+                        "hits",
+                        "--kv-store",
+                        &store,
+                    ]);
+                    assert_status(&value, code, "ok", 0);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("no process failed");
+    }
+    let output = warden(&["kv", "probe", "get", "hits", "--store", &store]);
+    assert_eq!(output.stdout, b"20");
+}
+
+#[test]
+fn config_values_and_environment_are_granted_by_flags() {
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "config-get",
+        "--input",
+        "mode",
+        "--config",
+        "mode=fast",
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "fast");
+    let (value, code) = json(&["run", guests::PROBE, "config-get", "--input", "mode"]);
+    assert_status(&value, code, "denied", 30);
+    let (value, code) = json(&["run", guests::PROBE, "env", "--input", "A", "--env", "A=1"]);
+    assert_status(&value, code, "ok", 0);
+}
+
+#[test]
+fn sockets_are_granted_by_address() {
+    let server = warden_tests::TcpPong::start();
+    let address = server.addr.to_string();
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "tcp-echo",
+        "--input",
+        &address,
+        "--allow-tcp",
+        &address,
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "pong");
+    let (value, code) = json(&["run", guests::PROBE, "tcp-echo", "--input", &address]);
+    assert_status(&value, code, "denied", 30);
+    assert_eq!(
+        value["denials"][0]["detail"],
+        format!("TCP connect to {address}")
+    );
+}
+
+#[test]
+fn strict_refuses_and_names_every_missing_grant() {
+    let (value, code) = json(&["run", guests::PROBE, "clock", "--strict"]);
+    assert_status(&value, code, "denied", 30);
+    let error = value["error"].as_str().unwrap();
+    for hint in [
+        "http",
+        "--allow-http ORIGIN",
+        "sockets",
+        "--allow-tcp",
+        "env",
+        "--env KEY=VALUE",
+    ] {
+        assert!(error.contains(hint), "{hint} missing from {error}");
+    }
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "clock",
+        "--strict",
+        "--allow-http",
+        "https://example.com",
+        "--allow-tcp",
+        "127.0.0.1:1",
+        "--env",
+        "A=1",
+    ]);
+    assert_status(&value, code, "ok", 0);
+}
+
+#[test]
+fn deterministic_runs_print_the_same_output() {
+    let run = || {
+        json(&[
+            "run",
+            guests::PROBE,
+            "random",
+            "--input",
+            "8",
+            "--deterministic",
+        ])
+        .0["output"]
+            .clone()
+    };
+    assert_eq!(run(), run());
+    let (value, _) = json(&["run", guests::PROBE, "clock", "--deterministic"]);
+    assert_eq!(value["output"], "946684800 0 1000000");
+}
+
+#[test]
+fn inspect_lists_capabilities_and_their_grants() {
+    let (value, code) = json(&[
+        "inspect",
+        guests::PROBE,
+        "--allow-http",
+        "https://example.com",
+    ]);
+    assert_status(&value, code, "ok", 0);
+    let capabilities = value["capabilities"].as_array().unwrap();
+    let http = capabilities.iter().find(|c| c["name"] == "http").unwrap();
+    assert_eq!(
+        (&http["risk"], &http["granted"]),
+        (&"high".into(), &true.into())
+    );
+    let kv = capabilities.iter().find(|c| c["name"] == "kv").unwrap();
+    assert_eq!(
+        (&kv["risk"], &kv["granted"]),
+        (&"medium".into(), &false.into())
+    );
+
+    let output = warden(&["inspect", guests::PROBE]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("http     high    not granted (--allow-http ORIGIN)"),
+        "{stdout}"
+    );
+}
+
+/// The repository's manifest, which the README reproduces.
+fn manifest() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../warden.toml")
+}
+
+#[test]
+fn the_manifest_runs_plugins_by_name() {
+    let manifest = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let (value, code) = json(&[
+        "run",
+        "--manifest",
+        manifest,
+        "hello",
+        "count-vowels",
+        "--input",
+        "hello world",
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "3");
+    assert!(
+        value["fuel_consumed"].as_u64().unwrap() > 0,
+        "the manifest's fuel limit turns metering on"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir);
+    let (value, code) = json(&[
+        "run",
+        "--manifest",
+        manifest,
+        "probe",
+        "config-get",
+        "--input",
+        "colour",
+        "--kv-store",
+        &store,
+    ]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "blue");
+    let (value, _) = json(&[
+        "run",
+        "--manifest",
+        manifest,
+        "probe",
+        "env",
+        "--input",
+        "GREETING",
+        "--kv-store",
+        &store,
+    ]);
+    assert_eq!(value["output"], "hello from the manifest");
+
+    let output = warden(&["run", "--manifest", manifest, "nonesuch"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("declares no plugin `nonesuch`") && stderr.contains("hello, probe"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_manifest_points_at_the_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "warden.toml",
+        b"[plugins.hello]\npath = \"hello.wasm\"\n\n[plugins.hello.limits]\ntimeout = \"soon\"\n",
+    );
+    let output = warden(&["run", "--manifest", &path, "hello"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("line 5") && stderr.contains("invalid duration `soon`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_manifest_the_tests_use() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let manifest = std::fs::read_to_string(manifest()).unwrap();
+    assert!(
+        readme.contains(&manifest),
+        "README.md must contain warden.toml verbatim"
+    );
+}
+
+// ---- Programs (`warden exec`) ----
+
+#[test]
+fn exec_passes_output_arguments_and_exit_codes_through() {
+    let output = warden(&["exec", guests::COMMAND, "--", "args", "a", "b c"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.stdout, b"a\nb c\n");
+    assert!(output.stderr.is_empty());
+
+    let output = warden(&["exec", guests::COMMAND, "--", "exit", "42"]);
+    assert_eq!(output.status.code(), Some(42));
+    let output = warden(&[
+        "exec",
+        guests::COMMAND_PREVIEW1,
+        "--",
+        "args",
+        "from",
+        "preview 1",
+    ]);
+    assert_eq!(output.stdout, b"from\npreview 1\n");
+    let output = warden(&["exec", guests::COMMAND_PREVIEW1, "--", "exit", "42"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "preview 1 reports failure as 1"
+    );
+}
+
+#[test]
+fn exec_grants_environment_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note.txt"), "granted file").unwrap();
+    let root = format!("{}::/", dir.path().display());
+    for program in [guests::COMMAND, guests::COMMAND_PREVIEW1] {
+        let output = warden(&["exec", program, "--dir", &root, "--", "cat", "/note.txt"]);
+        assert_eq!(output.stdout, b"granted file");
+        let output = warden(&["exec", program, "--env", "NAME=value", "--", "env", "NAME"]);
+        assert_eq!(output.stdout, b"value\n");
+        let output = warden(&["exec", program, "--", "env", "HOME"]);
+        assert_ne!(output.status.code(), Some(0), "nothing is inherited");
+    }
+}
+
+#[test]
+fn exec_reports_json_and_holds_the_limits() {
+    let (value, code) = json(&["exec", guests::COMMAND, "--", "args", "x"]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["exit_code"], 0);
+    assert_eq!(value["stdout"], "x\n");
+    let (value, code) = json(&["exec", guests::COMMAND, "--", "exit", "3"]);
+    assert_status(&value, code, "ok", 3);
+    assert_eq!(value["exit_code"], 3);
+
+    for program in [guests::COMMAND, guests::COMMAND_PREVIEW1] {
+        let (value, code) = json(&["exec", program, "--timeout", "300ms", "--", "loop"]);
+        assert_status(&value, code, "timeout", 20);
+        let (value, code) = json(&["exec", program, "--memory", "16MiB", "--", "grow"]);
+        assert_status(&value, code, "memory-limit", 22);
+        let output = warden(&["exec", program, "--timeout", "300ms", "--", "loop"]);
+        assert_eq!(output.status.code(), Some(20));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("warden: timed out after 300 ms"),
+            "{stderr}"
+        );
+    }
+    let (value, code) = json(&["exec", guests::HELLO]);
+    assert_status(&value, code, "invalid-plugin", 10);
+    assert!(value["error"].as_str().unwrap().contains("warden run"));
 }

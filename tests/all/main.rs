@@ -27,10 +27,14 @@ fn fuel_runtime() -> Runtime {
         .expect("creating the runtime")
 }
 
+/// The timeout of [`tight_limits`]: short enough for hostile guests to fail
+/// fast, long enough that a good call never hits it on a loaded machine.
+const TIGHT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Limits small enough that hostile guests fail fast.
 fn tight_limits() -> Limits {
     let mut limits = Limits::default();
-    limits.timeout = Duration::from_millis(300);
+    limits.timeout = TIGHT_TIMEOUT;
     limits.memory_bytes = 16 << 20;
     limits
 }

@@ -102,11 +102,15 @@ impl Guest for Hostile {
                 .map_err(failed),
             "rename" => {
                 let (from, to) = two_paths(&input)?;
-                std::fs::rename(from, to).map(|()| b"renamed".to_vec()).map_err(failed)
+                std::fs::rename(from, to)
+                    .map(|()| b"renamed".to_vec())
+                    .map_err(failed)
             }
             "link" => {
                 let (from, to) = two_paths(&input)?;
-                std::fs::hard_link(from, to).map(|()| b"linked".to_vec()).map_err(failed)
+                std::fs::hard_link(from, to)
+                    .map(|()| b"linked".to_vec())
+                    .map_err(failed)
             }
             "remove" => std::fs::remove_file(utf8(&input)?)
                 .map(|()| b"removed".to_vec())

@@ -61,8 +61,8 @@ impl Guest for Probe {
     }
 
     fn execute(action: String, input: Vec<u8>) -> Result<Vec<u8>, PluginError> {
-        let input = String::from_utf8(input)
-            .map_err(|err| PluginError::InvalidInput(err.to_string()))?;
+        let input =
+            String::from_utf8(input).map_err(|err| PluginError::InvalidInput(err.to_string()))?;
         let text = match action.as_str() {
             "http-get" => return http_get(&input).map_err(PluginError::Failed),
             "kv-set" => {
@@ -85,7 +85,9 @@ impl Guest for Probe {
             }
             "kv-incr" => {
                 let (bucket, key) = open(&input)?;
-                atomics::increment(&bucket, key, 1).map_err(kv_error)?.to_string()
+                atomics::increment(&bucket, key, 1)
+                    .map_err(kv_error)?
+                    .to_string()
             }
             "kv-list" => {
                 let (bucket, _) = open(&format!("{input}/"))?;
@@ -105,7 +107,9 @@ impl Guest for Probe {
                 let (bucket, _) = open("default/")?;
                 let pairs = input
                     .split(',')
-                    .map(|pair| split(pair, '=').map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec())))
+                    .map(|pair| {
+                        split(pair, '=').map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 batch::set_many(&bucket, &pairs).map_err(kv_error)?;
                 "ok".to_owned()
@@ -187,11 +191,21 @@ fn http_get(url: &str) -> Result<Vec<u8>, String> {
     let (scheme, rest) = url.split_once("://").ok_or("expected scheme://host/path")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let request = OutgoingRequest::new(Fields::new());
-    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
     let path = if path.is_empty() { "/" } else { path };
-    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
     let body = request.body().map_err(|()| "no request body")?;
     let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
     OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))?;
