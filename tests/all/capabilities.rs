@@ -129,6 +129,20 @@ async fn http_responses_beyond_the_cap_fail() {
     );
 }
 
+#[tokio::test]
+async fn http_requests_end_at_the_grants_total_timeout() {
+    let server = HttpServer::start();
+    let plugin = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()));
+        grants.http.total_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    let started = std::time::Instant::now();
+    let err = call(&plugin, "http-get", &server.url("/slow")).await.unwrap_err();
+    assert!(err.to_string().contains("Timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
 fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
     KvGrant::at(dir.path().join("kv.sqlite"))
 }

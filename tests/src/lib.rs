@@ -28,8 +28,9 @@ pub const HTTP_GREETING: &str = "hello from the test server";
 pub const HTTP_BIG_BODY: usize = 256 << 10;
 
 /// An HTTP/1.1 server on 127.0.0.1 for the tests: `GET /` answers
-/// [`HTTP_GREETING`], `GET /big` answers [`HTTP_BIG_BODY`] bytes, anything
-/// else 404. It serves until the test process ends.
+/// [`HTTP_GREETING`], `GET /big` answers [`HTTP_BIG_BODY`] bytes, `GET /slow`
+/// answers after five seconds, anything else 404. It serves until the test
+/// process ends.
 pub struct HttpServer {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -58,8 +59,11 @@ impl HttpServer {
                         line.clear();
                     }
                     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                    if path == "/slow" {
+                        thread::sleep(Duration::from_secs(5));
+                    }
                     let (status, body) = match path {
-                        "/" => ("200 OK", HTTP_GREETING.as_bytes().to_vec()),
+                        "/" | "/slow" => ("200 OK", HTTP_GREETING.as_bytes().to_vec()),
                         "/big" => ("200 OK", vec![b'b'; HTTP_BIG_BODY]),
                         _ => ("404 Not Found", b"not found".to_vec()),
                     };
