@@ -138,9 +138,15 @@ async fn http_requests_end_at_the_grants_total_timeout() {
     }))
     .await;
     let started = std::time::Instant::now();
-    let err = call(&plugin, "http-get", &server.url("/slow")).await.unwrap_err();
+    let err = call(&plugin, "http-get", &server.url("/slow"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Timeout"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
