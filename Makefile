@@ -7,6 +7,7 @@ GUEST_TARGET_DIR := target/guests
 GUESTS := $(GUEST_TARGET_DIR)/$(GUEST_TARGET)/release
 GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --target-dir $(GUEST_TARGET_DIR)
 WARDEN := target/debug/warden
+DEMO := target/demo
 
 .PHONY: setup guests build demo test lint doc clean
 
@@ -29,19 +30,31 @@ build: setup
 
 ## demo: build the hello guest and run it through `warden run` under limits
 demo: guests build
+	@mkdir -p $(DEMO)
 	@echo
-	@echo '$$ warden run hello.wasm count-vowels --input "hello world" --timeout 1s --memory 16MiB --fuel 10000000'
-	@$(WARDEN) run $(GUESTS)/hello.wasm count-vowels --input 'hello world' \
-		--timeout 1s --memory 16MiB --fuel 10000000 >target/demo.out 2>target/demo.err; \
-		status=$$?; echo "stdout: $$(cat target/demo.out)"; echo "stderr: $$(cat target/demo.err)"; \
+	@echo '$$ warden run hello.wasm count-vowels --input "hello world" --unsigned allow --timeout 1s --memory 16MiB --fuel 10000000'
+	@$(WARDEN) run $(GUESTS)/hello.wasm count-vowels --input 'hello world' --unsigned allow \
+		--timeout 1s --memory 16MiB --fuel 10000000 >$(DEMO)/out 2>$(DEMO)/err; \
+		status=$$?; echo "stdout: $$(cat $(DEMO)/out)"; echo "stderr: $$(cat $(DEMO)/err)"; \
 		exit $$status
 	@echo
-	@echo '$$ warden run hello.wasm greet --input Warden --json'
-	@$(WARDEN) run $(GUESTS)/hello.wasm greet --input Warden --json
+	@echo '$$ warden run hello.wasm greet --input Warden --json --unsigned allow'
+	@$(WARDEN) run $(GUESTS)/hello.wasm greet --input Warden --json --unsigned allow
 	@echo
-	@echo '$$ warden run hostile.wasm loop --timeout 300ms     # a guest that never returns'
-	@$(WARDEN) run $(GUESTS)/hostile.wasm loop --timeout 300ms; \
+	@echo '$$ warden run hostile.wasm loop --timeout 300ms --unsigned allow     # a guest that never returns'
+	@$(WARDEN) run $(GUESTS)/hostile.wasm loop --timeout 300ms --unsigned allow; \
 		status=$$?; echo "exit code $$status (timeout)"; test $$status -eq 20
+	@echo
+	@echo '$$ warden keygen demo && warden sign hello.wasm --key demo.key && warden trust add demo.pub --name demo'
+	@rm -f $(DEMO)/demo.key $(DEMO)/demo.pub $(DEMO)/trust.toml
+	@$(WARDEN) keygen $(DEMO)/demo >/dev/null
+	@$(WARDEN) sign $(GUESTS)/hello.wasm --key $(DEMO)/demo.key -o $(DEMO)/hello.wasm >/dev/null
+	@$(WARDEN) trust add $(DEMO)/demo.pub --name demo --trust-store $(DEMO)/trust.toml
+	@echo '$$ warden run hello.wasm count-vowels --input "signed and trusted" --unsigned deny --signed-by trusted'
+	@$(WARDEN) run $(DEMO)/hello.wasm count-vowels --input 'signed and trusted' \
+		--unsigned deny --signed-by trusted --trust-store $(DEMO)/trust.toml >$(DEMO)/out 2>$(DEMO)/err; \
+		status=$$?; echo "stdout: $$(cat $(DEMO)/out)"; echo "stderr: $$(cat $(DEMO)/err)"; \
+		exit $$status
 
 ## test: formatting, lints, every test (builds the guests itself) and the embedding example
 test: lint

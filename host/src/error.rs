@@ -8,6 +8,7 @@ use wasmtime::{Trap, WasmBacktrace};
 use crate::PluginError;
 use crate::capabilities::{CapabilityUse, Denial};
 use crate::limits::{LimitRefusal, LimitedResource};
+use crate::trust::{SignatureCheck, TrustFailure};
 
 /// Frames kept from a wasm backtrace; deep recursion would otherwise make an
 /// error message megabytes long.
@@ -108,6 +109,15 @@ pub enum Error {
     #[error("the plugin imports capabilities it is not granted: {}", describe_missing(.0))]
     MissingGrants(Vec<CapabilityUse>),
 
+    /// The trust policy refused the plugin before it was compiled.
+    #[error("untrusted plugin: {failure}")]
+    Untrusted {
+        /// Why.
+        failure: TrustFailure,
+        /// Every signature found, checked (empty when none was looked at).
+        signatures: Vec<SignatureCheck>,
+    },
+
     /// A live [`Instance`](crate::Instance) was used again after a trap, a
     /// limit or a cancelled call left it in an unknown state.
     #[error(
@@ -163,6 +173,8 @@ pub enum ErrorKind {
     InstanceDiscarded,
     /// [`Error::Denied`] and [`Error::MissingGrants`].
     Denied,
+    /// [`Error::Untrusted`].
+    Untrusted,
     /// [`Error::InvalidConfig`].
     InvalidConfig,
     /// [`Error::Io`].
@@ -186,6 +198,7 @@ impl ErrorKind {
             ErrorKind::InputTooLarge => "input-too-large",
             ErrorKind::InstanceDiscarded => "instance-discarded",
             ErrorKind::Denied => "denied",
+            ErrorKind::Untrusted => "untrusted",
             ErrorKind::InvalidConfig => "invalid-config",
             ErrorKind::Io => "io-error",
             ErrorKind::Internal => "internal-error",
@@ -214,6 +227,7 @@ impl Error {
             Error::InputTooLarge { .. } => ErrorKind::InputTooLarge,
             Error::InstanceDiscarded(_) => ErrorKind::InstanceDiscarded,
             Error::Denied { .. } | Error::MissingGrants(_) => ErrorKind::Denied,
+            Error::Untrusted { .. } => ErrorKind::Untrusted,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,

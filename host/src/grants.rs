@@ -14,6 +14,7 @@ use crate::capabilities::http::HttpGrant;
 use crate::capabilities::kv::KvGrant;
 use crate::capabilities::sockets::SocketPattern;
 use crate::limits::Limits;
+use crate::trust::TrustPolicy;
 use crate::units::ParseError;
 
 /// Everything that decides what one plugin may do: its limits, its grants
@@ -30,6 +31,11 @@ pub struct Sandbox {
     /// toolchains (Rust's standard library, Python, JavaScript) import more
     /// than a plugin uses.
     pub strict: bool,
+    /// Which signatures the plugin must carry, checked before it is
+    /// compiled. Default: [`TrustPolicy::development`], which loads unsigned
+    /// plugins; hosts that run third-party code should choose
+    /// [`TrustPolicy::trusted_only`].
+    pub trust: TrustPolicy,
 }
 
 impl Sandbox {

@@ -39,6 +39,7 @@ pub mod bindings;
 mod capabilities;
 mod epoch;
 mod error;
+mod fsutil;
 mod grants;
 mod instance;
 mod limits;
@@ -49,7 +50,9 @@ mod program;
 mod report;
 mod runtime;
 mod signature;
+mod source;
 mod state;
+pub mod trust;
 pub mod units;
 
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
@@ -59,6 +62,7 @@ pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, Risk, Stdio};
 pub use error::{Error, ErrorKind};
+pub use fsutil::write_file_atomically;
 pub use grants::{DirAccess, Grants, Preopen, Sandbox, parse_env_var};
 pub use instance::Instance;
 pub use limits::{LimitRefusal, LimitedResource, Limits};
@@ -68,6 +72,8 @@ pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};
 pub use report::{Captured, LogLevel, LogRecord, Outcome, Report};
 pub use runtime::{Runtime, RuntimeBuilder};
+pub use source::{Source, signature_path};
+pub use trust::TrustPolicy;
 
 /// What a plugin says about itself, returned by its `init`.
 pub use bindings::warden::plugin::types::Metadata;

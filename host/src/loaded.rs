@@ -16,7 +16,9 @@ use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources,
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::runtime::Runtime;
+use crate::source::Source;
 use crate::state::{CallScope, HostState};
+use crate::trust::{self, TrustVerdict};
 
 /// Facts about a component, known without running it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct ComponentInfo {
     /// The capabilities behind the imports, with their risk and whether the
     /// sandbox grants them.
     pub capabilities: Vec<CapabilityUse>,
+    /// The component's signatures and what the trust policy made of them.
+    pub trust: TrustVerdict,
 }
 
 /// A component compiled for a runtime but not yet admitted.
@@ -64,12 +68,12 @@ pub(crate) enum Accept {
 }
 
 impl Compiled {
-    /// Checks and compiles `bytes`. Compilation runs on Tokio's blocking
-    /// pool; it can take seconds for large components.
+    /// Checks the source against the trust policy, then compiles it.
+    /// Compilation runs on Tokio's blocking pool; it can take seconds for
+    /// large components.
     pub(crate) async fn compile(
         runtime: &Runtime,
-        name: String,
-        bytes: Vec<u8>,
+        source: Source,
         sandbox: Sandbox,
         accept: Accept,
     ) -> Result<Self, Error> {
@@ -79,7 +83,15 @@ impl Compiled {
                     .into(),
             ));
         }
-        let bytes = match (binary_kind(&bytes)?, accept) {
+        let Source {
+            name,
+            bytes,
+            detached_signature,
+        } = source;
+        let kind = binary_kind(&bytes)?;
+        // Nothing is compiled, or fetched from a cache, before the bytes pass.
+        let verdict = trust::check(&bytes, detached_signature.as_deref(), &sandbox.trust)?;
+        let bytes = match (kind, accept) {
             (BinaryKind::Component, _) => bytes,
             (BinaryKind::CoreModule, Accept::ComponentsAndPreview1Commands) => {
                 adapt_preview1_command(&bytes)?
@@ -118,6 +130,7 @@ impl Compiled {
                 .exports(engine)
                 .map(|(name, _)| name.to_owned())
                 .collect(),
+            trust: verdict,
         };
         Ok(Compiled {
             runtime: runtime.clone(),

@@ -25,12 +25,20 @@
 //!
 //! [plugins.hello.config]
 //! greeting = "hi"
+//!
+//! [plugins.hello.trust]      # also allowed under [defaults.trust]
+//! unsigned = "deny"          # allow, warn (the default) or deny
+//! signed_by = "trusted"      # any (the default) or trusted
+//! trust_store = "trust.toml" # default: the user's trust store
+//! keys = ["alice.pub"]       # keys checked but not trusted
+//! sha256 = "9f86d0…"         # pin the plugin file (not under defaults)
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file, line and key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -42,6 +50,7 @@ use crate::capabilities::sockets::SocketPattern;
 use crate::error::Error;
 use crate::grants::{Grants, Preopen, Sandbox};
 use crate::limits::Limits;
+use crate::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPolicy};
 use crate::units;
 
 /// A parsed `warden.toml`.
@@ -83,15 +92,25 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text).map_err(|err| {
             Error::InvalidConfig(format!("in manifest `{}`: {err}", path.display()))
         })?;
+        if raw.defaults.trust.sha256.is_some() {
+            return Err(Error::InvalidConfig(format!(
+                "in manifest `{}`: `sha256` pins one plugin's file; set it under [plugins.NAME.trust], not [defaults.trust]",
+                path.display()
+            )));
+        }
         let base = path.parent().unwrap_or(Path::new(""));
         let plugins = raw
             .plugins
             .into_iter()
             .map(|(name, plugin)| {
-                let entry = plugin.into_entry(&name, &raw.defaults, base);
-                (name, entry)
+                let entry = plugin
+                    .into_entry(&name, &raw.defaults, base)
+                    .map_err(|err| {
+                        Error::InvalidConfig(format!("in manifest `{}`: {err}", path.display()))
+                    })?;
+                Ok((name, entry))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         Ok(Manifest {
             path: path.to_owned(),
             plugins,
@@ -136,6 +155,22 @@ struct RawManifest {
 struct RawDefaults {
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    trust: RawTrust,
+}
+
+/// `[trust]`: signatures a plugin must carry.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default, deserialize_with = "parsed")]
+    unsigned: Option<UnsignedPolicy>,
+    #[serde(default, deserialize_with = "parsed")]
+    signed_by: Option<SignerPolicy>,
+    trust_store: Option<PathBuf>,
+    #[serde(default)]
+    keys: Vec<PathBuf>,
+    sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +187,8 @@ struct RawPlugin {
     grants: RawGrants,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    trust: RawTrust,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -222,20 +259,75 @@ struct RawKvStore {
 }
 
 impl RawPlugin {
-    fn into_entry(self, name: &str, defaults: &RawDefaults, base: &Path) -> PluginEntry {
+    fn into_entry(
+        self,
+        name: &str,
+        defaults: &RawDefaults,
+        base: &Path,
+    ) -> Result<PluginEntry, String> {
         let limits = self.limits.or(&defaults.limits).into_limits();
+        let trust = self
+            .trust
+            .or(&defaults.trust)
+            .into_policy(base)
+            .map_err(|err| format!("plugin `{name}`: {err}"))?;
         let grants = self
             .grants
             .into_grants(self.config, self.deterministic, base);
-        PluginEntry {
+        Ok(PluginEntry {
             name: name.to_owned(),
             path: base.join(self.path),
             sandbox: Sandbox {
                 limits,
                 grants,
                 strict: self.strict,
+                trust,
             },
+        })
+    }
+}
+
+impl RawTrust {
+    /// This plugin's trust settings, with `defaults` filling in what they
+    /// leave out (except the pin, which is the plugin's own).
+    fn or(self, defaults: &RawTrust) -> RawTrust {
+        RawTrust {
+            unsigned: self.unsigned.or(defaults.unsigned),
+            signed_by: self.signed_by.or(defaults.signed_by),
+            trust_store: self.trust_store.or_else(|| defaults.trust_store.clone()),
+            keys: if self.keys.is_empty() {
+                defaults.keys.clone()
+            } else {
+                self.keys
+            },
+            sha256: self.sha256,
         }
+    }
+
+    /// The policy, reading the trust store and key files it names. A
+    /// manifest that says nothing warns about unsigned plugins, as the
+    /// command line does.
+    fn into_policy(self, base: &Path) -> Result<TrustPolicy, String> {
+        let store_path = self
+            .trust_store
+            .map(|path| base.join(path))
+            .or_else(TrustStore::default_path);
+        let trusted = match store_path {
+            Some(path) => TrustStore::open(path).map_err(|err| err.to_string())?,
+            None => TrustStore::default(),
+        };
+        let known_keys = self
+            .keys
+            .iter()
+            .map(|path| PublicKey::from_file(base.join(path)).map_err(|err| err.to_string()))
+            .collect::<Result<_, _>>()?;
+        let mut policy = TrustPolicy::development();
+        policy.unsigned = self.unsigned.unwrap_or(UnsignedPolicy::Warn);
+        policy.signed_by = self.signed_by.unwrap_or_default();
+        policy.trusted = Arc::new(trusted);
+        policy.known_keys = known_keys;
+        policy.sha256 = self.sha256;
+        Ok(policy)
     }
 }
 
@@ -387,6 +479,18 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Er
     }
 }
 
+fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    String::deserialize(deserializer)?
+        .parse()
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
 fn parsed_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -467,6 +571,7 @@ mod tests {
         assert_eq!(other.path, Path::new("/opt/other.wasm"));
         assert_eq!(other.sandbox.limits.memory_bytes, 32 << 20);
         assert_eq!(other.sandbox.grants, Grants::default());
+        assert_eq!(other.sandbox.trust.unsigned, UnsignedPolicy::Warn);
     }
 
     #[test]
@@ -498,6 +603,14 @@ mod tests {
                 "line 4",
             ),
             ("[plugins.a\n", "line 1"),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.trust]\nunsigned = \"maybe\"\n",
+                "line 4",
+            ),
+            (
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.trust]\nkeys = [\"/no/such.pub\"]\n",
+                "cannot read public key",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in: {err}");

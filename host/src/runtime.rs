@@ -15,6 +15,7 @@ use crate::grants::Sandbox;
 use crate::loaded::{Accept, Compiled};
 use crate::plugin::Plugin;
 use crate::program::Program;
+use crate::source::Source;
 use crate::state::HostState;
 
 /// Loads and runs plugins. Cheap to clone; clones share the engine.
@@ -148,32 +149,25 @@ impl Runtime {
         self.inner.fuel_metering
     }
 
-    /// Reads a plugin from a file and loads it; the plugin is named after
-    /// the file's stem.
+    /// Reads a plugin from a file and loads it; see [`Source::read`] and
+    /// [`Runtime::load`].
     pub async fn load_file(
         &self,
         path: impl AsRef<Path>,
         sandbox: Sandbox,
     ) -> Result<Plugin, Error> {
-        let (name, bytes) = read_component(path.as_ref()).await?;
-        self.load(name, bytes, sandbox).await
+        self.load(Source::read(path).await?, sandbox).await
     }
 
-    /// Loads a plugin from its bytes: checks that they are a component of
-    /// the `warden:plugin/plugin` world, compiles them, links the plugin's
-    /// imports, checks its exports, applies `strict` and opens what the
-    /// grants name. No guest code runs.
+    /// Loads a plugin: checks its bytes against the sandbox's trust policy,
+    /// checks that they are a component of the `warden:plugin/plugin` world,
+    /// compiles them, links the plugin's imports, checks its exports, applies
+    /// `strict` and opens what the grants name. No guest code runs.
     ///
     /// Compilation runs on Tokio's blocking pool; it can take seconds for
     /// large components.
-    pub async fn load(
-        &self,
-        name: impl Into<String>,
-        bytes: Vec<u8>,
-        sandbox: Sandbox,
-    ) -> Result<Plugin, Error> {
-        let compiled =
-            Compiled::compile(self, name.into(), bytes, sandbox, Accept::Components).await?;
+    pub async fn load(&self, source: Source, sandbox: Sandbox) -> Result<Plugin, Error> {
+        let compiled = Compiled::compile(self, source, sandbox, Accept::Components).await?;
         Plugin::link(compiled)
     }
 
@@ -183,27 +177,16 @@ impl Runtime {
         path: impl AsRef<Path>,
         sandbox: Sandbox,
     ) -> Result<Program, Error> {
-        let (name, bytes) = read_component(path.as_ref()).await?;
-        self.load_program(name, bytes, sandbox).await
+        self.load_program(Source::read(path).await?, sandbox).await
     }
 
     /// Loads a program: a component exporting `wasi:cli/run`, or a WASI
     /// preview 1 command module (as `wasm32-wasip1` toolchains build), which
-    /// is adapted into a component first.
-    pub async fn load_program(
-        &self,
-        name: impl Into<String>,
-        bytes: Vec<u8>,
-        sandbox: Sandbox,
-    ) -> Result<Program, Error> {
-        let compiled = Compiled::compile(
-            self,
-            name.into(),
-            bytes,
-            sandbox,
-            Accept::ComponentsAndPreview1Commands,
-        )
-        .await?;
+    /// is adapted into a component first. The trust check applies to the
+    /// bytes as given.
+    pub async fn load_program(&self, source: Source, sandbox: Sandbox) -> Result<Program, Error> {
+        let compiled =
+            Compiled::compile(self, source, sandbox, Accept::ComponentsAndPreview1Commands).await?;
         Program::link(compiled)
     }
 
@@ -214,16 +197,4 @@ impl Runtime {
     pub(crate) fn keep_ticking(&self) -> TickGuard {
         self.inner.ticker.keep_ticking()
     }
-}
-
-/// Reads a component file and names it after the file's stem.
-async fn read_component(path: &Path) -> Result<(String, Vec<u8>), Error> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|err| Error::io(format!("cannot read `{}`", path.display()), err))?;
-    let name = path
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin".to_owned());
-    Ok((name, bytes))
 }

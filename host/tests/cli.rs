@@ -59,6 +59,8 @@ fn run_prints_the_output_and_a_one_line_report() {
         "count-vowels",
         "--input",
         "hello world",
+        "--unsigned",
+        "allow",
     ]);
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(output.stdout, b"3");
@@ -780,10 +782,22 @@ fn the_readme_shows_the_manifest_the_tests_use() {
 
 #[test]
 fn exec_passes_output_arguments_and_exit_codes_through() {
-    let output = warden(&["exec", guests::COMMAND, "--", "args", "a", "b c"]);
+    let output = warden(&[
+        "exec",
+        guests::COMMAND,
+        "--unsigned",
+        "allow",
+        "--",
+        "args",
+        "a",
+        "b c",
+    ]);
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(output.stdout, b"a\nb c\n");
-    assert!(output.stderr.is_empty());
+    assert!(
+        output.stderr.is_empty(),
+        "nothing but the program's own output"
+    );
 
     let output = warden(&["exec", guests::COMMAND, "--", "exit", "42"]);
     assert_eq!(output.status.code(), Some(42));
@@ -845,4 +859,369 @@ fn exec_reports_json_and_holds_the_limits() {
     let (value, code) = json(&["exec", guests::HELLO]);
     assert_status(&value, code, "invalid-plugin", 10);
     assert!(value["error"].as_str().unwrap().contains("warden run"));
+}
+
+// ---- Trust: keys, signing, verification and policy ----
+
+/// A scratch directory with a copy of the hello plugin and a trust store path.
+struct Workshop {
+    dir: tempfile::TempDir,
+}
+
+impl Workshop {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(guests::HELLO, dir.path().join("hello.wasm")).unwrap();
+        Workshop { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    fn keygen(&self, name: &str) {
+        let output = warden(&["keygen", &self.path(name)]);
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_pair_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let shop = Workshop::new();
+    let output = warden(&["keygen", &shop.path("alice")]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("key id:"), "{stdout}");
+    let mode = std::fs::metadata(shop.path("alice.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(Path::new(&shop.path("alice.pub")).exists());
+    let again = warden(&["keygen", &shop.path("alice")]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8(again.stderr)
+            .unwrap()
+            .contains("refusing to overwrite")
+    );
+}
+
+#[test]
+fn sign_trust_verify_run_from_the_command_line() {
+    let shop = Workshop::new();
+    shop.keygen("alice");
+    let store = shop.path("trust.toml");
+    let plugin = shop.path("hello.wasm");
+
+    let output = warden(&["verify", &plugin, "--trust-store", &store]);
+    assert_eq!(output.status.code(), Some(31), "unsigned does not verify");
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("unsigned")
+    );
+
+    assert_eq!(
+        warden(&["sign", &plugin, "--key", &shop.path("alice.key")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let output = warden(&["verify", &plugin, "--trust-store", &store, "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(31),
+        "signed by a key nobody knows"
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["signatures"][0]["status"], "unknown-key");
+
+    let output = warden(&["verify", &plugin, "--key", &shop.path("alice.pub")]);
+    assert_eq!(output.status.code(), Some(0), "valid with the key given");
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("no signer is trusted")
+    );
+
+    let added = warden(&[
+        "trust",
+        "add",
+        &shop.path("alice.pub"),
+        "--name",
+        "alice",
+        "--trust-store",
+        &store,
+    ]);
+    assert_eq!(added.status.code(), Some(0), "{added:?}");
+    let output = warden(&["trust", "list", "--trust-store", &store, "--json"]);
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "alice");
+    let duplicate = warden(&[
+        "trust",
+        "add",
+        &shop.path("alice.pub"),
+        "--name",
+        "again",
+        "--trust-store",
+        &store,
+    ]);
+    assert_eq!(duplicate.status.code(), Some(2));
+
+    let output = warden(&["verify", &plugin, "--trust-store", &store, "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (&value["verified"], &value["trusted"]),
+        (&true.into(), &true.into())
+    );
+    assert_eq!(value["signatures"][0]["trusted_as"], "alice");
+
+    let (value, code) = json(&[
+        "run",
+        &plugin,
+        "count-vowels",
+        "--input",
+        "trusted",
+        "--unsigned",
+        "deny",
+        "--signed-by",
+        "trusted",
+        "--trust-store",
+        &store,
+    ]);
+    assert_status(&value, code, "ok", 0);
+
+    let (value, code) = json(&["inspect", &plugin, "--trust-store", &store]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["trusted"], true);
+    assert_eq!(value["signatures"][0]["trusted_as"], "alice");
+
+    assert_eq!(
+        warden(&["trust", "remove", "alice", "--trust-store", &store])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (value, code) = json(&[
+        "run",
+        &plugin,
+        "count-vowels",
+        "--unsigned",
+        "deny",
+        "--signed-by",
+        "trusted",
+        "--trust-store",
+        &store,
+    ]);
+    assert_status(&value, code, "untrusted", 31);
+    assert!(
+        value["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed by unknown key"),
+        "{value}"
+    );
+    assert_eq!(
+        warden(&["trust", "remove", "alice", "--trust-store", &store])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn the_command_line_warns_about_unsigned_plugins_by_default() {
+    let shop = Workshop::new();
+    let store = shop.path("trust.toml");
+    let output = warden(&[
+        "run",
+        &shop.path("hello.wasm"),
+        "echo",
+        "--input",
+        "x",
+        "--trust-store",
+        &store,
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("warning: running an unverified plugin (it is unsigned)"),
+        "{stderr}"
+    );
+    let quiet = warden(&[
+        "run",
+        &shop.path("hello.wasm"),
+        "echo",
+        "--input",
+        "x",
+        "--unsigned",
+        "allow",
+        "--trust-store",
+        &store,
+    ]);
+    assert!(!String::from_utf8(quiet.stderr).unwrap().contains("warning"));
+    let (value, code) = json(&[
+        "run",
+        &shop.path("hello.wasm"),
+        "echo",
+        "--unsigned",
+        "deny",
+        "--trust-store",
+        &store,
+    ]);
+    assert_status(&value, code, "untrusted", 31);
+    assert!(value["error"].as_str().unwrap().contains("unsigned"));
+}
+
+#[test]
+fn signing_to_another_file_and_detached_signatures() {
+    let shop = Workshop::new();
+    shop.keygen("alice");
+    let plugin = shop.path("hello.wasm");
+    let original = std::fs::read(&plugin).unwrap();
+    let signed = shop.path("signed.wasm");
+    let output = warden(&[
+        "sign",
+        &plugin,
+        "--key",
+        &shop.path("alice.key"),
+        "-o",
+        &signed,
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(&plugin).unwrap(),
+        original,
+        "-o leaves the input alone"
+    );
+    assert_eq!(
+        warden(&["verify", &signed, "--key", &shop.path("alice.pub")])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let output = warden(&[
+        "sign",
+        &plugin,
+        "--key",
+        &shop.path("alice.key"),
+        "--detached",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(&plugin).unwrap(),
+        original,
+        "a detached signature leaves the plugin alone"
+    );
+    assert!(Path::new(&format!("{plugin}.sig")).exists());
+    assert_eq!(
+        warden(&["verify", &plugin, "--key", &shop.path("alice.pub")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (value, code) = json(&[
+        "run",
+        &plugin,
+        "echo",
+        "--input",
+        "detached",
+        "--unsigned",
+        "deny",
+        "--key",
+        &shop.path("alice.pub"),
+    ]);
+    assert_status(&value, code, "ok", 0);
+}
+
+#[test]
+fn tampering_after_signing_is_caught() {
+    let shop = Workshop::new();
+    shop.keygen("alice");
+    let plugin = shop.path("hello.wasm");
+    warden(&["sign", &plugin, "--key", &shop.path("alice.key")]);
+    let mut bytes = std::fs::read(&plugin).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&plugin, &bytes).unwrap();
+    let output = warden(&["verify", &plugin, "--key", &shop.path("alice.pub")]);
+    assert_eq!(output.status.code(), Some(31));
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("bad signature")
+    );
+    let (value, code) = json(&[
+        "run",
+        &plugin,
+        "echo",
+        "--unsigned",
+        "allow",
+        "--key",
+        &shop.path("alice.pub"),
+    ]);
+    assert_status(&value, code, "untrusted", 31);
+    assert!(
+        value["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed after signing"),
+        "{value}"
+    );
+}
+
+#[test]
+fn bad_key_files_are_reported_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let shop = Workshop::new();
+    shop.keygen("alice");
+    let key = shop.path("alice.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = warden(&["sign", &shop.path("hello.wasm"), "--key", &key]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("chmod 600")
+    );
+    let garbage = write_file(shop.dir.path(), "garbage.pub", b"nonsense");
+    let output = warden(&["verify", &shop.path("hello.wasm"), "--key", &garbage]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("not an Ed25519 public key")
+    );
+}
+
+#[test]
+fn a_manifest_can_pin_a_plugins_hash() {
+    let shop = Workshop::new();
+    let bytes = std::fs::read(shop.path("hello.wasm")).unwrap();
+    let (inspected, _) = json(&["inspect", &shop.path("hello.wasm"), "--unsigned", "allow"]);
+    let sha256 = inspected["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(inspected["size"], bytes.len());
+    for (pin, status) in [(sha256.as_str(), "ok"), (&"ab".repeat(32), "untrusted")] {
+        let manifest = format!(
+            "[plugins.hello]\npath = \"hello.wasm\"\n[plugins.hello.trust]\nunsigned = \"allow\"\nsha256 = \"{pin}\"\n"
+        );
+        let manifest = write_file(shop.dir.path(), "warden.toml", manifest.as_bytes());
+        let (value, _) = json(&[
+            "run",
+            "--manifest",
+            &manifest,
+            "hello",
+            "echo",
+            "--input",
+            "pinned",
+        ]);
+        assert_eq!(value["status"], status, "{value}");
+        if status == "untrusted" {
+            assert!(value["error"].as_str().unwrap().contains("hash mismatch"));
+        }
+    }
 }

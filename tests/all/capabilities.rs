@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use warden::{
     Error, ErrorKind, Grants, KvGrant, OriginPattern, Plugin, PluginError, Preopen, Risk, Runtime,
-    Sandbox,
+    Sandbox, Source,
 };
 use warden_tests::{
     HTTP_BIG_BODY, HTTP_GREETING, HttpServer, TcpPong, UdpSink, guest_bytes, guests,
@@ -26,7 +26,7 @@ fn sandbox(grant: impl FnOnce(&mut Grants)) -> Sandbox {
 
 async fn probe_in(runtime: &Runtime, name: &str, sandbox: Sandbox) -> Plugin {
     runtime
-        .load(name, guest_bytes(guests::PROBE), sandbox)
+        .load(Source::new(name, guest_bytes(guests::PROBE)), sandbox)
         .await
         .unwrap_or_else(|err| panic!("loading the probe: {err}"))
 }
@@ -436,7 +436,7 @@ async fn strict_refuses_every_ungranted_high_risk_import() {
     let mut strict = sandbox(|_| {});
     strict.strict = true;
     let err = runtime()
-        .load("probe", guest_bytes(guests::PROBE), strict)
+        .load(Source::new("probe", guest_bytes(guests::PROBE)), strict)
         .await
         .err()
         .expect("strict refuses the probe");
@@ -458,7 +458,7 @@ async fn strict_refuses_every_ungranted_high_risk_import() {
     });
     granted.strict = true;
     let plugin = runtime()
-        .load("probe", guest_bytes(guests::PROBE), granted)
+        .load(Source::new("probe", guest_bytes(guests::PROBE)), granted)
         .await
         .expect("everything high-risk is granted");
     assert!(
@@ -475,8 +475,7 @@ async fn unwritable_kv_locations_are_refused_at_load() {
     let under_a_file = file.path().join("kv.sqlite");
     let err = runtime()
         .load(
-            "probe",
-            guest_bytes(guests::PROBE),
+            Source::new("probe", guest_bytes(guests::PROBE)),
             sandbox(|grants| grants.kv = Some(KvGrant::at(&under_a_file))),
         )
         .await

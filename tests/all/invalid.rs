@@ -1,7 +1,7 @@
 //! Things that are not Warden plugins are refused with a message that says
 //! what they are.
 
-use warden::{Error, ErrorKind, Sandbox};
+use warden::{Error, ErrorKind, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 
 use crate::{assert_runtime_serves, runtime};
@@ -9,7 +9,7 @@ use crate::{assert_runtime_serves, runtime};
 async fn refusal(bytes: Vec<u8>) -> String {
     let runtime = runtime();
     let err = runtime
-        .load("candidate", bytes, Sandbox::default())
+        .load(Source::new("candidate", bytes), Sandbox::default())
         .await
         .err()
         .expect("the runtime must refuse this");

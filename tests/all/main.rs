@@ -8,6 +8,7 @@ mod instance;
 mod invalid;
 mod limits;
 mod programs;
+mod trust;
 
 use std::time::Duration;
 

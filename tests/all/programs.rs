@@ -2,7 +2,9 @@
 //! and preview 1 modules, with arguments, environment, preopens, exit codes
 //! and the same limits as plugins.
 
-use warden::{Error, ErrorKind, Grants, Outcome, Preopen, Program, Runtime, Sandbox, Stdio};
+use warden::{
+    Error, ErrorKind, Grants, Outcome, Preopen, Program, Runtime, Sandbox, Source, Stdio,
+};
 use warden_tests::{guest_bytes, guests};
 
 use crate::{runtime, tight_limits};
@@ -27,7 +29,7 @@ async fn program(runtime: &Runtime, path: &str, grants: Grants) -> Program {
     let mut sandbox = Sandbox::with_limits(tight_limits());
     sandbox.grants = grants;
     runtime
-        .load_program("command", guest_bytes(path), sandbox)
+        .load_program(Source::new("command", guest_bytes(path)), sandbox)
         .await
         .unwrap_or_else(|err| panic!("loading {path}: {err}"))
 }
@@ -130,7 +132,10 @@ async fn limits_hold_for_programs() {
 async fn plugins_and_programs_are_told_apart() {
     let runtime = runtime();
     let err = runtime
-        .load_program("hello", guest_bytes(guests::HELLO), Sandbox::default())
+        .load_program(
+            Source::new("hello", guest_bytes(guests::HELLO)),
+            Sandbox::default(),
+        )
         .await
         .err()
         .expect("a plugin is not a program");
@@ -142,8 +147,7 @@ async fn plugins_and_programs_are_told_apart() {
 
     let err = runtime
         .load_program(
-            "random",
-            b"\0asm\x01\0\0\0garbage".to_vec(),
+            Source::new("random", b"\0asm\x01\0\0\0garbage".to_vec()),
             Sandbox::default(),
         )
         .await

@@ -1,11 +1,13 @@
 //! Command-line arguments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use warden::{KvGrant, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern};
+use warden::trust::{PublicKey, SignerPolicy, TrustStore, UnsignedPolicy};
+use warden::{KvGrant, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern, Source};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]
@@ -37,6 +39,139 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Look inside a plugin's key-value namespace.
     Kv(KvArgs),
+    /// Generate an Ed25519 key pair: NAME.key (owner-only) and NAME.pub.
+    Keygen(KeygenArgs),
+    /// Sign a plugin (in place unless -o is given); signatures accumulate.
+    Sign(SignArgs),
+    /// Check a plugin's signatures: who signed it, and whether the key is
+    /// trusted. Exits 0 only when a known key's signature is valid and no
+    /// signature is bad.
+    Verify(VerifyArgs),
+    /// Manage the trust store: the keys whose signatures `--signed-by
+    /// trusted` accepts.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key pair's name (a path without extension); refuses to overwrite.
+    pub name: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The plugin to sign.
+    pub plugin: PathBuf,
+    /// The secret key (NAME.key).
+    #[arg(long, value_name = "NAME.key")]
+    pub key: PathBuf,
+    /// Write the signed plugin (or, with --detached, the signature) here.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write a detached signature (PLUGIN.wasm.sig unless -o is given)
+    /// instead of embedding it.
+    #[arg(long)]
+    pub detached: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The plugin to check.
+    pub plugin: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a public key under a name.
+    Add {
+        /// The public key file (NAME.pub).
+        key: PathBuf,
+        /// The name to trust it under.
+        #[arg(long)]
+        name: String,
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+    },
+    /// List the trusted keys.
+    List {
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key.
+    Remove {
+        /// The name the key is trusted under.
+        name: String,
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+    },
+}
+
+/// Where signatures and keys come from, for commands that check them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Signatures")]
+pub struct KeyArgs {
+    /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml, else
+    /// ~/.config/warden/trust.toml].
+    #[arg(long, value_name = "PATH")]
+    pub trust_store: Option<PathBuf>,
+    /// A public key whose signatures are checked but not trusted. Repeatable.
+    #[arg(long = "key", value_name = "NAME.pub")]
+    pub keys: Vec<PathBuf>,
+    /// A detached signature [default: PLUGIN.wasm.sig when it exists].
+    #[arg(long, value_name = "PATH")]
+    pub signature: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The trust store named by --trust-store, else `fallback` (the
+    /// manifest's), else the default location.
+    pub fn trust_store(&self, fallback: Option<&Path>) -> anyhow::Result<TrustStore> {
+        let path = self
+            .trust_store
+            .clone()
+            .or_else(|| fallback.map(Path::to_path_buf))
+            .or_else(TrustStore::default_path);
+        Ok(match path {
+            Some(path) => TrustStore::open(path)?,
+            None => TrustStore::default(),
+        })
+    }
+
+    pub fn known_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
+        Ok(self
+            .keys
+            .iter()
+            .map(PublicKey::from_file)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Reads the component with its detached signature: --signature, else
+    /// the one beside it.
+    pub async fn source(&self, path: &Path) -> Result<Source, warden::Error> {
+        let source = Source::read(path).await?;
+        match &self.signature {
+            None => Ok(source),
+            Some(signature) => {
+                let bytes = std::fs::read(signature).map_err(|err| warden::Error::Io {
+                    context: format!("cannot read `{}`", signature.display()),
+                    source: err,
+                })?;
+                Ok(source.with_detached_signature(bytes))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +322,16 @@ pub struct SandboxArgs {
     /// for reproducible runs.
     #[arg(long)]
     pub deterministic: bool,
+    /// What to do with a plugin without a verifiable signature
+    /// [default: warn, or the manifest's].
+    #[arg(long, value_name = "allow|warn|deny")]
+    pub unsigned: Option<UnsignedPolicy>,
+    /// Whose signatures count: any key Warden knows, or trusted keys only
+    /// [default: any, or the manifest's].
+    #[arg(long, value_name = "any|trusted")]
+    pub signed_by: Option<SignerPolicy>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 /// A component named on the command line, with the sandbox it runs in.
@@ -217,7 +362,12 @@ impl SandboxArgs {
                     .file_stem()
                     .map(|stem| stem.to_string_lossy().into_owned())
                     .unwrap_or_else(|| component.to_owned());
-                (name, path, Sandbox::default())
+                let mut sandbox = Sandbox::default();
+                // The command line warns about unsigned plugins unless told
+                // otherwise; the library leaves the choice to its caller.
+                sandbox.trust.unsigned = UnsignedPolicy::Warn;
+                sandbox.trust.trusted = Arc::new(self.keys.trust_store(None)?);
+                (name, path, sandbox)
             }
         };
         self.apply(&mut sandbox)
@@ -263,6 +413,17 @@ impl SandboxArgs {
         }
         grants.deterministic |= self.deterministic;
         sandbox.strict |= self.strict;
+        let trust = &mut sandbox.trust;
+        if let Some(unsigned) = self.unsigned {
+            trust.unsigned = unsigned;
+        }
+        if let Some(signed_by) = self.signed_by {
+            trust.signed_by = signed_by;
+        }
+        if self.keys.trust_store.is_some() {
+            trust.trusted = Arc::new(self.keys.trust_store(None)?);
+        }
+        trust.known_keys.extend(self.keys.known_keys()?);
         Ok(())
     }
 }

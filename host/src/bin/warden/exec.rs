@@ -6,14 +6,13 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use warden::{Error, Outcome, Program, Report, Stdio};
 
-use crate::args::{self, ExecArgs, Target};
+use crate::args::{self, ExecArgs, KeyArgs, Target};
 use crate::exit;
 use crate::output;
-use crate::run::read_component;
 
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.program)?;
-    let program = match load(&target).await {
+    let program = match load(&target, &args.sandbox.keys).await {
         Ok(program) => program,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -26,12 +25,12 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     finish(&args, program.name(), result, Some(&report))
 }
 
-async fn load(target: &Target) -> Result<Program, Error> {
-    let bytes = read_component(target)?;
+async fn load(target: &Target, keys: &KeyArgs) -> Result<Program, Error> {
+    let source = keys.source(&target.path).await?.named(target.name.clone());
     let runtime = args::runtime_for(&target.sandbox)?;
-    runtime
-        .load_program(target.name.clone(), bytes, target.sandbox.clone())
-        .await
+    let program = runtime.load_program(source, target.sandbox.clone()).await?;
+    output::warn_if_unverified(program.info(), program.sandbox());
+    Ok(program)
 }
 
 /// Reports the run; `report` is `None` when the program never started.

@@ -31,6 +31,9 @@ pub const INPUT_TOO_LARGE: u8 = 26;
 /// The plugin used a capability it was not granted, or (with --strict)
 /// imports one.
 pub const DENIED: u8 = 30;
+/// The trust policy refused the plugin (or `warden verify` found no valid
+/// signature).
+pub const UNTRUSTED: u8 = 31;
 /// A bug in Warden or a broken host.
 pub const INTERNAL: u8 = 70;
 
@@ -43,7 +46,8 @@ Exit codes (and --json statuses):
   10  invalid-plugin        23  stack-overflow
   11  io-error              24  trap
   30  denied                25  output-too-large
-  70  internal-error        26  input-too-large
+  31  untrusted             26  input-too-large
+  70  internal-error
 `warden exec` exits with the program's own code when it runs to the end.";
 
 /// The exit code for a failed call.
@@ -61,6 +65,7 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::OutputTooLarge => OUTPUT_TOO_LARGE,
         ErrorKind::InputTooLarge => INPUT_TOO_LARGE,
         ErrorKind::Denied => DENIED,
+        ErrorKind::Untrusted => UNTRUSTED,
         _ => INTERNAL,
     }
 }

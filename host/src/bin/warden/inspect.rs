@@ -14,7 +14,7 @@ use crate::run;
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
-    let plugin = match run::load(&target).await {
+    let plugin = match run::load(&target, &args.sandbox.keys).await {
         Ok(plugin) => plugin,
         Err(err) => {
             if args.json {
@@ -22,6 +22,9 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 object.insert("status".into(), err.kind().as_str().into());
                 object.insert("plugin".into(), target.name.into());
                 object.insert("error".into(), err.to_string().into());
+                if let Error::Untrusted { signatures, .. } = &err {
+                    object.insert("signatures".into(), output::signatures_json(signatures));
+                }
                 output::print_json(&Value::Object(object)).context("writing the report")?;
             } else {
                 output::print_error(&err);
@@ -74,6 +77,11 @@ fn print_json(
         "capabilities".into(),
         output::capabilities_json(plugin.capabilities()),
     );
+    object.insert(
+        "signatures".into(),
+        output::signatures_json(&info.trust.signatures),
+    );
+    object.insert("trusted".into(), info.trust.trusted.into());
     let metadata = match result {
         Ok(metadata) => json!({
             "name": metadata.name,
@@ -116,6 +124,13 @@ fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
             capability.name,
             capability.risk.as_str()
         );
+    }
+    println!("signatures:");
+    if info.trust.signatures.is_empty() {
+        println!("  (unsigned)");
+    }
+    for signature in &info.trust.signatures {
+        println!("  {}", output::describe_signature(signature));
     }
     println!("size:    {} ({} bytes)", format_bytes(info.size), info.size);
     println!("sha256:  {}", info.sha256);

@@ -7,6 +7,7 @@ mod inspect;
 mod kv;
 mod output;
 mod run;
+mod trust;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,10 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::exec(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Kv(args) => kv::kv(args),
+            Command::Keygen(args) => trust::keygen(args),
+            Command::Sign(args) => trust::sign(args),
+            Command::Verify(args) => trust::verify(args).await,
+            Command::Trust(command) => trust::trust(command),
         }
     });
     match result {

@@ -5,8 +5,9 @@ use std::io::{IsTerminal, Write};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use warden::trust::{SignatureCheck, UnsignedPolicy};
 use warden::units::{format_bytes, format_duration};
-use warden::{CapabilityUse, Captured, Error, PluginError, Report};
+use warden::{CapabilityUse, Captured, ComponentInfo, Error, PluginError, Report, Sandbox};
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise. Returns the
 /// value and its encoding (`utf-8` or `base64`).
@@ -216,4 +217,45 @@ fn summary_line(error: Option<&str>, report: &Report) -> String {
         n => parts.push(format!("{n} log records")),
     }
     parts.join(" · ")
+}
+
+/// Signatures as JSON: `[{"key_id", "trusted_as", "status"}]`.
+pub fn signatures_json(signatures: &[SignatureCheck]) -> Value {
+    signatures
+        .iter()
+        .map(|signature| {
+            json!({
+                "key_id": signature.key_id,
+                "trusted_as": signature.trusted_as,
+                "status": signature.status.as_str(),
+            })
+        })
+        .collect()
+}
+
+/// One signature in words, e.g. `key 1a2b… (trusted as alice): valid`.
+pub fn describe_signature(signature: &SignatureCheck) -> String {
+    let key = signature.key_id.as_deref().unwrap_or("(anonymous)");
+    match &signature.trusted_as {
+        Some(name) => format!(
+            "key {key} (trusted as {name}): {}",
+            signature.status.as_str()
+        ),
+        None => format!("key {key}: {}", signature.status.as_str()),
+    }
+}
+
+/// Says on stderr that a plugin was loaded without a verified signature,
+/// when the policy asked to be warned.
+pub fn warn_if_unverified(info: &ComponentInfo, sandbox: &Sandbox) {
+    if info.trust.unverified && sandbox.trust.unsigned == UnsignedPolicy::Warn {
+        eprintln!(
+            "warden: warning: running an unverified plugin ({}); see `warden sign` and --unsigned",
+            if info.trust.signatures.is_empty() {
+                "it is unsigned".to_owned()
+            } else {
+                "no known key signed it".to_owned()
+            }
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use warden::{Error, Outcome, Plugin, Report};
 
-use crate::args::{self, RunArgs, Target};
+use crate::args::{self, KeyArgs, RunArgs, Target};
 use crate::exit;
 use crate::output;
 
@@ -20,7 +20,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return finish(&args, &target.name, Err(err), None);
         }
     };
-    let plugin = match load(&target).await {
+    let plugin = match load(&target, &args.sandbox.keys).await {
         Ok(plugin) => plugin,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -29,20 +29,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and loads the plugin a command names.
-pub async fn load(target: &Target) -> Result<Plugin, Error> {
-    let bytes = read_component(target)?;
+pub async fn load(target: &Target, keys: &KeyArgs) -> Result<Plugin, Error> {
+    let source = keys.source(&target.path).await?.named(target.name.clone());
     let runtime = args::runtime_for(&target.sandbox)?;
-    runtime
-        .load(target.name.clone(), bytes, target.sandbox.clone())
-        .await
-}
-
-/// Reads the component file a command names.
-pub fn read_component(target: &Target) -> Result<Vec<u8>, Error> {
-    std::fs::read(&target.path).map_err(|source| Error::Io {
-        context: format!("cannot read `{}`", target.path.display()),
-        source,
-    })
+    let plugin = runtime.load(source, target.sandbox.clone()).await?;
+    output::warn_if_unverified(plugin.info(), plugin.sandbox());
+    Ok(plugin)
 }
 
 /// Prints the result; `report` is `None` when the call never started.

@@ -1,0 +1,146 @@
+//! `warden keygen`, `sign`, `verify` and `trust`: signing plugins and
+//! deciding whose signatures count.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use warden::trust::{
+    self, KeyFiles, PublicKey, SecretKey, SignatureStatus, TrustPolicy, TrustStore,
+};
+use warden::{Source, signature_path};
+
+use crate::args::{KeygenArgs, SignArgs, TrustCommand, VerifyArgs};
+use crate::exit;
+use crate::output;
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let files = KeyFiles::named(&args.name);
+    let key = files.generate()?;
+    println!("secret key: {} (keep it private)", files.secret.display());
+    println!("public key: {}", files.public.display());
+    println!("key id:     {}", key.key_id());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let key = SecretKey::from_file(&args.key)?;
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read `{}`", args.plugin.display()))?;
+    let signed = trust::sign(&bytes, &key, args.detached)?;
+    let output = match (&args.output, args.detached) {
+        (Some(output), _) => output.clone(),
+        (None, true) => signature_path(&args.plugin),
+        (None, false) => args.plugin.clone(),
+    };
+    warden::write_file_atomically(&output, &signed)?;
+    let what = if args.detached {
+        "signature"
+    } else {
+        "signed plugin"
+    };
+    println!(
+        "signed `{}` with key {}; {what} written to `{}`",
+        args.plugin.display(),
+        key.public_key().key_id(),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let source: Source = args.keys.source(&args.plugin).await?;
+    let mut policy = TrustPolicy::development();
+    policy.trusted = std::sync::Arc::new(args.keys.trust_store(None)?);
+    policy.known_keys = args.keys.known_keys()?;
+    let result = trust::inspect_signatures(&source, &policy);
+    let (signatures, malformed) = match result {
+        Ok(signatures) => (signatures, None),
+        Err(failure) => (Vec::new(), Some(failure.to_string())),
+    };
+    let valid = signatures
+        .iter()
+        .any(|s| s.status == SignatureStatus::Valid);
+    let invalid = signatures
+        .iter()
+        .any(|s| s.status == SignatureStatus::Invalid);
+    let verified = valid && !invalid && malformed.is_none();
+    let trusted = verified
+        && signatures
+            .iter()
+            .any(|s| s.status == SignatureStatus::Valid && s.trusted_as.is_some());
+    let summary = match (&malformed, signatures.is_empty(), verified, invalid) {
+        (Some(malformed), _, _, _) => malformed.clone(),
+        (None, true, _, _) => "unsigned".to_owned(),
+        (None, false, true, _) if trusted => "valid, signed by a trusted key".to_owned(),
+        (None, false, true, _) => "valid, but no signer is trusted".to_owned(),
+        (None, false, false, true) => "bad signature: the plugin changed after signing".to_owned(),
+        (None, false, false, false) => "unverified: no known key signed it".to_owned(),
+    };
+    if args.json {
+        let value: Value = json!({
+            "plugin": args.plugin.display().to_string(),
+            "verified": verified,
+            "trusted": trusted,
+            "summary": summary,
+            "signatures": output::signatures_json(&signatures),
+        });
+        output::print_json(&value)?;
+    } else {
+        for signature in &signatures {
+            println!("{}", output::describe_signature(signature));
+        }
+        println!("{}: {summary}", args.plugin.display());
+    }
+    Ok(ExitCode::from(if verified {
+        exit::OK
+    } else {
+        exit::UNTRUSTED
+    }))
+}
+
+pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TrustCommand::Add {
+            key,
+            name,
+            trust_store,
+        } => {
+            let path = store_path(trust_store)?;
+            let mut store = TrustStore::open(&path)?;
+            let key = PublicKey::from_file(&key)?;
+            let key_id = key.key_id();
+            store.add(&name, key)?;
+            store.save(&path)?;
+            println!("trusting key {key_id} as `{name}` in `{}`", path.display());
+        }
+        TrustCommand::List { trust_store, json } => {
+            let store = TrustStore::open(store_path(trust_store)?)?;
+            if json {
+                let keys: Vec<Value> = store
+                    .keys()
+                    .map(|(name, key)| json!({ "name": name, "key_id": key.key_id() }))
+                    .collect();
+                output::print_json(&Value::from(keys))?;
+            } else {
+                for (name, key) in store.keys() {
+                    println!("{name}\t{}", key.key_id());
+                }
+            }
+        }
+        TrustCommand::Remove { name, trust_store } => {
+            let path = store_path(trust_store)?;
+            let mut store = TrustStore::open(&path)?;
+            let key = store.remove(&name)?;
+            store.save(&path)?;
+            println!("no longer trusting `{name}` ({})", key.key_id());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn store_path(explicit: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    explicit
+        .or_else(TrustStore::default_path)
+        .context("no --trust-store given and no default location (HOME is not set)")
+}

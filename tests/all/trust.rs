@@ -1,0 +1,415 @@
+//! Signed plugins: signing, the trust store, the three policy tiers, and
+//! every way a signature can fail.
+
+use std::sync::Arc;
+
+use warden::trust::{
+    self, KeyFiles, PublicKey, SecretKey, SignatureStatus, SignerPolicy, TrustFailure, TrustStore,
+    UnsignedPolicy,
+};
+use warden::{Error, ErrorKind, Plugin, Sandbox, Source, TrustPolicy};
+use warden_tests::{guest_bytes, guests};
+
+use crate::runtime;
+
+/// A key pair written to a temporary directory.
+struct Signer {
+    _dir: tempfile::TempDir,
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+impl Signer {
+    fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let files = KeyFiles::named(dir.path().join(name));
+        let public = files.generate().unwrap();
+        let secret = SecretKey::from_file(&files.secret).unwrap();
+        assert_eq!(secret.public_key(), public);
+        assert_eq!(PublicKey::from_file(&files.public).unwrap(), public);
+        Signer {
+            _dir: dir,
+            secret,
+            public,
+        }
+    }
+
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        trust::sign(bytes, &self.secret, false).unwrap()
+    }
+}
+
+fn store(trusted: &[(&str, &Signer)]) -> TrustStore {
+    let mut store = TrustStore::default();
+    for (name, signer) in trusted {
+        store.add(name, signer.public.clone()).unwrap();
+    }
+    store
+}
+
+fn policy(unsigned: UnsignedPolicy, signed_by: SignerPolicy, store: TrustStore) -> Sandbox {
+    let mut sandbox = Sandbox::default();
+    sandbox.trust = TrustPolicy::development();
+    sandbox.trust.unsigned = unsigned;
+    sandbox.trust.signed_by = signed_by;
+    sandbox.trust.trusted = Arc::new(store);
+    sandbox
+}
+
+/// The strictest tier: only `store`'s keys count.
+fn only_trusted(store: TrustStore) -> Sandbox {
+    let mut sandbox = Sandbox::default();
+    sandbox.trust = TrustPolicy::trusted_only(store);
+    sandbox
+}
+
+async fn load(source: Source, sandbox: Sandbox) -> Result<Plugin, Error> {
+    runtime().load(source, sandbox).await
+}
+
+fn failure(result: Result<Plugin, Error>) -> TrustFailure {
+    match result {
+        Err(Error::Untrusted { failure, .. }) => failure,
+        Err(other) => panic!("expected a trust failure, got {other:?}"),
+        Ok(_) => panic!("expected a trust failure, but the plugin loaded"),
+    }
+}
+
+fn hello() -> Vec<u8> {
+    guest_bytes(guests::HELLO)
+}
+
+#[tokio::test]
+async fn a_plugin_signed_by_a_trusted_key_loads_and_runs() {
+    let alice = Signer::new("alice");
+    let signed = alice.sign(&hello());
+    let sandbox = only_trusted(store(&[("alice", &alice)]));
+    let plugin = load(Source::new("hello", signed), sandbox).await.unwrap();
+    let verdict = &plugin.info().trust;
+    assert!(verdict.trusted && !verdict.unverified);
+    assert_eq!(verdict.signatures.len(), 1);
+    assert_eq!(verdict.signatures[0].status, SignatureStatus::Valid);
+    assert_eq!(verdict.signatures[0].trusted_as.as_deref(), Some("alice"));
+    assert_eq!(
+        verdict.signatures[0].key_id.as_deref(),
+        Some(alice.public.key_id().as_str())
+    );
+    let output = plugin
+        .execute("count-vowels", b"signed")
+        .await
+        .result
+        .unwrap();
+    assert_eq!(output, b"2");
+}
+
+#[tokio::test]
+async fn the_three_tiers() {
+    let alice = Signer::new("alice");
+    let mallory = Signer::new("mallory");
+    let unsigned = hello();
+    let by_alice = alice.sign(&unsigned);
+    let by_mallory = mallory.sign(&unsigned);
+    let trusted = || store(&[("alice", &alice)]);
+
+    // Development: anything loads, unsigned or signed by a stranger.
+    for bytes in [&unsigned, &by_alice, &by_mallory] {
+        let sandbox = policy(UnsignedPolicy::Allow, SignerPolicy::Any, trusted());
+        load(Source::new("hello", bytes.clone()), sandbox)
+            .await
+            .unwrap();
+    }
+
+    // Any valid signature by a key Warden knows, trusted or not.
+    let mut any = policy(UnsignedPolicy::Deny, SignerPolicy::Any, trusted());
+    any.trust.known_keys.push(mallory.public.clone());
+    load(Source::new("hello", by_alice.clone()), any.clone())
+        .await
+        .unwrap();
+    let plugin = load(Source::new("hello", by_mallory.clone()), any.clone())
+        .await
+        .unwrap();
+    assert!(!plugin.info().trust.trusted);
+    assert_eq!(
+        failure(load(Source::new("hello", unsigned.clone()), any).await),
+        TrustFailure::Unsigned
+    );
+
+    // Trusted keys only: a known but untrusted signer is named and refused.
+    let mut only_trusted = policy(UnsignedPolicy::Deny, SignerPolicy::Trusted, trusted());
+    only_trusted.trust.known_keys.push(mallory.public.clone());
+    load(Source::new("hello", by_alice), only_trusted.clone())
+        .await
+        .unwrap();
+    let refused = failure(load(Source::new("hello", by_mallory.clone()), only_trusted).await);
+    assert_eq!(
+        refused,
+        TrustFailure::UntrustedSigner(vec![mallory.public.key_id()])
+    );
+    assert!(refused.to_string().contains(&mallory.public.key_id()));
+
+    // A stranger Warden has no key for is named by its key id.
+    let strict = policy(UnsignedPolicy::Deny, SignerPolicy::Trusted, trusted());
+    let refused = failure(load(Source::new("hello", by_mallory), strict).await);
+    assert_eq!(
+        refused,
+        TrustFailure::UnknownSigner(vec![mallory.public.key_id()])
+    );
+}
+
+#[tokio::test]
+async fn unsigned_plugins_follow_the_unsigned_policy() {
+    for (unsigned, loads) in [
+        (UnsignedPolicy::Allow, true),
+        (UnsignedPolicy::Warn, true),
+        (UnsignedPolicy::Deny, false),
+    ] {
+        let sandbox = policy(unsigned, SignerPolicy::Any, TrustStore::default());
+        let result = load(Source::new("hello", hello()), sandbox).await;
+        assert_eq!(result.is_ok(), loads, "{unsigned:?}");
+        if let Ok(plugin) = result {
+            assert!(plugin.info().trust.unverified);
+            assert!(plugin.info().trust.signatures.is_empty());
+        } else {
+            assert_eq!(failure(result), TrustFailure::Unsigned);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_byte_anywhere_is_refused() {
+    let alice = Signer::new("alice");
+    let signed = alice.sign(&hello());
+    let signature_end = 8 + section_len(&signed[8..]);
+    // Every byte of the signature section, and a spread of bytes through
+    // code, data and custom sections to the very last one.
+    let mut positions: Vec<usize> = (8..signature_end).collect();
+    let step = (signed.len() - signature_end) / 48;
+    positions.extend((signature_end..signed.len()).step_by(step.max(1)));
+    positions.push(signed.len() - 1);
+    for position in positions {
+        let mut tampered = signed.clone();
+        tampered[position] ^= 0x01;
+        let sandbox = only_trusted(store(&[("alice", &alice)]));
+        let err = load(Source::new("hello", tampered), sandbox)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a flipped byte at {position} was accepted"));
+        assert_eq!(err.kind(), ErrorKind::Untrusted, "byte {position}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_even_in_development() {
+    let alice = Signer::new("alice");
+    let mut signed = alice.sign(&hello());
+    let last = signed.len() - 1;
+    signed[last] ^= 0x01;
+    let sandbox = policy(
+        UnsignedPolicy::Allow,
+        SignerPolicy::Any,
+        store(&[("alice", &alice)]),
+    );
+    match failure(load(Source::new("hello", signed), sandbox).await) {
+        TrustFailure::BadSignature(detail) => {
+            assert!(detail.contains("changed after signing"), "{detail}");
+            assert!(detail.contains(&alice.public.key_id()), "{detail}");
+        }
+        other => panic!("expected a bad signature, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stripping_the_signature_leaves_an_unsigned_plugin() {
+    let alice = Signer::new("alice");
+    let original = hello();
+    let signed = alice.sign(&original);
+    let stripped = strip_signature(&signed);
+    assert_eq!(stripped, original);
+    let sandbox = only_trusted(store(&[("alice", &alice)]));
+    let refused = failure(load(Source::new("hello", stripped), sandbox).await);
+    assert_eq!(refused, TrustFailure::Unsigned);
+}
+
+#[tokio::test]
+async fn signatures_accumulate_and_any_trusted_one_counts() {
+    let alice = Signer::new("alice");
+    let bob = Signer::new("bob");
+    let twice = bob.sign(&alice.sign(&hello()));
+    let sandbox = only_trusted(store(&[("bob", &bob)]));
+    let plugin = load(Source::new("hello", twice.clone()), sandbox)
+        .await
+        .unwrap();
+    let signatures = &plugin.info().trust.signatures;
+    assert_eq!(signatures.len(), 2);
+    assert!(
+        signatures
+            .iter()
+            .any(|s| s.trusted_as.as_deref() == Some("bob"))
+    );
+    assert!(
+        signatures
+            .iter()
+            .any(|s| s.status == SignatureStatus::UnknownKey)
+    );
+
+    let err = trust::sign(&twice, &alice.secret, false).unwrap_err();
+    assert!(
+        err.to_string().contains("already signed by this key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn detached_signatures_work_like_embedded_ones() {
+    let alice = Signer::new("alice");
+    let original = hello();
+    let signature = trust::sign(&original, &alice.secret, true).unwrap();
+    let trusted = || only_trusted(store(&[("alice", &alice)]));
+    let source = Source::new("hello", original.clone()).with_detached_signature(signature.clone());
+    let plugin = load(source, trusted()).await.unwrap();
+    assert!(plugin.info().trust.trusted);
+    let refused = failure(load(Source::new("hello", original.clone()), trusted()).await);
+    assert_eq!(refused, TrustFailure::Unsigned);
+
+    let mut tampered = original;
+    tampered[100] ^= 0x01;
+    let source = Source::new("hello", tampered).with_detached_signature(signature);
+    assert!(matches!(
+        failure(load(source, trusted()).await),
+        TrustFailure::BadSignature(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_pinned_hash_must_match() {
+    let bytes = hello();
+    let development = policy(
+        UnsignedPolicy::Allow,
+        SignerPolicy::Any,
+        TrustStore::default(),
+    );
+    let plugin = load(Source::new("hello", bytes.clone()), development.clone())
+        .await
+        .unwrap();
+    let actual = plugin.info().sha256.clone();
+    let mut pinned = development;
+    pinned.trust.sha256 = Some(actual.to_uppercase());
+    load(Source::new("hello", bytes.clone()), pinned.clone())
+        .await
+        .unwrap();
+    pinned.trust.sha256 = Some("0".repeat(64));
+    match failure(load(Source::new("hello", bytes), pinned).await) {
+        TrustFailure::HashMismatch {
+            expected,
+            actual: found,
+        } => {
+            assert_eq!(expected, "0".repeat(64));
+            assert_eq!(found, actual);
+        }
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn programs_are_checked_too() {
+    let alice = Signer::new("alice");
+    let sandbox = || only_trusted(store(&[("alice", &alice)]));
+    let unsigned = guest_bytes(guests::COMMAND_PREVIEW1);
+    let err = runtime()
+        .load_program(Source::new("command", unsigned.clone()), sandbox())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind(), ErrorKind::Untrusted);
+    let signed = alice.sign(&unsigned);
+    runtime()
+        .load_program(Source::new("command", signed), sandbox())
+        .await
+        .expect("a signed preview 1 module is checked before it is adapted");
+}
+
+#[test]
+fn key_files_are_private_refuse_overwrites_and_reject_garbage() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let files = KeyFiles::named(dir.path().join("carol"));
+    files.generate().unwrap();
+    let mode = std::fs::metadata(&files.secret)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let err = files.generate().unwrap_err();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+
+    std::fs::set_permissions(&files.secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = SecretKey::from_file(&files.secret).unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, b"not a key").unwrap();
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = SecretKey::from_file(&garbage).unwrap_err();
+    assert!(
+        err.to_string().contains("not an Ed25519 secret key"),
+        "{err}"
+    );
+    let err = PublicKey::from_file(&garbage).unwrap_err();
+    assert!(
+        err.to_string().contains("not an Ed25519 public key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_trust_store_round_trips_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/trust.toml");
+    let alice = Signer::new("alice");
+    let bob = Signer::new("bob");
+    let mut trusted = TrustStore::open(&path).unwrap();
+    assert!(trusted.is_empty(), "a missing store is empty");
+    trusted.add("alice", alice.public.clone()).unwrap();
+    trusted.add("bob smith", bob.public.clone()).unwrap();
+    assert!(trusted.add("alice", bob.public.clone()).is_err());
+    let err = trusted.add("alias", alice.public.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("already trusted as `alice`"),
+        "{err}"
+    );
+    trusted.save(&path).unwrap();
+
+    let mut reopened = TrustStore::open(&path).unwrap();
+    assert_eq!(reopened, trusted);
+    assert_eq!(reopened.name_of(&bob.public), Some("bob smith"));
+    reopened.remove("alice").unwrap();
+    assert!(reopened.remove("alice").is_err());
+
+    std::fs::write(&path, "[keys]\nbroken = \"zz\"\n").unwrap();
+    let err = TrustStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("key `broken` is not hex"), "{err}");
+}
+
+/// The length of the first section of a component body, header included.
+fn section_len(body: &[u8]) -> usize {
+    let (size, leb_len) = leb128(&body[1..]);
+    1 + leb_len + size
+}
+
+fn leb128(bytes: &[u8]) -> (usize, usize) {
+    let mut value = 0usize;
+    for (index, byte) in bytes.iter().enumerate() {
+        value |= usize::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return (value, index + 1);
+        }
+    }
+    panic!("unterminated LEB128");
+}
+
+/// Removes the leading `signature` custom section.
+fn strip_signature(signed: &[u8]) -> Vec<u8> {
+    let end = 8 + section_len(&signed[8..]);
+    [&signed[..8], &signed[end..]].concat()
+}
