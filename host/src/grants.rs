@@ -17,9 +17,10 @@ use crate::limits::Limits;
 use crate::trust::TrustPolicy;
 use crate::units::ParseError;
 
-/// Everything that decides what one plugin may do: its limits, its grants
-/// and how strictly imports are checked.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Everything that decides what one plugin may do: its limits, its grants,
+/// how strictly imports and signatures are checked, and how long its
+/// instances live.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sandbox {
     /// Resource limits for each instance and call.
@@ -31,11 +32,29 @@ pub struct Sandbox {
     /// toolchains (Rust's standard library, Python, JavaScript) import more
     /// than a plugin uses.
     pub strict: bool,
+    /// How many calls one instance serves before it is replaced. `1` (the
+    /// default) runs every call in a fresh instance: nothing survives
+    /// between calls. A larger number keeps an instance, and whatever state
+    /// the guest holds, for that many calls (cheaper, less isolated); an
+    /// instance that traps or hits a limit is discarded at once.
+    pub calls_per_instance: u32,
     /// Which signatures the plugin must carry, checked before it is
     /// compiled. Default: [`TrustPolicy::development`], which loads unsigned
     /// plugins; hosts that run third-party code should choose
     /// [`TrustPolicy::trusted_only`].
     pub trust: TrustPolicy,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            limits: Limits::default(),
+            grants: Grants::default(),
+            strict: false,
+            calls_per_instance: 1,
+            trust: TrustPolicy::default(),
+        }
+    }
 }
 
 impl Sandbox {

@@ -5,6 +5,7 @@ use wasmtime::Store;
 use crate::Metadata;
 use crate::bindings;
 use crate::error::{Error, ErrorKind};
+use crate::loaded::Slot;
 use crate::plugin::{Plugin, outcome_without_call};
 use crate::report::Outcome;
 use crate::state::{CallScope, HostState};
@@ -22,6 +23,9 @@ pub struct Instance {
     guest: bindings::Plugin,
     metadata: Metadata,
     discarded_after: Option<ErrorKind>,
+    calls: u32,
+    /// Released, with the instance, when it is dropped.
+    _slot: Slot,
 }
 
 impl Instance {
@@ -30,6 +34,7 @@ impl Instance {
         store: Store<HostState>,
         guest: bindings::Plugin,
         metadata: Metadata,
+        slot: Slot,
     ) -> Self {
         Instance {
             plugin,
@@ -37,7 +42,14 @@ impl Instance {
             guest,
             metadata,
             discarded_after: None,
+            calls: 0,
+            _slot: slot,
         }
+    }
+
+    /// How many calls this instance has served.
+    pub fn calls(&self) -> u32 {
+        self.calls
     }
 
     /// What this instance's `init` returned.
@@ -57,6 +69,18 @@ impl Instance {
 
     /// Runs one action on this instance.
     pub async fn execute(&mut self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
+        let outcome = self.execute_uncounted(action, input).await;
+        self.plugin.loaded().metrics.record(&outcome);
+        outcome
+    }
+
+    /// [`Instance::execute`] without recording metrics, for callers that
+    /// record the call themselves.
+    pub(crate) async fn execute_uncounted(
+        &mut self,
+        action: &str,
+        input: &[u8],
+    ) -> Outcome<Vec<u8>> {
         if let Some(kind) = self.discarded_after {
             return outcome_without_call(Error::InstanceDiscarded(kind));
         }
@@ -67,6 +91,7 @@ impl Instance {
             Ok(call) => call,
             Err(err) => return outcome_without_call(err),
         };
+        self.calls += 1;
         let run = self
             .guest
             .warden_plugin_guest()

@@ -36,6 +36,7 @@
 //! a trap, an invalid plugin, or the plugin's own [`PluginError`].
 
 pub mod bindings;
+mod cache;
 mod capabilities;
 mod epoch;
 mod error;
@@ -45,6 +46,7 @@ mod instance;
 mod limits;
 mod loaded;
 mod manifest;
+mod metrics;
 mod plugin;
 mod program;
 mod report;
@@ -68,6 +70,7 @@ pub use instance::Instance;
 pub use limits::{LimitRefusal, LimitedResource, Limits};
 pub use loaded::ComponentInfo;
 pub use manifest::{Manifest, PluginEntry};
+pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};
 pub use report::{Captured, LogLevel, LogRecord, Outcome, Report};

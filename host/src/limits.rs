@@ -53,6 +53,10 @@ pub struct Limits {
     pub log_records: usize,
     /// Bytes of log context and message text kept per call. Default: 1 MiB.
     pub log_bytes: usize,
+    /// Instances of this plugin that may exist at once (calls in flight plus
+    /// live instances); further calls wait. Default: `None`, bounded only by
+    /// the runtime's [`max_instances`](crate::RuntimeBuilder::max_instances).
+    pub concurrency: Option<u32>,
 }
 
 impl Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             stderr_bytes: Self::DEFAULT_CAPTURE_BYTES,
             log_records: Self::DEFAULT_LOG_RECORDS,
             log_bytes: Self::DEFAULT_LOG_BYTES,
+            concurrency: None,
         }
     }
 }

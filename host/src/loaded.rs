@@ -9,12 +9,14 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
 use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources, Risk};
 use crate::error::Error;
 use crate::grants::Sandbox;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::source::Source;
 use crate::state::{CallScope, HostState};
@@ -38,6 +40,8 @@ pub struct ComponentInfo {
     pub capabilities: Vec<CapabilityUse>,
     /// The component's signatures and what the trust policy made of them.
     pub trust: TrustVerdict,
+    /// Whether the compiled code came from the compile cache.
+    pub cached: bool,
 }
 
 /// A component compiled for a runtime but not yet admitted.
@@ -56,6 +60,17 @@ pub(crate) struct Loaded {
     pub sandbox: Sandbox,
     pub info: ComponentInfo,
     pub resources: PluginResources,
+    pub metrics: Metrics,
+    /// Bounds this component's instances when its limits ask for that.
+    concurrency: Option<Arc<Semaphore>>,
+}
+
+/// The right to hold one instance: a slot of the runtime's, and one of the
+/// component's own when it limits its concurrency. Released on drop.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _component: Option<OwnedSemaphorePermit>,
+    _runtime: OwnedSemaphorePermit,
 }
 
 /// What kind of binary a caller accepts.
@@ -83,6 +98,7 @@ impl Compiled {
                     .into(),
             ));
         }
+        runtime.check_limits(&sandbox.limits)?;
         let Source {
             name,
             bytes,
@@ -103,14 +119,19 @@ impl Compiled {
                 ));
             }
         };
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         let engine = runtime.engine().clone();
+        let cache = runtime.compile_cache().cloned();
         let (bytes, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = Component::new(&engine, &bytes);
+            let compiled = match &cache {
+                Some(cache) => cache.get_or_compile(&engine, &sha256, &bytes),
+                None => Component::new(&engine, &bytes).map(|component| (component, false)),
+            };
             (bytes, compiled)
         })
         .await
         .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))?;
-        let component = compiled.map_err(|err| {
+        let (component, cached) = compiled.map_err(|err| {
             Error::invalid_plugin(format!(
                 "the component failed to validate or compile: {err:#}"
             ))
@@ -123,7 +144,7 @@ impl Compiled {
             .collect();
         let info = ComponentInfo {
             size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: hex::encode(sha256),
             capabilities: capabilities::capabilities_of(&imports, &sandbox),
             imports,
             exports: ty
@@ -131,6 +152,7 @@ impl Compiled {
                 .map(|(name, _)| name.to_owned())
                 .collect(),
             trust: verdict,
+            cached,
         };
         Ok(Compiled {
             runtime: runtime.clone(),
@@ -158,17 +180,44 @@ impl Compiled {
             }
         }
         let resources = PluginResources::prepare(&self.name, &self.sandbox)?;
+        let concurrency = self
+            .sandbox
+            .limits
+            .concurrency
+            .map(|permits| Arc::new(Semaphore::new(permits as usize)));
         Ok(Loaded {
             runtime: self.runtime,
             name: self.name,
             sandbox: self.sandbox,
             info: self.info,
             resources,
+            metrics: Metrics::default(),
+            concurrency,
         })
     }
 }
 
 impl Loaded {
+    /// Waits until this component may hold one more instance: first for its
+    /// own concurrency limit, then for a slot of the runtime's, so that a
+    /// component at its limit never sits on runtime slots.
+    pub(crate) async fn slot(&self) -> Slot {
+        let component = match &self.concurrency {
+            Some(semaphore) => Some(
+                semaphore
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("a component never closes its concurrency semaphore"),
+            ),
+            None => None,
+        };
+        Slot {
+            _component: component,
+            _runtime: self.runtime.instance_slot().await,
+        }
+    }
+
     /// Creates the store of a new instance, armed for its first call.
     pub(crate) fn start_instance(
         &self,

@@ -10,11 +10,13 @@
 //! path = "hello.wasm"        # relative to this file
 //! strict = false             # refuse ungranted high-risk imports at load
 //! deterministic = false      # fixed clocks, seeded random
+//! calls_per_instance = 1     # >1 keeps an instance (and its state) for that many calls
 //!
 //! [plugins.hello.limits]
 //! timeout = "1s"
 //! memory = "32MiB"
 //! fuel = 10000000
+//! concurrency = 8            # instances of this plugin at once
 //!
 //! [plugins.hello.grants]
 //! dirs = ["data::/data:ro"]
@@ -179,6 +181,7 @@ struct RawPlugin {
     path: PathBuf,
     #[serde(default)]
     strict: bool,
+    calls_per_instance: Option<u32>,
     #[serde(default)]
     deterministic: bool,
     #[serde(default)]
@@ -212,6 +215,7 @@ struct RawLimits {
     log_records: Option<usize>,
     #[serde(default, deserialize_with = "size")]
     log_bytes: Option<u64>,
+    concurrency: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -281,6 +285,7 @@ impl RawPlugin {
                 limits,
                 grants,
                 strict: self.strict,
+                calls_per_instance: self.calls_per_instance.unwrap_or(1),
                 trust,
             },
         })
@@ -346,6 +351,7 @@ impl RawLimits {
             stderr: self.stderr.or(defaults.stderr),
             log_records: self.log_records.or(defaults.log_records),
             log_bytes: self.log_bytes.or(defaults.log_bytes),
+            concurrency: self.concurrency.or(defaults.concurrency),
         }
     }
 
@@ -383,6 +389,7 @@ impl RawLimits {
         if let Some(bytes) = self.log_bytes {
             limits.log_bytes = saturating(bytes);
         }
+        limits.concurrency = self.concurrency;
         limits
     }
 }

@@ -1,7 +1,7 @@
 //! A loaded [`Plugin`]: a compiled component of the `warden:plugin/plugin`
 //! world, pre-instantiated against the runtime's linker, ready to run calls.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::instance::Instance;
 use crate::loaded::{Compiled, ComponentInfo, Loaded};
+use crate::metrics::MetricsSnapshot;
 use crate::report::{Outcome, Report};
 use crate::signature;
 use crate::state::{CallScope, HostState};
@@ -35,7 +36,13 @@ struct PluginInner {
     loaded: Loaded,
     pre: bindings::PluginPre<HostState>,
     metadata: OnceLock<Metadata>,
+    /// Kept instances waiting for their next call (with `calls_per_instance` > 1).
+    idle: Mutex<Vec<Instance>>,
 }
+
+/// Kept instances a plugin holds between calls at most; each holds an
+/// instance slot, so a bound keeps idle plugins from starving busy ones.
+const MAX_IDLE_INSTANCES: usize = 8;
 
 impl Plugin {
     /// Links a compiled component as a plugin: checks its exports and
@@ -69,6 +76,7 @@ impl Plugin {
                 loaded,
                 pre,
                 metadata: OnceLock::new(),
+                idle: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -106,18 +114,33 @@ impl Plugin {
         Ok(instance.metadata().clone())
     }
 
-    /// Runs one action in a fresh instance: instantiate, `init`, `execute`,
-    /// then drop the instance. The timeout and fuel budget cover all three,
-    /// and the report includes what `init` logged or printed.
+    /// Runs one action.
+    ///
+    /// By default ([`Sandbox::calls_per_instance`] of 1) the call gets a
+    /// fresh instance: instantiate, `init`, `execute`, then drop it. The
+    /// timeout and fuel budget cover all three, and the report includes what
+    /// `init` logged or printed. With a larger `calls_per_instance` the call
+    /// runs in a kept instance when one is idle (its `init` ran earlier).
+    ///
+    /// When the runtime or the plugin has no free instance slot, the call
+    /// waits for one before its timeout starts.
     pub async fn execute(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
-        if let Err(err) = self.inner.loaded.check_input(input) {
+        let outcome = if self.inner.loaded.sandbox.calls_per_instance > 1 {
+            self.execute_in_kept_instance(action, input).await
+        } else {
+            self.execute_in_fresh_instance(action, input).await
+        };
+        self.inner.loaded.metrics.record(&outcome);
+        outcome
+    }
+
+    async fn execute_in_fresh_instance(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
+        let loaded = &self.inner.loaded;
+        if let Err(err) = loaded.check_input(input) {
             return outcome_without_call(err);
         }
-        let (mut store, call) = match self
-            .inner
-            .loaded
-            .start_instance(&InstanceOptions::default())
-        {
+        let _slot = loaded.slot().await;
+        let (mut store, call) = match loaded.start_instance(&InstanceOptions::default()) {
             Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
@@ -137,14 +160,53 @@ impl Plugin {
         call.finish(&mut store, result)
     }
 
-    /// Creates a live instance and runs its `init`. The instance keeps its
-    /// state between [`Instance::execute`] calls.
-    pub async fn instantiate(&self) -> Outcome<Instance> {
-        let (mut store, call) = match self
+    /// Runs a call in an idle kept instance, or a new one, and keeps the
+    /// instance for the next call while it is sound and has calls left.
+    async fn execute_in_kept_instance(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
+        let idle = self
             .inner
-            .loaded
-            .start_instance(&InstanceOptions::default())
-        {
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => {
+                let created = self.instantiate().await;
+                match created.result {
+                    Ok(instance) => instance,
+                    Err(err) => {
+                        return Outcome {
+                            result: Err(err),
+                            report: created.report,
+                        };
+                    }
+                }
+            }
+        };
+        let outcome = instance.execute_uncounted(action, input).await;
+        let keep = !instance.is_discarded()
+            && instance.calls() < self.inner.loaded.sandbox.calls_per_instance;
+        if keep {
+            let mut idle = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.push(instance);
+            }
+        }
+        outcome
+    }
+
+    /// Creates a live instance and runs its `init`. The instance keeps its
+    /// state between [`Instance::execute`] calls, and holds an instance slot
+    /// until it is dropped.
+    pub async fn instantiate(&self) -> Outcome<Instance> {
+        let loaded = &self.inner.loaded;
+        let slot = loaded.slot().await;
+        let (mut store, call) = match loaded.start_instance(&InstanceOptions::default()) {
             Ok(started) => started,
             Err(err) => return outcome_without_call(err),
         };
@@ -165,9 +227,14 @@ impl Plugin {
         let Outcome { result, report } = call.finish(&mut store, result);
         Outcome {
             result: result
-                .map(|(guest, metadata)| Instance::new(self.clone(), store, guest, metadata)),
+                .map(|(guest, metadata)| Instance::new(self.clone(), store, guest, metadata, slot)),
             report,
         }
+    }
+
+    /// Counters and distributions of this plugin's calls so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.loaded.metrics.snapshot()
     }
 
     pub(crate) fn loaded(&self) -> &Loaded {

@@ -12,6 +12,7 @@ use crate::capabilities::{CapabilityUse, InstanceOptions, Stdio};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::loaded::{Compiled, ComponentInfo, Loaded};
+use crate::metrics::MetricsSnapshot;
 use crate::plugin::outcome_without_call;
 use crate::report::Outcome;
 use crate::state::HostState;
@@ -85,7 +86,19 @@ impl Program {
     /// [`Stdio::Forward`] it goes to this process's stdout and stderr as it
     /// is written. Either way it is bounded by the limits.
     pub async fn run(&self, args: &[String], stdio: Stdio) -> Outcome<i32> {
+        let outcome = self.run_uncounted(args, stdio).await;
+        self.inner.loaded.metrics.record(&outcome);
+        outcome
+    }
+
+    /// Counters and distributions of this program's runs so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.loaded.metrics.snapshot()
+    }
+
+    async fn run_uncounted(&self, args: &[String], stdio: Stdio) -> Outcome<i32> {
         let loaded = &self.inner.loaded;
+        let _slot = loaded.slot().await;
         let options = InstanceOptions {
             args: std::iter::once(loaded.name.to_string())
                 .chain(args.iter().cloned())

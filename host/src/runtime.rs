@@ -1,18 +1,20 @@
 //! The [`Runtime`]: one wasmtime engine, configured once, and the linker that
 //! every plugin is linked against.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::CompileCache;
 use crate::capabilities;
 use crate::epoch::{EpochTicker, TickGuard};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Accept, Compiled};
+use crate::loaded::{Accept, Compiled, ComponentInfo};
 use crate::plugin::Plugin;
 use crate::program::Program;
 use crate::source::Source;
@@ -22,10 +24,19 @@ use crate::state::HostState;
 ///
 /// A runtime owns one wasmtime [`Engine`] with the component model, epoch
 /// interruption (driven by one background thread that ticks only while calls
-/// are in flight), optional fuel metering and a bounded wasm stack.
+/// are in flight), optional fuel metering, a bounded wasm stack, the pooling
+/// instance allocator and the compile cache.
+///
+/// It holds at most [`RuntimeBuilder::max_instances`] instances at once
+/// (fresh-call instances while their call runs, and live [`Instance`]s for
+/// as long as they exist). A call that finds every slot taken waits for one:
+/// load is absorbed as latency, never as failures or an unbounded pile of
+/// instances.
 ///
 /// Calls need a Tokio runtime with timers enabled (as `#[tokio::main]`
 /// provides): timeouts of calls blocked in host functions use Tokio's timer.
+///
+/// [`Instance`]: crate::Instance
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<RuntimeInner>,
@@ -36,6 +47,19 @@ struct RuntimeInner {
     linker: Linker<HostState>,
     fuel_metering: bool,
     ticker: EpochTicker,
+    cache: Option<CompileCache>,
+    slots: Arc<Semaphore>,
+    max_memory_bytes: u64,
+    max_table_elements: u64,
+}
+
+/// Where the compile cache lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CacheLocation {
+    /// The per-user default; a cache that cannot be created there is skipped.
+    Default,
+    Dir(PathBuf),
+    Disabled,
 }
 
 /// Configures a [`Runtime`]; start from [`Runtime::builder`].
@@ -44,6 +68,10 @@ pub struct RuntimeBuilder {
     fuel: bool,
     max_wasm_stack: usize,
     epoch_tick: Duration,
+    max_instances: u32,
+    max_memory_bytes: u64,
+    pooling: bool,
+    cache: CacheLocation,
 }
 
 impl RuntimeBuilder {
@@ -51,6 +79,10 @@ impl RuntimeBuilder {
     pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
     /// Default for [`RuntimeBuilder::epoch_tick`].
     pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
+    /// Default for [`RuntimeBuilder::max_instances`].
+    pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+    /// Default for [`RuntimeBuilder::max_memory_bytes`]: all a 32-bit memory can hold.
+    pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 4 << 30;
 
     /// Meters fuel, so that [`Limits::fuel`](crate::Limits::fuel) can bound
     /// calls and reports say how much fuel each call used.
@@ -77,6 +109,45 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How many instances may exist at once across all plugins: calls beyond
+    /// it wait for a slot. With pooling, the pools (memories, tables, fiber
+    /// stacks) are sized for this many. Default: 256.
+    pub fn max_instances(&mut self, count: u32) -> &mut Self {
+        self.max_instances = count;
+        self
+    }
+
+    /// The largest linear memory any plugin may grow: a plugin whose
+    /// [`Limits::memory_bytes`](crate::Limits::memory_bytes) is larger is
+    /// refused at load. With pooling it is the size of each memory slot
+    /// (address space reserved, not memory used). Default: 4 GiB.
+    pub fn max_memory_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.max_memory_bytes = bytes;
+        self
+    }
+
+    /// Allocates instances from pre-reserved pools, with copy-on-write memory
+    /// images, instead of mapping memory for each one: instantiation takes
+    /// microseconds. Default: on.
+    pub fn pooling(&mut self, enable: bool) -> &mut Self {
+        self.pooling = enable;
+        self
+    }
+
+    /// Keeps compiled components in `dir` (created, private, if missing).
+    /// Default: `$XDG_CACHE_HOME/warden/compiled`, else
+    /// `~/.cache/warden/compiled`.
+    pub fn compile_cache(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.cache = CacheLocation::Dir(dir.into());
+        self
+    }
+
+    /// Compiles every component on load instead of caching it.
+    pub fn no_compile_cache(&mut self) -> &mut Self {
+        self.cache = CacheLocation::Disabled;
+        self
+    }
+
     /// Creates the engine and starts the epoch thread.
     pub fn build(&self) -> Result<Runtime, Error> {
         if self.max_wasm_stack == 0 {
@@ -89,6 +160,11 @@ impl RuntimeBuilder {
                 "the epoch tick must be greater than zero".into(),
             ));
         }
+        if self.max_instances == 0 {
+            return Err(Error::InvalidConfig(
+                "the instance limit must be greater than zero".into(),
+            ));
+        }
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -97,8 +173,21 @@ impl RuntimeBuilder {
             .max_wasm_stack(self.max_wasm_stack)
             // Host functions called from wasm run on the same fiber stack, so
             // it needs room beyond the guest's share.
-            .async_stack_size(self.max_wasm_stack + HOST_STACK_HEADROOM);
-        let engine = Engine::new(&config).map_err(Error::Internal)?;
+            .async_stack_size(self.max_wasm_stack + HOST_STACK_HEADROOM)
+            .memory_init_cow(true)
+            // Warden's world has no WASI 0.3 (async) interfaces, so stores
+            // need none of the concurrency machinery; without it a component
+            // call costs about a quarter as much.
+            .concurrency_support(false);
+        let max_memory_bytes = if self.pooling {
+            let pool = PoolSizes::for_instances(self.max_instances, self.max_memory_bytes);
+            pool.configure(&mut config);
+            pool.memory_slot_bytes
+        } else {
+            self.max_memory_bytes
+        };
+        let engine = Engine::new(&config)
+            .map_err(|err| Error::InvalidConfig(format!("cannot create the engine: {err:#}")))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker).map_err(Error::Internal)?;
         let ticker = EpochTicker::start(engine.clone(), self.epoch_tick)
@@ -109,13 +198,90 @@ impl RuntimeBuilder {
                 linker,
                 fuel_metering: self.fuel,
                 ticker,
+                cache: self.open_cache()?,
+                slots: Arc::new(Semaphore::new(self.max_instances as usize)),
+                max_memory_bytes,
+                max_table_elements: if self.pooling {
+                    POOL_TABLE_ELEMENTS as u64
+                } else {
+                    u64::MAX
+                },
             }),
         })
+    }
+
+    fn open_cache(&self) -> Result<Option<CompileCache>, Error> {
+        match &self.cache {
+            CacheLocation::Disabled => Ok(None),
+            CacheLocation::Dir(dir) => CompileCache::open(dir.clone()).map(Some),
+            CacheLocation::Default => {
+                let cache = CompileCache::default_dir().map(CompileCache::open);
+                match cache {
+                    Some(Ok(cache)) => Ok(Some(cache)),
+                    Some(Err(err)) => {
+                        tracing::warn!(target: "warden::cache", "compiling without a cache: {err}");
+                        Ok(None)
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
     }
 }
 
 /// Native stack reserved for host code on each guest fiber.
 const HOST_STACK_HEADROOM: usize = 1 << 20;
+
+/// Elements each pooled table slot holds (the default
+/// [`Limits::table_elements`](crate::Limits::table_elements)).
+const POOL_TABLE_ELEMENTS: usize = 100_000;
+
+/// Address space the pools may reserve in all. Each memory slot reserves
+/// 4 GiB (so that 32-bit memories need no bounds checks) unless that would
+/// pass this budget, in which case slots shrink and bounds checks come back.
+const POOL_ADDRESS_SPACE: u64 = 16 << 40;
+
+/// How the pooling allocator is sized for a number of instances. A
+/// component holds several core instances (its modules, adapters and shims)
+/// and usually one or two memories.
+struct PoolSizes {
+    instances: u32,
+    memory_slot_bytes: u64,
+}
+
+impl PoolSizes {
+    const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+    const MEMORIES_PER_COMPONENT: u32 = 2;
+    const TABLES_PER_COMPONENT: u32 = 4;
+
+    fn for_instances(instances: u32, max_memory_bytes: u64) -> Self {
+        let memories = u64::from(instances) * u64::from(Self::MEMORIES_PER_COMPONENT);
+        let budget_per_slot = (POOL_ADDRESS_SPACE / memories.max(1)) & !0xffff;
+        PoolSizes {
+            instances,
+            memory_slot_bytes: max_memory_bytes.min(4 << 30).min(budget_per_slot),
+        }
+    }
+
+    fn configure(&self, config: &mut Config) {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(self.instances)
+            .total_core_instances(
+                self.instances
+                    .saturating_mul(Self::CORE_INSTANCES_PER_COMPONENT),
+            )
+            .total_memories(self.instances.saturating_mul(Self::MEMORIES_PER_COMPONENT))
+            .total_tables(self.instances.saturating_mul(Self::TABLES_PER_COMPONENT))
+            .total_stacks(self.instances)
+            .max_memories_per_module(Self::MEMORIES_PER_COMPONENT)
+            .max_tables_per_module(Self::TABLES_PER_COMPONENT)
+            .table_elements(POOL_TABLE_ELEMENTS)
+            .max_memory_size(self.memory_slot_bytes as usize);
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(self.memory_slot_bytes);
+    }
+}
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
@@ -123,6 +289,10 @@ impl Default for RuntimeBuilder {
             fuel: false,
             max_wasm_stack: Self::DEFAULT_MAX_WASM_STACK,
             epoch_tick: Self::DEFAULT_EPOCH_TICK,
+            max_instances: Self::DEFAULT_MAX_INSTANCES,
+            max_memory_bytes: Self::DEFAULT_MAX_MEMORY_BYTES,
+            pooling: true,
+            cache: CacheLocation::Default,
         }
     }
 }
@@ -171,6 +341,21 @@ impl Runtime {
         Plugin::link(compiled)
     }
 
+    /// Checks a component against the trust policy and compiles it into the
+    /// compile cache (when there is one), without linking it: later loads of
+    /// the same bytes then skip compilation. Takes plugins and programs
+    /// alike. Returns what it learned about the component.
+    pub async fn compile(&self, source: Source, sandbox: Sandbox) -> Result<ComponentInfo, Error> {
+        let compiled =
+            Compiled::compile(self, source, sandbox, Accept::ComponentsAndPreview1Commands).await?;
+        Ok(compiled.info)
+    }
+
+    /// Whether this runtime keeps a compile cache.
+    pub fn has_compile_cache(&self) -> bool {
+        self.inner.cache.is_some()
+    }
+
     /// Reads a program from a file and loads it; see [`Runtime::load_program`].
     pub async fn load_program_file(
         &self,
@@ -196,5 +381,37 @@ impl Runtime {
 
     pub(crate) fn keep_ticking(&self) -> TickGuard {
         self.inner.ticker.keep_ticking()
+    }
+
+    /// Waits for one of the runtime's instance slots.
+    pub(crate) async fn instance_slot(&self) -> OwnedSemaphorePermit {
+        self.inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the runtime never closes its instance semaphore")
+    }
+
+    pub(crate) fn compile_cache(&self) -> Option<&CompileCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Refuses limits this runtime cannot honour.
+    pub(crate) fn check_limits(&self, limits: &crate::Limits) -> Result<(), Error> {
+        if limits.memory_bytes > self.inner.max_memory_bytes {
+            return Err(Error::InvalidConfig(format!(
+                "the plugin's memory limit ({}) is larger than this runtime's memory slots ({}); raise RuntimeBuilder::max_memory_bytes",
+                crate::units::format_bytes(limits.memory_bytes),
+                crate::units::format_bytes(self.inner.max_memory_bytes)
+            )));
+        }
+        if limits.table_elements > self.inner.max_table_elements {
+            return Err(Error::InvalidConfig(format!(
+                "the plugin's table limit ({} elements) is larger than this runtime's table slots ({} elements)",
+                limits.table_elements, self.inner.max_table_elements
+            )));
+        }
+        Ok(())
     }
 }

@@ -1225,3 +1225,38 @@ fn a_manifest_can_pin_a_plugins_hash() {
         }
     }
 }
+
+// ---- The compile cache ----
+
+#[test]
+fn compile_warms_the_cache_for_later_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let first = warden(&["compile", guests::HOSTILE, "--cache-dir", cache, "--json"]);
+    assert_eq!(first.status.code(), Some(0));
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        (&first["cached"], &first["cache"]),
+        (&false.into(), &true.into())
+    );
+    let second = warden(&["compile", guests::HOSTILE, "--cache-dir", cache, "--json"]);
+    let second: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(second["cached"], true);
+    let output = warden(&["compile", guests::COMMAND_PREVIEW1, "--cache-dir", cache]);
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("compiled into the compile cache")
+    );
+    let output = warden(&["compile", guests::HELLO, "--no-cache"]);
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("the cache is off")
+    );
+    let (value, code) = json(&["run", guests::HOSTILE, "calls", "--cache-dir", cache]);
+    assert_status(&value, code, "ok", 0);
+    let output = warden(&["compile", "/no/such.wasm"]);
+    assert_eq!(output.status.code(), Some(11));
+}

@@ -8,6 +8,7 @@ mod instance;
 mod invalid;
 mod limits;
 mod programs;
+mod scale;
 mod trust;
 
 use std::time::Duration;

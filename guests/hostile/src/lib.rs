@@ -4,6 +4,7 @@
 //! Actions (the input is described where it matters):
 //! - `loop`: spins forever without calling the host;
 //! - `sleep`: blocks in a host call (`wasi:clocks` poll) forever;
+//! - `nap MS`: sleeps MS milliseconds, then returns `rested`;
 //! - `grow-memory`: allocates and touches 1 MiB blocks until allocation fails;
 //! - `recurse`: recurses without bound, overflowing the wasm stack;
 //! - `panic`: panics (a trap, with a message on stderr);
@@ -36,6 +37,7 @@ use wasi::logging::logging::{Level, log};
 const ACTIONS: &[&str] = &[
     "loop",
     "sleep",
+    "nap",
     "grow-memory",
     "recurse",
     "panic",
@@ -74,6 +76,11 @@ impl Guest for Hostile {
             "sleep" => loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             },
+            "nap" => {
+                let millis = parse_size(&input)? as u64;
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                Ok(b"rested".to_vec())
+            }
             "grow-memory" => grow_memory(),
             "recurse" => Ok(recurse(u64::MAX).to_string().into_bytes()),
             "panic" => panic!("the hostile plugin panics on purpose"),

@@ -51,6 +51,21 @@ pub enum Command {
     /// trusted` accepts.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Compile a plugin or program into the compile cache ahead of time, so
+    /// that its first run does not pay for compilation.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Compile(CompileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The component (.wasm), or with --manifest its name.
+    pub plugin: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +347,13 @@ pub struct SandboxArgs {
     pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Where compiled components are cached [default:
+    /// $XDG_CACHE_HOME/warden/compiled, else ~/.cache/warden/compiled].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile without the cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// A component named on the command line, with the sandbox it runs in.
@@ -428,11 +450,20 @@ impl SandboxArgs {
     }
 }
 
-/// A runtime that meters fuel when the sandbox sets a fuel limit.
-pub fn runtime_for(sandbox: &Sandbox) -> Result<warden::Runtime, warden::Error> {
-    warden::Runtime::builder()
-        .fuel(sandbox.limits.fuel.is_some())
-        .build()
+impl SandboxArgs {
+    /// A runtime for `sandbox`: metering fuel when it sets a fuel limit,
+    /// with the cache the flags ask for.
+    pub fn runtime(&self, sandbox: &Sandbox) -> Result<warden::Runtime, warden::Error> {
+        let mut builder = warden::Runtime::builder();
+        builder.fuel(sandbox.limits.fuel.is_some());
+        if let Some(dir) = &self.cache_dir {
+            builder.compile_cache(dir);
+        }
+        if self.no_cache {
+            builder.no_compile_cache();
+        }
+        builder.build()
+    }
 }
 
 fn parse_usize_size(text: &str) -> Result<usize, String> {

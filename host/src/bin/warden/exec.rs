@@ -6,13 +6,13 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use warden::{Error, Outcome, Program, Report, Stdio};
 
-use crate::args::{self, ExecArgs, KeyArgs, Target};
+use crate::args::{ExecArgs, SandboxArgs, Target};
 use crate::exit;
 use crate::output;
 
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.program)?;
-    let program = match load(&target, &args.sandbox.keys).await {
+    let program = match load(&target, &args.sandbox).await {
         Ok(program) => program,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -25,9 +25,13 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     finish(&args, program.name(), result, Some(&report))
 }
 
-async fn load(target: &Target, keys: &KeyArgs) -> Result<Program, Error> {
-    let source = keys.source(&target.path).await?.named(target.name.clone());
-    let runtime = args::runtime_for(&target.sandbox)?;
+async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
+    let source = sandbox_args
+        .keys
+        .source(&target.path)
+        .await?
+        .named(target.name.clone());
+    let runtime = sandbox_args.runtime(&target.sandbox)?;
     let program = runtime.load_program(source, target.sandbox.clone()).await?;
     output::warn_if_unverified(program.info(), program.sandbox());
     Ok(program)

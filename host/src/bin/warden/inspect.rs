@@ -14,7 +14,7 @@ use crate::run;
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
-    let plugin = match run::load(&target, &args.sandbox.keys).await {
+    let plugin = match run::load(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => {
             if args.json {

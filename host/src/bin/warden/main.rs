@@ -1,6 +1,7 @@
 //! `warden`: run, inspect and manage WebAssembly plugins from the command line.
 
 mod args;
+mod compile;
 mod exec;
 mod exit;
 mod inspect;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Command::Sign(args) => trust::sign(args),
             Command::Verify(args) => trust::verify(args).await,
             Command::Trust(command) => trust::trust(command),
+            Command::Compile(args) => compile::compile(args).await,
         }
     });
     match result {

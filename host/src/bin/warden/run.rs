@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use warden::{Error, Outcome, Plugin, Report};
 
-use crate::args::{self, KeyArgs, RunArgs, Target};
+use crate::args::{RunArgs, SandboxArgs, Target};
 use crate::exit;
 use crate::output;
 
@@ -20,7 +20,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return finish(&args, &target.name, Err(err), None);
         }
     };
-    let plugin = match load(&target, &args.sandbox.keys).await {
+    let plugin = match load(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -29,9 +29,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads and loads the plugin a command names.
-pub async fn load(target: &Target, keys: &KeyArgs) -> Result<Plugin, Error> {
-    let source = keys.source(&target.path).await?.named(target.name.clone());
-    let runtime = args::runtime_for(&target.sandbox)?;
+pub async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin, Error> {
+    let source = sandbox_args
+        .keys
+        .source(&target.path)
+        .await?
+        .named(target.name.clone());
+    let runtime = sandbox_args.runtime(&target.sandbox)?;
     let plugin = runtime.load(source, target.sandbox.clone()).await?;
     output::warn_if_unverified(plugin.info(), plugin.sandbox());
     Ok(plugin)
