@@ -9,7 +9,7 @@ GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --targe
 WARDEN := target/debug/warden
 DEMO := target/demo
 
-.PHONY: setup guests build demo test lint doc clean
+.PHONY: setup guests build demo test lint doc clean bench
 
 ## setup: install what a fresh machine lacks (the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt)
 setup:
@@ -74,3 +74,10 @@ doc:
 
 clean:
 	$(CARGO) clean
+
+## bench: every host side by side (Warden, Extism, raw-pointer, native), results in docs/performance.md; then criterion
+bench: setup
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	env -u RUST_BACKTRACE $(CARGO) run --release --manifest-path bench/Cargo.toml --target-dir target/bench \
+		--bin compare -- --write docs/performance.md
+	env -u RUST_BACKTRACE $(CARGO) bench --manifest-path bench/Cargo.toml --target-dir target/bench

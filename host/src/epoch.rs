@@ -1,14 +1,19 @@
 //! The one thread that advances the engine's epoch, so running guests can be
 //! interrupted at their deadline and made to yield to other calls.
 //!
-//! It ticks only while some call is in flight and sleeps otherwise, so an idle
-//! host costs no wake-ups.
+//! It ticks while calls are in flight, keeps ticking for a short grace period
+//! after the last one ends (so back-to-back calls never pay for waking it),
+//! and then sleeps until the next call, so an idle host costs no wake-ups.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::Engine;
+
+/// Ticks without a call in flight before the thread goes to sleep.
+const IDLE_TICKS_BEFORE_SLEEPING: u32 = 100;
 
 /// Owns the ticking thread; dropping it stops and joins the thread.
 pub(crate) struct EpochTicker {
@@ -18,20 +23,19 @@ pub(crate) struct EpochTicker {
 
 #[derive(Default)]
 struct Shared {
-    state: Mutex<TickerState>,
+    calls_in_flight: AtomicUsize,
+    sleeping: AtomicBool,
+    stopping: AtomicBool,
+    /// Held while the thread decides to sleep and while a caller wakes it,
+    /// so a wake-up can never fall between the two.
+    lock: Mutex<()>,
     wake: Condvar,
 }
 
-#[derive(Default)]
-struct TickerState {
-    calls_in_flight: usize,
-    stopping: bool,
-}
-
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, TickerState> {
-        // The state is two plain fields; a panic elsewhere cannot corrupt it.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn wake_up(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake.notify_one();
     }
 }
 
@@ -52,10 +56,9 @@ impl EpochTicker {
 
     /// Keeps the epoch advancing until the returned guard is dropped.
     pub(crate) fn keep_ticking(&self) -> TickGuard {
-        let mut state = self.shared.lock();
-        state.calls_in_flight += 1;
-        if state.calls_in_flight == 1 {
-            self.shared.wake.notify_one();
+        self.shared.calls_in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.shared.sleeping.load(Ordering::SeqCst) {
+            self.shared.wake_up();
         }
         TickGuard {
             shared: self.shared.clone(),
@@ -65,8 +68,8 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.shared.lock().stopping = true;
-        self.shared.wake.notify_one();
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake_up();
         if let Some(thread) = self.thread.take() {
             // The thread only sleeps and increments an atomic; it cannot panic.
             let _ = thread.join();
@@ -75,22 +78,39 @@ impl Drop for EpochTicker {
 }
 
 fn run(engine: &Engine, shared: &Shared, tick: Duration) {
-    loop {
-        {
-            let mut state = shared.lock();
-            while state.calls_in_flight == 0 && !state.stopping {
-                state = shared
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            if state.stopping {
-                return;
-            }
+    let mut idle_ticks = 0;
+    while !shared.stopping.load(Ordering::SeqCst) {
+        if shared.calls_in_flight.load(Ordering::SeqCst) > 0 {
+            idle_ticks = 0;
+        } else {
+            idle_ticks += 1;
+        }
+        if idle_ticks > IDLE_TICKS_BEFORE_SLEEPING {
+            sleep_until_needed(shared);
+            idle_ticks = 0;
+            continue;
         }
         std::thread::sleep(tick);
         engine.increment_epoch();
     }
+}
+
+/// Sleeps until a call starts or the ticker stops. `sleeping` is set under
+/// the lock before `calls_in_flight` is read again, and callers increment
+/// `calls_in_flight` before reading `sleeping`: at least one side sees the
+/// other, so no call can start unnoticed.
+fn sleep_until_needed(shared: &Shared) {
+    let mut guard = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.sleeping.store(true, Ordering::SeqCst);
+    while shared.calls_in_flight.load(Ordering::SeqCst) == 0
+        && !shared.stopping.load(Ordering::SeqCst)
+    {
+        guard = shared
+            .wake
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    shared.sleeping.store(false, Ordering::SeqCst);
 }
 
 /// Marks one call in flight; see [`EpochTicker::keep_ticking`].
@@ -100,6 +120,32 @@ pub(crate) struct TickGuard {
 
 impl Drop for TickGuard {
     fn drop(&mut self) {
-        self.shared.lock().calls_in_flight -= 1;
+        self.shared.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn wait_for(condition: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !condition() {
+            assert!(started.elapsed() < Duration::from_secs(5), "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn ticks_while_called_then_sleeps_and_wakes_again() {
+        let engine = Engine::default();
+        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).unwrap();
+        wait_for(|| ticker.shared.sleeping.load(Ordering::SeqCst));
+        let guard = ticker.keep_ticking();
+        wait_for(|| !ticker.shared.sleeping.load(Ordering::SeqCst));
+        drop(guard);
+        wait_for(|| ticker.shared.sleeping.load(Ordering::SeqCst));
+        drop(ticker);
     }
 }

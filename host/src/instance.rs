@@ -4,6 +4,7 @@ use wasmtime::Store;
 
 use crate::Metadata;
 use crate::bindings;
+use crate::deadline::{self, DeadlinePassed};
 use crate::error::{Error, ErrorKind};
 use crate::loaded::Slot;
 use crate::plugin::{Plugin, outcome_without_call};
@@ -96,9 +97,10 @@ impl Instance {
             .guest
             .warden_plugin_guest()
             .call_execute(&mut self.store, action, input);
-        let result = match tokio::time::timeout_at(call.deadline().into(), run).await {
+        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
+        let result = match finished {
             Ok(returned) => self.plugin.output_from(returned, &call, &mut self.store),
-            Err(_elapsed) => Err(call.timed_out()),
+            Err(DeadlinePassed) => Err(call.timed_out()),
         };
         let outcome = call.finish(&mut self.store, result);
         if let Err(err) = &outcome.result

@@ -38,6 +38,7 @@
 pub mod bindings;
 mod cache;
 mod capabilities;
+mod deadline;
 mod epoch;
 mod error;
 mod fsutil;

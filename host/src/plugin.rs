@@ -9,6 +9,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::bindings;
 use crate::capabilities::{CapabilityUse, InstanceOptions};
+use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::instance::Instance;
@@ -153,9 +154,10 @@ impl Plugin {
             };
             exports.call_execute(&mut store, action, input).await
         };
-        let result = match tokio::time::timeout_at(call.deadline().into(), run).await {
+        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
+        let result = match finished {
             Ok(returned) => self.output_from(returned, &call, &mut store),
-            Err(_elapsed) => Err(call.timed_out()),
+            Err(DeadlinePassed) => Err(call.timed_out()),
         };
         call.finish(&mut store, result)
     }
@@ -215,14 +217,15 @@ impl Plugin {
             let init = guest.warden_plugin_guest().call_init(&mut store).await?;
             Ok::<_, wasmtime::Error>((guest, init))
         };
-        let result = match tokio::time::timeout_at(call.deadline().into(), run).await {
+        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
+        let result = match finished {
             Ok(Ok((guest, Ok(metadata)))) => {
                 self.remember(metadata.clone());
                 Ok((guest, metadata))
             }
             Ok(Ok((_, Err(err)))) => Err(Error::Plugin(err)),
             Ok(Err(err)) => Err(call.failure(&mut store, err)),
-            Err(_elapsed) => Err(call.timed_out()),
+            Err(DeadlinePassed) => Err(call.timed_out()),
         };
         let Outcome { result, report } = call.finish(&mut store, result);
         Outcome {

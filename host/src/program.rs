@@ -9,6 +9,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::capabilities::{CapabilityUse, InstanceOptions, Stdio};
+use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::loaded::{Compiled, ComponentInfo, Loaded};
@@ -113,14 +114,15 @@ impl Program {
             let command = self.inner.pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
         };
-        let result = match tokio::time::timeout_at(call.deadline().into(), run).await {
+        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
+        let result = match finished {
             Ok(Ok(Ok(()))) => Ok(0),
             Ok(Ok(Err(()))) => Ok(1),
             Ok(Err(err)) => match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(code)) => Ok(*code),
                 None => Err(call.failure(&mut store, err)),
             },
-            Err(_elapsed) => Err(call.timed_out()),
+            Err(DeadlinePassed) => Err(call.timed_out()),
         };
         call.finish(&mut store, result)
     }

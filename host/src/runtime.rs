@@ -250,6 +250,11 @@ struct PoolSizes {
 }
 
 impl PoolSizes {
+    /// Bytes of each freed table that are zeroed in place rather than
+    /// returned to the kernel: a table is small, and keeping it resident
+    /// saves page faults on the next instance. (Doing the same for memories
+    /// and stacks measured no faster: zeroing them costs what the faults do.)
+    const TABLE_KEEP_RESIDENT: usize = 64 << 10;
     const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
     const MEMORIES_PER_COMPONENT: u32 = 2;
     const TABLES_PER_COMPONENT: u32 = 4;
@@ -276,7 +281,8 @@ impl PoolSizes {
             .max_memories_per_module(Self::MEMORIES_PER_COMPONENT)
             .max_tables_per_module(Self::TABLES_PER_COMPONENT)
             .table_elements(POOL_TABLE_ELEMENTS)
-            .max_memory_size(self.memory_slot_bytes as usize);
+            .max_memory_size(self.memory_slot_bytes as usize)
+            .table_keep_resident(Self::TABLE_KEEP_RESIDENT);
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_reservation(self.memory_slot_bytes);

@@ -127,9 +127,12 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 /// Formats a duration compactly with a unit that suits its size, e.g.
-/// `850 µs`, `12.3 ms`, `5 s`.
+/// `15 ns`, `850 µs`, `12.3 ms`, `5 s`.
 pub fn format_duration(duration: Duration) -> String {
     let micros = duration.as_secs_f64() * 1e6;
+    if micros < 1.0 {
+        return format!("{} ns", duration.as_nanos());
+    }
     let (value, unit) = if micros < 1_000.0 {
         (micros, "µs")
     } else if micros < 1_000_000.0 {
@@ -194,6 +197,7 @@ mod tests {
         assert_eq!(format_bytes(12), "12 B");
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_bytes(64 << 20), "64 MiB");
+        assert_eq!(format_duration(Duration::from_nanos(15)), "15 ns");
         assert_eq!(format_duration(Duration::from_micros(850)), "850 µs");
         assert_eq!(format_duration(Duration::from_micros(12_345)), "12.3 ms");
         assert_eq!(format_duration(Duration::from_secs(5)), "5 s");

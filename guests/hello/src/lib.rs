@@ -30,19 +30,12 @@ impl Guest for Hello {
 
     fn execute(action: String, input: Vec<u8>) -> Result<Vec<u8>, PluginError> {
         match action.as_str() {
-            "count-vowels" => Ok(count_vowels(&input).to_string().into_bytes()),
+            "count-vowels" => Ok(vowels::count_vowels(&input).to_string().into_bytes()),
             "echo" => Ok(input),
             "greet" => greet(&input),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
-}
-
-fn count_vowels(input: &[u8]) -> usize {
-    input
-        .iter()
-        .filter(|byte| matches!(byte.to_ascii_lowercase(), b'a' | b'e' | b'i' | b'o' | b'u'))
-        .count()
 }
 
 fn greet(input: &[u8]) -> Result<Vec<u8>, PluginError> {
