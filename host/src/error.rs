@@ -287,6 +287,8 @@ pub(crate) struct FailureContext {
     pub fuel: Option<u64>,
     /// The plugin's core-instance limit.
     pub instances: u32,
+    /// The plugin's host-resource limit.
+    pub host_resources: usize,
 }
 
 impl FailureContext {
@@ -297,6 +299,16 @@ impl FailureContext {
         // abort when an allocation fails.
         if let Some(refusal) = self.refusal {
             return Error::MemoryLimit(refusal);
+        }
+        // A full resource table means the guest kept creating handles.
+        if let Some(wasmtime::component::ResourceTableError::Full) =
+            err.downcast_ref::<wasmtime::component::ResourceTableError>()
+        {
+            return Error::MemoryLimit(LimitRefusal {
+                resource: LimitedResource::HostResources,
+                requested: None,
+                limit: self.host_resources as u64,
+            });
         }
         // Wasmtime enforces the instance count itself and reports it only as
         // a message, from instantiation.

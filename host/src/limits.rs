@@ -53,6 +53,11 @@ pub struct Limits {
     pub log_records: usize,
     /// Bytes of log context and message text kept per call. Default: 1 MiB.
     pub log_bytes: usize,
+    /// Host resources (open files, streams, buckets, HTTP requests, …) an
+    /// instance may hold at once; a guest that creates more and never drops
+    /// them fails with [`Error::MemoryLimit`](crate::Error::MemoryLimit)
+    /// instead of growing the host's memory. Default: 10,000.
+    pub host_resources: usize,
     /// Instances of this plugin that may exist at once (calls in flight plus
     /// live instances); further calls wait. Default: `None`, bounded only by
     /// the runtime's [`max_instances`](crate::RuntimeBuilder::max_instances).
@@ -78,6 +83,8 @@ impl Limits {
     pub const DEFAULT_LOG_RECORDS: usize = 1_000;
     /// Default for [`Limits::log_bytes`].
     pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
+    /// Default for [`Limits::host_resources`].
+    pub const DEFAULT_HOST_RESOURCES: usize = 10_000;
 }
 
 impl Default for Limits {
@@ -94,6 +101,7 @@ impl Default for Limits {
             stderr_bytes: Self::DEFAULT_CAPTURE_BYTES,
             log_records: Self::DEFAULT_LOG_RECORDS,
             log_bytes: Self::DEFAULT_LOG_BYTES,
+            host_resources: Self::DEFAULT_HOST_RESOURCES,
             concurrency: None,
         }
     }
@@ -109,6 +117,8 @@ pub enum LimitedResource {
     TableElements,
     /// Core instances.
     Instances,
+    /// Host resources held by the instance (handles in its resource table).
+    HostResources,
 }
 
 /// A growth the host refused because it would exceed a [`Limits`] field.
@@ -143,6 +153,11 @@ impl fmt::Display for LimitRefusal {
             LimitedResource::Instances => write!(
                 f,
                 "the plugin needs more than {} core instances",
+                self.limit
+            ),
+            LimitedResource::HostResources => write!(
+                f,
+                "the instance holds {} host resources (files, streams, buckets, requests) and may not open more",
                 self.limit
             ),
         }

@@ -215,6 +215,7 @@ struct RawLimits {
     log_records: Option<usize>,
     #[serde(default, deserialize_with = "size")]
     log_bytes: Option<u64>,
+    host_resources: Option<usize>,
     concurrency: Option<u32>,
 }
 
@@ -351,6 +352,7 @@ impl RawLimits {
             stderr: self.stderr.or(defaults.stderr),
             log_records: self.log_records.or(defaults.log_records),
             log_bytes: self.log_bytes.or(defaults.log_bytes),
+            host_resources: self.host_resources.or(defaults.host_resources),
             concurrency: self.concurrency.or(defaults.concurrency),
         }
     }
@@ -388,6 +390,9 @@ impl RawLimits {
         }
         if let Some(bytes) = self.log_bytes {
             limits.log_bytes = saturating(bytes);
+        }
+        if let Some(resources) = self.host_resources {
+            limits.host_resources = resources;
         }
         limits.concurrency = self.concurrency;
         limits

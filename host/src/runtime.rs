@@ -49,6 +49,7 @@ struct RuntimeInner {
     ticker: EpochTicker,
     cache: Option<CompileCache>,
     slots: Arc<Semaphore>,
+    max_instances: usize,
     max_memory_bytes: u64,
     max_table_elements: u64,
 }
@@ -200,6 +201,7 @@ impl RuntimeBuilder {
                 ticker,
                 cache: self.open_cache()?,
                 slots: Arc::new(Semaphore::new(self.max_instances as usize)),
+                max_instances: self.max_instances as usize,
                 max_memory_bytes,
                 max_table_elements: if self.pooling {
                     POOL_TABLE_ELEMENTS as u64
@@ -355,6 +357,12 @@ impl Runtime {
         let compiled =
             Compiled::compile(self, source, sandbox, Accept::ComponentsAndPreview1Commands).await?;
         Ok(compiled.info)
+    }
+
+    /// How many instances exist right now (calls in flight and live
+    /// instances). Drops back to zero when all are done.
+    pub fn instances_in_use(&self) -> usize {
+        self.inner.max_instances - self.inner.slots.available_permits()
     }
 
     /// Whether this runtime keeps a compile cache.

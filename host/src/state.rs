@@ -50,8 +50,10 @@ impl HostState {
         loaded: &Loaded,
         options: &InstanceOptions,
     ) -> Result<Store<HostState>, Error> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(loaded.sandbox.limits.host_resources);
         let state = HostState {
-            table: ResourceTable::new(),
+            table,
             caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
             deadline: Instant::now(),
@@ -80,6 +82,7 @@ pub(crate) struct CallScope {
     timeout: Duration,
     fuel_budget: Option<u64>,
     instances: u32,
+    host_resources: usize,
 }
 
 impl CallScope {
@@ -111,6 +114,7 @@ impl CallScope {
             timeout: limits.timeout,
             fuel_budget,
             instances: limits.instances,
+            host_resources: limits.host_resources,
         })
     }
 
@@ -133,6 +137,7 @@ impl CallScope {
             timeout: self.timeout,
             fuel: self.fuel_budget,
             instances: self.instances,
+            host_resources: self.host_resources,
         }
         .classify(err)
     }
