@@ -210,11 +210,6 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Growth past the memory's own declared maximum fails anyway; it is
-        // the module's limit, not the host's, so it is not a refusal.
-        if maximum.is_some_and(|maximum| desired > maximum) {
-            return Ok(false);
-        }
         let growth = (desired - current) as u64;
         let total = self.memory_bytes.saturating_add(growth);
         if total > self.memory_limit {
@@ -223,6 +218,11 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
                 requested: Some(total),
                 limit: self.memory_limit,
             });
+            return Ok(false);
+        }
+        // Growth within the host's limit but past the memory's own maximum
+        // (declared by the module) fails without being the host's refusal.
+        if maximum.is_some_and(|maximum| desired > maximum) {
             return Ok(false);
         }
         self.memory_bytes = total;
@@ -241,9 +241,8 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|maximum| desired > maximum) {
-            return Ok(false);
-        }
+        // The host's limit comes first: the maximum wasmtime passes includes
+        // the pooling allocator's, which equals the default limit.
         if desired as u64 > self.table_limit {
             self.refusal = Some(LimitRefusal {
                 resource: LimitedResource::TableElements,
@@ -252,7 +251,7 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             });
             return Ok(false);
         }
-        Ok(true)
+        Ok(maximum.is_none_or(|maximum| desired <= maximum))
     }
 
     fn instances(&self) -> usize {

@@ -4,6 +4,7 @@ mod capabilities;
 mod concurrency;
 mod grants;
 mod hello;
+mod hostile;
 mod instance;
 mod invalid;
 mod limits;

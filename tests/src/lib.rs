@@ -22,6 +22,38 @@ pub fn guest_bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|err| panic!("cannot read guest {path}: {err}"))
 }
 
+/// The `malformed-abi` plugin: `tests/fixtures/malformed-abi.wat`, a core
+/// module written against the canonical ABI, wrapped into a component of
+/// Warden's world. Its actions return values no binding generator would
+/// produce (see the fixture for the list).
+///
+/// # Panics
+///
+/// If the fixture or Warden's WIT does not parse, which is a bug in the repository.
+pub fn malformed_abi_plugin() -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut module = wat::parse_file(root.join("fixtures/malformed-abi.wat"))
+        .expect("the malformed-abi fixture parses");
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(root.join("../wit"))
+        .expect("Warden's WIT package parses");
+    let world = resolve
+        .select_world(&[package], Some("plugin"))
+        .expect("Warden's WIT package has the plugin world");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embedding the world");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .expect("the fixture wraps into a component")
+}
+
 /// The body of `GET /` on [`HttpServer`].
 pub const HTTP_GREETING: &str = "hello from the test server";
 /// The size of `GET /big` on [`HttpServer`].

@@ -18,7 +18,18 @@
 //! - `env NAME`: returns the environment variable's value;
 //! - `log-flood COUNT`: emits COUNT log records of 1 KiB each;
 //! - `calls`: how many times `execute` has run in this instance (state that
-//!   survives between calls on a live instance, and never on a fresh one).
+//!   survives between calls on a live instance, and never on a fresh one);
+//! - `busy-host-calls`: spins forever, calling the host (the monotonic clock)
+//!   on every turn;
+//! - `grow-slowly`: allocates 256 KiB every millisecond until allocation fails;
+//! - `memory-grow`: executes `memory.grow` directly until the host refuses,
+//!   then returns how many pages it got (a refused growth is `-1` to the
+//!   guest, not a trap);
+//! - `leak-handles`: creates timer pollables and never drops them;
+//! - `log-huge BYTES`: emits one log record with a BYTES-byte message.
+//!
+//! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
+//! a grant makes visible) says so: `trap`, `fail` or `loop`.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -53,6 +64,11 @@ const ACTIONS: &[&str] = &[
     "env",
     "log-flood",
     "calls",
+    "busy-host-calls",
+    "grow-slowly",
+    "memory-grow",
+    "leak-handles",
+    "log-huge",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -61,6 +77,12 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn init() -> Result<Metadata, PluginError> {
+        match std::env::var("HOSTILE_INIT").as_deref() {
+            Ok("trap") => panic!("the hostile plugin traps in init on purpose"),
+            Ok("fail") => return Err(PluginError::Failed("init refuses on purpose".into())),
+            Ok("loop") => spin_forever(),
+            _ => {}
+        }
         Ok(Metadata {
             name: "hostile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -136,6 +158,18 @@ impl Guest for Hostile {
                 Ok(b"done".to_vec())
             }
             "calls" => Ok(calls.to_string().into_bytes()),
+            "busy-host-calls" => loop {
+                black_box(wasi::clocks::monotonic_clock::now());
+            },
+            "grow-slowly" => grow_slowly(),
+            "memory-grow" => Ok(grow_until_refused().to_string().into_bytes()),
+            "leak-handles" => loop {
+                std::mem::forget(wasi::clocks::monotonic_clock::subscribe_duration(u64::MAX));
+            },
+            "log-huge" => {
+                log(Level::Info, "huge", &"h".repeat(parse_size(&input)?));
+                Ok(b"done".to_vec())
+            }
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -155,6 +189,23 @@ fn grow_memory() -> Result<Vec<u8>, PluginError> {
         let block = vec![1u8; 1 << 20];
         blocks.push(black_box(block));
     }
+}
+
+fn grow_slowly() -> Result<Vec<u8>, PluginError> {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(black_box(vec![1u8; 256 << 10]));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Pages gained before `memory.grow` returned `-1`.
+fn grow_until_refused() -> usize {
+    let mut pages = 0;
+    while core::arch::wasm32::memory_grow(0, 1) != usize::MAX {
+        pages += 1;
+    }
+    pages
 }
 
 /// Not a tail call: the addition after the call keeps every frame alive, and

@@ -6,6 +6,10 @@
 //! - `kv-set KEY=VALUE`, `kv-get KEY`, `kv-delete KEY`, `kv-incr KEY`,
 //!   `kv-list`, `kv-set-many K1=V1,K2=V2`: the `default` bucket, or
 //!   `BUCKET/KEY` for another one;
+//! - `kv-set-many-then-panic K1=V1,…`: writes the pairs in one batch, then
+//!   panics;
+//! - `kv-batches N`: writes N batches of 100 keys each (`bBATCH-KEY`, the
+//!   value is the batch number), one `set-many` per batch;
 //! - `config-get KEY`, `config-all`;
 //! - `tcp-echo HOST:PORT`: connects, sends `ping`, returns what comes back;
 //! - `udp-send HOST:PORT`: sends one datagram;
@@ -38,6 +42,8 @@ const ACTIONS: &[&str] = &[
     "kv-incr",
     "kv-list",
     "kv-set-many",
+    "kv-set-many-then-panic",
+    "kv-batches",
     "config-get",
     "config-all",
     "tcp-echo",
@@ -104,14 +110,30 @@ impl Guest for Probe {
                 keys.join(",")
             }
             "kv-set-many" => {
+                set_many(&input)?;
+                "ok".to_owned()
+            }
+            "kv-set-many-then-panic" => {
+                set_many(&input)?;
+                panic!("the probe panics after a batch on purpose");
+            }
+            "kv-batches" => {
+                let count: u32 = input
+                    .trim()
+                    .parse()
+                    .map_err(|err| PluginError::InvalidInput(format!("{err}")))?;
                 let (bucket, _) = open("default/")?;
-                let pairs = input
-                    .split(',')
-                    .map(|pair| {
-                        split(pair, '=').map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                batch::set_many(&bucket, &pairs).map_err(kv_error)?;
+                for batch in 0..count {
+                    let pairs: Vec<(String, Vec<u8>)> = (0..100)
+                        .map(|key| {
+                            (
+                                format!("b{batch:06}-{key:02}"),
+                                batch.to_string().into_bytes(),
+                            )
+                        })
+                        .collect();
+                    batch::set_many(&bucket, &pairs).map_err(kv_error)?;
+                }
                 "ok".to_owned()
             }
             "config-get" => wasi::config::store::get(&input)
@@ -185,6 +207,16 @@ fn tcp_echo(address: &str) -> std::io::Result<String> {
     let mut reply = [0u8; 64];
     let read = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..read]).into_owned())
+}
+
+/// Writes `K1=V1,K2=V2` to the default bucket in one batch.
+fn set_many(input: &str) -> Result<(), PluginError> {
+    let (bucket, _) = open("default/")?;
+    let pairs = input
+        .split(',')
+        .map(|pair| split(pair, '=').map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec())))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch::set_many(&bucket, &pairs).map_err(kv_error)
 }
 
 fn http_get(url: &str) -> Result<Vec<u8>, String> {

@@ -1,0 +1,649 @@
+//! The hostile collection: every way the test guests misbehave, run one
+//! after another on a single runtime. Each behaviour must end in its exact
+//! error (or, where the sandbox absorbs it, in a capped success), after which
+//! the same runtime serves a good call and holds no instance.
+//!
+//! `limits`, `grants` and `capabilities` test the same mechanisms in more
+//! detail; this module proves that they hold together on one runtime, the way
+//! a long-running host meets them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use warden::{
+    Error, ErrorKind, Grants, KvGrant, LimitedResource, Limits, OriginPattern, Outcome, Preopen,
+    Runtime, Sandbox, Source,
+};
+use warden_tests::{HttpServer, TcpPong, UdpSink, guest_bytes, guests, malformed_abi_plugin};
+
+/// The timeout of every hostile case: short, because many cases hit it.
+const HOSTILE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The linear-memory limit of every hostile case.
+const HOSTILE_MEMORY: u64 = 16 << 20;
+
+/// One misbehaviour and what the caller must see.
+struct Case {
+    behaviour: &'static str,
+    plugin: Vec<u8>,
+    /// The name the plugin is loaded under (its kv namespace).
+    name: &'static str,
+    sandbox: Sandbox,
+    action: &'static str,
+    input: Vec<u8>,
+    expected: Expected,
+}
+
+/// How a hostile call must end.
+enum Expected {
+    /// Fails with this kind of error.
+    Fails(ErrorKind),
+    /// Fails because the limiter refused this resource.
+    Refused(LimitedResource),
+    /// Fails because the plugin used this capability without a grant.
+    Denied(&'static str),
+    /// The guest reports a failure (the sandbox gave it an error to report)
+    /// whose message contains this text.
+    GuestFails(&'static str),
+    /// Succeeds, and the report passes this check.
+    Contained(fn(&Outcome<Vec<u8>>) -> Result<(), String>),
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expected::Fails(kind) => write!(f, "fails with {kind}"),
+            Expected::Refused(resource) => write!(f, "refused {resource:?}"),
+            Expected::Denied(capability) => write!(f, "denied {capability}"),
+            Expected::GuestFails(text) => write!(f, "the guest reports {text:?}"),
+            Expected::Contained(_) => write!(f, "contained"),
+        }
+    }
+}
+
+impl Expected {
+    fn check(&self, outcome: &Outcome<Vec<u8>>) -> Result<(), String> {
+        match (self, &outcome.result) {
+            (Expected::Fails(kind), Err(err)) if err.kind() == *kind => Ok(()),
+            (Expected::Refused(resource), Err(Error::MemoryLimit(refusal)))
+                if refusal.resource == *resource =>
+            {
+                Ok(())
+            }
+            (Expected::Denied(capability), Err(Error::Denied { denial, .. }))
+                if denial.capability == *capability =>
+            {
+                Ok(())
+            }
+            (Expected::GuestFails(text), Err(Error::Plugin(err)))
+                if err.to_string().contains(text) =>
+            {
+                Ok(())
+            }
+            (Expected::Contained(check), Ok(_)) => check(outcome),
+            (_, result) => Err(format!("got {result:?}")),
+        }
+    }
+}
+
+/// The world the hostile cases run in: a directory tree with a way out, local
+/// servers, and a kv store where another plugin keeps a secret.
+struct Fixture {
+    root: tempfile::TempDir,
+    http: HttpServer,
+    tcp: TcpPong,
+    udp: UdpSink,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let granted = root.path().join("granted");
+        std::fs::create_dir(&granted).unwrap();
+        std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+        std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret.txt"), granted.join("escape")).unwrap();
+        std::os::unix::fs::symlink("..", granted.join("parent")).unwrap();
+        Fixture {
+            root,
+            http: HttpServer::start(),
+            tcp: TcpPong::start(),
+            udp: UdpSink::start(),
+        }
+    }
+
+    fn granted(&self) -> PathBuf {
+        self.root.path().join("granted")
+    }
+
+    fn kv(&self) -> KvGrant {
+        KvGrant::at(self.root.path().join("kv.sqlite"))
+    }
+}
+
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.timeout = HOSTILE_TIMEOUT;
+    limits.memory_bytes = HOSTILE_MEMORY;
+    limits
+}
+
+fn sandbox(adjust: impl FnOnce(&mut Limits, &mut Grants)) -> Sandbox {
+    let mut sandbox = Sandbox::with_limits(limits());
+    adjust(&mut sandbox.limits, &mut sandbox.grants);
+    sandbox
+}
+
+fn plain() -> Sandbox {
+    sandbox(|_, _| {})
+}
+
+fn case(
+    behaviour: &'static str,
+    plugin: &[u8],
+    sandbox: Sandbox,
+    action: &'static str,
+    input: impl Into<Vec<u8>>,
+    expected: Expected,
+) -> Case {
+    Case {
+        behaviour,
+        plugin: plugin.to_vec(),
+        name: "hostile",
+        sandbox,
+        action,
+        input: input.into(),
+        expected,
+    }
+}
+
+/// A read-only or read-write grant of the fixture's `granted/` at `/data`.
+fn data_dir(fixture: &Fixture, writable: bool) -> Sandbox {
+    let dir = if writable {
+        Preopen::read_write(fixture.granted(), "/data")
+    } else {
+        Preopen::read_only(fixture.granted(), "/data")
+    };
+    sandbox(|_, grants| grants.dirs.push(dir))
+}
+
+fn with_init(behaviour: &str) -> Sandbox {
+    sandbox(|_, grants| {
+        grants
+            .env
+            .push(("HOSTILE_INIT".to_owned(), behaviour.to_owned()))
+    })
+}
+
+fn cases(fixture: &Fixture) -> Vec<Case> {
+    use Expected::{Contained, Denied, Fails, GuestFails, Refused};
+    let hostile = guest_bytes(guests::HOSTILE);
+    let probe = guest_bytes(guests::PROBE);
+    let abi = malformed_abi_plugin();
+    let origin: OriginPattern = fixture.http.origin().parse().unwrap();
+    let other_port: OriginPattern = format!("http://127.0.0.1:{}", fixture.http.addr.port() + 1)
+        .parse()
+        .unwrap();
+    let tcp = fixture.tcp.addr.to_string();
+    let udp = fixture.udp.addr.to_string();
+    let mut kv_quota = fixture.kv();
+    kv_quota.quotas.max_value_bytes = 16;
+
+    let mut cases = vec![
+        case(
+            "infinite loop",
+            &hostile,
+            plain(),
+            "loop",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        case(
+            "busy between host calls",
+            &hostile,
+            plain(),
+            "busy-host-calls",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        case(
+            "sleeps forever",
+            &hostile,
+            plain(),
+            "sleep",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        case(
+            "loop under a fuel budget",
+            &hostile,
+            sandbox(|limits, _| limits.fuel = Some(10_000_000)),
+            "loop",
+            "",
+            Fails(ErrorKind::OutOfFuel),
+        ),
+        case(
+            "memory growth bomb",
+            &hostile,
+            plain(),
+            "grow-memory",
+            "",
+            Refused(LimitedResource::LinearMemory),
+        ),
+        case(
+            "gradual memory growth",
+            &hostile,
+            plain(),
+            "grow-slowly",
+            "",
+            Refused(LimitedResource::LinearMemory),
+        ),
+        case(
+            "memory.grow until refused",
+            &hostile,
+            plain(),
+            "memory-grow",
+            "",
+            Contained(|outcome| {
+                let pages: u64 = String::from_utf8_lossy(outcome.result.as_ref().unwrap())
+                    .parse()
+                    .map_err(|err| format!("{err}"))?;
+                let peak = outcome.report.peak_memory_bytes;
+                // The guest got every page up to the limit, and not one more.
+                (pages > 0 && peak == HOSTILE_MEMORY)
+                    .then_some(())
+                    .ok_or(format!("{pages} pages, peak {peak}"))
+            }),
+        ),
+        case(
+            "table growth bomb",
+            &abi,
+            plain(),
+            "table-grow",
+            "",
+            Refused(LimitedResource::TableElements),
+        ),
+        case(
+            "handles created and never dropped",
+            &hostile,
+            sandbox(|limits, _| limits.host_resources = 1_000),
+            "leak-handles",
+            "",
+            Refused(LimitedResource::HostResources),
+        ),
+        case(
+            "unbounded recursion",
+            &hostile,
+            plain(),
+            "recurse",
+            "",
+            Fails(ErrorKind::StackOverflow),
+        ),
+        case(
+            "panic",
+            &hostile,
+            plain(),
+            "panic",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "huge output",
+            &hostile,
+            sandbox(|limits, _| limits.max_output_bytes = 1 << 20),
+            "output",
+            (2 << 20).to_string(),
+            Fails(ErrorKind::OutputTooLarge),
+        ),
+        case(
+            "giant input",
+            &hostile,
+            sandbox(|limits, _| limits.max_input_bytes = 1 << 20),
+            "output",
+            vec![b'1'; 2 << 20],
+            Fails(ErrorKind::InputTooLarge),
+        ),
+        case(
+            "huge stdout",
+            &hostile,
+            plain(),
+            "print",
+            (8 << 20).to_string(),
+            Contained(|outcome| {
+                let stdout = &outcome.report.stdout;
+                (stdout.bytes.len() == Limits::DEFAULT_CAPTURE_BYTES
+                    && stdout.dropped_bytes == (8 << 20) - Limits::DEFAULT_CAPTURE_BYTES as u64)
+                    .then_some(())
+                    .ok_or(format!(
+                        "kept {}, dropped {}",
+                        stdout.bytes.len(),
+                        stdout.dropped_bytes
+                    ))
+            }),
+        ),
+        case(
+            "huge log record",
+            &hostile,
+            plain(),
+            "log-huge",
+            (8 << 20).to_string(),
+            Contained(|outcome| {
+                let kept: usize = outcome.report.logs.iter().map(|r| r.message.len()).sum();
+                (kept <= Limits::DEFAULT_LOG_BYTES)
+                    .then_some(())
+                    .ok_or(format!("kept {kept} bytes of log text"))
+            }),
+        ),
+        case(
+            "log flood",
+            &hostile,
+            plain(),
+            "log-flood",
+            "100000",
+            Contained(|outcome| {
+                let report = &outcome.report;
+                (report.logs.len() <= Limits::DEFAULT_LOG_RECORDS
+                    && report.logs.len() as u64 + report.dropped_logs == 100_000)
+                    .then_some(())
+                    .ok_or(format!(
+                        "kept {}, dropped {}",
+                        report.logs.len(),
+                        report.dropped_logs
+                    ))
+            }),
+        ),
+        case(
+            "`..` out of a preopen",
+            &hostile,
+            data_dir(fixture, true),
+            "read-file",
+            "/data/../secret.txt",
+            GuestFails(""),
+        ),
+        case(
+            "absolute path outside every preopen",
+            &hostile,
+            data_dir(fixture, true),
+            "read-file",
+            fixture
+                .root
+                .path()
+                .join("secret.txt")
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            GuestFails(""),
+        ),
+        case(
+            "symlink out of a preopen",
+            &hostile,
+            data_dir(fixture, true),
+            "write-file",
+            "/data/escape",
+            GuestFails(""),
+        ),
+        case(
+            "symlinked parent with a trailing slash",
+            &hostile,
+            data_dir(fixture, true),
+            "truncate",
+            "/data/parent/secret.txt/",
+            GuestFails(""),
+        ),
+        case(
+            "truncate on a read-only preopen",
+            &hostile,
+            data_dir(fixture, false),
+            "truncate",
+            "/data/inside.txt",
+            GuestFails("not permitted"),
+        ),
+        case(
+            "rename on a read-only preopen",
+            &hostile,
+            data_dir(fixture, false),
+            "rename",
+            "/data/inside.txt>/data/moved.txt",
+            GuestFails("not permitted"),
+        ),
+        case(
+            "hard link on a read-only preopen",
+            &hostile,
+            data_dir(fixture, false),
+            "link",
+            "/data/inside.txt>/data/linked.txt",
+            GuestFails("not permitted"),
+        ),
+        case(
+            "environment variable never granted",
+            &hostile,
+            plain(),
+            "env",
+            "HOME",
+            GuestFails("not found"),
+        ),
+        case(
+            "HTTP to a host off the allow-list",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(origin.clone())),
+            "http-get",
+            "http://example.com/",
+            Denied("http"),
+        ),
+        case(
+            "HTTP to a loopback port not granted",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(other_port)),
+            "http-get",
+            fixture.http.url("/"),
+            Denied("http"),
+        ),
+        case(
+            "TCP without a grant",
+            &probe,
+            plain(),
+            "tcp-echo",
+            tcp,
+            Denied("sockets"),
+        ),
+        case(
+            "UDP without a grant",
+            &probe,
+            plain(),
+            "udp-send",
+            udp,
+            Denied("sockets"),
+        ),
+        case(
+            "kv beyond its quota",
+            &probe,
+            sandbox(|_, grants| grants.kv = Some(kv_quota)),
+            "kv-set",
+            "big=0123456789abcdefg",
+            GuestFails("kv quota exceeded"),
+        ),
+        case(
+            "kv read of another plugin's key",
+            &probe,
+            sandbox(|_, grants| grants.kv = Some(fixture.kv())),
+            "kv-get",
+            "secret",
+            GuestFails("no key secret"),
+        ),
+        case(
+            "kv panic after a batch",
+            &probe,
+            sandbox(|_, grants| grants.kv = Some(fixture.kv())),
+            "kv-set-many-then-panic",
+            "a=1,b=2,c=3",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "huge random buffer",
+            &probe,
+            plain(),
+            "random",
+            "1000000000",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "trap in init",
+            &hostile,
+            with_init("trap"),
+            "calls",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "failure in init",
+            &hostile,
+            with_init("fail"),
+            "calls",
+            "",
+            GuestFails("init refuses"),
+        ),
+        case(
+            "loop in init",
+            &hostile,
+            with_init("loop"),
+            "calls",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        case(
+            "list longer than memory",
+            &abi,
+            plain(),
+            "huge-list",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "result case that does not exist",
+            &abi,
+            plain(),
+            "bad-discriminant",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "error string that is not UTF-8",
+            &abi,
+            plain(),
+            "utf8-error",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+        case(
+            "plugin-error case that does not exist",
+            &abi,
+            plain(),
+            "error-case",
+            "",
+            Fails(ErrorKind::Trap),
+        ),
+    ];
+    // Each plugin has its own kv namespace: these two are strangers to the
+    // plugin named `owner` that holds the secret.
+    for case in &mut cases {
+        if case.action.starts_with("kv-") {
+            case.name = "intruder";
+        }
+    }
+    cases
+}
+
+/// Stores a secret under the plugin name `owner`, for the namespace case.
+async fn store_secret(runtime: &Runtime, fixture: &Fixture) {
+    let owner = runtime
+        .load(
+            Source::new("owner", guest_bytes(guests::PROBE)),
+            sandbox(|_, grants| grants.kv = Some(fixture.kv())),
+        )
+        .await
+        .unwrap();
+    owner.execute("kv-set", b"secret=42").await.result.unwrap();
+}
+
+async fn good_call(runtime: &Runtime) -> Result<(), String> {
+    let hello = runtime
+        .load_file(guests::HELLO, Sandbox::default())
+        .await
+        .map_err(|err| err.to_string())?;
+    match hello.execute("count-vowels", b"hello world").await.result {
+        Ok(output) if output == b"3" => Ok(()),
+        other => Err(format!("the good call got {other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_behaviour_is_contained() {
+    let fixture = Fixture::new();
+    let runtime = Runtime::builder().fuel(true).build().unwrap();
+    store_secret(&runtime, &fixture).await;
+    let cases = cases(&fixture);
+    assert!(cases.len() >= 20, "the collection shrank");
+
+    let mut failures = Vec::new();
+    for case in cases {
+        let plugin = match runtime
+            .load(Source::new(case.name, case.plugin), case.sandbox)
+            .await
+        {
+            Ok(plugin) => plugin,
+            Err(err) => {
+                failures.push(format!("{}: loading failed: {err}", case.behaviour));
+                continue;
+            }
+        };
+        let outcome = plugin.execute(case.action, &case.input).await;
+        if let Err(why) = case.expected.check(&outcome) {
+            failures.push(format!(
+                "{}: expected it to be {}: {why}",
+                case.behaviour, case.expected
+            ));
+        }
+        drop(plugin);
+        if let Err(why) = good_call(&runtime).await {
+            failures.push(format!(
+                "{}: the runtime stopped serving: {why}",
+                case.behaviour
+            ));
+        }
+        if runtime.instances_in_use() != 0 {
+            failures.push(format!(
+                "{}: {} instances still held",
+                case.behaviour,
+                runtime.instances_in_use()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Nothing outside the sandbox changed, and the batch before the panic is
+    // whole.
+    assert_eq!(
+        std::fs::read_to_string(fixture.root.path().join("secret.txt")).unwrap(),
+        "secret"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.granted().join("inside.txt")).unwrap(),
+        "inside"
+    );
+    let mut entries: Vec<_> = std::fs::read_dir(fixture.granted())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["escape", "inside.txt", "parent"]);
+    let intruder = runtime
+        .load(
+            Source::new("intruder", guest_bytes(guests::PROBE)),
+            sandbox(|_, grants| grants.kv = Some(fixture.kv())),
+        )
+        .await
+        .unwrap();
+    let keys = intruder.execute("kv-list", b"").await.result.unwrap();
+    assert_eq!(String::from_utf8(keys).unwrap(), "a,b,c");
+}
