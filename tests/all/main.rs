@@ -1,5 +1,6 @@
 //! Warden's integration tests: one binary, one module per concern.
 
+mod cancellation;
 mod capabilities;
 mod concurrency;
 mod grants;
