@@ -434,6 +434,174 @@ fn kv_store(dir: &tempfile::TempDir) -> String {
     dir.path().join("kv.sqlite").to_str().unwrap().to_owned()
 }
 
+/// Runs `args` and returns the exit code and stderr, asserting that warden
+/// did not panic.
+fn refused(args: &[&str]) -> (i32, String) {
+    let output = warden(args);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    (output.status.code().expect("exit code"), stderr)
+}
+
+#[test]
+fn operator_mistakes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let unclosed = write_file(
+        dir.path(),
+        "unclosed.toml",
+        b"[plugins.hello\npath = \"x\"\n",
+    );
+    let unknown_key = write_file(
+        dir.path(),
+        "unknown.toml",
+        format!(
+            "[plugins.hello]\npath = {:?}\ncolour = \"blue\"\n",
+            guests::HELLO
+        )
+        .as_bytes(),
+    );
+    let directory = write_file(
+        dir.path(),
+        "directory.toml",
+        b"[plugins.hello]\npath = \"/tmp\"\n",
+    );
+    let file = write_file(dir.path(), "file", b"not a directory");
+    let not_a_store = write_file(dir.path(), "garbage.sqlite", b"not a database");
+    let under_a_file = format!("{file}/cache");
+    let hello = [guests::HELLO, "count-vowels", "--unsigned", "allow"];
+    let probe = [
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        "a=1",
+        "--unsigned",
+        "allow",
+    ];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["run", "--manifest", &unclosed, "hello"],
+            2,
+            "unclosed table",
+        ),
+        (
+            vec!["run", "--manifest", &unknown_key, "hello"],
+            2,
+            "unknown field `colour`",
+        ),
+        (
+            vec!["run", "--manifest", &directory, "hello"],
+            11,
+            "Is a directory",
+        ),
+        (
+            vec!["run", "--manifest", "/no/such.toml", "hello"],
+            2,
+            "cannot read manifest",
+        ),
+        (vec!["run", "/no/such/plugin.wasm"], 11, "No such file"),
+        (
+            [&["run"][..], &hello, &["--cache-dir", "/proc/warden-cache"]].concat(),
+            2,
+            "cannot create the compile cache",
+        ),
+        (
+            [&["run"][..], &hello, &["--cache-dir", &under_a_file]].concat(),
+            2,
+            "cannot create the compile cache",
+        ),
+        (
+            [
+                &["run"][..],
+                &probe,
+                &["--kv-store", "/proc/warden-kv/kv.sqlite"],
+            ]
+            .concat(),
+            2,
+            "cannot create the kv store's directory",
+        ),
+        (
+            [&["run"][..], &probe, &["--kv-store", &not_a_store]].concat(),
+            2,
+            "file is not a database",
+        ),
+    ];
+    for (args, expected_code, message) in cases {
+        let (code, stderr) = refused(&args);
+        assert_eq!(code, expected_code, "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    // A file that is not a store is refused, never overwritten.
+    assert_eq!(std::fs::read(&not_a_store).unwrap(), b"not a database");
+}
+
+/// `warden run` killed with SIGKILL in the middle of kv writes: the store
+/// opens afterwards and holds whole batches only, and takes new writes.
+#[test]
+fn a_killed_run_leaves_only_whole_kv_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "run",
+            guests::PROBE,
+            "kv-batches",
+            "--input",
+            "1000000",
+            "--kv-store",
+            &store,
+            "--timeout",
+            "10m",
+            "--unsigned",
+            "allow",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting warden");
+    // Kill it once some batches are in; it would run for minutes otherwise.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+        let listed = warden(&["kv", "probe", "list", "--store", &store]);
+        if listed.status.success() && listed.stdout.len() > 5 * 100 * 10 {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let listed = warden(&["kv", "probe", "list", "--store", &store]);
+    assert!(listed.status.success(), "{listed:?}");
+    let keys = String::from_utf8(listed.stdout).unwrap();
+    let mut per_batch = std::collections::BTreeMap::new();
+    for key in keys.lines() {
+        let (batch, _) = key.split_once('-').expect("bBATCH-KEY");
+        *per_batch.entry(batch.to_owned()).or_insert(0) += 1;
+    }
+    assert!(!per_batch.is_empty(), "no batch was written");
+    assert!(
+        per_batch.values().all(|&count| count == 100),
+        "a batch was split: {per_batch:?}"
+    );
+    // Each batch is a number that runs from 0 without gaps.
+    let batches: Vec<usize> = per_batch
+        .keys()
+        .map(|batch| batch[1..].parse().unwrap())
+        .collect();
+    assert_eq!(batches, (0..batches.len()).collect::<Vec<_>>());
+
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        "after=kill",
+        "--kv-store",
+        &store,
+    ]);
+    assert_status(&value, code, "ok", 0);
+}
+
 #[test]
 fn http_is_allowed_per_origin_and_denied_otherwise() {
     let server = warden_tests::HttpServer::start();
