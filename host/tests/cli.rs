@@ -534,6 +534,25 @@ fn operator_mistakes_are_clear_errors() {
     assert_eq!(std::fs::read(&not_a_store).unwrap(), b"not a database");
 }
 
+/// The CLI fuzz corpus (`tests/fuzz/`): every argument list ends in an
+/// expected exit code, without a panic or a hang.
+#[test]
+fn the_cli_fuzz_corpus_ends_in_expected_exit_codes() {
+    use warden_tests::fuzz::{self, Target};
+    let corpus = Target::Cli.corpus();
+    assert!(!corpus.is_empty());
+    for (path, input) in corpus {
+        let scratch = tempfile::tempdir().unwrap();
+        if let Err(why) = fuzz::cli(
+            Path::new(env!("CARGO_BIN_EXE_warden")),
+            scratch.path(),
+            &input,
+        ) {
+            panic!("{}: {why}", path.display());
+        }
+    }
+}
+
 /// `warden run` killed with SIGKILL in the middle of kv writes: the store
 /// opens afterwards and holds whole batches only, and takes new writes.
 #[test]
