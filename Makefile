@@ -8,8 +8,11 @@ GUESTS := $(GUEST_TARGET_DIR)/$(GUEST_TARGET)/release
 GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --target-dir $(GUEST_TARGET_DIR)
 WARDEN := target/debug/warden
 DEMO := target/demo
+SOAK_CALLS ?= 100000
+SOAK_CALLERS ?= 16
+FUZZ_SECONDS ?= 60
 
-.PHONY: setup guests build demo test lint doc clean bench
+.PHONY: setup guests build demo test lint doc clean bench soak fuzz
 
 ## setup: install what a fresh machine lacks (the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt)
 setup:
@@ -81,3 +84,12 @@ bench: setup
 	env -u RUST_BACKTRACE $(CARGO) run --release --manifest-path bench/Cargo.toml --target-dir target/bench \
 		--bin compare -- --write docs/performance.md
 	env -u RUST_BACKTRACE $(CARGO) bench --manifest-path bench/Cargo.toml --target-dir target/bench
+
+## soak: 100,000 executions of good and hostile guests from 16 callers; fails on any unexpected outcome or >10% RSS growth
+soak: setup
+	$(CARGO) run --release -p warden-tests --example soak -- --calls $(SOAK_CALLS) --callers $(SOAK_CALLERS)
+
+## fuzz: each fuzz target (load, execute, manifest, cli) for FUZZ_SECONDS; findings land in tests/fuzz/regressions/
+fuzz: setup
+	$(CARGO) build --release -p warden
+	$(CARGO) run --release -p warden-tests --example fuzz -- --seconds $(FUZZ_SECONDS) --warden target/release/warden

@@ -10,9 +10,10 @@
 //! coverage instrumentation: as feedback it keeps inputs whose outcome (an
 //! error message without its numbers, an exit code) it has not seen before.
 //!
-//! Usage: `fuzz [--seconds N] [--seed N] [--warden PATH] [TARGET...]`
+//! Usage: `fuzz [--seconds N] [--seed N] [--warden PATH] [--verbose] [TARGET...]`
 //! (defaults: 60 seconds per target, a seed from the clock, every target;
-//! `--warden` is the binary the `cli` target runs).
+//! `--warden` is the binary the `cli` target runs; `--verbose` prints each
+//! new outcome).
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -25,6 +26,10 @@ use warden_tests::fuzz::{self, Target, Verdict};
 
 /// An in-process input that runs longer than this is a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// The corpus grows to this many inputs; past it, new finds replace old
+/// ones (never the seeds).
+const MAX_CORPUS: usize = 10_000;
 
 /// Inputs never grow beyond this, so a run cannot drift into huge inputs.
 const MAX_INPUT_BYTES: usize = 4 << 20;
@@ -193,6 +198,7 @@ struct Options {
     seconds: u64,
     seed: u64,
     warden: PathBuf,
+    verbose: bool,
     targets: Vec<Target>,
 }
 
@@ -205,6 +211,7 @@ fn options() -> Result<Options, String> {
             .unwrap_or(1)
             | 1,
         warden: PathBuf::from("target/release/warden"),
+        verbose: false,
         targets: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -218,6 +225,7 @@ fn options() -> Result<Options, String> {
             }
             "--seed" => options.seed = value()?.parse().map_err(|err| format!("--seed: {err}"))?,
             "--warden" => options.warden = value()?.into(),
+            "--verbose" => options.verbose = true,
             name => options.targets.push(Target::from_name(name).ok_or_else(|| {
                 format!("unknown target {name}; targets: load, execute, manifest, cli")
             })?),
@@ -340,8 +348,16 @@ fn fuzz_target(target: Target, options: &Options, rng: &mut Rng, current: &Curre
         runs += 1;
         match verdict {
             Ok(outcome) => {
+                if options.verbose && !seen.contains(&outcome) {
+                    println!("fuzz: {}: new outcome: {outcome}", target.name());
+                }
                 if seen.insert(outcome) && index > seeds {
-                    corpus.push(input);
+                    if corpus.len() < MAX_CORPUS {
+                        corpus.push(input);
+                    } else {
+                        let replaced = seeds + rng.below(corpus.len() - seeds);
+                        corpus[replaced] = input;
+                    }
                 }
             }
             Err(why) => {

@@ -19,9 +19,12 @@ use warden_tests::{guest_bytes, guests, malformed_abi_plugin};
 /// end of the run.
 const MAX_RSS_GROWTH: f64 = 0.10;
 
-/// The share of calls that warm the runtime up (pool slots, allocator
-/// arenas, caches) before the resident-memory baseline is taken.
-const WARM_UP_SHARE: usize = 10;
+/// The run's phases, between which resident memory is measured.
+const PHASES: usize = 10;
+
+/// The phases that warm the runtime up (pool slots, allocator arenas,
+/// caches) before the resident-memory baseline is taken.
+const WARM_UP_PHASES: usize = 2;
 
 /// What a call is expected to end in.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -183,40 +186,23 @@ struct Tally {
     unexpected: Vec<String>,
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(err) => {
-            eprintln!("soak: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = Runtime::builder()
-        .max_instances(options.callers as u32)
-        .build()
-        .expect("creating the runtime");
-    let mix = Arc::new(mix(&runtime).await);
-    assert_eq!(mix.iter().map(|call| call.per_mille).sum::<usize>(), 1000);
-
-    let warm_up = options.calls / WARM_UP_SHARE;
-    let next = Arc::new(AtomicUsize::new(0));
-    let baseline = Arc::new(std::sync::OnceLock::new());
-    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
-    let started = Instant::now();
-    let mut callers = tokio::task::JoinSet::new();
-    for _ in 0..options.callers {
-        let (mix, next, baseline, tally) =
-            (mix.clone(), next.clone(), baseline.clone(), tally.clone());
-        let calls = options.calls;
-        callers.spawn(async move {
+/// Makes the calls numbered `calls` from `callers` concurrent callers, and
+/// waits for all of them.
+async fn run_calls(
+    mix: &Arc<Vec<Call>>,
+    calls: std::ops::Range<usize>,
+    callers: usize,
+    tally: &Arc<std::sync::Mutex<Tally>>,
+) {
+    let next = Arc::new(AtomicUsize::new(calls.start));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (mix, next, tally, end) = (mix.clone(), next.clone(), tally.clone(), calls.end);
+        tasks.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= calls {
+                if index >= end {
                     break;
-                }
-                if index == warm_up {
-                    baseline.get_or_init(resident_bytes);
                 }
                 let call = pick(&mix, index);
                 let result = call.plugin.execute(call.action, call.input).await.result;
@@ -238,14 +224,43 @@ async fn main() -> ExitCode {
             }
         });
     }
-    while let Some(joined) = callers.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         joined.expect("a caller panicked");
     }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let options = match options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("soak: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = Runtime::builder()
+        .max_instances(options.callers as u32)
+        .build()
+        .expect("creating the runtime");
+    let mix = Arc::new(mix(&runtime).await);
+    assert_eq!(mix.iter().map(|call| call.per_mille).sum::<usize>(), 1000);
+
+    // The calls run in ten phases; resident memory is measured between
+    // them, when no call is in flight, so that no figure depends on what
+    // happened to be running. The first phases are the warm-up.
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let started = Instant::now();
+    let mut resident = Vec::new();
+    for phase in 0..PHASES {
+        let calls = options.calls * phase / PHASES..options.calls * (phase + 1) / PHASES;
+        run_calls(&mix, calls, options.callers, &tally).await;
+        resident.push(resident_bytes());
+    }
     let elapsed = started.elapsed();
-    let end = resident_bytes();
-    let baseline = *baseline.get().unwrap_or(&end);
+    let baseline = resident[WARM_UP_PHASES - 1];
+    let end = resident[PHASES - 1];
     let growth = end as f64 / baseline as f64 - 1.0;
-    let tally = tally.lock().expect("callers are done");
+    let tally = tally.lock().expect("the callers are done");
 
     println!(
         "soak: {} calls from {} callers in {:.1} s ({:.0} calls/s)",
@@ -257,10 +272,19 @@ async fn main() -> ExitCode {
     for (kind, count) in &tally.outcomes {
         println!("  {kind:<18} {count}");
     }
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1 << 20) as f64);
     println!(
-        "  resident memory after warm-up {:.1} MiB, at the end {:.1} MiB ({:+.1}%)",
-        baseline as f64 / (1 << 20) as f64,
-        end as f64 / (1 << 20) as f64,
+        "  resident memory (MiB) after each tenth of the calls: {}",
+        resident
+            .iter()
+            .map(|&bytes| mib(bytes))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  after warm-up {} MiB, at the end {} MiB ({:+.1}%)",
+        mib(baseline),
+        mib(end),
         growth * 100.0
     );
     println!("  instances still held: {}", runtime.instances_in_use());

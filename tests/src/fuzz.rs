@@ -106,33 +106,28 @@ pub async fn hello(runtime: &Runtime) -> Plugin {
 /// keeps inputs that lead somewhere new), or `Err` with the finding.
 pub type Verdict = Result<String, String>;
 
-/// An outcome's label: the last line of its message without quoted text and
-/// without words holding digits (offsets, sizes), so that the same failure
-/// at another offset or with another name is not "new".
+/// An outcome's label: the plain words of its message's last line, up to the
+/// first quoted value, so that the same failure at another offset or with
+/// another value is not "new".
 fn label(text: &str) -> String {
     let line = text
         .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
         .unwrap_or("");
-    let mut unquoted = String::new();
-    let mut quote = None;
-    for c in line.chars() {
-        match (quote, c) {
-            (None, '`' | '"' | '\'') => quote = Some(c),
-            (Some(open), c) if c == open => quote = None,
-            (None, c) => unquoted.push(c),
-            _ => {}
-        }
-    }
+    let unquoted = line.split(['`', '"', '\'']).next().unwrap_or("");
     unquoted
         .split_whitespace()
-        .filter(|word| !word.chars().any(|c| c.is_ascii_digit()))
+        .map(|word| word.trim_matches(|c: char| c.is_ascii_punctuation()))
+        // Plain words only: numbers, offsets, byte dumps and names lifted
+        // from the input would make every outcome "new".
+        .filter(|word| {
+            (3..=16).contains(&word.len())
+                && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        .take(8)
         .collect::<Vec<_>>()
         .join(" ")
-        .chars()
-        .take(80)
-        .collect()
 }
 
 /// [`Target::Load`]: loading arbitrary bytes ends in a plugin or in a typed
@@ -225,8 +220,8 @@ pub fn manifest(bytes: &[u8]) -> Verdict {
                 manifest.plugin(name).map_err(|err| format!("{err:?}"))?;
             }
             Ok(format!(
-                "{} plugins, fuel {}",
-                manifest.plugins.len(),
+                "parsed: {} plugins, fuel {}",
+                manifest.plugins.len().min(2),
                 manifest.needs_fuel()
             ))
         }
