@@ -125,6 +125,27 @@ pub enum Error {
     )]
     InstanceDiscarded(ErrorKind),
 
+    /// No plugin is registered under this name in the
+    /// [`Registry`](crate::Registry).
+    #[error(
+        "no plugin named `{name}` is loaded; loaded: {}",
+        describe_names(known)
+    )]
+    UnknownPlugin {
+        /// The name asked for.
+        name: String,
+        /// The names that are registered.
+        known: Vec<String>,
+    },
+
+    /// The call was refused or stopped because its host is shutting down
+    /// ([`Registry::shutdown`](crate::Registry::shutdown)).
+    #[error("cancelled: {reason}")]
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+
     /// The limits or grants given to the host are unusable, e.g. a preopened
     /// directory that does not exist or a fuel limit on a runtime built
     /// without fuel metering.
@@ -177,6 +198,10 @@ pub enum ErrorKind {
     Untrusted,
     /// [`Error::InvalidConfig`].
     InvalidConfig,
+    /// [`Error::UnknownPlugin`].
+    UnknownPlugin,
+    /// [`Error::Cancelled`].
+    Cancelled,
     /// [`Error::Io`].
     Io,
     /// [`Error::Internal`].
@@ -200,6 +225,8 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::Untrusted => "untrusted",
             ErrorKind::InvalidConfig => "invalid-config",
+            ErrorKind::UnknownPlugin => "unknown-plugin",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Io => "io-error",
             ErrorKind::Internal => "internal-error",
         }
@@ -229,6 +256,8 @@ impl Error {
             Error::Denied { .. } | Error::MissingGrants(_) => ErrorKind::Denied,
             Error::Untrusted { .. } => ErrorKind::Untrusted,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::UnknownPlugin { .. } => ErrorKind::UnknownPlugin,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
         }
@@ -398,6 +427,14 @@ fn describe_missing(missing: &[CapabilityUse]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn describe_names(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn format_backtrace(frames: &[String]) -> String {

@@ -534,6 +534,86 @@ fn operator_mistakes_are_clear_errors() {
     assert_eq!(std::fs::read(&not_a_store).unwrap(), b"not a database");
 }
 
+/// `warden run --watch`: runs again when the plugin file changes, reports a
+/// broken replacement and keeps the previous version, and stops on SIGINT
+/// with the last run's exit code.
+#[test]
+fn run_watch_reruns_on_changes_and_stops_on_interrupt() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello.wasm");
+    std::fs::copy(guests::HELLO, &plugin).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "run",
+            plugin.to_str().unwrap(),
+            "count-vowels",
+            "--input",
+            "hello world",
+        ])
+        .args(["--unsigned", "allow", "--watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting warden");
+    // Read both streams on threads, so that a missing line fails the test
+    // after a timeout instead of hanging it.
+    let lines_of = |stream: Box<dyn std::io::Read + Send>| {
+        let (lines, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        receiver
+    };
+    let stdout_lines = lines_of(Box::new(child.stdout.take().unwrap()));
+    let stderr_lines = lines_of(Box::new(child.stderr.take().unwrap()));
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {needle:?}"),
+            }
+        }
+    };
+    let next_output = || {
+        stdout_lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an output line")
+    };
+    assert_eq!(next_output(), "3");
+    wait_for("warden: ok");
+
+    // A new version: the same plugin with a custom section appended.
+    let mut changed = std::fs::read(guests::HELLO).unwrap();
+    changed.extend_from_slice(&[0, 3, 1, b'v', 2]);
+    let staged = dir.path().join("staged.wasm");
+    std::fs::write(&staged, &changed).unwrap();
+    std::fs::rename(&staged, &plugin).unwrap();
+    wait_for("hello changed");
+    assert_eq!(next_output(), "3");
+
+    std::fs::write(&staged, b"not wasm").unwrap();
+    std::fs::rename(&staged, &plugin).unwrap();
+    let refused = wait_for("was refused");
+    assert!(refused.contains("previous one keeps serving"), "{refused}");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 /// The CLI fuzz corpus (`tests/fuzz/`): every argument list ends in an
 /// expected exit code, without a panic or a hang.
 #[test]

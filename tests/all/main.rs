@@ -11,6 +11,7 @@ mod instance;
 mod invalid;
 mod limits;
 mod programs;
+mod registry;
 mod scale;
 mod trust;
 

@@ -206,6 +206,12 @@ pub struct RunArgs {
     /// Print one JSON object with the result and the report.
     #[arg(long)]
     pub json: bool,
+    /// Keep running: run the action again whenever the plugin file (or the
+    /// manifest) changes, until interrupted. A change that fails to load
+    /// is reported and the previous version keeps serving. Each output ends
+    /// with a newline.
+    #[arg(long, conflicts_with = "signature")]
+    pub watch: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }

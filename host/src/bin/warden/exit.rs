@@ -34,19 +34,22 @@ pub const DENIED: u8 = 30;
 /// The trust policy refused the plugin (or `warden verify` found no valid
 /// signature).
 pub const UNTRUSTED: u8 = 31;
+/// The call was cancelled because warden was shutting down.
+pub const CANCELLED: u8 = 40;
 /// A bug in Warden or a broken host.
 pub const INTERNAL: u8 = 70;
 
 /// The table printed under `--help`; keep it in step with the constants.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes (and --json statuses):
-   0  ok                    20  timeout
-   1  plugin-error          21  out-of-fuel
-   2  usage, invalid-config 22  memory-limit
-  10  invalid-plugin        23  stack-overflow
-  11  io-error              24  trap
-  30  denied                25  output-too-large
-  31  untrusted             26  input-too-large
+   0  ok                      20  timeout
+   1  plugin-error            21  out-of-fuel
+   2  usage, invalid-config,  22  memory-limit
+      unknown-plugin          23  stack-overflow
+  10  invalid-plugin          24  trap
+  11  io-error                25  output-too-large
+  30  denied                  26  input-too-large
+  31  untrusted               40  cancelled
   70  internal-error
 `warden exec` exits with the program's own code when it runs to the end.";
 
@@ -56,7 +59,8 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::PluginError => PLUGIN_ERROR,
         ErrorKind::InvalidPlugin => INVALID_PLUGIN,
         ErrorKind::Io => IO_ERROR,
-        ErrorKind::InvalidConfig => USAGE,
+        ErrorKind::InvalidConfig | ErrorKind::UnknownPlugin => USAGE,
+        ErrorKind::Cancelled => CANCELLED,
         ErrorKind::Timeout => TIMEOUT,
         ErrorKind::OutOfFuel => OUT_OF_FUEL,
         ErrorKind::MemoryLimit => MEMORY_LIMIT,

@@ -137,11 +137,12 @@ pub fn print_json(value: &Value) -> std::io::Result<()> {
 }
 
 /// Writes the plugin's output to stdout as is, adding a newline only when a
-/// person is reading it on a terminal.
-pub fn print_output(output: &[u8]) -> std::io::Result<()> {
+/// person is reading it on a terminal or when `end_line` asks for one (so
+/// that the outputs of successive runs stay apart).
+pub fn print_output(output: &[u8], end_line: bool) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(output)?;
-    if std::io::stdout().is_terminal() && !output.ends_with(b"\n") {
+    if (end_line || std::io::stdout().is_terminal()) && !output.ends_with(b"\n") {
         stdout.write_all(b"\n")?;
     }
     stdout.flush()

@@ -2,9 +2,11 @@
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use warden::{Error, Outcome, Plugin, Report};
+use warden::{Error, Outcome, Plugin, Registry, Reload, Report};
 
 use crate::args::{RunArgs, SandboxArgs, Target};
 use crate::exit;
@@ -20,12 +22,168 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return finish(&args, &target.name, Err(err), None);
         }
     };
+    if args.watch {
+        return watch(args, target, input).await;
+    }
     let plugin = match load(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
     let Outcome { result, report } = plugin.execute(&args.action, &input).await;
     finish(&args, plugin.name(), result, Some(&report))
+}
+
+/// How often `--watch` looks at the plugin file and the manifest.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a call in flight may finish after an interrupt in `--watch` mode.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// `warden run --watch`: runs the action, then again after every change to
+/// the plugin file (or, with --manifest, to the manifest), until SIGINT or
+/// SIGTERM. Exits with the code of the last run.
+async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<ExitCode> {
+    let registry = Registry::new(args.sandbox.runtime(&target.sandbox)?);
+    if let Err(err) = registry
+        .load_file(&target.name, &target.path, target.sandbox.clone())
+        .await
+    {
+        return finish(&args, &target.name, Err(err), None);
+    }
+    if let Some(plugin) = registry.get(&target.name) {
+        output::warn_if_unverified(plugin.info(), plugin.sandbox());
+    }
+    let args = Arc::new(args);
+    let input: Arc<[u8]> = input.into();
+    let mut manifest = args.sandbox.manifest.as_deref().map(FileVersion::of);
+    let mut reloads = registry.watch(WATCH_INTERVAL);
+    let mut interrupted = std::pin::pin!(interrupted());
+    let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+    let mut code = ExitCode::SUCCESS;
+    let mut run = Some(spawn_run(&registry, &args, &target.name, &input));
+    loop {
+        tokio::select! {
+            finished = async { run.as_mut().expect("guarded").await }, if run.is_some() => {
+                run = None;
+                code = finished.context("the run failed")??;
+            }
+            reload = reloads.next() => match reload {
+                Some(Reload::Replaced { name, from, to }) => {
+                    eprintln!("warden: {name} changed ({} → {}); running `{}` again", short(&from), short(&to), args.action);
+                    if let Some(previous) = run.take() {
+                        code = previous.await.context("the run failed")??;
+                    }
+                    run = Some(spawn_run(&registry, &args, &name, &input));
+                }
+                Some(Reload::Failed { name, error }) => {
+                    eprintln!("warden: the new version of {name} was refused; the previous one keeps serving: {error}");
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = ticks.tick(), if manifest.is_some() => {
+                let Some(seen) = &manifest else { continue };
+                let now = FileVersion::of(&seen.path);
+                if now != *seen {
+                    manifest = Some(now);
+                    // The manifest's entry plus the flags, as at start; the
+                    // next watch tick reports the reload (or its failure).
+                    match args.sandbox.target(&args.plugin) {
+                        Ok(target) => {
+                            if let Err(err) = registry.load_file(&target.name, &target.path, target.sandbox).await {
+                                eprintln!("warden: the changed manifest was refused; the previous version keeps serving: {err}");
+                            } else {
+                                eprintln!("warden: the manifest changed; running `{}` again", args.action);
+                                if let Some(previous) = run.take() {
+                                    code = previous.await.context("the run failed")??;
+                                }
+                                run = Some(spawn_run(&registry, &args, &target.name, &input));
+                            }
+                        }
+                        Err(err) => eprintln!("warden: the changed manifest was refused; the previous version keeps serving: {err:#}"),
+                    }
+                }
+            }
+            () = &mut interrupted => {
+                let stopped = registry.shutdown(SHUTDOWN_GRACE).await;
+                if let Some(last) = run.take() {
+                    code = last.await.context("the run failed")??;
+                }
+                if stopped.cancelled > 0 {
+                    eprintln!("warden: interrupted; cancelled the call in flight");
+                }
+                break;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Runs the action once on the registry's current version, in the background.
+fn spawn_run(
+    registry: &Registry,
+    args: &Arc<RunArgs>,
+    name: &str,
+    input: &Arc<[u8]>,
+) -> tokio::task::JoinHandle<anyhow::Result<ExitCode>> {
+    let (registry, args, name, input) = (
+        registry.clone(),
+        args.clone(),
+        name.to_owned(),
+        input.clone(),
+    );
+    tokio::spawn(async move {
+        let Outcome { result, report } = registry.execute(&name, &args.action, &input).await;
+        let report = (!matches!(result, Err(Error::Cancelled { .. }))).then_some(report);
+        finish(&args, &name, result, report.as_ref())
+    })
+}
+
+/// The first characters of a SHA-256, enough to tell versions apart.
+fn short(sha256: &str) -> &str {
+    &sha256[..sha256.len().min(12)]
+}
+
+/// A file's modification time and size, to notice that it changed.
+#[derive(PartialEq, Eq)]
+struct FileVersion {
+    path: std::path::PathBuf,
+    modified: Option<std::time::SystemTime>,
+    len: Option<u64>,
+}
+
+impl FileVersion {
+    fn of(path: &std::path::Path) -> Self {
+        let metadata = std::fs::metadata(path).ok();
+        FileVersion {
+            path: path.to_owned(),
+            modified: metadata.as_ref().and_then(|m| m.modified().ok()),
+            len: metadata.map(|m| m.len()),
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Reads and loads the plugin a command names.
@@ -54,7 +212,7 @@ fn finish(
             .context("writing the report")?;
     } else {
         if let Ok(bytes) = &result {
-            output::print_output(bytes).context("writing the output")?;
+            output::print_output(bytes, args.watch).context("writing the output")?;
         }
         match (report, &result) {
             (Some(report), _) => output::print_human_report(result.as_ref().err(), report),

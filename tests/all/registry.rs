@@ -1,0 +1,247 @@
+//! The plugin registry: loading by name, hot reload while calls run, and
+//! graceful shutdown.
+
+use std::path::Path;
+use std::time::Duration;
+
+use warden::{Error, ErrorKind, Limits, Registry, Reload, Sandbox, Source};
+use warden_tests::{guest_bytes, guests};
+
+use crate::runtime;
+
+/// Replaces `path` the way deploy tools do: write beside it, then rename.
+fn replace(path: &Path, bytes: &[u8]) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, bytes).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// The hello guest with a custom section appended: the same behaviour, a
+/// different file and hash.
+fn hello_variant(tag: u8) -> Vec<u8> {
+    let mut bytes = guest_bytes(guests::HELLO);
+    // Custom section (id 0): size, name length, name, payload.
+    bytes.extend_from_slice(&[0, 7, 5, b'w', b'a', b'r', b'd', b'n', tag]);
+    bytes
+}
+
+async fn count_vowels(registry: &Registry, name: &str) -> Result<Vec<u8>, Error> {
+    registry
+        .execute(name, "count-vowels", b"hello world")
+        .await
+        .result
+}
+
+#[tokio::test]
+async fn plugins_are_loaded_listed_found_and_unloaded_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.wasm");
+    std::fs::copy(guests::PROBE, &path).unwrap();
+    let registry = Registry::new(runtime());
+    registry
+        .insert(
+            "hello",
+            Source::new("ignored", guest_bytes(guests::HELLO)),
+            Sandbox::default(),
+        )
+        .await
+        .unwrap();
+    registry
+        .load_file("probe", &path, Sandbox::default())
+        .await
+        .unwrap();
+
+    let listed = registry.list();
+    let names: Vec<&str> = listed.iter().map(|plugin| plugin.name.as_str()).collect();
+    assert_eq!(names, ["hello", "probe"]);
+    assert_eq!(listed[0].path, None);
+    assert_eq!(listed[1].path.as_deref(), Some(path.as_path()));
+    assert_eq!(registry.get("hello").unwrap().name(), "hello");
+    assert_eq!(count_vowels(&registry, "hello").await.unwrap(), b"3");
+
+    assert!(registry.unload("hello").is_some());
+    assert!(registry.unload("hello").is_none());
+    match count_vowels(&registry, "hello").await {
+        Err(Error::UnknownPlugin { name, known }) => {
+            assert_eq!(name, "hello");
+            assert_eq!(known, ["probe"]);
+        }
+        other => panic!("expected an unknown plugin, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_loads_what_it_can_and_says_why_not_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"not wasm").unwrap();
+    let manifest = dir.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugins.hello]\npath = {:?}\n\n[plugins.broken]\npath = \"broken.wasm\"\n\n\
+             [plugins.missing]\npath = \"missing.wasm\"\n",
+            guests::HELLO
+        ),
+    )
+    .unwrap();
+    let registry = Registry::new(runtime());
+    let report = registry.load_manifest(&manifest).await.unwrap();
+    assert_eq!(report.loaded, ["hello"]);
+    let failed: Vec<(&str, ErrorKind)> = report
+        .failed
+        .iter()
+        .map(|(name, err)| (name.as_str(), err.kind()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("broken", ErrorKind::InvalidPlugin),
+            ("missing", ErrorKind::Io)
+        ]
+    );
+    assert_eq!(count_vowels(&registry, "hello").await.unwrap(), b"3");
+
+    // The manifest drops `hello` and fixes nothing else: hello is removed.
+    std::fs::write(&manifest, "[plugins.broken]\npath = \"broken.wasm\"\n").unwrap();
+    let reloads = registry.check_for_changes().await;
+    let [Reload::Manifest(report)] = reloads.as_slice() else {
+        panic!("expected the manifest to be read again: {reloads:?}");
+    };
+    assert_eq!(report.removed, ["hello"]);
+    assert!(registry.get("hello").is_none());
+
+    // A manifest that does not parse changes nothing.
+    std::fs::write(&manifest, "[plugins.broken\n").unwrap();
+    let reloads = registry.check_for_changes().await;
+    assert!(
+        matches!(
+            reloads.as_slice(),
+            [Reload::ManifestFailed(Error::InvalidConfig(_))]
+        ),
+        "{reloads:?}"
+    );
+    assert!(
+        registry.check_for_changes().await.is_empty(),
+        "reported once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::copy(guests::HOSTILE, &path).unwrap();
+    let registry = Registry::new(runtime());
+    registry
+        .load_file("plugin", &path, Sandbox::default())
+        .await
+        .unwrap();
+
+    let napping = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.execute("plugin", "nap", b"500").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    replace(&path, &guest_bytes(guests::HELLO));
+    let reloads = registry.check_for_changes().await;
+    assert!(
+        matches!(reloads.as_slice(), [Reload::Replaced { name, .. }] if name == "plugin"),
+        "{reloads:?}"
+    );
+    // New calls see hello; the call that started on hostile finishes there.
+    assert_eq!(count_vowels(&registry, "plugin").await.unwrap(), b"3");
+    assert_eq!(napping.await.unwrap().result.unwrap(), b"rested");
+
+    // A broken version is refused, reported once, and hello keeps serving.
+    replace(&path, b"\0asm broken");
+    let reloads = registry.check_for_changes().await;
+    match reloads.as_slice() {
+        [Reload::Failed { name, error }] => {
+            assert_eq!(name, "plugin");
+            assert_eq!(error.kind(), ErrorKind::InvalidPlugin);
+        }
+        other => panic!("expected a failed reload, got {other:?}"),
+    }
+    assert!(registry.check_for_changes().await.is_empty());
+    assert_eq!(count_vowels(&registry, "plugin").await.unwrap(), b"3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_a_plugin_under_load_fails_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.wasm");
+    std::fs::write(&path, hello_variant(0)).unwrap();
+    let registry = Registry::new(runtime());
+    registry
+        .load_file("hello", &path, Sandbox::default())
+        .await
+        .unwrap();
+    let mut watch = registry.watch(Duration::from_millis(20));
+
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let registry = registry.clone();
+        callers.spawn(async move {
+            for _ in 0..100 {
+                count_vowels(&registry, "hello").await.unwrap();
+            }
+        });
+    }
+    let mut hashes = vec![registry.list()[0].sha256.clone()];
+    for tag in 1..=5 {
+        replace(&path, &hello_variant(tag));
+        let reload = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watcher noticed the change")
+            .unwrap();
+        let Reload::Replaced { from, to, .. } = reload else {
+            panic!("expected a replacement, got {reload:?}");
+        };
+        assert_eq!(&from, hashes.last().unwrap());
+        hashes.push(to);
+    }
+    while let Some(caller) = callers.join_next().await {
+        caller.expect("every call succeeded");
+    }
+    assert_eq!(registry.list()[0].sha256, *hashes.last().unwrap());
+    hashes.dedup();
+    assert_eq!(hashes.len(), 6, "every version had its own hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_calls_finish_then_cancels_the_rest() {
+    let runtime = runtime();
+    let registry = Registry::new(runtime.clone());
+    let mut limits = Limits::default();
+    limits.timeout = Duration::from_secs(60);
+    registry
+        .insert(
+            "hostile",
+            Source::new("hostile", guest_bytes(guests::HOSTILE)),
+            Sandbox::with_limits(limits),
+        )
+        .await
+        .unwrap();
+    let call = |action: &'static str, input: &'static [u8]| {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.execute("hostile", action, input).await })
+    };
+    let quick = call("nap", b"100");
+    let endless = call("loop", b"");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let stopped = registry.shutdown(Duration::from_millis(500)).await;
+    assert_eq!((stopped.finished, stopped.cancelled), (1, 1));
+    assert_eq!(quick.await.unwrap().result.unwrap(), b"rested");
+    let err = endless.await.unwrap().result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert_eq!(runtime.instances_in_use(), 0);
+
+    let err = registry
+        .execute("hostile", "calls", b"")
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert!(registry.get("hostile").is_some(), "still there to inspect");
+}
