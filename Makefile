@@ -59,10 +59,11 @@ demo: guests build
 		status=$$?; echo "stdout: $$(cat $(DEMO)/out)"; echo "stderr: $$(cat $(DEMO)/err)"; \
 		exit $$status
 
-## test: formatting, lints, every test (builds the guests itself) and the embedding example
-test: lint
+## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples
+test: lint doc
 	$(CARGO) test --workspace
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
+	$(CARGO) run --quiet -p warden --example text-filter -- $(GUESTS)/text_filter.wasm
 
 ## lint: rustfmt and clippy (warnings are errors) on the host and the guests
 lint: setup

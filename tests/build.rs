@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("HOSTILE", COMPONENTS, "hostile.wasm"),
     ("PROBE", COMPONENTS, "probe.wasm"),
     ("COMMAND", COMPONENTS, "command.wasm"),
+    ("TEXT_FILTER", COMPONENTS, "text_filter.wasm"),
     ("COMMAND_PREVIEW1", PREVIEW1, "command.wasm"),
 ];
 

@@ -5,7 +5,7 @@
 //! see the `capabilities` module for what each capability does when it is
 //! not granted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -92,6 +92,10 @@ pub struct Grants {
     /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
     /// so that runs are reproducible. Default: off (real clocks and random).
     pub deterministic: bool,
+    /// Capabilities the embedding application defines for its own WIT
+    /// imports ([`HostCapability`](crate::HostCapability)), granted by name.
+    /// Default: none.
+    pub host: BTreeSet<String>,
 }
 
 /// A host directory made visible to the guest at a path of its own.

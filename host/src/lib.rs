@@ -58,13 +58,14 @@ mod source;
 mod state;
 pub mod trust;
 pub mod units;
+mod world;
 
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
 pub use capabilities::http::{HttpGrant, OriginPattern};
 pub use capabilities::kv::{KvGrant, KvInspector, KvQuotas};
 pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
-pub use capabilities::{CapabilityUse, Denial, Risk, Stdio};
+pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
 pub use error::{Error, ErrorKind};
 pub use fsutil::write_file_atomically;
 pub use grants::{DirAccess, Grants, Preopen, Sandbox, parse_env_var};
@@ -79,7 +80,9 @@ pub use registry::{ManifestLoad, RegisteredPlugin, Registry, Reload, Shutdown, W
 pub use report::{Captured, LogLevel, LogRecord, Outcome, Report};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use source::{Source, signature_path};
+pub use state::HostState;
 pub use trust::TrustPolicy;
+pub use world::{CallFuture, World, WorldPlugin};
 
 /// What a plugin says about itself, returned by its `init`.
 pub use bindings::warden::plugin::types::Metadata;

@@ -38,7 +38,7 @@
 //!
 //! Unknown keys are errors, and every error names the file, line and key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,6 +239,9 @@ struct RawGrants {
     #[serde(default, deserialize_with = "parsed_list")]
     allow_udp: Vec<SocketPattern>,
     kv: Option<RawKv>,
+    /// Host-defined capabilities granted by name.
+    #[serde(default)]
+    host: BTreeSet<String>,
 }
 
 /// `kv = true` (the default location) or a table.
@@ -440,6 +443,7 @@ impl RawGrants {
             udp: self.allow_udp,
             kv,
             deterministic,
+            host: self.host,
         }
     }
 }

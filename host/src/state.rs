@@ -1,6 +1,8 @@
 //! The per-instance state every store carries, and the per-call bookkeeping
 //! around it.
 
+use std::any::Any;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
@@ -15,13 +17,23 @@ use crate::limits::StoreLimiter;
 use crate::loaded::Loaded;
 use crate::report::{Outcome, Report};
 
-/// Everything a store holds for one instance.
-pub(crate) struct HostState {
+/// Everything a store holds for one instance: the resource table, every
+/// capability's state, the limiter, the deadline, and, for plugins of an
+/// application's own [`World`](crate::World), the application's data.
+///
+/// Host functions of a custom world are implemented on this type (or reach
+/// their data through [`HostState::extension_mut`]), and check their
+/// capability's grant with [`HostState::require`].
+pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) caps: InstanceState,
     limiter: StoreLimiter,
     /// When the current call must stop; checked on every epoch tick.
     deadline: Instant,
+    /// Host-defined capabilities the sandbox grants, by name.
+    host_grants: BTreeSet<String>,
+    /// The application's data for this call ([`WorldPlugin::call`](crate::WorldPlugin::call)).
+    extension: Option<Box<dyn Any + Send>>,
 }
 
 impl WasiView for HostState {
@@ -44,6 +56,48 @@ impl WasiHttpView for HostState {
 }
 
 impl HostState {
+    /// The instance's resource table, for host-defined resources. It holds
+    /// at most [`Limits::host_resources`](crate::Limits::host_resources)
+    /// entries.
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The application's data for the current call, if it is a `T`.
+    pub fn extension<T: Any>(&self) -> Option<&T> {
+        self.extension.as_ref()?.downcast_ref()
+    }
+
+    /// The application's data for the current call, if it is a `T`.
+    pub fn extension_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.extension.as_mut()?.downcast_mut()
+    }
+
+    pub(crate) fn set_extension(&mut self, extension: Box<dyn Any + Send>) {
+        self.extension = Some(extension);
+    }
+
+    /// Checks, at call time, that the plugin was granted the host-defined
+    /// capability `capability`. When it was not, the denial is recorded in
+    /// the call's report and an error is returned: return it from the host
+    /// function (with `?`) and the call fails with
+    /// [`Error::Denied`](crate::Error::Denied). `detail` says what was
+    /// refused, e.g. the argument.
+    pub fn require(
+        &mut self,
+        capability: &'static str,
+        detail: impl Into<String>,
+    ) -> wasmtime::Result<()> {
+        if self.host_grants.contains(capability) {
+            return Ok(());
+        }
+        let detail = detail.into();
+        self.caps.denials.record(capability, detail.clone());
+        Err(wasmtime::Error::msg(format!(
+            "the {capability} capability is not granted: {detail}"
+        )))
+    }
+
     /// Creates a store for a new instance of a loaded component, with its
     /// limits and grants in place. Nothing runs yet.
     pub(crate) fn new_store(
@@ -57,6 +111,8 @@ impl HostState {
             caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
             deadline: Instant::now(),
+            host_grants: loaded.sandbox.grants.host.clone(),
+            extension: None,
         };
         let mut store = Store::new(loaded.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);

@@ -107,3 +107,37 @@ async fn reports_measure_every_call() {
     assert!(small_fuel > 0);
     assert!(large.fuel_consumed.unwrap() > small_fuel);
 }
+
+/// Warden's own generated bindings, public in `warden::bindings`, call
+/// `init` and `execute` with typed values through a [`warden::World`].
+#[tokio::test]
+async fn the_typed_bindings_call_init_and_execute() {
+    let runtime = runtime();
+    let world = warden::World::new(&runtime);
+    let plugin = runtime
+        .load_world(
+            warden::Source::new("hello", warden_tests::guest_bytes(guests::HELLO)),
+            warden::Sandbox::default(),
+            &world,
+        )
+        .await
+        .unwrap();
+    let outcome = plugin
+        .call((), |store, instance| -> warden::CallFuture<'_, _> {
+            Box::pin(async move {
+                let bindings = warden::bindings::Plugin::new(&mut *store, instance)?;
+                let guest = bindings.warden_plugin_guest();
+                let metadata = guest.call_init(&mut *store).await?;
+                let counted = guest
+                    .call_execute(&mut *store, "count-vowels", b"typed")
+                    .await?;
+                let unknown = guest.call_execute(&mut *store, "shout", b"").await?;
+                Ok((metadata, counted, unknown))
+            })
+        })
+        .await;
+    let (metadata, counted, unknown) = outcome.result.unwrap();
+    assert_eq!(metadata.unwrap().name, "hello");
+    assert_eq!(counted.unwrap(), b"1");
+    assert!(matches!(unknown, Err(PluginError::UnknownAction(action)) if action == "shout"));
+}

@@ -153,6 +153,51 @@ pub(crate) fn capabilities_of(imports: &[String], sandbox: &Sandbox) -> Vec<Capa
         .collect()
 }
 
+/// A capability the embedding application defines: the WIT interfaces it
+/// imports into plugins of its own world (see [`World`](crate::World)).
+/// Granted by name in [`Grants::host`](crate::Grants::host); `inspect`,
+/// [`Sandbox::strict`] and the call-time check
+/// ([`HostState::require`](crate::HostState::require)) treat it like a
+/// built-in capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCapability {
+    /// The capability's name, e.g. `dictionary`.
+    pub name: &'static str,
+    /// The interfaces it answers for, without versions, e.g.
+    /// `example:filters/dictionary`.
+    pub interfaces: &'static [&'static str],
+    /// How much authority it hands to a plugin.
+    pub risk: Risk,
+    /// How an operator grants it, for error messages.
+    pub how_to_grant: &'static str,
+}
+
+/// Maps a component's imports onto the application's capabilities, in the
+/// order given.
+pub(crate) fn host_capabilities_of(
+    imports: &[String],
+    sandbox: &Sandbox,
+    defined: &[HostCapability],
+) -> Vec<CapabilityUse> {
+    defined
+        .iter()
+        .filter_map(|capability| {
+            let imports: Vec<String> = imports
+                .iter()
+                .filter(|import| capability.interfaces.contains(&unversioned(import)))
+                .cloned()
+                .collect();
+            (!imports.is_empty()).then(|| CapabilityUse {
+                name: capability.name,
+                risk: capability.risk,
+                granted: sandbox.grants.host.contains(capability.name),
+                imports,
+                how_to_grant: capability.how_to_grant,
+            })
+        })
+        .collect()
+}
+
 /// `wasi:http/types@0.2.12` → `wasi:http/types`.
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(name, _version)| name)
