@@ -141,3 +141,35 @@ async fn a_plugin_of_another_world_is_refused_with_the_missing_import() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn strict_refuses_an_ungranted_high_risk_host_capability() {
+    let runtime = Runtime::new().unwrap();
+    // The same imports, declared as a high-risk capability this time.
+    let mut world = warden::World::new(&runtime);
+    glue::add_imports(&mut world).unwrap();
+    world.define(warden::HostCapability {
+        risk: Risk::High,
+        ..glue::DICTIONARY
+    });
+    let mut sandbox = Sandbox::default();
+    sandbox.strict = true;
+    let err = runtime
+        .load_world(
+            Source::new("text-filter", guest_bytes(guests::TEXT_FILTER)),
+            sandbox,
+            &world,
+        )
+        .await
+        .err()
+        .expect("refused");
+    let Error::MissingGrants(missing) = &err else {
+        panic!("expected missing grants, got {err:?}");
+    };
+    let dictionary = missing
+        .iter()
+        .find(|capability| capability.name == "dictionary")
+        .unwrap_or_else(|| panic!("the dictionary is not among {missing:?}"));
+    assert_eq!(dictionary.risk, Risk::High);
+    assert!(err.to_string().contains("grants.host"), "{err}");
+}

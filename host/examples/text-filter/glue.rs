@@ -47,10 +47,15 @@ impl example::filters::types::Host for HostState {}
 /// Warden's imports plus the dictionary.
 pub fn world(runtime: &Runtime) -> Result<World, warden::Error> {
     let mut world = World::new(runtime);
-    TextFilter::add_to_linker::<_, HasSelf<HostState>>(world.linker(), |state| state)
-        .map_err(warden::Error::Internal)?;
+    add_imports(&mut world)?;
     world.define(DICTIONARY);
     Ok(world)
+}
+
+/// Adds the world's imports (the dictionary) to `world`'s linker.
+pub fn add_imports(world: &mut World) -> Result<(), warden::Error> {
+    TextFilter::add_to_linker::<_, HasSelf<HostState>>(world.linker(), |state| state)
+        .map_err(warden::Error::Internal)
 }
 
 /// Creates a pipeline with `rules`, judges every line, reads the counts and
