@@ -8,24 +8,38 @@ GUESTS := $(GUEST_TARGET_DIR)/$(GUEST_TARGET)/release
 GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --target-dir $(GUEST_TARGET_DIR)
 WARDEN := target/debug/warden
 DEMO := target/demo
+TOOLCHAINS := target/toolchains
+# The C guest's compiler: Debian's clang with the WASI sysroot and runtime.
+C_PACKAGES := clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOAK_CALLS ?= 100000
 SOAK_CALLERS ?= 16
 FUZZ_SECONDS ?= 60
 
 .PHONY: setup guests build demo test lint doc clean bench soak fuzz
 
-## setup: install what a fresh machine lacks (the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt)
+## setup: install what a fresh machine lacks: the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt, and the
+## Python (componentize-py, in a virtual environment), JavaScript (componentize-js, npm ci) and C (Debian's
+## clang-19, lld-19, wasi-libc) guest toolchains; the first two go under target/toolchains
 setup:
 	@rustup target list --installed | grep -qx '$(GUEST_TARGET)' || rustup target add $(GUEST_TARGET)
 	@rustup target list --installed | grep -qx '$(PREVIEW1_TARGET)' || rustup target add $(PREVIEW1_TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@dpkg -s $(C_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(C_PACKAGES); }
+	@cmp -s guests/python/requirements.txt $(TOOLCHAINS)/python/installed-requirements.txt || { \
+		python3 -m venv $(TOOLCHAINS)/python && \
+		$(TOOLCHAINS)/python/bin/pip install -q -r guests/python/requirements.txt && \
+		cp guests/python/requirements.txt $(TOOLCHAINS)/python/installed-requirements.txt; }
+	@cmp -s guests/js/package-lock.json $(TOOLCHAINS)/js/installed-package-lock.json || { \
+		mkdir -p $(TOOLCHAINS)/js && cp guests/js/package.json guests/js/package-lock.json $(TOOLCHAINS)/js/ && \
+		npm ci --prefix $(TOOLCHAINS)/js --no-audit --no-fund --loglevel=error && \
+		cp guests/js/package-lock.json $(TOOLCHAINS)/js/installed-package-lock.json; }
 
-## guests: build the guest components in guests/ for wasm32-wasip2 (and the program for wasm32-wasip1)
+## guests: build every guest: the Rust ones in guests/ for wasm32-wasip2 (and the program for wasm32-wasip1),
+## and hello in Python, JavaScript and C (tests/build.rs does it; outputs in target/guests)
 guests: setup
-	$(CARGO) build --release $(GUEST_ARGS)
-	$(CARGO) build --release --manifest-path guests/Cargo.toml --target $(PREVIEW1_TARGET) \
-		--target-dir $(GUEST_TARGET_DIR) --package command
+	$(CARGO) build -p warden-tests
 
 ## build: build the warden library and CLI
 build: setup
@@ -62,6 +76,7 @@ demo: guests build
 ## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples
 test: lint doc
 	$(CARGO) test --workspace
+	@echo "hello in every language (tests/all/conformance.rs):" && cat target/conformance.txt
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
 	$(CARGO) run --quiet -p warden --example text-filter -- $(GUESTS)/text_filter.wasm
 
@@ -70,6 +85,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path guests/Cargo.toml --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p warden --no-default-features --lib -- -D warnings
 	$(CARGO) clippy $(GUEST_ARGS) --release --all-targets -- -D warnings
 
 ## doc: API documentation, warnings are errors

@@ -1,6 +1,7 @@
-//! Builds the guest components in `guests/` for `wasm32-wasip2` and exports
-//! their paths as constants (see `src/lib.rs`), so that `cargo test` needs
-//! nothing built beforehand.
+//! Builds the guest components in `guests/` and exports their paths as
+//! constants (see `src/lib.rs`), so that `cargo test` needs nothing built
+//! beforehand: the Rust guests for `wasm32-wasip2`, and the `hello` guest in
+//! Python, JavaScript and C with the toolchains `make setup` installs.
 
 use std::env;
 use std::fmt::Write as _;
@@ -31,10 +32,28 @@ fn main() {
     let target_dir = root.join("target").join("guests");
 
     println!("cargo:rerun-if-changed={}", guests.display());
+    for toolchain in [
+        "target/toolchains/python/installed-requirements.txt",
+        "target/toolchains/js/installed-package-lock.json",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(toolchain).display());
+    }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
     build_guests(&guests, &target_dir, COMPONENTS, None);
     build_guests(&guests, &target_dir, PREVIEW1, Some("command"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    for (_, language) in OTHER_LANGUAGES {
+        let output = target_dir.join(language).join("hello.wasm");
+        std::fs::create_dir_all(output.parent().expect("a file in a folder"))
+            .expect("creating the guest's output folder");
+        match *language {
+            "python" => build_python(root, &output),
+            "js" => build_js(root, &output),
+            "c" => build_c(root, &out_dir, &output),
+            other => unreachable!("no build for {other}"),
+        }
+    }
 
     let mut constants = String::new();
     for (constant, target, file) in GUESTS {
@@ -51,8 +70,136 @@ fn main() {
         )
         .expect("writing to a String cannot fail");
     }
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("guests.rs");
+    for (constant, language) in OTHER_LANGUAGES {
+        let path = target_dir.join(language).join("hello.wasm");
+        writeln!(
+            constants,
+            "/// Path of the `hello` guest written in {language}.\npub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .expect("writing to a String cannot fail");
+    }
+    let out = out_dir.join("guests.rs");
     std::fs::write(&out, constants).expect("writing guests.rs into OUT_DIR");
+}
+
+/// The `hello` guest in the other languages, each built with its own
+/// toolchain (installed under `target/toolchains` by `make setup`) into
+/// `target/guests/LANGUAGE/hello.wasm`: (constant name, language).
+const OTHER_LANGUAGES: &[(&str, &str)] = &[
+    ("PYTHON_HELLO", "python"),
+    ("JS_HELLO", "js"),
+    ("C_HELLO", "c"),
+];
+
+/// The clang that builds the C guest (Debian's `clang-19`, with `lld-19`,
+/// `wasi-libc` and `libclang-rt-19-dev-wasm32`).
+const CLANG: &str = "clang-19";
+
+/// Fails the build with the command that installs a missing toolchain.
+fn require_tool(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} is not installed at {}; run `make setup`",
+        path.display()
+    );
+}
+
+fn run(command: &mut Command, what: &str) {
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run {what}: {err}; run `make setup`"));
+    assert!(status.success(), "{what} failed");
+}
+
+/// componentize-py, from the virtual environment `make setup` creates.
+fn build_python(root: &Path, output: &Path) {
+    let componentize = root.join("target/toolchains/python/bin/componentize-py");
+    require_tool(&componentize, "componentize-py");
+    run(
+        Command::new(componentize)
+            .current_dir(root.join("guests/python"))
+            .arg("--wit-path")
+            .arg(root.join("wit"))
+            .args(["--world", "plugin", "componentize", "app", "--output"])
+            .arg(output),
+        "componentize-py",
+    );
+}
+
+/// componentize-js, from the npm install `make setup` makes.
+fn build_js(root: &Path, output: &Path) {
+    let componentize = root.join("target/toolchains/js/node_modules/.bin/componentize-js");
+    require_tool(&componentize, "componentize-js");
+    run(
+        Command::new(componentize)
+            .arg(root.join("guests/js/hello.js"))
+            .arg("--wit")
+            .arg(root.join("wit"))
+            .args(["--world-name", "plugin", "--out"])
+            .arg(output),
+        "componentize-js",
+    );
+}
+
+/// wit-bindgen's C generator for the bindings, clang for a WASI preview 1
+/// reactor module, then wit-component with the preview 1 reactor adapter.
+fn build_c(root: &Path, out_dir: &Path, output: &Path) {
+    use wit_bindgen_core::wit_parser::Resolve;
+
+    let bindings = out_dir.join("c-bindings");
+    std::fs::create_dir_all(&bindings).expect("creating the bindings folder");
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve
+        .push_dir(root.join("wit"))
+        .expect("Warden's WIT package parses");
+    let world = resolve
+        .select_world(&[package], Some("plugin"))
+        .expect("Warden's WIT package has the plugin world");
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)
+        .expect("generating the C bindings");
+    let mut sources = Vec::new();
+    for (name, contents) in files.iter() {
+        let path = bindings.join(name);
+        std::fs::write(&path, contents).expect("writing the C bindings");
+        if !name.ends_with(".h") {
+            sources.push(path);
+        }
+    }
+    let module = out_dir.join("hello-c-core.wasm");
+    run(
+        Command::new(CLANG)
+            .args([
+                "--target=wasm32-wasi",
+                "-mexec-model=reactor",
+                "-O2",
+                "-Wall",
+                "-Werror",
+            ])
+            .arg("-I")
+            .arg(&bindings)
+            .arg(root.join("guests/c/hello.c"))
+            .args(&sources)
+            .arg("-o")
+            .arg(&module),
+        CLANG,
+    );
+    let module = std::fs::read(&module).expect("reading the C guest's module");
+    let component = wit_component_for_c::ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .and_then(|encoder| {
+            encoder.adapter(
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .and_then(|encoder| encoder.encode())
+        .expect("turning the C guest into a component");
+    std::fs::write(output, component).expect("writing the C guest");
 }
 
 /// Builds the guest workspace (or one package of it) for `target`.

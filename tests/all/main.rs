@@ -3,6 +3,7 @@
 mod cancellation;
 mod capabilities;
 mod concurrency;
+mod conformance;
 mod fuzz;
 mod grants;
 mod hello;

@@ -1,0 +1,210 @@
+//! One `hello` plugin in four languages (Rust, Python, JavaScript, C), every
+//! one through the same assertions: outputs for the same inputs (non-ASCII
+//! and empty ones included), the same log record and stdout, the same typed
+//! errors, and the same failure under a timeout and under a memory limit.
+//! Prints a table of size, compile time, load-from-cache time and the time
+//! of an isolated call, and writes it to `target/conformance.txt`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use warden::{Error, ErrorKind, Limits, LogLevel, Plugin, PluginError, Runtime, Sandbox, Source};
+use warden_tests::{guest_bytes, guests};
+
+const LANGUAGES: [(&str, &str); 4] = [
+    ("Rust", guests::HELLO),
+    ("Python", guests::PYTHON_HELLO),
+    ("JavaScript", guests::JS_HELLO),
+    ("C", guests::C_HELLO),
+];
+
+/// Calls timed for the table's isolated-call column (the median is shown).
+const TIMED_CALLS: usize = 21;
+
+/// What one language's hello measured.
+struct Measured {
+    language: &'static str,
+    size: u64,
+    compile: Duration,
+    from_cache: Duration,
+    call: Duration,
+}
+
+fn cached_runtime(cache: &Path) -> Runtime {
+    Runtime::builder()
+        .compile_cache(cache)
+        .build()
+        .expect("creating the runtime")
+}
+
+async fn load(runtime: &Runtime, path: &str, sandbox: Sandbox) -> Result<Plugin, Error> {
+    runtime
+        .load(Source::new("hello", guest_bytes(path)), sandbox)
+        .await
+}
+
+async fn output(plugin: &Plugin, action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+    plugin.execute(action, input).await.result
+}
+
+/// The assertions every language's hello must pass.
+async fn check_behaviour(language: &str, plugin: &Plugin) {
+    let metadata = plugin.metadata().await.unwrap();
+    assert_eq!(metadata.name, "hello", "{language}");
+    assert_eq!(
+        metadata.actions,
+        ["count-vowels", "echo", "greet"],
+        "{language}"
+    );
+
+    for (input, expected) in [
+        (&b"hello world"[..], &b"3"[..]),
+        (b"AEIOU aeiou", b"10"),
+        (b"", b"0"),
+        (b"rhythm", b"0"),
+        ("héllo wörld ünïcode".as_bytes(), b"3"),
+    ] {
+        let counted = output(plugin, "count-vowels", input).await.unwrap();
+        assert_eq!(counted, expected, "{language}: count-vowels {input:?}");
+    }
+    for input in [
+        &b""[..],
+        b"plain",
+        "žluťoučký kůň".as_bytes(),
+        b"\xff\xfe\0bytes",
+    ] {
+        let echoed = output(plugin, "echo", input).await.unwrap();
+        assert_eq!(echoed, input, "{language}: echo {input:?}");
+    }
+
+    let greeted = plugin.execute("greet", b"Warden").await;
+    assert_eq!(greeted.result.unwrap(), b"Hello, Warden!", "{language}");
+    assert_eq!(
+        greeted.report.stdout.bytes, b"Hello, Warden!\n",
+        "{language}"
+    );
+    let [record] = greeted.report.logs.as_slice() else {
+        panic!(
+            "{language}: expected one log record, got {:?}",
+            greeted.report.logs
+        );
+    };
+    assert_eq!(
+        (
+            record.level,
+            record.context.as_str(),
+            record.message.as_str()
+        ),
+        (LogLevel::Info, "greet", "greeted Warden"),
+        "{language}"
+    );
+    assert_eq!(
+        output(plugin, "greet", b"").await.unwrap(),
+        b"Hello, world!",
+        "{language}"
+    );
+    assert_eq!(
+        output(plugin, "greet", "Zoë".as_bytes()).await.unwrap(),
+        "Hello, Zoë!".as_bytes(),
+        "{language}"
+    );
+    match output(plugin, "greet", b"\xc3\x28").await {
+        Err(Error::Plugin(PluginError::InvalidInput(_))) => {}
+        other => panic!("{language}: greet on bad UTF-8 gave {other:?}"),
+    }
+    match output(plugin, "shout", b"").await {
+        Err(Error::Plugin(PluginError::UnknownAction(action))) => {
+            assert_eq!(action, "shout", "{language}")
+        }
+        other => panic!("{language}: an unknown action gave {other:?}"),
+    }
+}
+
+/// Under limits no hello can meet, every language fails the same way.
+async fn check_limits(language: &str, runtime: &Runtime, path: &str) {
+    // Counting 15 MiB takes every language well past a millisecond.
+    let mut limits = Limits::default();
+    limits.timeout = Duration::from_millis(1);
+    let plugin = load(runtime, path, Sandbox::with_limits(limits))
+        .await
+        .unwrap();
+    let err = output(&plugin, "count-vowels", &vec![b'a'; 15 << 20])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{language}: {err}");
+
+    // One page of linear memory is less than any of them starts with.
+    let mut limits = Limits::default();
+    limits.memory_bytes = 64 << 10;
+    let plugin = load(runtime, path, Sandbox::with_limits(limits))
+        .await
+        .unwrap();
+    let err = output(&plugin, "count-vowels", b"hello").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MemoryLimit, "{language}: {err}");
+}
+
+async fn measure(language: &'static str, path: &'static str) -> Measured {
+    let cache = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let runtime = cached_runtime(cache.path());
+    let plugin = load(&runtime, path, Sandbox::default()).await.unwrap();
+    let compile = started.elapsed();
+    assert!(!plugin.info().cached, "{language}");
+
+    check_behaviour(language, &plugin).await;
+    check_limits(language, &runtime, path).await;
+
+    let again = cached_runtime(cache.path());
+    let started = Instant::now();
+    let from_cache = load(&again, path, Sandbox::default()).await.unwrap();
+    let from_cache_time = started.elapsed();
+    assert!(
+        from_cache.info().cached,
+        "{language}: not loaded from the cache"
+    );
+
+    let mut calls: Vec<Duration> = Vec::with_capacity(TIMED_CALLS);
+    for _ in 0..TIMED_CALLS {
+        let started = Instant::now();
+        output(&from_cache, "count-vowels", b"hello world")
+            .await
+            .unwrap();
+        calls.push(started.elapsed());
+    }
+    calls.sort();
+    Measured {
+        language,
+        size: from_cache.info().size,
+        compile,
+        from_cache: from_cache_time,
+        call: calls[TIMED_CALLS / 2],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_behaves_the_same_in_every_language() {
+    let mut measured = Vec::new();
+    for (language, path) in LANGUAGES {
+        measured.push(measure(language, path).await);
+    }
+    let mut table = String::from(
+        "| language | component size | compile | load from cache | isolated call (median) |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    for row in &measured {
+        writeln!(
+            table,
+            "| {} | {} | {} | {} | {} |",
+            row.language,
+            warden::units::format_bytes(row.size),
+            warden::units::format_duration(row.compile),
+            warden::units::format_duration(row.from_cache),
+            warden::units::format_duration(row.call),
+        )
+        .unwrap();
+    }
+    println!("{table}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance.txt");
+    std::fs::write(path, &table).unwrap();
+}
