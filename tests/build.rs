@@ -47,10 +47,24 @@ fn main() {
         let output = target_dir.join(language).join("hello.wasm");
         std::fs::create_dir_all(output.parent().expect("a file in a folder"))
             .expect("creating the guest's output folder");
+        // The guests are `warden new`'s templates: fill them in as
+        // `warden new hello` does, then build the result.
+        let source = out_dir.join(format!("hello-{language}"));
+        std::fs::create_dir_all(&source).expect("creating the source folder");
+        let template = guests.join(language);
+        for entry in std::fs::read_dir(&template).expect("reading the template") {
+            let path = entry.expect("reading the template").path();
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path).expect("templates are text");
+                let name = path.file_name().expect("a file name");
+                std::fs::write(source.join(name), text.replace("{{name}}", "hello"))
+                    .expect("writing the filled-in template");
+            }
+        }
         match *language {
-            "python" => build_python(root, &output),
-            "js" => build_js(root, &output),
-            "c" => build_c(root, &out_dir, &output),
+            "python" => build_python(root, &source, &output),
+            "js" => build_js(root, &source, &output),
+            "c" => build_c(root, &source, &out_dir, &output),
             other => unreachable!("no build for {other}"),
         }
     }
@@ -113,12 +127,12 @@ fn run(command: &mut Command, what: &str) {
 }
 
 /// componentize-py, from the virtual environment `make setup` creates.
-fn build_python(root: &Path, output: &Path) {
+fn build_python(root: &Path, source: &Path, output: &Path) {
     let componentize = root.join("target/toolchains/python/bin/componentize-py");
     require_tool(&componentize, "componentize-py");
     run(
         Command::new(componentize)
-            .current_dir(root.join("guests/python"))
+            .current_dir(source)
             .arg("--wit-path")
             .arg(root.join("wit"))
             .args(["--world", "plugin", "componentize", "app", "--output"])
@@ -128,12 +142,12 @@ fn build_python(root: &Path, output: &Path) {
 }
 
 /// componentize-js, from the npm install `make setup` makes.
-fn build_js(root: &Path, output: &Path) {
+fn build_js(root: &Path, source: &Path, output: &Path) {
     let componentize = root.join("target/toolchains/js/node_modules/.bin/componentize-js");
     require_tool(&componentize, "componentize-js");
     run(
         Command::new(componentize)
-            .arg(root.join("guests/js/hello.js"))
+            .arg(source.join("plugin.js"))
             .arg("--wit")
             .arg(root.join("wit"))
             .args(["--world-name", "plugin", "--out"])
@@ -144,7 +158,7 @@ fn build_js(root: &Path, output: &Path) {
 
 /// wit-bindgen's C generator for the bindings, clang for a WASI preview 1
 /// reactor module, then wit-component with the preview 1 reactor adapter.
-fn build_c(root: &Path, out_dir: &Path, output: &Path) {
+fn build_c(root: &Path, source: &Path, out_dir: &Path, output: &Path) {
     use wit_bindgen_core::wit_parser::Resolve;
 
     let bindings = out_dir.join("c-bindings");
@@ -181,14 +195,14 @@ fn build_c(root: &Path, out_dir: &Path, output: &Path) {
             ])
             .arg("-I")
             .arg(&bindings)
-            .arg(root.join("guests/c/hello.c"))
+            .arg(source.join("main.c"))
             .args(&sources)
             .arg("-o")
             .arg(&module),
         CLANG,
     );
     let module = std::fs::read(&module).expect("reading the C guest's module");
-    let component = wit_component_for_c::ComponentEncoder::default()
+    let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(&module)
         .and_then(|encoder| {
@@ -197,7 +211,7 @@ fn build_c(root: &Path, out_dir: &Path, output: &Path) {
                 wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
             )
         })
-        .and_then(|encoder| encoder.encode())
+        .and_then(|mut encoder| encoder.encode())
         .expect("turning the C guest into a component");
     std::fs::write(output, component).expect("writing the C guest");
 }

@@ -1,7 +1,8 @@
-"""Warden's hello plugin in Python: counts vowels, echoes, greets.
+"""A Warden plugin in Python: counts vowels, echoes, greets.
 
-Built with componentize-py against Warden's WIT (see the Makefile's
-`guests` target); the same actions and outputs as the Rust `hello`.
+`warden new NAME --lang python` starts a project from this file; Warden's
+tests build it as the Python `hello` (the same actions and outputs as the
+Rust one). Build: componentize-py -d wit -w plugin componentize app -o {{name}}.wasm
 """
 
 from wit_world import exports
@@ -20,7 +21,7 @@ VOWELS = set(b"aeiouAEIOU")
 class Guest(exports.Guest):
     def init(self) -> Metadata:
         return Metadata(
-            name="hello",
+            name="{{name}}",
             version="0.1.0",
             description="Counts vowels, echoes, greets (Python)",
             actions=ACTIONS,

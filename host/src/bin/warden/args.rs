@@ -55,6 +55,45 @@ pub enum Command {
     /// that its first run does not pay for compilation.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Compile(CompileArgs),
+    /// Start a new plugin project: Warden's WIT, a working plugin with the
+    /// three example actions, and its build command, in NAME/.
+    New(NewArgs),
+    /// Turn a WASI preview 1 reactor module with an embedded component type
+    /// (what wit-bindgen's C generator and clang produce) into a component,
+    /// with wasmtime's preview 1 reactor adapter.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Componentize(ComponentizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name: lower-case letters, digits and `-`, starting with a
+    /// letter. Also the project's folder.
+    pub name: String,
+    /// The language to write the plugin in.
+    #[arg(long, value_enum)]
+    pub lang: Language,
+    /// Where to create the project's folder.
+    #[arg(long, value_name = "PATH", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// A language `warden new` can start a plugin in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+    C,
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentizeArgs {
+    /// The core module (.wasm).
+    pub module: PathBuf,
+    /// Where to write the component.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

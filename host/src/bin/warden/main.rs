@@ -6,6 +6,7 @@ mod exec;
 mod exit;
 mod inspect;
 mod kv;
+mod new;
 mod output;
 mod run;
 mod trust;
@@ -39,6 +40,8 @@ fn main() -> ExitCode {
             Command::Verify(args) => trust::verify(args).await,
             Command::Trust(command) => trust::trust(command),
             Command::Compile(args) => compile::compile(args).await,
+            Command::New(args) => new::new(args),
+            Command::Componentize(args) => new::componentize(args),
         }
     });
     match result {

@@ -1,9 +1,11 @@
-// Warden's hello plugin in C: counts vowels, echoes, greets.
+// A Warden plugin in C: counts vowels, echoes, greets.
 //
-// Built against bindings from wit-bindgen's C generator, compiled by clang
-// as a WASI preview 1 reactor and made a component with the preview 1
-// reactor adapter (see tests/build.rs and the Makefile's `guests` target).
-// The same actions and outputs as the Rust `hello`.
+// `warden new NAME --lang c` starts a project from this file; Warden's tests
+// build it as the C `hello` (the same actions and outputs as the Rust one).
+// The bindings (plugin.h, plugin.c, plugin_component_type.o) come from
+// wit-bindgen's C generator; clang builds a WASI preview 1 reactor, and
+// `warden componentize` wraps it into a component with the preview 1
+// reactor adapter. Build: make.
 //
 // Ownership follows wit-bindgen's C conventions: the arguments of an export
 // belong to it (free them or hand them back), and what it returns is freed
@@ -65,7 +67,7 @@ static bool is_utf8(const uint8_t *bytes, size_t len) {
 bool exports_warden_plugin_guest_init(exports_warden_plugin_guest_metadata_t *ret,
                                       exports_warden_plugin_guest_plugin_error_t *err) {
   (void)err;
-  plugin_string_dup(&ret->name, "hello");
+  plugin_string_dup(&ret->name, "{{name}}");
   plugin_string_dup(&ret->version, "0.1.0");
   plugin_string_dup(&ret->description, "Counts vowels, echoes, greets (C)");
   ret->actions.len = ACTION_COUNT;

@@ -1,6 +1,8 @@
-// Warden's hello plugin in JavaScript: counts vowels, echoes, greets.
-// Built with componentize-js against Warden's WIT (see the Makefile's
-// `guests` target); the same actions and outputs as the Rust `hello`.
+// A Warden plugin in JavaScript: counts vowels, echoes, greets.
+//
+// `warden new NAME --lang js` starts a project from this file; Warden's
+// tests build it as the JavaScript `hello` (the same actions and outputs as
+// the Rust one). Build: npm run build (componentize-js).
 
 import { log } from "wasi:logging/logging@0.1.0-draft";
 
@@ -10,7 +12,7 @@ const VOWELS = new Set([..."aeiouAEIOU"].map((c) => c.charCodeAt(0)));
 export const guest = {
   init() {
     return {
-      name: "hello",
+      name: "{{name}}",
       version: "0.1.0",
       description: "Counts vowels, echoes, greets (JavaScript)",
       actions: ACTIONS,
