@@ -33,7 +33,8 @@ pub struct ComponentInfo {
     /// The interfaces (and functions) the component imports, by WIT name,
     /// e.g. `wasi:cli/environment@0.2.12`.
     pub imports: Vec<String>,
-    /// The interfaces (and functions) the component exports, by WIT name.
+    /// The interfaces (and functions) the component exports, by WIT name;
+    /// the extra `exports` instance componentize-py adds is left out.
     pub exports: Vec<String>,
     /// The capabilities behind the imports, with their risk and whether the
     /// sandbox grants them.
@@ -81,6 +82,10 @@ pub(crate) enum Accept {
     /// Components, and WASI preview 1 command modules, adapted on load.
     ComponentsAndPreview1Commands,
 }
+
+/// An export componentize-py adds beside the world's own (an instance that
+/// re-exports them); it is not part of the plugin's interface.
+const TOOLCHAIN_EXPORT: &str = "exports";
 
 impl Compiled {
     /// Checks the source against the trust policy, then compiles it.
@@ -150,6 +155,7 @@ impl Compiled {
             exports: ty
                 .exports(engine)
                 .map(|(name, _)| name.to_owned())
+                .filter(|name| name != TOOLCHAIN_EXPORT)
                 .collect(),
             trust: verdict,
             cached,

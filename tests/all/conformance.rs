@@ -151,6 +151,11 @@ async fn measure(language: &'static str, path: &'static str) -> Measured {
     let plugin = load(&runtime, path, Sandbox::default()).await.unwrap();
     let compile = started.elapsed();
     assert!(!plugin.info().cached, "{language}");
+    assert_eq!(
+        plugin.info().exports,
+        [warden::GUEST_INTERFACE],
+        "{language}"
+    );
 
     check_behaviour(language, &plugin).await;
     check_limits(language, &runtime, path).await;
