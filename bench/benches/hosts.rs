@@ -1,7 +1,10 @@
 //! Criterion benchmarks of the same workloads as the comparison program:
 //! isolated calls, warm calls, throughput and loading, per host.
 
-#![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 /// Paths of the baseline guests, built by `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-    /// The Warden hello plugin.
-    pub const HELLO: &str = warden_tests::guests::HELLO;
+    pub use warden_tests::guests::{C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO};
 }
 
 /// The 13-byte input of the call benchmarks.

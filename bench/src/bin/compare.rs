@@ -210,6 +210,10 @@ fn row(out: &mut String, label: &str, times: &[Duration; 3], native: Option<Dura
     );
 }
 
+/// Components above this size (the Python and JavaScript ones) count for
+/// the large-component loading target.
+const LARGE_COMPONENT_BYTES: usize = 10 << 20;
+
 fn loading(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -218,10 +222,13 @@ fn loading(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
     let mut out = String::from(
         "## Loading\n\n| component | size | compile from bytes | load from cache |\n|---|---|---|---|\n",
     );
-    let mut components = vec![("hello (Rust)", guests::HELLO.to_owned())];
-    if let Some(large) = std::env::var_os("WARDEN_BENCH_LARGE_COMPONENT") {
-        components.push(("large component", large.to_string_lossy().into_owned()));
-    }
+    let components = [
+        ("hello (Rust)", guests::HELLO),
+        ("hello (C)", guests::C_HELLO),
+        ("hello (JavaScript)", guests::JS_HELLO),
+        ("hello (Python)", guests::PYTHON_HELLO),
+    ];
+    let mut slowest_large_load = Duration::ZERO;
     for (name, path) in components {
         let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
         let load = |runtime: &warden::Runtime| {
@@ -254,15 +261,16 @@ fn loading(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
             micros(compile),
             micros(from_cache)
         );
-        if name == "large component" {
-            targets.push(Target {
-                name: "load from cache, large component",
-                goal: "≤ 5 ms for an 18 MB component".into(),
-                measured: micros(from_cache),
-                met: from_cache <= Duration::from_millis(5),
-            });
+        if bytes.len() > LARGE_COMPONENT_BYTES {
+            slowest_large_load = slowest_large_load.max(from_cache);
         }
     }
+    targets.push(Target {
+        name: "load from cache, large component",
+        goal: "≤ 5 ms for an 18 MB component".into(),
+        measured: micros(slowest_large_load),
+        met: slowest_large_load <= Duration::from_millis(5),
+    });
     let extism_compile = median_per_op(1, SAMPLE_TIME, |_| {
         ExtismHost::compile();
     });
@@ -274,12 +282,6 @@ fn loading(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
         ),
         micros(extism_compile)
     );
-    if std::env::var_os("WARDEN_BENCH_LARGE_COMPONENT").is_none() {
-        out.push_str(
-            "No large (Python or JavaScript) component was measured: set \
-             `WARDEN_BENCH_LARGE_COMPONENT` to one to include it.\n\n",
-        );
-    }
     out
 }
 
@@ -496,11 +498,14 @@ fn why_missed(target: &str) -> Option<&'static str> {
              those guarantees.",
         ),
         "default limits (epoch)" => Some(
-            "Epoch interruption makes wasmtime check a counter at every function entry and loop \
-             back-edge. In a tight loop that check is a small share of the work; in `fib`, which is \
-             nothing but calls, it is a large one. No wasmtime setting checks less often, and a guest \
-             that cannot be interrupted is not an option for a plugin host; fuel, the alternative, \
-             costs as much or more, and both together cost the sum.",
+            "Epoch interruption makes wasmtime load and compare the epoch counter at every function \
+             entry and loop back-edge. What that costs depends on how little work sits between two \
+             checks: in `fib`, which is nothing but calls, it is a noticeable share; in `mix`, a loop \
+             whose body is a handful of instructions, the check is as large as the body, and runs on \
+             this virtual machine have measured anywhere from +2% to about +100% for it. No wasmtime \
+             setting checks less often, and a guest that cannot be interrupted is not an option for a \
+             plugin host; fuel, the alternative, costs as much or more on calls, and both together \
+             cost the sum.",
         ),
         "load from cache, large component" => Some(
             "A cache hit still hashes the component (SHA-256, the cache key and the trust check's \
