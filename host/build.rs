@@ -9,6 +9,10 @@ use std::fmt::Write as _;
 #[cfg(feature = "cli")]
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "cli")]
+#[path = "build/c_bindings.rs"]
+mod c_bindings;
+
 fn main() {
     #[cfg(feature = "cli")]
     embed_for_the_command_line();
@@ -36,31 +40,17 @@ fn embed_for_the_command_line() {
     wit_files.push(']');
     std::fs::write(out_dir.join("wit_files.rs"), wit_files).expect("writing wit_files.rs");
 
-    let bindings_dir = out_dir.join("c-bindings");
-    std::fs::create_dir_all(&bindings_dir).expect("creating the C bindings folder");
-    let mut resolve = wit_bindgen_core::wit_parser::Resolve::default();
-    let (package, _) = resolve.push_dir(&wit).expect("Warden's WIT package parses");
-    let world = resolve
-        .select_world(&[package], Some("plugin"))
-        .expect("Warden's WIT package has the plugin world");
-    let mut generated = wit_bindgen_core::Files::default();
-    wit_bindgen_c::Opts::default()
-        .build()
-        .generate(&mut resolve, world, &mut generated)
-        .expect("generating the C bindings");
-    let mut c_bindings = String::from("&[\n");
-    for (name, contents) in generated.iter() {
-        let path = bindings_dir.join(name);
-        std::fs::write(&path, contents).expect("writing the C bindings");
+    let mut embedded = String::from("&[\n");
+    for (name, path) in c_bindings::generate(&wit, &out_dir.join("c-bindings")) {
         writeln!(
-            c_bindings,
+            embedded,
             "    ({name:?}, include_bytes!({:?})),",
             path.display().to_string()
         )
         .expect("writing to a String cannot fail");
     }
-    c_bindings.push(']');
-    std::fs::write(out_dir.join("c_bindings.rs"), c_bindings).expect("writing c_bindings.rs");
+    embedded.push(']');
+    std::fs::write(out_dir.join("c_bindings.rs"), embedded).expect("writing c_bindings.rs");
 }
 
 /// Every file under `dir`, with its path relative to `root` (`/`-separated).

@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../host/build/c_bindings.rs"]
+mod c_bindings;
+
 /// Every guest the tests use: (constant name, target, file name).
 const GUESTS: &[(&str, &str, &str)] = &[
     ("HELLO", COMPONENTS, "hello.wasm"),
@@ -159,26 +162,8 @@ fn build_js(root: &Path, source: &Path, output: &Path) {
 /// wit-bindgen's C generator for the bindings, clang for a WASI preview 1
 /// reactor module, then wit-component with the preview 1 reactor adapter.
 fn build_c(root: &Path, source: &Path, out_dir: &Path, output: &Path) {
-    use wit_bindgen_core::wit_parser::Resolve;
-
-    let bindings = out_dir.join("c-bindings");
-    std::fs::create_dir_all(&bindings).expect("creating the bindings folder");
-    let mut resolve = Resolve::default();
-    let (package, _) = resolve
-        .push_dir(root.join("wit"))
-        .expect("Warden's WIT package parses");
-    let world = resolve
-        .select_world(&[package], Some("plugin"))
-        .expect("Warden's WIT package has the plugin world");
-    let mut files = wit_bindgen_core::Files::default();
-    wit_bindgen_c::Opts::default()
-        .build()
-        .generate(&mut resolve, world, &mut files)
-        .expect("generating the C bindings");
     let mut sources = Vec::new();
-    for (name, contents) in files.iter() {
-        let path = bindings.join(name);
-        std::fs::write(&path, contents).expect("writing the C bindings");
+    for (name, path) in c_bindings::generate(&root.join("wit"), &out_dir.join("c-bindings")) {
         if !name.ends_with(".h") {
             sources.push(path);
         }
@@ -194,7 +179,7 @@ fn build_c(root: &Path, source: &Path, out_dir: &Path, output: &Path) {
                 "-Werror",
             ])
             .arg("-I")
-            .arg(&bindings)
+            .arg(out_dir.join("c-bindings"))
             .arg(source.join("main.c"))
             .args(&sources)
             .arg("-o")

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
@@ -30,8 +31,9 @@ pub struct HostState {
     limiter: StoreLimiter,
     /// When the current call must stop; checked on every epoch tick.
     deadline: Instant,
-    /// Host-defined capabilities the sandbox grants, by name.
-    host_grants: BTreeSet<String>,
+    /// Host-defined capabilities the sandbox grants, by name (shared by
+    /// every instance of the plugin).
+    host_grants: Arc<BTreeSet<String>>,
     /// The application's data for this call ([`WorldPlugin::call`](crate::WorldPlugin::call)).
     extension: Option<Box<dyn Any + Send>>,
 }
@@ -111,7 +113,7 @@ impl HostState {
             caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
             deadline: Instant::now(),
-            host_grants: loaded.sandbox.grants.host.clone(),
+            host_grants: loaded.resources.host_grants.clone(),
             extension: None,
         };
         let mut store = Store::new(loaded.runtime.engine(), state);

@@ -32,7 +32,7 @@ pub(crate) mod random;
 pub(crate) mod sockets;
 pub(crate) mod stdio;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -137,12 +137,8 @@ pub(crate) fn capabilities_of(imports: &[String], sandbox: &Sandbox) -> Vec<Capa
     CAPABILITIES
         .iter()
         .filter_map(|capability| {
-            let imports: Vec<String> = imports
-                .iter()
-                .filter(|import| capability.interfaces.contains(&unversioned(import)))
-                .cloned()
-                .collect();
-            (!imports.is_empty()).then(|| CapabilityUse {
+            let imports = imports_of(capability.interfaces, imports)?;
+            Some(CapabilityUse {
                 name: capability.name,
                 risk: (capability.risk)(sandbox),
                 granted: (capability.granted)(sandbox),
@@ -182,12 +178,8 @@ pub(crate) fn host_capabilities_of(
     defined
         .iter()
         .filter_map(|capability| {
-            let imports: Vec<String> = imports
-                .iter()
-                .filter(|import| capability.interfaces.contains(&unversioned(import)))
-                .cloned()
-                .collect();
-            (!imports.is_empty()).then(|| CapabilityUse {
+            let imports = imports_of(capability.interfaces, imports)?;
+            Some(CapabilityUse {
                 name: capability.name,
                 risk: capability.risk,
                 granted: sandbox.grants.host.contains(capability.name),
@@ -196,6 +188,17 @@ pub(crate) fn host_capabilities_of(
             })
         })
         .collect()
+}
+
+/// The imports that belong to a capability answering for `interfaces`, or
+/// `None` when the component imports none of them.
+fn imports_of(interfaces: &[&str], imports: &[String]) -> Option<Vec<String>> {
+    let matching: Vec<String> = imports
+        .iter()
+        .filter(|import| interfaces.contains(&unversioned(import)))
+        .cloned()
+        .collect();
+    (!matching.is_empty()).then_some(matching)
 }
 
 /// `wasi:http/types@0.2.12` → `wasi:http/types`.
@@ -270,6 +273,8 @@ pub(crate) struct PluginResources {
     http: Arc<http::HttpGrant>,
     sockets: Arc<sockets::SocketPolicy>,
     kv: Option<kv::SharedStore>,
+    /// Host-defined capabilities the sandbox grants, by name.
+    pub(crate) host_grants: Arc<BTreeSet<String>>,
 }
 
 impl PluginResources {
@@ -287,6 +292,7 @@ impl PluginResources {
                 .as_ref()
                 .map(|grant| kv::SharedStore::open(grant, plugin_name))
                 .transpose()?,
+            host_grants: Arc::new(grants.host.clone()),
         })
     }
 }
