@@ -9,24 +9,33 @@ GUEST_ARGS := --manifest-path guests/Cargo.toml --target $(GUEST_TARGET) --targe
 WARDEN := target/debug/warden
 DEMO := target/demo
 TOOLCHAINS := target/toolchains
+# `wasmtime serve`, which the export-http tests run exported apps under.
+WASMTIME := $(TOOLCHAINS)/wasmtime/bin/wasmtime
 # The C guest's compiler: Debian's clang with the WASI sysroot and runtime.
 C_PACKAGES := clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32
+# The kv capability's Redis backend is tested against Debian's server.
+REDIS_PACKAGES := redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOAK_CALLS ?= 100000
 SOAK_CALLERS ?= 16
 FUZZ_SECONDS ?= 60
+LOAD_SECONDS ?= 10
+# `make load`: the load generator, and curl to wait for the servers.
+LOAD_PACKAGES := wrk curl
 
-.PHONY: setup guests build demo test lint doc clean bench soak fuzz
+.PHONY: setup guests build demo test lint doc clean bench soak fuzz wasmtime load
 
 ## setup: install what a fresh machine lacks: the wasm32-wasip2 and -wasip1 targets, clippy, rustfmt, and the
 ## Python (componentize-py, in a virtual environment), JavaScript (componentize-js, npm ci) and C (Debian's
-## clang-19, lld-19, wasi-libc) guest toolchains; the first two go under target/toolchains
+## clang-19, lld-19, wasi-libc) guest toolchains, the first two under target/toolchains; and Debian's redis-server
+## for the kv tests
 setup:
 	@rustup target list --installed | grep -qx '$(GUEST_TARGET)' || rustup target add $(GUEST_TARGET)
 	@rustup target list --installed | grep -qx '$(PREVIEW1_TARGET)' || rustup target add $(PREVIEW1_TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@dpkg -s $(C_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(C_PACKAGES); }
+	@dpkg -s $(REDIS_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(REDIS_PACKAGES); }
 	@cmp -s guests/python/requirements.txt $(TOOLCHAINS)/python/installed-requirements.txt || { \
 		python3 -m venv $(TOOLCHAINS)/python && \
 		$(TOOLCHAINS)/python/bin/pip install -q -r guests/python/requirements.txt && \
@@ -74,7 +83,7 @@ demo: guests build
 		exit $$status
 
 ## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples
-test: lint doc
+test: lint doc wasmtime
 	$(CARGO) test --workspace
 	@echo "hello in every language (tests/all/conformance.rs):" && cat target/conformance.txt
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
@@ -105,6 +114,22 @@ bench: setup
 ## soak: 100,000 executions of good and hostile guests from 16 callers; fails on any unexpected outcome or >10% RSS growth
 soak: setup
 	$(CARGO) run --release -p warden-tests --example soak -- --calls $(SOAK_CALLS) --callers $(SOAK_CALLERS)
+
+## wasmtime: install wasmtime-cli 48.0.8 with `serve` under target/toolchains/wasmtime (~7 min on 2 cores;
+## skipped when it is there), for the tests that run `warden export-http` apps under `wasmtime serve`
+wasmtime:
+	@test -x $(WASMTIME) || $(CARGO) install wasmtime-cli --version =48.0.8 --locked --no-default-features \
+		--features run,serve,cranelift,pooling-allocator,parallel-compilation,component-model,component-model-async \
+		--root $(TOOLCHAINS)/wasmtime --target-dir $(TOOLCHAINS)/wasmtime-build
+
+## load: wrk against `warden serve` and against `wasmtime serve -O pooling-allocator=y` running the
+## `warden export-http` app of the same hello plugin, 1, 4 and 16 connections, LOAD_SECONDS each; prints the
+## side-by-side table and writes it at the end of docs/performance.md
+load: setup wasmtime
+	@dpkg -s $(LOAD_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(LOAD_PACKAGES); }
+	$(CARGO) build -p warden-tests
+	$(CARGO) build --release -p warden
+	bench/load.sh target/release/warden $(WASMTIME) $(GUESTS)/hello.wasm $(LOAD_SECONDS)
 
 ## fuzz: each fuzz target (load, execute, manifest, cli) for FUZZ_SECONDS; findings land in tests/fuzz/regressions/
 fuzz: setup

@@ -1,6 +1,7 @@
 //! For the `warden` command line only: embeds Warden's WIT package and the C
 //! bindings wit-bindgen generates from it, which `warden new` writes into
-//! new plugin projects.
+//! new plugin projects, and the components `warden export-http` composes
+//! with plugins (built from `guests/` for `wasm32-wasip2`).
 
 #[cfg(feature = "cli")]
 use std::env;
@@ -12,6 +13,25 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "cli")]
 #[path = "build/c_bindings.rs"]
 mod c_bindings;
+#[cfg(feature = "cli")]
+#[path = "build/guest_build.rs"]
+mod guest_build;
+
+/// The guest crates `warden export-http` composes with plugins: the HTTP
+/// adapter and the shims it may need. Which shim serves which import is
+/// read from the components themselves.
+#[cfg(feature = "cli")]
+const EXPORT_COMPONENTS: &[&str] = &[
+    "http-adapter",
+    "logging-shim",
+    "keyvalue-bridge-draft2",
+    "config-bridge-2024-09-27",
+    "config-bridge-draft",
+];
+
+/// The target the export components are built for.
+#[cfg(feature = "cli")]
+const GUEST_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     #[cfg(feature = "cli")]
@@ -51,6 +71,47 @@ fn embed_for_the_command_line() {
     }
     embedded.push(']');
     std::fs::write(out_dir.join("c_bindings.rs"), embedded).expect("writing c_bindings.rs");
+
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the repository root");
+    embed_export_components(root, &out_dir);
+}
+
+/// Builds [`EXPORT_COMPONENTS`] and writes `export_components.rs`: a slice
+/// of (crate name, component bytes).
+#[cfg(feature = "cli")]
+fn embed_export_components(root: &Path, out_dir: &Path) {
+    let guests = root.join("guests");
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", guests.join(file).display());
+    }
+    for name in EXPORT_COMPONENTS {
+        println!("cargo:rerun-if-changed={}", guests.join(name).display());
+    }
+    let target_dir = root.join("target").join("guests");
+    guest_build::build(&guests, &target_dir, GUEST_TARGET, EXPORT_COMPONENTS);
+    let mut embedded = String::from("&[\n");
+    for name in EXPORT_COMPONENTS {
+        let path = target_dir
+            .join(GUEST_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(
+            path.exists(),
+            "building the guests did not produce {}",
+            path.display()
+        );
+        writeln!(
+            embedded,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String cannot fail");
+    }
+    embedded.push(']');
+    std::fs::write(out_dir.join("export_components.rs"), embedded)
+        .expect("writing export_components.rs");
 }
 
 /// Every file under `dir`, with its path relative to `root` (`/`-separated).

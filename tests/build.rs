@@ -10,6 +10,8 @@ use std::process::Command;
 
 #[path = "../host/build/c_bindings.rs"]
 mod c_bindings;
+#[path = "../host/build/guest_build.rs"]
+mod guest_build;
 
 /// Every guest the tests use: (constant name, target, file name).
 const GUESTS: &[(&str, &str, &str)] = &[
@@ -43,8 +45,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
-    build_guests(&guests, &target_dir, COMPONENTS, None);
-    build_guests(&guests, &target_dir, PREVIEW1, Some("command"));
+    guest_build::build(&guests, &target_dir, COMPONENTS, &[]);
+    guest_build::build(&guests, &target_dir, PREVIEW1, &["command"]);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     for (_, language) in OTHER_LANGUAGES {
         let output = target_dir.join(language).join("hello.wasm");
@@ -199,42 +201,4 @@ fn build_c(root: &Path, source: &Path, out_dir: &Path, output: &Path) {
         .and_then(|mut encoder| encoder.encode())
         .expect("turning the C guest into a component");
     std::fs::write(output, component).expect("writing the C guest");
-}
-
-/// Builds the guest workspace (or one package of it) for `target`.
-fn build_guests(guests: &Path, target_dir: &Path, target: &str, package: Option<&str>) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(target)
-        .arg("--manifest-path")
-        .arg(guests.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    if let Some(package) = package {
-        command.arg("--package").arg(package);
-    }
-    // Settings meant for the host build (flags, clippy's wrapper, a target
-    // override) must not leak into the guest build.
-    for variable in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(variable);
-    }
-    let status = command
-        .status()
-        .unwrap_or_else(|err| panic!("cannot run cargo to build the guests: {err}"));
-    assert!(
-        status.success(),
-        "building the guests for {target} failed; is the target installed? \
-         Run `make setup` (or `rustup target add {target}`)"
-    );
 }

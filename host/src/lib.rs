@@ -62,7 +62,7 @@ mod world;
 
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
 pub use capabilities::http::{HttpGrant, OriginPattern};
-pub use capabilities::kv::{KvGrant, KvInspector, KvQuotas};
+pub use capabilities::kv::{KvGrant, KvInspector, KvQuotas, KvStore};
 pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};

@@ -23,7 +23,8 @@
 //! env = { GREETING = "hi" }
 //! allow_http = ["https://api.example.com"]
 //! allow_tcp = ["127.0.0.1:6379"]
-//! kv = { path = "kv.sqlite" }   # or `kv = true` for the default location
+//! kv = { path = "kv.sqlite" }   # or `kv = true` for the default location,
+//!                                # or `redis = "redis://127.0.0.1:6379/0"`
 //!
 //! [plugins.hello.config]
 //! greeting = "hi"
@@ -47,7 +48,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::capabilities::http::{HttpGrant, OriginPattern};
-use crate::capabilities::kv::{KvGrant, KvQuotas};
+use crate::capabilities::kv::{KvGrant, KvQuotas, KvStore};
 use crate::capabilities::sockets::SocketPattern;
 use crate::error::Error;
 use crate::grants::{Grants, Preopen, Sandbox};
@@ -244,7 +245,8 @@ struct RawGrants {
     host: BTreeSet<String>,
 }
 
-/// `kv = true` (the default location) or a table.
+/// `kv = true` (the default location) or a table naming at most one of a
+/// file (`path`) or a Redis server (`redis`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawKv {
@@ -256,6 +258,7 @@ enum RawKv {
 #[serde(deny_unknown_fields)]
 struct RawKvStore {
     path: Option<PathBuf>,
+    redis: Option<String>,
     namespace: Option<String>,
     #[serde(default, deserialize_with = "size")]
     max_key: Option<u64>,
@@ -281,7 +284,8 @@ impl RawPlugin {
             .map_err(|err| format!("plugin `{name}`: {err}"))?;
         let grants = self
             .grants
-            .into_grants(self.config, self.deterministic, base);
+            .into_grants(self.config, self.deterministic, base)
+            .map_err(|err| format!("plugin `{name}`: {err}"))?;
         Ok(PluginEntry {
             name: name.to_owned(),
             path: base.join(self.path),
@@ -408,7 +412,7 @@ impl RawGrants {
         config: BTreeMap<String, String>,
         deterministic: bool,
         base: &Path,
-    ) -> Grants {
+    ) -> Result<Grants, String> {
         let mut http = HttpGrant {
             allow: self.allow_http,
             ..HttpGrant::default()
@@ -425,9 +429,9 @@ impl RawGrants {
         let kv = match self.kv {
             None | Some(RawKv::Enabled(false)) => None,
             Some(RawKv::Enabled(true)) => Some(KvGrant::at(default_kv_path())),
-            Some(RawKv::Store(store)) => Some(store.into_grant(base)),
+            Some(RawKv::Store(store)) => Some(store.into_grant(base)?),
         };
-        Grants {
+        Ok(Grants {
             dirs: self
                 .dirs
                 .into_iter()
@@ -444,18 +448,33 @@ impl RawGrants {
             kv,
             deterministic,
             host: self.host,
-        }
+        })
     }
 }
 
 impl RawKvStore {
-    fn into_grant(self, base: &Path) -> KvGrant {
+    fn into_grant(self, base: &Path) -> Result<KvGrant, String> {
         let defaults = KvQuotas::default();
         let saturating = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
-        KvGrant {
-            path: self
-                .path
-                .map_or_else(default_kv_path, |path| base.join(path)),
+        let store = match (self.path, self.redis) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "kv: set `path` (a SQLite file) or `redis` (a server URL), not both".into(),
+                );
+            }
+            (None, Some(url)) => match url.parse() {
+                Ok(store @ KvStore::Redis(_)) => store,
+                _ => {
+                    return Err(format!(
+                        "kv: `redis = \"{url}\"` is not a redis:// or rediss:// URL"
+                    ));
+                }
+            },
+            (Some(path), None) => KvStore::File(base.join(path)),
+            (None, None) => KvStore::File(default_kv_path()),
+        };
+        Ok(KvGrant {
+            store,
             namespace: self.namespace,
             quotas: KvQuotas {
                 max_key_bytes: self.max_key.map_or(defaults.max_key_bytes, saturating),
@@ -463,7 +482,7 @@ impl RawKvStore {
                 max_total_bytes: self.max_total.unwrap_or(defaults.max_total_bytes),
                 max_keys: self.max_keys.unwrap_or(defaults.max_keys),
             },
-        }
+        })
     }
 }
 
@@ -577,7 +596,7 @@ mod tests {
         assert_eq!(grants.http.allow.len(), 1);
         assert_eq!(grants.tcp.len(), 1);
         let kv = grants.kv.as_ref().unwrap();
-        assert_eq!(kv.path, Path::new("/srv/app/state/kv.sqlite"));
+        assert_eq!(kv.store, KvStore::File("/srv/app/state/kv.sqlite".into()));
         assert_eq!(kv.quotas.max_keys, 10);
         assert_eq!(kv.quotas.max_value_bytes, 1024);
         assert_eq!(grants.config["greeting"], "hello");
@@ -631,6 +650,42 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in: {err}");
             assert!(err.contains("/srv/app/warden.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn kv_names_a_file_or_a_redis_server() {
+        let grant = |kv: &str| {
+            let manifest = parse(&format!(
+                "[plugins.a]\npath = \"a.wasm\"\n[plugins.a.grants]\nkv = {kv}\n"
+            ))?;
+            Ok::<_, Error>(manifest.plugins["a"].sandbox.grants.kv.clone().unwrap())
+        };
+        let redis = grant(r#"{ redis = "redis://127.0.0.1:6379/0", max_keys = 5 }"#).unwrap();
+        assert_eq!(
+            redis.store,
+            KvStore::Redis("redis://127.0.0.1:6379/0".into())
+        );
+        assert_eq!(redis.quotas.max_keys, 5);
+        let file = grant(r#"{ path = "kv.sqlite" }"#).unwrap();
+        assert_eq!(file.store, KvStore::File("/srv/app/kv.sqlite".into()));
+
+        for (kv, expected) in [
+            (
+                r#"{ path = "kv.sqlite", redis = "redis://127.0.0.1" }"#,
+                "not both",
+            ),
+            (
+                r#"{ redis = "127.0.0.1:6379" }"#,
+                "not a redis:// or rediss:// URL",
+            ),
+        ] {
+            let err = grant(kv).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in: {err}");
+            assert!(
+                err.contains("/srv/app/warden.toml") && err.contains("plugin `a`"),
+                "{err}"
+            );
         }
     }
 

@@ -850,6 +850,64 @@ fn http_is_allowed_per_origin_and_denied_otherwise() {
     assert!(stderr.contains("warden: denied:"), "{stderr}");
 }
 
+/// Processes granted the same Redis server share one store; `warden kv`,
+/// which reads SQLite files only, says so instead of guessing.
+#[test]
+fn kv_on_redis_is_shared_by_processes() {
+    let server = warden_tests::RedisServer::start();
+    for expected in ["1", "2"] {
+        let (value, code) = json(&[
+            "run",
+            guests::PROBE,
+            "kv-incr",
+            "--input",
+            "visits",
+            "--kv-store",
+            &server.url,
+        ]);
+        assert_status(&value, code, "ok", 0);
+        assert_eq!(value["output"], expected);
+    }
+
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let unreachable = format!("redis://127.0.0.1:{closed_port}/0");
+    let (code, stderr) = refused(&[
+        "run",
+        guests::PROBE,
+        "kv-incr",
+        "--input",
+        "visits",
+        "--kv-store",
+        &unreachable,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot use the kv store `{unreachable}`")),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_file(
+        dir.path(),
+        "warden.toml",
+        format!(
+            "[plugins.probe]\npath = {:?}\n[plugins.probe.grants]\nkv = {{ redis = {:?} }}\n",
+            guests::PROBE,
+            server.url
+        )
+        .as_bytes(),
+    );
+    let (code, stderr) = refused(&["kv", "probe", "list", "--manifest", &manifest]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("SQLite files only"), "{stderr}");
+    let (code, stderr) = refused(&["kv", "probe", "list", "--store", &server.url]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("SQLite files only"), "{stderr}");
+}
+
 #[test]
 fn kv_persists_across_processes_and_operators_can_look_inside() {
     let dir = tempfile::tempdir().unwrap();

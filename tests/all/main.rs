@@ -10,6 +10,7 @@ mod hello;
 mod hostile;
 mod instance;
 mod invalid;
+mod kv_redis;
 mod limits;
 mod programs;
 mod registry;

@@ -4,9 +4,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod fuzz;
 
@@ -185,4 +186,302 @@ impl UdpSink {
     pub fn next(&self, wait: Duration) -> Option<Vec<u8>> {
         self.received.recv_timeout(wait).ok()
     }
+}
+
+/// A response read by [`http_request`].
+#[derive(Clone, Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The headers, in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, with any chunked transfer coding removed.
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as text (lossily).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// How long [`http_request`] waits for the server at each step.
+const HTTP_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends one HTTP/1.1 request with `Connection: close` and a
+/// `Content-Length` body (none when `body` is empty and the method is not
+/// `POST`), and reads the whole response (`Content-Length`, chunked, or up
+/// to the end of the connection).
+///
+/// The body is written from a second thread while the response is read,
+/// so a server that answers before reading all of it (a 413) is heard, and
+/// an error writing the rest is ignored.
+///
+/// # Panics
+///
+/// If the server cannot be reached, sends nothing, or sends a malformed
+/// response.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpReply {
+    let length = if !body.is_empty() || method == "POST" {
+        format!("Content-Length: {}\r\n", body.len())
+    } else {
+        String::new()
+    };
+    exchange(addr, method, path, &length, body.to_vec())
+}
+
+/// Like [`http_request`], but the body is sent with `Transfer-Encoding:
+/// chunked` in chunks of `chunk_bytes`, so the server cannot know its length
+/// before reading it.
+///
+/// # Panics
+///
+/// As [`http_request`]; also if `chunk_bytes` is zero.
+pub fn http_request_chunked(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    chunk_bytes: usize,
+) -> HttpReply {
+    let mut encoded = Vec::with_capacity(body.len() + body.len() / chunk_bytes * 12 + 16);
+    for chunk in body.chunks(chunk_bytes) {
+        encoded.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        encoded.extend_from_slice(chunk);
+        encoded.extend_from_slice(b"\r\n");
+    }
+    encoded.extend_from_slice(b"0\r\n\r\n");
+    exchange(
+        addr,
+        method,
+        path,
+        "Transfer-Encoding: chunked\r\n",
+        encoded,
+    )
+}
+
+/// Writes the request head (with `extra_headers`) and, from a second
+/// thread, the already encoded body, while reading the response.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: Vec<u8>,
+) -> HttpReply {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_CLIENT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
+    stream
+        .set_read_timeout(Some(HTTP_CLIENT_TIMEOUT))
+        .expect("setting a timeout");
+    stream
+        .set_write_timeout(Some(HTTP_CLIENT_TIMEOUT))
+        .expect("setting a timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra_headers}\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .unwrap_or_else(|err| panic!("cannot send the request to {addr}: {err}"));
+    let mut writer = stream.try_clone().expect("cloning the connection");
+    let sending = thread::spawn(move || {
+        // The server may answer (and close) before reading all of it.
+        let _ = writer.write_all(&body).and_then(|()| writer.flush());
+    });
+    let mut response = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut response) {
+        // A server that closes with unread request bytes resets the
+        // connection; what arrived before the reset is the response.
+        if response.is_empty() {
+            panic!("no response from {addr}: {err}");
+        }
+    }
+    let _ = sending.join();
+    parse_http_response(&response)
+}
+
+fn parse_http_response(response: &[u8]) -> HttpReply {
+    let end_of_head = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(response)
+            )
+        });
+    let head = std::str::from_utf8(&response[..end_of_head]).expect("the response head is text");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("a status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            (name.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    let mut reply = HttpReply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let rest = &response[end_of_head + 4..];
+    reply.body = if reply
+        .header("transfer-encoding")
+        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(rest)
+    } else if let Some(length) = reply.header("content-length") {
+        let length: usize = length.parse().expect("a numeric content-length");
+        assert!(
+            rest.len() >= length,
+            "the body is shorter than its content-length"
+        );
+        rest[..length].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    reply
+}
+
+/// Removes the chunked transfer coding (trailers are ignored).
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .expect("a chunk size line");
+        let size_text = std::str::from_utf8(&data[..line_end]).expect("a text chunk size");
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        assert!(data.len() >= size + 2, "a truncated chunk");
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// How long a fresh `redis-server` may take to answer, on a loaded machine.
+const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of its own for one test: on a free 127.0.0.1 port, with
+/// no persistence, working in a temporary directory. Killed on drop.
+pub struct RedisServer {
+    /// `redis://127.0.0.1:PORT/0`.
+    pub url: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts the server and waits until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-server` is not installed (`make setup` installs it), or if
+    /// it does not answer within ten seconds.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        // Another process may take the port between this probe and the
+        // server's bind; then the server exits and a new port is tried.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free test port")
+                .port();
+            let mut child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|err| {
+                    panic!("cannot start redis-server ({err}); run `make setup` to install it")
+                });
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let started = Instant::now();
+            while started.elapsed() < REDIS_START_TIMEOUT {
+                if answers_ping(addr) {
+                    return RedisServer {
+                        url: format!("redis://{addr}/0"),
+                        addr,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start answering on 127.0.0.1");
+    }
+}
+
+impl RedisServer {
+    /// Closes every client's connection, as a restarting server or an idle
+    /// timeout would.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not answer.
+    pub fn close_client_connections(&self) {
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connecting to redis");
+        stream
+            .write_all(b"CLIENT KILL TYPE normal\r\n")
+            .expect("sending CLIENT KILL");
+        let mut reply = String::new();
+        BufReader::new(stream)
+            .read_line(&mut reply)
+            .expect("the reply to CLIENT KILL");
+        assert!(reply.starts_with(':'), "CLIENT KILL answered {reply:?}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a Redis server at `addr` answers `PING` with `+PONG`.
+fn answers_ping(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }

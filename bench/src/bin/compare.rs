@@ -15,6 +15,10 @@ use warden_bench::{
     native, rss_bytes, text,
 };
 
+/// Where the section `make load` writes (bench/load.sh) begins; this
+/// program keeps that section when it rewrites the file.
+const LOAD_SECTION: &str = "<!-- make load -->";
+
 /// How long each measurement samples for.
 const SAMPLE_TIME: Duration = Duration::from_secs(2);
 
@@ -60,6 +64,16 @@ fn main() {
              core module through `alloc`/`dealloc` exports and JSON.\n\n{report}",
             machine()
         );
+        // `make load` keeps its own results at the end of the same file.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| Some(old[old.find(LOAD_SECTION)?..].to_owned()))
+            .unwrap_or_default();
+        let document = if kept.is_empty() {
+            document
+        } else {
+            format!("{document}\n{kept}")
+        };
         std::fs::write(&path, document).unwrap_or_else(|err| panic!("writing {path}: {err}"));
         eprintln!("wrote {path}");
     }

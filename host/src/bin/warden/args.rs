@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use warden::trust::{PublicKey, SignerPolicy, TrustStore, UnsignedPolicy};
-use warden::{KvGrant, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern, Source};
+use warden::{
+    KvGrant, KvStore, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern, Source,
+};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]
@@ -37,7 +39,8 @@ pub enum Command {
     /// size and hash.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Inspect(InspectArgs),
-    /// Look inside a plugin's key-value namespace.
+    /// Look inside a plugin's key-value namespace (SQLite stores only; use
+    /// Redis's own tools for a Redis store).
     Kv(KvArgs),
     /// Generate an Ed25519 key pair: NAME.key (owner-only) and NAME.pub.
     Keygen(KeygenArgs),
@@ -63,6 +66,103 @@ pub enum Command {
     /// with wasmtime's preview 1 reactor adapter.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Componentize(ComponentizeArgs),
+    /// Serve every plugin of a manifest over HTTP: `POST
+    /// /plugins/NAME/ACTION` runs an action on the body, `GET /plugins/NAME`
+    /// shows its metadata; /healthz, /readyz and /metrics for operators.
+    ///
+    /// Structured logs (one JSON object per line: requests, reloads,
+    /// start and stop) go to stderr. SIGTERM drains: no new connections,
+    /// /readyz fails, requests in flight get --shutdown-grace to finish.
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Turn a plugin into an HTTP app for `wasmtime serve`, Spin or
+    /// wasmCloud: one component exporting `wasi:http/incoming-handler`,
+    /// made of the plugin, Warden's HTTP adapter and the shims the target
+    /// needs. The plugin is checked against the trust policy first.
+    #[command(after_help = EXPORT_HTTP_HELP)]
+    ExportHttp(ExportHttpArgs),
+}
+
+const EXPORT_HTTP_HELP: &str = "\
+The app answers POST /ACTION (the body is the input) with 200 and the output; plugin errors
+400 (invalid-input), 404 (unknown-action) and 500 (failed); GET / with the plugin's metadata;
+other methods 405; bodies over 16 MiB 413. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
+Limits are the engine's: a trap or a limit (e.g. wasmtime serve -Wtimeout) is a 500.
+Run it with: wasmtime serve -Scli APP.wasm (add -Skeyvalue, -Sconfig if the plugin uses them).
+Exit codes: 0 exported; 2 the target cannot provide an import; 10 not a Warden plugin;
+11 the plugin cannot be read or the app cannot be written; 31 untrusted.";
+
+#[derive(Debug, Args)]
+pub struct ExportHttpArgs {
+    /// The plugin component (.wasm).
+    pub plugin: PathBuf,
+    /// Where to write the app component; replaced atomically.
+    #[arg(short, long, value_name = "APP.wasm")]
+    pub output: PathBuf,
+    /// The engine that will serve the app.
+    #[arg(long, value_enum, default_value = "wasmtime")]
+    pub target: crate::export_http::Target,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// What to do with a plugin without a verifiable signature [default: warn].
+    #[arg(long, value_name = "allow|warn|deny")]
+    pub unsigned: Option<UnsignedPolicy>,
+    /// Whose signatures count: any key Warden knows, or trusted keys only
+    /// [default: any].
+    #[arg(long, value_name = "any|trusted")]
+    pub signed_by: Option<SignerPolicy>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+const SERVE_HELP: &str = "\
+Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
+500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation and
+shutdown 503 with Retry-After. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
+Exit codes: 0 after a clean shutdown; 2 for a bad manifest or address; when a plugin does not
+load, the code of its error (see `warden run --help`).";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The warden.toml declaring the plugins, their limits, grants and trust
+    /// policy. Watched for changes unless --no-watch.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: PathBuf,
+    /// Address to listen on; port 0 picks a free one (the `listening` log
+    /// line says which).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Plugin calls running at once, across plugins.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent: u32,
+    /// Calls waiting for a free slot beyond those; more are answered 503
+    /// [default: --max-concurrent].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_queue: Option<u32>,
+    /// Time for a whole request: receiving the body, waiting for a slot and
+    /// running. A slow body is answered 408, a slow call 504.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = warden::units::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long requests in flight may finish after SIGTERM before they are
+    /// cancelled (answered 503).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = warden::units::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How often the manifest and plugin files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = warden::units::parse_duration)]
+    pub watch_interval: Duration,
+    /// Do not reload plugins when the manifest or their files change.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Do not write a log line per request.
+    #[arg(long)]
+    pub no_access_log: bool,
+    /// Where compiled plugins are cached [default: the user's cache directory].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start instead of using the compile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -286,8 +386,8 @@ pub struct KvArgs {
     pub plugin: String,
     #[command(subcommand)]
     pub command: KvCommand,
-    /// The store file [default: the plugin's store in --manifest, else the
-    /// default location].
+    /// The SQLite store file [default: the plugin's store in --manifest,
+    /// else the default location]. Redis stores cannot be inspected here.
     #[arg(long, value_name = "PATH", global = true)]
     pub store: Option<PathBuf>,
     /// Read the plugin's store and namespace from this manifest.
@@ -364,9 +464,11 @@ pub struct SandboxArgs {
     /// ($XDG_DATA_HOME/warden/kv.sqlite).
     #[arg(long)]
     pub kv: bool,
-    /// Grant the key-value store in this SQLite file.
-    #[arg(long, value_name = "PATH")]
-    pub kv_store: Option<PathBuf>,
+    /// Grant the key-value store in this SQLite file, or on the Redis server
+    /// at this redis:// URL (e.g. redis://127.0.0.1:6379/0), which replicas
+    /// on several machines can share.
+    #[arg(long, value_name = "PATH|URL")]
+    pub kv_store: Option<KvStore>,
     /// Allow TCP connections to (or binds on) HOST:PORT, e.g. 127.0.0.1:6379
     /// or db.internal:5432. Repeatable.
     #[arg(long = "allow-tcp", value_name = "HOST:PORT")]
@@ -470,8 +572,8 @@ impl SandboxArgs {
         grants.config.extend(self.config.iter().cloned());
         grants.tcp.extend(self.allow_tcp.iter().cloned());
         grants.udp.extend(self.allow_udp.iter().cloned());
-        if let Some(path) = &self.kv_store {
-            grants.kv = Some(KvGrant::at(path));
+        if let Some(store) = &self.kv_store {
+            grants.kv = Some(KvGrant::new(store.clone()));
         } else if self.kv {
             let path = KvGrant::default_path().context(
                 "--kv needs HOME or XDG_DATA_HOME to place the store; use --kv-store PATH",
@@ -572,6 +674,25 @@ mod tests {
         assert_eq!(sandbox.grants.tcp.len(), 1);
         assert_eq!(sandbox.grants.kv, Some(KvGrant::at("/tmp/kv.sqlite")));
         assert!(sandbox.strict && sandbox.grants.deterministic);
+    }
+
+    #[test]
+    fn kv_store_takes_a_file_or_a_redis_url() {
+        for (store, expected) in [
+            (
+                "redis://127.0.0.1:6379/0",
+                KvGrant::redis("redis://127.0.0.1:6379/0"),
+            ),
+            (
+                "rediss://cache.internal",
+                KvGrant::redis("rediss://cache.internal"),
+            ),
+            ("state/kv.sqlite", KvGrant::at("state/kv.sqlite")),
+        ] {
+            let args = run_args(&["--kv-store", store]);
+            let sandbox = args.sandbox.target(&args.plugin).unwrap().sandbox;
+            assert_eq!(sandbox.grants.kv, Some(expected), "{store}");
+        }
     }
 
     #[test]

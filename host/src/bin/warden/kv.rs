@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use warden::{KvGrant, KvInspector, Manifest};
+use warden::{KvGrant, KvInspector, KvStore, Manifest};
 
 use crate::args::{KvArgs, KvCommand};
 use crate::output;
@@ -78,8 +78,17 @@ fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, Str
         None => None,
     };
     let path = match (&args.store, &declared) {
+        (Some(path), _) if names_redis(path) => {
+            anyhow::bail!("`warden kv` reads SQLite files only, not Redis servers");
+        }
         (Some(path), _) => path.clone(),
-        (None, Some(grant)) => grant.path.clone(),
+        (None, Some(grant)) => match &grant.store {
+            KvStore::File(path) => path.clone(),
+            redis => anyhow::bail!(
+                "`warden kv` reads SQLite files only; plugin `{}` keeps its keys on the Redis server {redis}",
+                args.plugin
+            ),
+        },
         (None, None) => KvGrant::default_path()
             .context("no --store given and no default location (HOME is not set)")?,
     };
@@ -89,4 +98,9 @@ fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, Str
         .or_else(|| declared.and_then(|grant| grant.namespace))
         .unwrap_or_else(|| args.plugin.clone());
     Ok((path, namespace))
+}
+
+/// Whether `--store` was given a Redis URL, which `warden kv` cannot read.
+fn names_redis(path: &std::path::Path) -> bool {
+    matches!(path.to_string_lossy().parse(), Ok(KvStore::Redis(_)))
 }

@@ -4,11 +4,13 @@ mod args;
 mod compile;
 mod exec;
 mod exit;
+mod export_http;
 mod inspect;
 mod kv;
 mod new;
 mod output;
 mod run;
+mod serve;
 mod trust;
 
 use std::process::ExitCode;
@@ -19,10 +21,14 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One call at a time needs one thread; a server wants every core.
+    let runtime = match &cli.command {
+        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("warden: cannot start the async runtime: {err}");
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
             Command::Compile(args) => compile::compile(args).await,
             Command::New(args) => new::new(args),
             Command::Componentize(args) => new::componentize(args),
+            Command::Serve(args) => serve::serve(args).await,
+            Command::ExportHttp(args) => export_http::export_http(args).await,
         }
     });
     match result {

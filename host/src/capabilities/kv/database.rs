@@ -14,13 +14,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::KvQuotas;
+use super::backend::{
+    Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
+};
 
 /// How long an operation waits for another process's transaction before
 /// giving up. Longer than any sane transaction; shorter than forever.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Keys returned by one `list-keys` page.
-pub(crate) const LIST_PAGE: usize = 1000;
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS entries (
@@ -37,38 +37,15 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// Why a key-value operation failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DbError {
-    #[error("kv quota exceeded: {0}")]
-    Quota(String),
-    #[error("kv value of `{key}` is not a decimal counter")]
-    NotACounter { key: String },
-    #[error("kv counter `{key}` would overflow")]
-    Overflow { key: String },
-    #[error("kv store error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
 /// An open database file.
 #[derive(Debug)]
 pub(crate) struct Database {
     connection: Mutex<Connection>,
 }
 
-/// A key and its value.
-pub(crate) type Entry = (String, Vec<u8>);
-
-/// Where a key lives: a plugin's namespace and one of its buckets.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Place<'a> {
-    pub namespace: &'a str,
-    pub bucket: &'a str,
-}
-
 impl Database {
     /// Opens (creating if needed) the database at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self, DbError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = Connection::open(path)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -87,7 +64,20 @@ impl Database {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn get(&self, place: Place<'_>, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+    /// Every bucket of a namespace that holds keys, for operators.
+    pub(crate) fn buckets(&self, namespace: &str) -> Result<Vec<String>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT DISTINCT bucket FROM entries WHERE namespace = ?1 ORDER BY bucket")?;
+        let buckets = statement
+            .query_map(params![namespace], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(buckets)
+    }
+}
+
+impl Backend for Database {
+    fn get(&self, place: Place<'_>, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let connection = self.connection();
         Ok(connection
             .query_row(
@@ -98,23 +88,18 @@ impl Database {
             .optional()?)
     }
 
-    pub(crate) fn exists(&self, place: Place<'_>, key: &str) -> Result<bool, DbError> {
-        Ok(self.get(place, key)?.is_some())
-    }
-
-    /// Writes every pair, all or nothing, within the namespace's quotas.
-    pub(crate) fn set_many(
+    fn set_many(
         &self,
         place: Place<'_>,
         pairs: &[Entry],
         quotas: &KvQuotas,
-    ) -> Result<(), DbError> {
+    ) -> Result<(), StoreError> {
         for (key, value) in pairs {
             quotas.check_entry(key, value)?;
         }
         let mut connection = self.connection();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut usage = Usage::read(&transaction, place.namespace)?;
+        let mut usage = read_usage(&transaction, place.namespace)?;
         for (key, value) in pairs {
             let old = stored_size(&transaction, place, key)?;
             usage.replace(
@@ -128,16 +113,15 @@ impl Database {
             )?;
         }
         usage.check(quotas)?;
-        usage.write(&transaction, place.namespace)?;
+        write_usage(&transaction, place.namespace, &usage)?;
         transaction.commit()?;
         Ok(())
     }
 
-    /// Deletes every key that exists; missing keys are not an error.
-    pub(crate) fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), DbError> {
+    fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), StoreError> {
         let mut connection = self.connection();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut usage = Usage::read(&transaction, place.namespace)?;
+        let mut usage = read_usage(&transaction, place.namespace)?;
         for key in keys {
             if let Some(old) = stored_size(&transaction, place, key)? {
                 usage.replace(Some(entry_size(key, old)), None);
@@ -147,16 +131,16 @@ impl Database {
                 )?;
             }
         }
-        usage.write(&transaction, place.namespace)?;
+        write_usage(&transaction, place.namespace, &usage)?;
         transaction.commit()?;
         Ok(())
     }
 
-    pub(crate) fn get_many(
+    fn get_many(
         &self,
         place: Place<'_>,
         keys: &[String],
-    ) -> Result<Vec<Option<Entry>>, DbError> {
+    ) -> Result<Vec<Option<Entry>>, StoreError> {
         let mut connection = self.connection();
         // One read transaction, so the values come from one snapshot.
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -175,20 +159,18 @@ impl Database {
         Ok(values)
     }
 
-    /// One page of keys in key order, starting `offset` keys in, and the
-    /// offset of the next page if there is one.
-    pub(crate) fn list_keys(
+    fn list_keys(
         &self,
         place: Place<'_>,
         offset: u64,
-    ) -> Result<(Vec<String>, Option<u64>), DbError> {
+    ) -> Result<(Vec<String>, Option<u64>), StoreError> {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(
             "SELECT key FROM entries WHERE namespace = ?1 AND bucket = ?2
              ORDER BY key LIMIT ?3 OFFSET ?4",
         )?;
         let offset_sql = i64::try_from(offset).unwrap_or(i64::MAX);
-        let mut keys = statement
+        let keys = statement
             .query_map(
                 params![
                     place.namespace,
@@ -199,21 +181,16 @@ impl Database {
                 |row| row.get(0),
             )?
             .collect::<Result<Vec<String>, _>>()?;
-        let next = (keys.len() > LIST_PAGE).then(|| {
-            keys.truncate(LIST_PAGE);
-            offset.saturating_add(LIST_PAGE as u64)
-        });
-        Ok((keys, next))
+        Ok(into_page(keys, offset))
     }
 
-    /// Adds `delta` to the decimal counter at `key` (absent counts as 0).
-    pub(crate) fn increment(
+    fn increment(
         &self,
         place: Place<'_>,
         key: &str,
         delta: u64,
         quotas: &KvQuotas,
-    ) -> Result<u64, DbError> {
+    ) -> Result<u64, StoreError> {
         let mut connection = self.connection();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<Vec<u8>> = transaction
@@ -224,19 +201,9 @@ impl Database {
             )
             .optional()?;
         let old_size = current.as_ref().map(Vec::len);
-        let current = match current {
-            None => 0,
-            Some(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .ok_or_else(|| DbError::NotACounter { key: key.into() })?,
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| DbError::Overflow { key: key.into() })?;
-        let value = next.to_string().into_bytes();
+        let (next, value) = incremented(key, current.as_deref(), delta)?;
         quotas.check_entry(key, &value)?;
-        let mut usage = Usage::read(&transaction, place.namespace)?;
+        let mut usage = read_usage(&transaction, place.namespace)?;
         usage.replace(
             old_size.map(|old| entry_size(key, old)),
             Some(entry_size(key, value.len())),
@@ -247,20 +214,9 @@ impl Database {
              ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
             params![place.namespace, place.bucket, key, value],
         )?;
-        usage.write(&transaction, place.namespace)?;
+        write_usage(&transaction, place.namespace, &usage)?;
         transaction.commit()?;
         Ok(next)
-    }
-
-    /// Every bucket of a namespace that holds keys, for operators.
-    pub(crate) fn buckets(&self, namespace: &str) -> Result<Vec<String>, DbError> {
-        let connection = self.connection();
-        let mut statement = connection
-            .prepare("SELECT DISTINCT bucket FROM entries WHERE namespace = ?1 ORDER BY bucket")?;
-        let buckets = statement
-            .query_map(params![namespace], |row| row.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(buckets)
     }
 }
 
@@ -268,7 +224,7 @@ fn stored_size(
     connection: &Connection,
     place: Place<'_>,
     key: &str,
-) -> Result<Option<usize>, DbError> {
+) -> Result<Option<usize>, StoreError> {
     let size: Option<i64> = connection
         .query_row(
             "SELECT length(value) FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
@@ -279,90 +235,29 @@ fn stored_size(
     Ok(size.map(|size| size as usize))
 }
 
-/// What an entry counts against the total-bytes quota.
-fn entry_size(key: &str, value_len: usize) -> u64 {
-    (key.len() + value_len) as u64
+/// A namespace's usage as kept in the `usage` table.
+fn read_usage(connection: &Connection, namespace: &str) -> Result<Usage, StoreError> {
+    let usage = connection
+        .query_row(
+            "SELECT keys, bytes FROM usage WHERE namespace = ?1",
+            params![namespace],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, 0));
+    Ok(Usage {
+        keys: usage.0 as u64,
+        bytes: usage.1 as u64,
+    })
 }
 
-/// A namespace's key count and byte total, as kept in the `usage` table.
-struct Usage {
-    keys: u64,
-    bytes: u64,
-}
-
-impl Usage {
-    fn read(connection: &Connection, namespace: &str) -> Result<Self, DbError> {
-        let usage = connection
-            .query_row(
-                "SELECT keys, bytes FROM usage WHERE namespace = ?1",
-                params![namespace],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, 0));
-        Ok(Usage {
-            keys: usage.0 as u64,
-            bytes: usage.1 as u64,
-        })
-    }
-
-    /// Accounts for an entry of size `new` replacing one of size `old`;
-    /// `None` means no entry (a new key, or a deletion).
-    fn replace(&mut self, old: Option<u64>, new: Option<u64>) {
-        if let Some(old) = old {
-            self.keys = self.keys.saturating_sub(1);
-            self.bytes = self.bytes.saturating_sub(old);
-        }
-        if let Some(new) = new {
-            self.keys += 1;
-            self.bytes += new;
-        }
-    }
-
-    fn check(&self, quotas: &KvQuotas) -> Result<(), DbError> {
-        if self.keys > quotas.max_keys {
-            return Err(DbError::Quota(format!(
-                "the namespace would hold {} keys (at most {})",
-                self.keys, quotas.max_keys
-            )));
-        }
-        if self.bytes > quotas.max_total_bytes {
-            return Err(DbError::Quota(format!(
-                "the namespace would hold {} bytes (at most {})",
-                self.bytes, quotas.max_total_bytes
-            )));
-        }
-        Ok(())
-    }
-
-    fn write(&self, connection: &Connection, namespace: &str) -> Result<(), DbError> {
-        connection.execute(
-            "INSERT INTO usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
-             ON CONFLICT (namespace) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
-            params![namespace, self.keys as i64, self.bytes as i64],
-        )?;
-        Ok(())
-    }
-}
-
-impl KvQuotas {
-    fn check_entry(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
-        if key.len() > self.max_key_bytes {
-            return Err(DbError::Quota(format!(
-                "a key of {} bytes is longer than {} bytes",
-                key.len(),
-                self.max_key_bytes
-            )));
-        }
-        if value.len() > self.max_value_bytes {
-            return Err(DbError::Quota(format!(
-                "a value of {} bytes is larger than {} bytes",
-                value.len(),
-                self.max_value_bytes
-            )));
-        }
-        Ok(())
-    }
+fn write_usage(connection: &Connection, namespace: &str, usage: &Usage) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (namespace) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+        params![namespace, usage.keys as i64, usage.bytes as i64],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -390,7 +285,7 @@ mod tests {
         key: &str,
         value: &[u8],
         quotas: &KvQuotas,
-    ) -> Result<(), DbError> {
+    ) -> Result<(), StoreError> {
         database.set_many(place, &[(key.to_owned(), value.to_vec())], quotas)
     }
 
@@ -415,11 +310,11 @@ mod tests {
         };
         assert!(matches!(
             set(&database, A, "a-long-key", b"v", &quotas),
-            Err(DbError::Quota(_))
+            Err(StoreError::Quota(_))
         ));
         assert!(matches!(
             set(&database, A, "k", &[0; 17], &quotas),
-            Err(DbError::Quota(_))
+            Err(StoreError::Quota(_))
         ));
         set(&database, A, "k1", &[1; 16], &quotas).unwrap();
         set(&database, A, "k2", &[2; 16], &quotas).unwrap();
@@ -430,7 +325,7 @@ mod tests {
         ];
         assert!(matches!(
             database.set_many(A, &batch, &quotas),
-            Err(DbError::Quota(_))
+            Err(StoreError::Quota(_))
         ));
         assert_eq!(
             database.get(A, "k3").unwrap(),
@@ -447,7 +342,7 @@ mod tests {
         assert!(
             matches!(
                 set(&database, A, "k5", b"", &quotas),
-                Err(DbError::Quota(_))
+                Err(StoreError::Quota(_))
             ),
             "three keys at most"
         );
@@ -463,7 +358,7 @@ mod tests {
         set(&database, A, "text", b"hello", &quotas).unwrap();
         assert!(matches!(
             database.increment(A, "text", 1, &quotas),
-            Err(DbError::NotACounter { .. })
+            Err(StoreError::NotACounter { .. })
         ));
         set(
             &database,
@@ -475,7 +370,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             database.increment(A, "max", 1, &quotas),
-            Err(DbError::Overflow { .. })
+            Err(StoreError::Overflow { .. })
         ));
     }
 

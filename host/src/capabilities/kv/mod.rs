@@ -1,26 +1,38 @@
 //! The `kv` capability: `wasi:keyvalue` (`store`, `atomics`, `batch`),
-//! backed by a SQLite file ([`KvGrant`], `--kv-store [PATH]`).
+//! backed by a SQLite file or a Redis server ([`KvGrant`], [`KvStore`],
+//! `--kv-store PATH|URL`). A file serves the processes of one machine; a
+//! Redis server lets replicas on several machines share plugin state.
 //!
-//! Each plugin gets its own namespace in the file (its name unless the grant
-//! says otherwise), so one plugin can never read or write another's keys.
-//! Within it any bucket name opens, and `default` is the conventional one.
-//! Every operation is one transaction: a batch is all or nothing, an
+//! Each plugin gets its own namespace in the store (its name unless the
+//! grant says otherwise), so one plugin can never read or write another's
+//! keys. Within it any bucket name opens, and `default` is the conventional
+//! one. Every operation is one transaction: a batch is all or nothing, an
 //! increment is exact even with other processes incrementing the same key,
 //! and a plugin that traps or is killed mid-call leaves only whole
 //! transactions behind. Quotas bound key size, value size, total bytes and
-//! the number of keys per namespace.
+//! the number of keys per namespace. Both backends behave the same, down to
+//! the error messages, the counter format (decimal text) and the pages of
+//! `list-keys` (1000 keys, in byte order).
 //!
 //! A plugin without the grant gets `access-denied` from `open`, recorded as a
 //! denial.
 
+mod backend;
 mod database;
+mod redis_store;
 
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use self::database::{Database, DbError, Place};
+use self::backend::{Backend, Place, StoreError};
+use self::database::Database;
+use self::redis_store::RedisStore;
 use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
@@ -36,7 +48,7 @@ pub(crate) const CAPABILITY: Capability = Capability {
     ],
     risk: |_| Risk::Medium,
     granted: |sandbox| sandbox.grants.kv.is_some(),
-    how_to_grant: "--kv-store [PATH]",
+    how_to_grant: "--kv, or --kv-store PATH|URL",
     add_to_linker,
 };
 
@@ -56,8 +68,8 @@ fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KvGrant {
-    /// The SQLite file; created, with its directory, if missing.
-    pub path: PathBuf,
+    /// Where the keys are kept.
+    pub store: KvStore,
     /// The namespace the plugin's keys live in. Default: the plugin's name.
     pub namespace: Option<String>,
     /// Bounds on what the namespace may hold.
@@ -65,13 +77,24 @@ pub struct KvGrant {
 }
 
 impl KvGrant {
-    /// A grant of the store at `path` with default quotas.
-    pub fn at(path: impl Into<PathBuf>) -> Self {
+    /// A grant of `store` with the default namespace and quotas.
+    pub fn new(store: KvStore) -> Self {
         KvGrant {
-            path: path.into(),
+            store,
             namespace: None,
             quotas: KvQuotas::default(),
         }
+    }
+
+    /// A grant of the SQLite file at `path` with default quotas.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        KvGrant::new(KvStore::File(path.into()))
+    }
+
+    /// A grant of the Redis server at `url` (see [`KvStore::Redis`]) with
+    /// default quotas.
+    pub fn redis(url: impl Into<String>) -> Self {
+        KvGrant::new(KvStore::Redis(url.into()))
     }
 
     /// The store used when no path is given: `$XDG_DATA_HOME/warden/kv.sqlite`,
@@ -87,6 +110,77 @@ impl KvGrant {
                     .map(|home| Path::new(&home).join(".local/share"))
             })?;
         Some(data_home.join("warden").join("kv.sqlite"))
+    }
+}
+
+/// Where a kv store keeps its data.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvStore {
+    /// A SQLite file, created with its directory if missing. Processes on
+    /// one machine can share it.
+    File(PathBuf),
+    /// A Redis server, as `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
+    /// (port 6379 and database 0 by default); processes on any machine that
+    /// reaches it can share it. Checked with a `PING` when a plugin loads.
+    /// This build has no TLS, so `rediss://` URLs are refused at load.
+    Redis(String),
+}
+
+impl KvStore {
+    /// Whether `text` is a Redis URL rather than a file path.
+    fn is_redis_url(text: &str) -> bool {
+        text.starts_with("redis://") || text.starts_with("rediss://")
+    }
+}
+
+/// Reads a store as written on the command line: a `redis://` or
+/// `rediss://` URL names a Redis server, anything else a file.
+impl FromStr for KvStore {
+    type Err = Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Infallible> {
+        Ok(if KvStore::is_redis_url(text) {
+            KvStore::Redis(text.to_owned())
+        } else {
+            KvStore::File(PathBuf::from(text))
+        })
+    }
+}
+
+/// The file's path, or the server's URL without its password.
+impl fmt::Display for KvStore {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvStore::File(path) => write!(formatter, "{}", path.display()),
+            KvStore::Redis(url) => formatter.write_str(&without_password(url)),
+        }
+    }
+}
+
+/// Like [`Display`](fmt::Display): a password never reaches a log.
+impl fmt::Debug for KvStore {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvStore::File(path) => formatter.debug_tuple("File").field(path).finish(),
+            KvStore::Redis(url) => formatter
+                .debug_tuple("Redis")
+                .field(&without_password(url))
+                .finish(),
+        }
+    }
+}
+
+/// A URL with its user information (which holds the password) replaced by
+/// `***`.
+fn without_password(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => Cow::Owned(format!("{scheme}://***{}", &rest[at..])),
+        None => Cow::Borrowed(url),
     }
 }
 
@@ -118,47 +212,39 @@ impl Default for KvQuotas {
 /// Longest bucket name a plugin may open.
 const MAX_BUCKET_NAME_BYTES: usize = 256;
 
-/// A plugin's handle on the store: the database, its namespace and quotas.
+/// A plugin's handle on the store: the backend, its namespace and quotas.
 /// Opened once per plugin and shared by its instances.
 #[derive(Clone, Debug)]
 pub(crate) struct SharedStore {
-    database: Arc<Database>,
+    backend: Arc<dyn Backend>,
     namespace: Arc<str>,
     quotas: Arc<KvQuotas>,
 }
 
 impl SharedStore {
+    /// Opens (or for a file, creates) the granted store; a Redis server must
+    /// answer now, so that a wrong URL fails the load, not the first call.
     pub(crate) fn open(grant: &KvGrant, plugin_name: &str) -> Result<Self, Error> {
-        let path = &grant.path;
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            create_private_dir(parent).map_err(|err| {
-                Error::InvalidConfig(format!(
-                    "cannot create the kv store's directory `{}`: {err}",
-                    parent.display()
-                ))
-            })?;
-        }
-        let database = Database::open(path).map_err(|err| {
-            Error::InvalidConfig(format!(
-                "cannot open the kv store `{}`: {err}",
-                path.display()
-            ))
-        })?;
+        let backend: Arc<dyn Backend> = match &grant.store {
+            KvStore::File(path) => Arc::new(open_file(path)?),
+            KvStore::Redis(url) => Arc::new(RedisStore::connect(url).map_err(|err| {
+                Error::InvalidConfig(format!("cannot use the kv store `{}`: {err}", grant.store))
+            })?),
+        };
         Ok(SharedStore {
-            database: Arc::new(database),
+            backend,
             namespace: grant.namespace.as_deref().unwrap_or(plugin_name).into(),
             quotas: Arc::new(grant.quotas.clone()),
         })
     }
 
-    /// Runs one database operation off the async threads.
+    /// Runs one store operation off the async threads.
     async fn run<T: Send + 'static>(
         &self,
         bucket: String,
-        operation: impl FnOnce(&Database, Place<'_>, &KvQuotas) -> Result<T, DbError> + Send + 'static,
+        operation: impl FnOnce(&dyn Backend, Place<'_>, &KvQuotas) -> Result<T, StoreError>
+        + Send
+        + 'static,
     ) -> wasmtime::Result<Result<T, KvError>> {
         let store = self.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -166,11 +252,32 @@ impl SharedStore {
                 namespace: &store.namespace,
                 bucket: &bucket,
             };
-            operation(&store.database, place, &store.quotas)
+            operation(store.backend.as_ref(), place, &store.quotas)
         })
         .await?;
         Ok(result.map_err(|err| KvError::Other(err.to_string())))
     }
+}
+
+/// Opens (creating if needed) a SQLite store and its directory.
+fn open_file(path: &Path) -> Result<Database, Error> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        create_private_dir(parent).map_err(|err| {
+            Error::InvalidConfig(format!(
+                "cannot create the kv store's directory `{}`: {err}",
+                parent.display()
+            ))
+        })?;
+    }
+    Database::open(path).map_err(|err| {
+        Error::InvalidConfig(format!(
+            "cannot open the kv store `{}`: {err}",
+            path.display()
+        ))
+    })
 }
 
 /// Creates a directory (and its parents) readable by its owner only, since
@@ -370,7 +477,8 @@ impl batch::Host for KvView<'_> {
 }
 
 /// An operator's view of a kv store file, for `warden kv`: read, list and
-/// delete the keys of one namespace without running any plugin.
+/// delete the keys of one namespace without running any plugin. SQLite files
+/// only; inspect a Redis store with Redis's own tools.
 #[derive(Debug)]
 pub struct KvInspector {
     database: Database,
@@ -445,7 +553,7 @@ impl KvInspector {
     }
 }
 
-fn inspection_error(err: DbError) -> Error {
+fn inspection_error(err: StoreError) -> Error {
     Error::Io {
         context: "reading the kv store".into(),
         source: std::io::Error::other(err.to_string()),

@@ -1,0 +1,241 @@
+//! `warden serve`: every plugin of a manifest over HTTP, as a stateless
+//! service that can run as many replicas as the load needs.
+//!
+//! Each plugin answers under `/plugins/<name>/` with the same mapping as the
+//! apps `warden export-http` builds (see [`routes`]), with its own limits,
+//! grants and trust policy from the manifest. Beside them: `/healthz`,
+//! `/readyz`, `/metrics` (Prometheus text) and `/plugins` (what is loaded).
+//!
+//! The server holds no state of its own: plugin state lives in the kv
+//! capability's store, which replicas can share (a Redis server). Admission
+//! is bounded: at most `--max-concurrent` calls run and `--max-queue` wait;
+//! anything beyond is answered 503 with `Retry-After` at once. SIGTERM or
+//! SIGINT stops accepting connections, reports not ready, lets requests in
+//! flight finish for `--shutdown-grace`, then cancels what is left.
+
+mod prometheus;
+mod routes;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use warden::{Manifest, Registry, Reload};
+
+use crate::args::ServeArgs;
+use crate::exit;
+use crate::output;
+
+use self::prometheus::HttpStats;
+
+/// How long a failed `accept` (out of file descriptors, say) waits before the
+/// next try, so that the loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long cancelled requests get to send their 503 once the grace period
+/// is over.
+const CANCELLED_FLUSH: Duration = Duration::from_secs(1);
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct Server {
+    registry: Registry,
+    /// Calls admitted: running plus waiting. Never waited on; when none is
+    /// free the request is refused.
+    admission: Semaphore,
+    /// Calls running at once.
+    running: Semaphore,
+    /// Set on SIGTERM: `/readyz` fails so load balancers stop sending.
+    draining: AtomicBool,
+    stats: HttpStats,
+    request_timeout: Duration,
+    access_log: bool,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::from_file(&args.manifest)?;
+    anyhow::ensure!(
+        !manifest.plugins.is_empty(),
+        "{} declares no plugins; add a [plugins.NAME] table",
+        args.manifest.display()
+    );
+    let mut builder = warden::Runtime::builder();
+    // Fuel metering is engine-wide: on when any plugin has a fuel limit.
+    builder.fuel(
+        manifest
+            .plugins
+            .values()
+            .any(|entry| entry.sandbox.limits.fuel.is_some()),
+    );
+    if let Some(dir) = &args.cache_dir {
+        builder.compile_cache(dir);
+    }
+    if args.no_cache {
+        builder.no_compile_cache();
+    }
+    let registry = Registry::new(builder.build()?);
+
+    // A replica with a plugin that does not load must not become ready.
+    let loaded = registry.load_manifest(&args.manifest).await?;
+    if let Some((name, err)) = loaded.failed.first() {
+        for (name, err) in &loaded.failed {
+            eprintln!("warden: plugin `{name}` did not load: {err}");
+        }
+        eprintln!(
+            "warden: not serving: {} of {} plugins failed to load (first: `{name}`)",
+            loaded.failed.len(),
+            manifest.plugins.len()
+        );
+        return Ok(ExitCode::from(exit::for_kind(err.kind())));
+    }
+    for name in &loaded.loaded {
+        if let Some(plugin) = registry.get(name) {
+            output::warn_if_unverified(plugin.info(), plugin.sandbox());
+        }
+    }
+
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let max_concurrent = args.max_concurrent as usize;
+    let max_queue = args
+        .max_queue
+        .map_or(max_concurrent, |queue| queue as usize);
+    let server = Arc::new(Server {
+        registry: registry.clone(),
+        admission: Semaphore::new(max_concurrent + max_queue),
+        running: Semaphore::new(max_concurrent),
+        draining: AtomicBool::new(false),
+        stats: HttpStats::default(),
+        request_timeout: args.request_timeout,
+        access_log: !args.no_access_log,
+    });
+    log_event(json!({
+        "event": "listening",
+        "addr": addr.to_string(),
+        "plugins": loaded.loaded,
+        "max_concurrent": max_concurrent,
+        "max_queue": max_queue,
+    }));
+
+    let watcher =
+        (!args.no_watch).then(|| tokio::spawn(log_reloads(registry.clone(), args.watch_interval)));
+    let graceful = GracefulShutdown::new();
+    let mut terminated = std::pin::pin!(terminated());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let server = server.clone();
+                    let service = service_fn(move |request| routes::handle(server.clone(), peer, request));
+                    let connection = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        // A client that hangs up mid-request is its own business.
+                        let _ = connection.await;
+                    });
+                }
+                Err(err) => {
+                    log_event(json!({ "event": "accept-failed", "error": err.to_string() }));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            signal = &mut terminated => {
+                log_event(json!({ "event": "draining", "signal": signal, "grace_ms": args.shutdown_grace.as_millis() as u64 }));
+                break;
+            }
+        }
+    }
+    drop(listener);
+    server.draining.store(true, Ordering::Release);
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+
+    let mut connections_closed = std::pin::pin!(graceful.shutdown());
+    let drained = tokio::time::timeout(args.shutdown_grace, &mut connections_closed)
+        .await
+        .is_ok();
+    // Past the grace period: cancel the calls still running, and give their
+    // requests a moment to be answered 503 before the process exits.
+    let stopped = registry.shutdown(Duration::ZERO).await;
+    if !drained {
+        let _ = tokio::time::timeout(CANCELLED_FLUSH, &mut connections_closed).await;
+    }
+    log_event(json!({
+        "event": "stopped",
+        "drained": drained,
+        "cancelled": stopped.cancelled,
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs every reload the registry's watch makes.
+async fn log_reloads(registry: Registry, interval: Duration) {
+    let mut reloads = registry.watch(interval);
+    while let Some(reload) = reloads.next().await {
+        let event = match reload {
+            Reload::Replaced { name, from, to } => {
+                json!({ "event": "reloaded", "plugin": name, "from": from, "to": to })
+            }
+            Reload::Failed { name, error } => json!({
+                "event": "reload-failed", "plugin": name, "error": error.kind().as_str(),
+                "message": error.to_string(),
+            }),
+            Reload::Manifest(load) => json!({
+                "event": "manifest-reloaded",
+                "loaded": load.loaded,
+                "removed": load.removed,
+                "failed": load.failed.iter().map(|(name, err)| json!({
+                    "plugin": name, "error": err.kind().as_str(), "message": err.to_string(),
+                })).collect::<Vec<_>>(),
+            }),
+            Reload::ManifestFailed(error) => json!({
+                "event": "manifest-reload-failed", "error": error.kind().as_str(),
+                "message": error.to_string(),
+            }),
+            _ => continue,
+        };
+        log_event(event);
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn terminated() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return "SIGINT",
+                _ = terminate.recv() => return "SIGTERM",
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
+/// Writes one structured log line (JSON) to stderr, led by the time in
+/// seconds since the Unix epoch.
+pub(crate) fn log_event(event: Value) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut line = serde_json::Map::new();
+    line.insert("time".into(), json!(now.as_millis() as f64 / 1000.0));
+    if let Value::Object(fields) = event {
+        line.extend(fields);
+    }
+    eprintln!("{}", Value::Object(line));
+}

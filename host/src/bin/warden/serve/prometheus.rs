@@ -1,0 +1,220 @@
+//! `/metrics`: the server's and the plugins' metrics in Prometheus' text
+//! exposition format (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use warden::{HistogramSnapshot, Registry};
+
+/// Counters kept by the HTTP layer; the plugins' own metrics come from the
+/// registry when scraped.
+#[derive(Default)]
+pub(crate) struct HttpStats {
+    /// Requests answered, by plugin (empty for the server's own routes) and
+    /// status code.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Requests refused before reaching a plugin, by reason.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests being handled now.
+    pub(crate) in_flight: AtomicI64,
+}
+
+/// Reasons a request never reaches its plugin, as the `reason` label of
+/// `warden_http_rejected_total`.
+const REJECTIONS: [&str; 3] = ["saturated", "payload-too-large", "request-timeout"];
+
+impl HttpStats {
+    /// Counts one answered request.
+    pub(crate) fn count(&self, plugin: Option<&str>, status: u16, error: Option<&'static str>) {
+        let key = (plugin.unwrap_or_default().to_owned(), status);
+        *lock(&self.requests).entry(key).or_default() += 1;
+        if let Some(reason) = error.filter(|error| REJECTIONS.contains(error)) {
+            *lock(&self.rejected).entry(reason).or_default() += 1;
+        }
+    }
+}
+
+/// The whole exposition.
+pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
+    let mut text = String::new();
+    header(
+        &mut text,
+        "warden_http_requests_total",
+        "counter",
+        "HTTP requests answered, by plugin (empty for the server's own routes) and status code.",
+    );
+    for ((plugin, status), count) in lock(&stats.requests).iter() {
+        let _ = writeln!(
+            text,
+            "warden_http_requests_total{{plugin=\"{}\",code=\"{status}\"}} {count}",
+            escape(plugin)
+        );
+    }
+    header(
+        &mut text,
+        "warden_http_rejected_total",
+        "counter",
+        "Requests refused before reaching a plugin, by reason.",
+    );
+    let rejected = lock(&stats.rejected);
+    for reason in REJECTIONS {
+        let count = rejected.get(reason).copied().unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "warden_http_rejected_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
+    drop(rejected);
+    header(
+        &mut text,
+        "warden_http_requests_in_flight",
+        "gauge",
+        "Requests being handled now.",
+    );
+    let _ = writeln!(
+        text,
+        "warden_http_requests_in_flight {}",
+        stats.in_flight.load(Ordering::Relaxed)
+    );
+    header(
+        &mut text,
+        "warden_instances_in_use",
+        "gauge",
+        "Plugin instances alive now, across plugins.",
+    );
+    let _ = writeln!(
+        text,
+        "warden_instances_in_use {}",
+        registry.runtime().instances_in_use()
+    );
+
+    let plugins: Vec<_> = registry
+        .list()
+        .into_iter()
+        .filter_map(|entry| Some((entry.name.clone(), registry.get(&entry.name)?.metrics())))
+        .collect();
+    header(
+        &mut text,
+        "warden_plugin_calls_total",
+        "counter",
+        "Calls made to the plugin since it was (re)loaded.",
+    );
+    for (name, metrics) in &plugins {
+        let _ = writeln!(
+            text,
+            "warden_plugin_calls_total{{plugin=\"{}\"}} {}",
+            escape(name),
+            metrics.calls
+        );
+    }
+    header(
+        &mut text,
+        "warden_plugin_failures_total",
+        "counter",
+        "Failed calls, by plugin and error kind.",
+    );
+    for (name, metrics) in &plugins {
+        for (kind, count) in &metrics.failures {
+            let _ = writeln!(
+                text,
+                "warden_plugin_failures_total{{plugin=\"{}\",kind=\"{}\"}} {count}",
+                escape(name),
+                kind.as_str()
+            );
+        }
+    }
+    header(
+        &mut text,
+        "warden_plugin_fuel_consumed_total",
+        "counter",
+        "Fuel the plugin's calls consumed (0 when no plugin has a fuel limit).",
+    );
+    for (name, metrics) in &plugins {
+        let _ = writeln!(
+            text,
+            "warden_plugin_fuel_consumed_total{{plugin=\"{}\"}} {}",
+            escape(name),
+            metrics.fuel_consumed
+        );
+    }
+    header(
+        &mut text,
+        "warden_plugin_call_duration_seconds",
+        "histogram",
+        "Wall-clock time of calls, including instantiation and init for fresh instances.",
+    );
+    for (name, metrics) in &plugins {
+        histogram(
+            &mut text,
+            "warden_plugin_call_duration_seconds",
+            name,
+            &metrics.duration_seconds,
+        );
+    }
+    header(
+        &mut text,
+        "warden_plugin_peak_memory_bytes",
+        "histogram",
+        "Linear-memory high-water mark of the instance at the end of each call.",
+    );
+    for (name, metrics) in &plugins {
+        histogram(
+            &mut text,
+            "warden_plugin_peak_memory_bytes",
+            name,
+            &metrics.peak_memory_bytes,
+        );
+    }
+    text
+}
+
+fn header(text: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(text, "# HELP {name} {help}");
+    let _ = writeln!(text, "# TYPE {name} {kind}");
+}
+
+fn histogram(text: &mut String, name: &str, plugin: &str, snapshot: &HistogramSnapshot) {
+    let plugin = escape(plugin);
+    for (bound, count) in &snapshot.buckets {
+        let _ = writeln!(
+            text,
+            "{name}_bucket{{plugin=\"{plugin}\",le=\"{bound}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{name}_bucket{{plugin=\"{plugin}\",le=\"+Inf\"}} {}",
+        snapshot.count
+    );
+    let _ = writeln!(text, "{name}_sum{{plugin=\"{plugin}\"}} {}", snapshot.sum);
+    let _ = writeln!(
+        text,
+        "{name}_count{{plugin=\"{plugin}\"}} {}",
+        snapshot.count
+    );
+}
+
+/// A label value as the exposition format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("line\nbreak"), "line\\nbreak");
+    }
+}

@@ -1,0 +1,452 @@
+//! Requests to responses.
+//!
+//! Under `/plugins/<name>`, the mapping every Warden HTTP front end shares
+//! (the apps `warden export-http` builds use it too):
+//! - `POST /plugins/<name>/<action>` runs `execute(action, body)`; `200`
+//!   with the output as `application/octet-stream`. `POST /plugins/<name>`
+//!   runs the empty action.
+//! - Plugin errors: `invalid-input` → 400, `unknown-action` → 404,
+//!   `failed` → 500, each as `{"error": kind, "message": text}`.
+//! - `GET /plugins/<name>` → the plugin's `init` metadata as JSON.
+//! - Other methods → 405 with `Allow: GET, POST`; a body larger than the
+//!   plugin's `max_input_bytes` → 413.
+//!
+//! Host-side failures use the error kinds of `--json` reports: limits and
+//! traps (`timeout`, `out-of-fuel`, `memory-limit`, `trap`, ...) → 500;
+//! an unknown plugin → 404; saturation (`saturated`) and shutdown
+//! (`cancelled`) → 503 with `Retry-After`; a body that does not arrive
+//! within `--request-timeout` → 408, a call that does not finish within it
+//! → 504.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use warden::{Error, ErrorKind, Outcome, PluginError, Report};
+
+use super::{Server, log_event};
+
+type Reply = Response<Full<Bytes>>;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// What the access log says about one request beyond its status.
+#[derive(Default)]
+struct Entry {
+    plugin: Option<String>,
+    action: Option<String>,
+    bytes_in: usize,
+    error: Option<&'static str>,
+    report: Option<Report>,
+}
+
+/// Answers one request and writes its access-log line.
+pub(super) async fn handle(
+    server: Arc<Server>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut entry = Entry::default();
+    server.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let reply = route(&server, request, &mut entry).await;
+    server.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let status = reply.status().as_u16();
+    server
+        .stats
+        .count(entry.plugin.as_deref(), status, entry.error);
+    if server.access_log {
+        access_log(peer, &method, &path, status, started, &reply, entry);
+    }
+    Ok(reply)
+}
+
+async fn route(server: &Server, request: Request<Incoming>, entry: &mut Entry) -> Reply {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    match path.as_str() {
+        "/healthz" => only_get(&method, || {
+            json_reply(StatusCode::OK, json!({ "status": "ok" }))
+        }),
+        "/readyz" => only_get(&method, || {
+            if server.draining.load(Ordering::Acquire) {
+                unavailable("draining", "the server is shutting down")
+            } else {
+                json_reply(StatusCode::OK, json!({ "status": "ready" }))
+            }
+        }),
+        "/metrics" => only_get(&method, || {
+            text_reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                super::prometheus::render(&server.registry, &server.stats),
+            )
+        }),
+        "/plugins" | "/plugins/" => only_get(&method, || plugin_list(server)),
+        _ => match path.strip_prefix("/plugins/") {
+            Some(rest) => {
+                let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+                match (percent_decode(name), percent_decode(action)) {
+                    (Some(name), Some(action)) => {
+                        entry.plugin = Some(name.clone());
+                        plugin_route(server, request, name, action, entry).await
+                    }
+                    _ => error_reply(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "the path is not valid percent-encoded UTF-8",
+                    ),
+                }
+            }
+            None => error_reply(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                &format!(
+                    "nothing at `{path}`; plugins answer under /plugins/<name>/<action>, \
+                     and /healthz, /readyz, /metrics and /plugins are the server's own"
+                ),
+            ),
+        },
+    }
+}
+
+async fn plugin_route(
+    server: &Server,
+    request: Request<Incoming>,
+    name: String,
+    action: String,
+    entry: &mut Entry,
+) -> Reply {
+    let Some(plugin) = server.registry.get(&name) else {
+        entry.error = Some(ErrorKind::UnknownPlugin.as_str());
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            ErrorKind::UnknownPlugin.as_str(),
+            &format!("no plugin is called `{name}`; GET /plugins lists them"),
+        );
+    };
+    match *request.method() {
+        Method::GET if action.is_empty() => match plugin.metadata().await {
+            Ok(metadata) => json_reply(
+                StatusCode::OK,
+                json!({
+                    "name": metadata.name,
+                    "version": metadata.version,
+                    "description": metadata.description,
+                    "actions": metadata.actions,
+                }),
+            ),
+            Err(err) => {
+                entry.error = Some(error_name(&err));
+                failure_reply(&err)
+            }
+        },
+        Method::POST => {
+            entry.action = Some(action.clone());
+            let Ok(_admitted) = server.admission.try_acquire() else {
+                entry.error = Some("saturated");
+                return unavailable(
+                    "saturated",
+                    "every call slot and queue place is taken; retry shortly",
+                );
+            };
+            let limit = plugin.sandbox().limits.max_input_bytes;
+            let deadline = Instant::now() + server.request_timeout;
+            let body = match read_body(request, limit, server.request_timeout).await {
+                Ok(body) => body,
+                Err(reply) => {
+                    entry.error = Some(reply.1);
+                    return reply.0;
+                }
+            };
+            entry.bytes_in = body.len();
+            let call = async {
+                let _running = server.running.acquire().await;
+                server.registry.execute(&name, &action, &body).await
+            };
+            match tokio::time::timeout_at(deadline.into(), call).await {
+                Ok(Outcome { result, report }) => {
+                    entry.report = Some(report);
+                    match result {
+                        Ok(output) => octets_reply(output),
+                        Err(err) => {
+                            entry.error = Some(error_name(&err));
+                            failure_reply(&err)
+                        }
+                    }
+                }
+                Err(_) => {
+                    entry.error = Some("request-timeout");
+                    error_reply(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "request-timeout",
+                        &format!(
+                            "the call did not finish within the server's request timeout ({:?})",
+                            server.request_timeout
+                        ),
+                    )
+                }
+            }
+        }
+        _ => method_not_allowed(),
+    }
+}
+
+/// Reads the body up to `limit` bytes within `timeout`; on failure, the
+/// reply to send and the error name for the log.
+async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, (Reply, &'static str)> {
+    let too_large = || {
+        (
+            error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                &format!("the body is larger than this plugin's input limit of {limit} bytes"),
+            ),
+            "payload-too-large",
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let collected =
+        tokio::time::timeout(timeout, Limited::new(request.into_body(), limit).collect());
+    match collected.await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(err)) => Err((
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &format!("reading the body failed: {err}"),
+            ),
+            "bad-request",
+        )),
+        Err(_) => Err((
+            error_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "the body did not arrive within the server's request timeout",
+            ),
+            "request-timeout",
+        )),
+    }
+}
+
+/// The error's name in replies and logs: the plugin's own variant for
+/// plugin errors, else the kind.
+fn error_name(err: &Error) -> &'static str {
+    match err {
+        Error::Plugin(PluginError::InvalidInput(_)) => "invalid-input",
+        Error::Plugin(PluginError::UnknownAction(_)) => "unknown-action",
+        Error::Plugin(PluginError::Failed(_)) => "failed",
+        other => other.kind().as_str(),
+    }
+}
+
+fn failure_reply(err: &Error) -> Reply {
+    let (status, message) = match err {
+        Error::Plugin(PluginError::InvalidInput(text)) => (StatusCode::BAD_REQUEST, text.clone()),
+        Error::Plugin(PluginError::UnknownAction(action)) => (
+            StatusCode::NOT_FOUND,
+            format!("the plugin has no action `{action}`"),
+        ),
+        Error::Plugin(PluginError::Failed(text)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, text.clone())
+        }
+        other => {
+            let status = match other.kind() {
+                ErrorKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
+                ErrorKind::Cancelled => {
+                    return unavailable(ErrorKind::Cancelled.as_str(), &other.to_string());
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, other.to_string())
+        }
+    };
+    error_reply(status, error_name(err), &message)
+}
+
+fn plugin_list(server: &Server) -> Reply {
+    let plugins: Vec<Value> = server
+        .registry
+        .list()
+        .into_iter()
+        .map(|plugin| {
+            json!({
+                "name": plugin.name,
+                "sha256": plugin.sha256,
+                "generation": plugin.generation,
+            })
+        })
+        .collect();
+    json_reply(StatusCode::OK, json!({ "plugins": plugins }))
+}
+
+fn only_get(method: &Method, reply: impl FnOnce() -> Reply) -> Reply {
+    if method == Method::GET {
+        reply()
+    } else {
+        let mut reply = error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            &format!("{method} is not allowed here; use GET"),
+        );
+        reply
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        reply
+    }
+}
+
+fn method_not_allowed() -> Reply {
+    let mut reply = error_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "plugins answer GET (metadata) and POST (run an action)",
+    );
+    reply
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+    reply
+}
+
+fn unavailable(error: &str, message: &str) -> Reply {
+    let mut reply = error_reply(StatusCode::SERVICE_UNAVAILABLE, error, message);
+    reply
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    reply
+}
+
+fn error_reply(status: StatusCode, error: &str, message: &str) -> Reply {
+    json_reply(status, json!({ "error": error, "message": message }))
+}
+
+fn json_reply(status: StatusCode, body: Value) -> Reply {
+    text_reply(status, "application/json", body.to_string())
+}
+
+fn text_reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply
+}
+
+fn octets_reply(output: Vec<u8>) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(output)));
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    reply
+}
+
+/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            let hex = tail.get(..2)?;
+            let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            bytes.push(value);
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn access_log(
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    status: u16,
+    started: Instant,
+    reply: &Reply,
+    entry: Entry,
+) {
+    let bytes_out = reply
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            http_body::Body::size_hint(reply.body())
+                .exact()
+                .unwrap_or(0)
+        });
+    let report = entry.report.as_ref();
+    log_event(json!({
+        "event": "request",
+        "remote": peer.to_string(),
+        "method": method.as_str(),
+        "path": path,
+        "status": status,
+        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "plugin": entry.plugin,
+        "action": entry.action,
+        "bytes_in": entry.bytes_in,
+        "bytes_out": bytes_out,
+        "error": entry.error,
+        "fuel_consumed": report.and_then(|report| report.fuel_consumed),
+        "peak_memory_bytes": report.map(|report| report.peak_memory_bytes),
+        "denials": report.map(|report| report.denials.len()),
+    }));
+    // What the guest logged through wasi:logging goes out beside the request.
+    if let (Some(plugin), Some(report)) = (&entry.plugin, report) {
+        for record in &report.logs {
+            log_event(json!({
+                "event": "plugin-log",
+                "plugin": plugin,
+                "level": record.level.as_str(),
+                "context": record.context,
+                "message": record.message,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_escapes_decode_and_bad_ones_are_refused() {
+        assert_eq!(
+            percent_decode("count-vowels").as_deref(),
+            Some("count-vowels")
+        );
+        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
+}
