@@ -104,7 +104,9 @@ loopback, POST of a ${#body}-byte body to the hello plugin's \`$action\`, ${seco
 servers creating a fresh instance per request. \`warden serve\` runs with its defaults (grants,
 per-call reports, metrics and access logs on; logs to a file); \`wasmtime serve -O
 pooling-allocator=y -Scli\` runs the app \`warden export-http\` builds from the same plugin. wrk
-shares the machine's cores with the server.
+shares the machine's cores with the server. Per request, the exported app instantiates three components
+(the plugin, Warden's HTTP adapter and the logging shim, since hello imports \`wasi:logging\`);
+\`warden serve\` instantiates the plugin alone and answers HTTP in the host.
 
 $table
 "
