@@ -15,6 +15,9 @@ WASMTIME := $(TOOLCHAINS)/wasmtime/bin/wasmtime
 C_PACKAGES := clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32
 # The kv capability's Redis backend is tested against Debian's server.
 REDIS_PACKAGES := redis-server
+# `make demo` asks `warden serve` for things over HTTP.
+DEMO_PACKAGES := curl
+DEMO_PORT ?= 8931
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOAK_CALLS ?= 100000
 SOAK_CALLERS ?= 16
@@ -54,8 +57,10 @@ guests: setup
 build: setup
 	$(CARGO) build -p warden
 
-## demo: build the hello guest and run it through `warden run` under limits
+## demo: build the hello guest and run it through `warden run` under limits, then serve the example manifest
+## over HTTP with `warden serve`
 demo: guests build
+	@dpkg -s $(DEMO_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(DEMO_PACKAGES); }
 	@mkdir -p $(DEMO)
 	@echo
 	@echo '$$ warden run hello.wasm count-vowels --input "hello world" --unsigned allow --timeout 1s --memory 16MiB --fuel 10000000'
@@ -81,6 +86,20 @@ demo: guests build
 		--unsigned deny --signed-by trusted --trust-store $(DEMO)/trust.toml >$(DEMO)/out 2>$(DEMO)/err; \
 		status=$$?; echo "stdout: $$(cat $(DEMO)/out)"; echo "stderr: $$(cat $(DEMO)/err)"; \
 		exit $$status
+	@echo
+	@echo '$$ warden serve --manifest warden.toml --addr 127.0.0.1:$(DEMO_PORT) &     # every plugin of the manifest over HTTP'
+	@$(WARDEN) serve --manifest warden.toml --addr 127.0.0.1:$(DEMO_PORT) --no-watch 2>$(DEMO)/serve.log & \
+		server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
+		for _ in $$(seq 300); do curl -fs -o /dev/null http://127.0.0.1:$(DEMO_PORT)/readyz && break; sleep 0.1; done; \
+		echo '$$ curl -d "hello world" localhost:$(DEMO_PORT)/plugins/hello/count-vowels'; \
+		curl -fsS -d 'hello world' http://127.0.0.1:$(DEMO_PORT)/plugins/hello/count-vowels && echo || exit 1; \
+		echo '$$ curl localhost:$(DEMO_PORT)/plugins/hello'; \
+		curl -fsS http://127.0.0.1:$(DEMO_PORT)/plugins/hello && echo || exit 1; \
+		echo '$$ curl -d "" localhost:$(DEMO_PORT)/plugins/nobody/echo'; \
+		curl -sS -w ' (HTTP %{http_code})\n' -d '' http://127.0.0.1:$(DEMO_PORT)/plugins/nobody/echo; \
+		echo '$$ kill -TERM %1     # drains requests in flight, then exits'; \
+		kill -TERM $$server; wait $$server; status=$$?; trap - EXIT; \
+		echo 'its log (one JSON object per line):'; sed 's/^/  /' $(DEMO)/serve.log; exit $$status
 
 ## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples
 test: lint doc wasmtime

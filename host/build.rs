@@ -48,29 +48,21 @@ fn embed_for_the_command_line() {
     let mut files = Vec::new();
     collect(&wit, &wit, &mut files);
     files.sort();
-    let mut wit_files = String::from("&[\n");
-    for (relative, path) in &files {
-        writeln!(
-            wit_files,
-            "    ({relative:?}, include_str!({:?})),",
-            path.display().to_string()
-        )
-        .expect("writing to a String cannot fail");
-    }
-    wit_files.push(']');
-    std::fs::write(out_dir.join("wit_files.rs"), wit_files).expect("writing wit_files.rs");
-
-    let mut embedded = String::from("&[\n");
-    for (name, path) in c_bindings::generate(&wit, &out_dir.join("c-bindings")) {
-        writeln!(
-            embedded,
-            "    ({name:?}, include_bytes!({:?})),",
-            path.display().to_string()
-        )
-        .expect("writing to a String cannot fail");
-    }
-    embedded.push(']');
-    std::fs::write(out_dir.join("c_bindings.rs"), embedded).expect("writing c_bindings.rs");
+    write_includes(
+        &out_dir.join("wit_files.rs"),
+        "include_str",
+        files
+            .iter()
+            .map(|(relative, path)| (relative.as_str(), path.as_path())),
+    );
+    let c_bindings = c_bindings::generate(&wit, &out_dir.join("c-bindings"));
+    write_includes(
+        &out_dir.join("c_bindings.rs"),
+        "include_bytes",
+        c_bindings
+            .iter()
+            .map(|(name, path)| (name.as_ref(), path.as_path())),
+    );
 
     let root = manifest_dir
         .parent()
@@ -91,27 +83,49 @@ fn embed_export_components(root: &Path, out_dir: &Path) {
     }
     let target_dir = root.join("target").join("guests");
     guest_build::build(&guests, &target_dir, GUEST_TARGET, EXPORT_COMPONENTS);
-    let mut embedded = String::from("&[\n");
-    for name in EXPORT_COMPONENTS {
-        let path = target_dir
-            .join(GUEST_TARGET)
-            .join("release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
-        assert!(
-            path.exists(),
-            "building the guests did not produce {}",
-            path.display()
-        );
+    let components: Vec<(&str, PathBuf)> = EXPORT_COMPONENTS
+        .iter()
+        .map(|name| {
+            let path = target_dir
+                .join(GUEST_TARGET)
+                .join("release")
+                .join(format!("{}.wasm", name.replace('-', "_")));
+            assert!(
+                path.exists(),
+                "building the guests did not produce {}",
+                path.display()
+            );
+            (*name, path)
+        })
+        .collect();
+    write_includes(
+        &out_dir.join("export_components.rs"),
+        "include_bytes",
+        components
+            .iter()
+            .map(|(name, path)| (*name, path.as_path())),
+    );
+}
+
+/// Writes `file` as a Rust slice expression of `(name, MACRO!(path))`
+/// pairs, for `include!` in the CLI.
+#[cfg(feature = "cli")]
+fn write_includes<'a>(
+    file: &Path,
+    include_macro: &str,
+    entries: impl Iterator<Item = (&'a str, &'a Path)>,
+) {
+    let mut slice = String::from("&[\n");
+    for (name, path) in entries {
         writeln!(
-            embedded,
-            "    ({name:?}, include_bytes!({:?})),",
+            slice,
+            "    ({name:?}, {include_macro}!({:?})),",
             path.display().to_string()
         )
         .expect("writing to a String cannot fail");
     }
-    embedded.push(']');
-    std::fs::write(out_dir.join("export_components.rs"), embedded)
-        .expect("writing export_components.rs");
+    slice.push(']');
+    std::fs::write(file, slice).unwrap_or_else(|err| panic!("writing {}: {err}", file.display()));
 }
 
 /// Every file under `dir`, with its path relative to `root` (`/`-separated).

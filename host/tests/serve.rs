@@ -42,10 +42,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    eprintln!("server (not JSON): {line}");
-                    continue;
-                };
+                // A line that is not JSON is kept as a string, for the
+                // tests to catch.
+                let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
                 if event["event"] == "listening" {
                     let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
                     let _ = addr_sender.send(addr);
@@ -122,6 +121,15 @@ impl Server {
                 self.log.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a sample of /metrics has `value`.
+    fn wait_for_metric(&self, sample: &str, value: f64) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.metric(sample) != Some(value) {
+            assert!(Instant::now() < until, "{sample} never reached {value}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -281,6 +289,11 @@ fn actions_metadata_and_every_error_mapping() {
     });
     assert_eq!(logged["plugin"], "hello");
     assert_eq!(logged["level"], "info");
+    let log = server.log.lock().unwrap();
+    assert!(
+        log.iter().all(Value::is_object),
+        "every log line is a JSON object: {log:?}"
+    );
 }
 
 #[test]
@@ -326,11 +339,7 @@ fn saturation_is_answered_503_with_retry_after_and_counted() {
     let addr = server.addr;
     let slow =
         std::thread::spawn(move || http_request(addr, "POST", "/plugins/sleepy/nap", b"1500"));
-    let until = Instant::now() + Duration::from_secs(30);
-    while server.metric("warden_instances_in_use") != Some(1.0) {
-        assert!(Instant::now() < until, "the slow call never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric("warden_instances_in_use", 1.0);
 
     let refused = server.post("/plugins/hello/echo", b"x");
     assert_error(&refused, 503, "saturated");
@@ -355,11 +364,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
     let addr = server.addr;
     let in_flight =
         std::thread::spawn(move || http_request(addr, "POST", "/plugins/sleepy/nap", b"1000"));
-    let until = Instant::now() + Duration::from_secs(30);
-    while server.metric("warden_instances_in_use") != Some(1.0) {
-        assert!(Instant::now() < until, "the call never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric("warden_instances_in_use", 1.0);
     server.signal("TERM");
     server.wait_for_event(|line| line["event"] == "draining");
 
@@ -394,11 +399,7 @@ fn calls_still_running_when_the_grace_period_ends_are_cancelled_with_503() {
     let addr = server.addr;
     let stuck =
         std::thread::spawn(move || http_request(addr, "POST", "/plugins/hostile/nap", b"20000"));
-    let until = Instant::now() + Duration::from_secs(30);
-    while server.metric("warden_instances_in_use") != Some(1.0) {
-        assert!(Instant::now() < until, "the call never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric("warden_instances_in_use", 1.0);
     server.signal("TERM");
     let reply = stuck.join().unwrap();
     assert_error(&reply, 503, "cancelled");
@@ -554,4 +555,47 @@ fn instances_are_fresh_per_request_unless_the_manifest_opts_into_reuse() {
     };
     assert_eq!(calls("fresh"), ["1", "1", "1", "1"]);
     assert_eq!(calls("kept"), ["1", "2", "3", "1"]);
+}
+
+#[test]
+fn a_body_that_trickles_gets_408_and_a_call_past_the_request_timeout_gets_504() {
+    use std::io::{Read, Write};
+
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &["--request-timeout", "500ms"]);
+
+    // Ten of the hundred bytes promised, then silence.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(
+            b"POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\
+              Connection: close\r\n\r\n0123456789",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("\"error\":\"request-timeout\""), "{reply}");
+
+    // sleepy's own timeout is 30s; the server's request timeout ends it first.
+    let started = Instant::now();
+    assert_error(
+        &server.post("/plugins/sleepy/nap", b"5000"),
+        504,
+        "request-timeout",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // The cancelled call's instance is freed.
+    server.wait_for_metric("warden_instances_in_use", 0.0);
+    assert_eq!(
+        server.metric(r#"warden_http_rejected_total{reason="request-timeout"}"#),
+        Some(2.0)
+    );
 }

@@ -249,14 +249,22 @@ pub fn describe_signature(signature: &SignatureCheck) -> String {
 /// Says on stderr that a plugin was loaded without a verified signature,
 /// when the policy asked to be warned.
 pub fn warn_if_unverified(info: &ComponentInfo, sandbox: &Sandbox) {
-    if info.trust.unverified && sandbox.trust.unsigned == UnsignedPolicy::Warn {
+    if let Some(reason) = unverified_warning(info, sandbox) {
         eprintln!(
-            "warden: warning: running an unverified plugin ({}); see `warden sign` and --unsigned",
-            if info.trust.signatures.is_empty() {
-                "it is unsigned".to_owned()
-            } else {
-                "no known key signed it".to_owned()
-            }
+            "warden: warning: running an unverified plugin ({reason}); see `warden sign` and --unsigned"
         );
     }
+}
+
+/// Why running the plugin deserves a warning under its trust policy: it is
+/// unverified and the policy says `warn`.
+pub fn unverified_warning(info: &ComponentInfo, sandbox: &Sandbox) -> Option<&'static str> {
+    let unsigned = info.trust.signatures.is_empty();
+    (info.trust.unverified && sandbox.trust.unsigned == UnsignedPolicy::Warn).then_some(
+        if unsigned {
+            "it is unsigned"
+        } else {
+            "no known key signed it"
+        },
+    )
 }

@@ -97,8 +97,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::for_kind(err.kind())));
     }
     for name in &loaded.loaded {
-        if let Some(plugin) = registry.get(name) {
-            output::warn_if_unverified(plugin.info(), plugin.sandbox());
+        if let Some(plugin) = registry.get(name)
+            && let Some(reason) = output::unverified_warning(plugin.info(), plugin.sandbox())
+        {
+            log_event(json!({
+                "event": "unverified-plugin",
+                "plugin": name,
+                "message": format!("serving an unverified plugin ({reason}); see `warden sign` and the manifest's [trust] table"),
+            }));
         }
     }
 

@@ -15,13 +15,14 @@ pub(crate) struct HttpStats {
     /// Requests answered, by plugin (empty for the server's own routes) and
     /// status code.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// Requests refused before reaching a plugin, by reason.
+    /// Requests the server answered instead of their plugin, by reason.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests being handled now.
     pub(crate) in_flight: AtomicI64,
 }
 
-/// Reasons a request never reaches its plugin, as the `reason` label of
+/// Reasons the server answers a request instead of its plugin (refused,
+/// or cut off by the request timeout), as the `reason` label of
 /// `warden_http_rejected_total`.
 const REJECTIONS: [&str; 3] = ["saturated", "payload-too-large", "request-timeout"];
 
@@ -56,7 +57,7 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
         &mut text,
         "warden_http_rejected_total",
         "counter",
-        "Requests refused before reaching a plugin, by reason.",
+        "Requests the server answered instead of their plugin: saturated, payload-too-large or request-timeout.",
     );
     let rejected = lock(&stats.rejected);
     for reason in REJECTIONS {

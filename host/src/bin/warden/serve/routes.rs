@@ -409,7 +409,7 @@ fn access_log(
         "method": method.as_str(),
         "path": path,
         "status": status,
-        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "duration_ms": started.elapsed().as_micros() as f64 / 1000.0,
         "plugin": entry.plugin,
         "action": entry.action,
         "bytes_in": entry.bytes_in,
