@@ -136,9 +136,27 @@ async fn plugin_route(
             &format!("no plugin is called `{name}`; GET /plugins lists them"),
         );
     };
-    match *request.method() {
-        Method::GET if action.is_empty() => match plugin.metadata().await {
-            Ok(metadata) => json_reply(
+    let wants_metadata = request.method() == Method::GET && action.is_empty();
+    if request.method() != Method::POST && !wants_metadata {
+        return method_not_allowed();
+    }
+    // Metadata may need an instance too (until one has run `init`), so both
+    // go through admission and the request timeout.
+    let Ok(_admitted) = server.admission.try_acquire() else {
+        entry.error = Some("saturated");
+        return unavailable(
+            "saturated",
+            "every call slot and queue place is taken; retry shortly",
+        );
+    };
+    let deadline = tokio::time::Instant::now() + server.request_timeout;
+    if wants_metadata {
+        let metadata = async {
+            let _running = server.running.acquire().await;
+            plugin.metadata().await
+        };
+        return match tokio::time::timeout_at(deadline, metadata).await {
+            Ok(Ok(metadata)) => json_reply(
                 StatusCode::OK,
                 json!({
                     "name": metadata.name,
@@ -147,60 +165,55 @@ async fn plugin_route(
                     "actions": metadata.actions,
                 }),
             ),
-            Err(err) => {
+            Ok(Err(err)) => {
                 entry.error = Some(error_name(&err));
                 failure_reply(&err)
             }
-        },
-        Method::POST => {
-            entry.action = Some(action.clone());
-            let Ok(_admitted) = server.admission.try_acquire() else {
-                entry.error = Some("saturated");
-                return unavailable(
-                    "saturated",
-                    "every call slot and queue place is taken; retry shortly",
-                );
-            };
-            let limit = plugin.sandbox().limits.max_input_bytes;
-            let deadline = Instant::now() + server.request_timeout;
-            let body = match read_body(request, limit, server.request_timeout).await {
-                Ok(body) => body,
-                Err(reply) => {
-                    entry.error = Some(reply.1);
-                    return reply.0;
-                }
-            };
-            entry.bytes_in = body.len();
-            let call = async {
-                let _running = server.running.acquire().await;
-                server.registry.execute(&name, &action, &body).await
-            };
-            match tokio::time::timeout_at(deadline.into(), call).await {
-                Ok(Outcome { result, report }) => {
-                    entry.report = Some(report);
-                    match result {
-                        Ok(output) => octets_reply(output),
-                        Err(err) => {
-                            entry.error = Some(error_name(&err));
-                            failure_reply(&err)
-                        }
-                    }
-                }
-                Err(_) => {
-                    entry.error = Some("request-timeout");
-                    error_reply(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "request-timeout",
-                        &format!(
-                            "the call did not finish within the server's request timeout ({:?})",
-                            server.request_timeout
-                        ),
-                    )
+            Err(_) => call_timed_out(server, entry),
+        };
+    }
+
+    entry.action = Some(action.clone());
+    let limit = plugin.sandbox().limits.max_input_bytes;
+    let body = match read_body(request, limit, server.request_timeout).await {
+        Ok(body) => body,
+        Err((reply, error)) => {
+            entry.error = Some(error);
+            return reply;
+        }
+    };
+    entry.bytes_in = body.len();
+    let call = async {
+        let _running = server.running.acquire().await;
+        server.registry.execute(&name, &action, &body).await
+    };
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(Outcome { result, report }) => {
+            entry.report = Some(report);
+            match result {
+                Ok(output) => octets_reply(output),
+                Err(err) => {
+                    entry.error = Some(error_name(&err));
+                    failure_reply(&err)
                 }
             }
         }
-        _ => method_not_allowed(),
+        Err(_) => call_timed_out(server, entry),
     }
+}
+
+/// The reply when a call (waiting included) outlives the request timeout;
+/// dropping the call has already freed its instance.
+fn call_timed_out(server: &Server, entry: &mut Entry) -> Reply {
+    entry.error = Some("request-timeout");
+    error_reply(
+        StatusCode::GATEWAY_TIMEOUT,
+        "request-timeout",
+        &format!(
+            "the call did not finish within the server's request timeout ({:?})",
+            server.request_timeout
+        ),
+    )
 }
 
 /// Reads the body up to `limit` bytes within `timeout`; on failure, the
