@@ -134,12 +134,17 @@ bench: setup
 soak: setup
 	$(CARGO) run --release -p warden-tests --example soak -- --calls $(SOAK_CALLS) --callers $(SOAK_CALLERS)
 
-## wasmtime: install wasmtime-cli 48.0.8 with `serve` under target/toolchains/wasmtime (~7 min on 2 cores;
-## skipped when it is there), for the tests that run `warden export-http` apps under `wasmtime serve`
+## wasmtime: the official wasmtime 48 binary (pinned by hash in tests/wasmtime-requirements.txt) under
+## target/toolchains/wasmtime, for the tests that run `warden export-http` apps under `wasmtime serve`
 wasmtime:
-	@test -x $(WASMTIME) || $(CARGO) install wasmtime-cli --version =48.0.8 --locked --no-default-features \
-		--features run,serve,cranelift,pooling-allocator,parallel-compilation,component-model,component-model-async \
-		--root $(TOOLCHAINS)/wasmtime --target-dir $(TOOLCHAINS)/wasmtime-build
+	@cmp -s tests/wasmtime-requirements.txt $(TOOLCHAINS)/wasmtime/installed-requirements.txt || { \
+		rm -rf $(TOOLCHAINS)/wasmtime && mkdir -p $(TOOLCHAINS)/wasmtime/bin && \
+		python3 -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+			-r tests/wasmtime-requirements.txt -d $(TOOLCHAINS)/wasmtime/wheel && \
+		python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("wasmtime_cli/wasmtime"))' \
+			$(TOOLCHAINS)/wasmtime/wheel/*.whl $(WASMTIME) && \
+		chmod +x $(WASMTIME) && \
+		cp tests/wasmtime-requirements.txt $(TOOLCHAINS)/wasmtime/installed-requirements.txt; }
 
 ## load: wrk against `warden serve` and against `wasmtime serve -O pooling-allocator=y` running the
 ## `warden export-http` app of the same hello plugin, 1, 4 and 16 connections, LOAD_SECONDS each; prints the

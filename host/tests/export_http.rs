@@ -297,6 +297,45 @@ fn a_failing_init_is_a_500_for_every_request() {
 }
 
 #[test]
+fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let app = dir.path().join("probe.wasm");
+    let output = warden(&[
+        "export-http",
+        guests::PROBE,
+        "-o",
+        app.to_str().expect("a UTF-8 path"),
+        "--unsigned",
+        "allow",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let imports = report["imports"].as_array().expect("a list of imports");
+    for interface in [
+        "wasi:config/store@0.2.0-rc.1",
+        "wasi:keyvalue/store@0.2.0-draft",
+    ] {
+        assert!(imports.iter().any(|import| import == interface), "{report}");
+    }
+
+    let serve = Serve::start(
+        &app,
+        &["-Sconfig", "-Sconfig-var=greeting=hi", "-Skeyvalue"],
+    );
+    let reply = serve.request("POST", "/config-get", b"greeting");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, b"hi");
+    // wasmtime's in-memory store has no bucket called `default`: the answer
+    // comes from its own wasi:keyvalue implementation.
+    let reply = serve.request("POST", "/kv-get", b"greeting");
+    assert_eq!(
+        assert_error(&reply, 500, "failed")["message"],
+        "kv: Error::NoSuchStore"
+    );
+}
+
+#[test]
 fn export_refuses_what_is_not_a_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("app.wasm");
