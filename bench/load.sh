@@ -69,6 +69,7 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
+wasmtime_version=$("$wasmtime" --version | awk '{ print $2 }')
 port=$(free_port)
 "$warden" serve --manifest "$work/warden.toml" --addr "127.0.0.1:$port" 2>"$work/warden-serve.log" &
 warden_pid=$!
@@ -103,7 +104,8 @@ Measured by \`make load\` (\`bench/load.sh\`) on $(nproc) cores, $(date -u +%Y-%
 loopback, POST of a ${#body}-byte body to the hello plugin's \`$action\`, ${seconds} s per row, both
 servers creating a fresh instance per request. \`warden serve\` runs with its defaults (grants,
 per-call reports, metrics and access logs on; logs to a file); \`wasmtime serve -O
-pooling-allocator=y -Scli\` runs the app \`warden export-http\` builds from the same plugin. wrk
+pooling-allocator=y -Scli\` (the official wasmtime $wasmtime_version release binary that \`make wasmtime\`
+fetches) runs the app \`warden export-http\` builds from the same plugin. wrk
 shares the machine's cores with the server. Per request, the exported app instantiates three components
 (the plugin, Warden's HTTP adapter and the logging shim, since hello imports \`wasi:logging\`);
 \`warden serve\` instantiates the plugin alone and answers HTTP in the host.
