@@ -330,6 +330,18 @@ fn metrics_count_requests_failures_fuel_and_memory() {
         Some(3.0)
     );
     assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+
+    // Made-up plugin names are counted under the server's own label, so a
+    // client cannot grow the metrics without bound.
+    for name in ["ghost-1", "ghost-2"] {
+        assert_eq!(server.post(&format!("/plugins/{name}/x"), b"").status, 404);
+    }
+    assert_eq!(
+        server.metric(r#"warden_http_requests_total{plugin="",code="404"}"#),
+        Some(2.0)
+    );
+    let metrics = server.get("/metrics").text();
+    assert!(!metrics.contains("ghost"), "{metrics}");
 }
 
 #[test]

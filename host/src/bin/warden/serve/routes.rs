@@ -99,7 +99,6 @@ async fn route(server: &Server, request: Request<Incoming>, entry: &mut Entry) -
                 let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
                 match (percent_decode(name), percent_decode(action)) {
                     (Some(name), Some(action)) => {
-                        entry.plugin = Some(name.clone());
                         plugin_route(server, request, name, action, entry).await
                     }
                     _ => error_reply(
@@ -136,6 +135,9 @@ async fn plugin_route(
             &format!("no plugin is called `{name}`; GET /plugins lists them"),
         );
     };
+    // Only names of loaded plugins become metric labels: a client must not
+    // be able to grow the metrics with made-up names.
+    entry.plugin = Some(name.clone());
     let wants_metadata = request.method() == Method::GET && action.is_empty();
     if request.method() != Method::POST && !wants_metadata {
         return method_not_allowed();
