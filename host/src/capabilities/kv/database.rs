@@ -9,9 +9,9 @@
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use super::KvQuotas;
 use super::backend::{
@@ -43,14 +43,36 @@ pub(crate) struct Database {
     connection: Mutex<Connection>,
 }
 
+/// How long a set-up that found the file locked waits before trying again.
+const SET_UP_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// WAL journaling, its usual durability setting, and the tables.
+fn set_up(connection: &Connection) -> rusqlite::Result<()> {
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.execute_batch(SCHEMA)
+}
+
 impl Database {
     /// Opens (creating if needed) the database at `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = Connection::open(path)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.execute_batch(SCHEMA)?;
+        // Another process creating the file or switching it to WAL at the
+        // same moment can make the set-up fail with "database is locked" at
+        // once, without SQLite's busy handler: retry it for as long as an
+        // operation would wait.
+        let started = Instant::now();
+        while let Err(err) = set_up(&connection) {
+            let busy = matches!(
+                err.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            );
+            if !busy || started.elapsed() >= BUSY_TIMEOUT {
+                return Err(err.into());
+            }
+            std::thread::sleep(SET_UP_RETRY_PAUSE);
+        }
         Ok(Database {
             connection: Mutex::new(connection),
         })
