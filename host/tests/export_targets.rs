@@ -212,22 +212,7 @@ fn apps_for_wasmcloud_import_only_what_wasmcloud_provides() {
 /// A plugin of Warden's world that also imports `test:needs-more/thing@1.0.0`,
 /// which no engine here provides. Its functions are never called.
 fn plugin_needing_more() -> Vec<u8> {
-    let mut resolve = wit_parser::Resolve::default();
-    resolve
-        .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit"))
-        .expect("Warden's WIT package parses");
-    let package = resolve
-        .push_str(
-            "needs-more.wit",
-            "package test:needs-more@1.0.0;
-            interface thing { poke: func(); }
-            world needs-more { include warden:plugin/plugin@0.1.0; import thing; }",
-        )
-        .expect("the test world parses");
-    let world = resolve
-        .select_world(&[package], Some("needs-more"))
-        .expect("the test world exists");
-    let mut module = wat::parse_str(
+    let module = wat::parse_str(
         r#"(module
             (import "test:needs-more/thing@1.0.0" "poke" (func))
             (memory (export "memory") 1)
@@ -237,17 +222,15 @@ fn plugin_needing_more() -> Vec<u8> {
                 (param i32 i32 i32 i32) (result i32) unreachable))"#,
     )
     .expect("the core module parses");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
+    warden_tests::wrap_core_module(
+        module,
+        Some(
+            "package test:needs-more@1.0.0;
+            interface thing { poke: func(); }
+            world needs-more { include warden:plugin/plugin@0.1.0; import thing; }",
+        ),
+        "needs-more",
     )
-    .expect("embedding the world");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .expect("the module wraps into a component")
 }
 
 /// The refusal comes from loading the plugin, before any table is read:

@@ -152,16 +152,23 @@ impl Drop for Server {
     }
 }
 
-/// A manifest serving hello, hostile, probe and sleepy, in a fresh directory.
-fn manifest() -> (tempfile::TempDir, PathBuf) {
+/// `warden.toml` in a fresh directory: these plugin tables, unsigned
+/// plugins allowed (the test guests are not signed).
+fn write_manifest(plugins: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.toml");
-    let text = format!(
-        r#"
-[defaults.trust]
-unsigned = "allow"
+    std::fs::write(
+        &path,
+        format!("[defaults.trust]\nunsigned = \"allow\"\n\n{plugins}"),
+    )
+    .unwrap();
+    (dir, path)
+}
 
-[plugins.hello]
+/// A manifest serving hello, hostile, probe and sleepy.
+fn manifest() -> (tempfile::TempDir, PathBuf) {
+    write_manifest(&format!(
+        r#"[plugins.hello]
 path = "{hello}"
 [plugins.hello.limits]
 fuel = 100000000
@@ -185,9 +192,7 @@ timeout = "30s"
         hello = guests::HELLO,
         hostile = guests::HOSTILE,
         probe = guests::PROBE,
-    );
-    std::fs::write(&path, text).unwrap();
-    (dir, path)
+    ))
 }
 
 fn json(reply: &HttpReply) -> Value {
@@ -396,17 +401,10 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
 
 #[test]
 fn calls_still_running_when_the_grace_period_ends_are_cancelled_with_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("warden.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[defaults.trust]\nunsigned = \"allow\"\n[plugins.hostile]\npath = \"{}\"\n\
-             [plugins.hostile.limits]\ntimeout = \"60s\"\n",
-            guests::HOSTILE
-        ),
-    )
-    .unwrap();
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.hostile]\npath = \"{}\"\n[plugins.hostile.limits]\ntimeout = \"60s\"\n",
+        guests::HOSTILE
+    ));
     let mut server = Server::start(&manifest, &["--shutdown-grace", "300ms"]);
     let addr = server.addr;
     let stuck =
@@ -423,15 +421,9 @@ fn calls_still_running_when_the_grace_period_ends_are_cancelled_with_503() {
 
 #[test]
 fn a_replaced_plugin_file_is_served_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, manifest) = write_manifest("[plugins.app]\npath = \"app.wasm\"\n");
     let plugin = dir.path().join("app.wasm");
     std::fs::copy(guests::HELLO, &plugin).unwrap();
-    let manifest = dir.path().join("warden.toml");
-    std::fs::write(
-        &manifest,
-        "[defaults.trust]\nunsigned = \"allow\"\n[plugins.app]\npath = \"app.wasm\"\n",
-    )
-    .unwrap();
     let server = Server::start(&manifest, &[]);
     assert_eq!(json(&server.get("/plugins/app"))["name"], "hello");
 
@@ -481,18 +473,12 @@ fn a_bad_manifest_or_a_plugin_that_does_not_load_stops_the_start() {
 #[test]
 fn two_replicas_sharing_redis_land_every_increment_exactly() {
     let redis = warden_tests::RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("warden.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[defaults.trust]\nunsigned = \"allow\"\n[plugins.counter]\npath = \"{}\"\n\
-             [plugins.counter.grants]\nkv = {{ redis = \"{}\", max_keys = 10 }}\n",
-            guests::PROBE,
-            redis.url
-        ),
-    )
-    .unwrap();
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.counter]\npath = \"{}\"\n\
+         [plugins.counter.grants]\nkv = {{ redis = \"{}\", max_keys = 10 }}\n",
+        guests::PROBE,
+        redis.url
+    ));
     let replicas = [Server::start(&manifest, &[]), Server::start(&manifest, &[])];
     let addrs: Vec<SocketAddr> = replicas.iter().map(|replica| replica.addr).collect();
 
@@ -546,18 +532,11 @@ fn two_replicas_sharing_redis_land_every_increment_exactly() {
 
 #[test]
 fn instances_are_fresh_per_request_unless_the_manifest_opts_into_reuse() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("warden.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[defaults.trust]\nunsigned = \"allow\"\n\
-             [plugins.fresh]\npath = \"{hostile}\"\n\
-             [plugins.kept]\npath = \"{hostile}\"\ncalls_per_instance = 3\n",
-            hostile = guests::HOSTILE
-        ),
-    )
-    .unwrap();
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.fresh]\npath = \"{hostile}\"\n\
+         [plugins.kept]\npath = \"{hostile}\"\ncalls_per_instance = 3\n",
+        hostile = guests::HOSTILE
+    ));
     let server = Server::start(&manifest, &[]);
     // `calls` answers how many calls its instance has served.
     let calls = |plugin: &str| {

@@ -35,15 +35,34 @@ pub fn guest_bytes(path: &str) -> Vec<u8> {
 /// If the fixture or Warden's WIT does not parse, which is a bug in the repository.
 pub fn malformed_abi_plugin() -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut module = wat::parse_file(root.join("fixtures/malformed-abi.wat"))
+    let module = wat::parse_file(root.join("fixtures/malformed-abi.wat"))
         .expect("the malformed-abi fixture parses");
+    wrap_core_module(module, None, "plugin")
+}
+
+/// Wraps a core module written against the canonical ABI into a component
+/// of `world`: a world of Warden's WIT package, or of `extra_wit`, a WIT
+/// document read beside it (so it may include Warden's world).
+///
+/// # Panics
+///
+/// If the WIT does not parse, names no such world, or the module does not
+/// fit the world: a bug in the test that calls it.
+pub fn wrap_core_module(mut module: Vec<u8>, extra_wit: Option<&str>, world: &str) -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve
+    let (warden, _) = resolve
         .push_dir(root.join("../wit"))
         .expect("Warden's WIT package parses");
+    let package = match extra_wit {
+        Some(text) => resolve
+            .push_str("extra.wit", text)
+            .expect("the extra WIT parses"),
+        None => warden,
+    };
     let world = resolve
-        .select_world(&[package], Some("plugin"))
-        .expect("Warden's WIT package has the plugin world");
+        .select_world(&[package], Some(world))
+        .unwrap_or_else(|err| panic!("no world `{world}`: {err}"));
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,
@@ -54,7 +73,7 @@ pub fn malformed_abi_plugin() -> Vec<u8> {
     wit_component::ComponentEncoder::default()
         .module(&module)
         .and_then(|encoder| encoder.validate(true).encode())
-        .expect("the fixture wraps into a component")
+        .expect("the module wraps into a component")
 }
 
 /// The body of `GET /` on [`HttpServer`].
