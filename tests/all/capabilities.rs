@@ -16,7 +16,7 @@ use crate::{runtime, tight_limits};
 
 /// A sandbox with `grant` applied. These tests are about grants, not
 /// limits, so the timeout leaves room for a loaded test machine.
-fn sandbox(grant: impl FnOnce(&mut Grants)) -> Sandbox {
+pub(crate) fn sandbox(grant: impl FnOnce(&mut Grants)) -> Sandbox {
     let mut limits = tight_limits();
     limits.timeout = Duration::from_secs(20);
     let mut sandbox = Sandbox::with_limits(limits);
@@ -24,7 +24,7 @@ fn sandbox(grant: impl FnOnce(&mut Grants)) -> Sandbox {
     sandbox
 }
 
-async fn probe_in(runtime: &Runtime, name: &str, sandbox: Sandbox) -> Plugin {
+pub(crate) async fn probe_in(runtime: &Runtime, name: &str, sandbox: Sandbox) -> Plugin {
     runtime
         .load(Source::new(name, guest_bytes(guests::PROBE)), sandbox)
         .await
@@ -35,7 +35,7 @@ async fn probe(sandbox: Sandbox) -> Plugin {
     probe_in(&runtime(), "probe", sandbox).await
 }
 
-async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Error> {
+pub(crate) async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Error> {
     plugin
         .execute(action, input.as_bytes())
         .await
@@ -153,29 +153,34 @@ fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
     KvGrant::at(dir.path().join("kv.sqlite"))
 }
 
+/// Writes, reads, counts, lists and deletes through the probe, with the
+/// answers every kv backend must give on an empty store.
+pub(crate) async fn assert_kv_round_trip(plugin: &Plugin) {
+    assert_eq!(call(plugin, "kv-set", "colour=blue").await.unwrap(), "ok");
+    assert_eq!(call(plugin, "kv-get", "colour").await.unwrap(), "blue");
+    assert_eq!(call(plugin, "kv-incr", "visits").await.unwrap(), "1");
+    assert_eq!(call(plugin, "kv-incr", "visits").await.unwrap(), "2");
+    assert_eq!(call(plugin, "kv-set-many", "a=1,b=2").await.unwrap(), "ok");
+    assert_eq!(
+        call(plugin, "kv-list", "").await.unwrap(),
+        "a,b,colour,visits"
+    );
+    assert_eq!(
+        call(plugin, "kv-set", "other/colour=red").await.unwrap(),
+        "ok"
+    );
+    assert_eq!(call(plugin, "kv-get", "other/colour").await.unwrap(), "red");
+    assert_eq!(call(plugin, "kv-delete", "a").await.unwrap(), "ok");
+    // Deleting what is not there is not an error.
+    assert_eq!(call(plugin, "kv-delete", "a").await.unwrap(), "ok");
+    assert!(call(plugin, "kv-get", "a").await.is_err());
+}
+
 #[tokio::test]
 async fn kv_stores_counts_lists_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
-    assert_eq!(call(&plugin, "kv-set", "colour=blue").await.unwrap(), "ok");
-    assert_eq!(call(&plugin, "kv-get", "colour").await.unwrap(), "blue");
-    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "1");
-    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "2");
-    assert_eq!(call(&plugin, "kv-set-many", "a=1,b=2").await.unwrap(), "ok");
-    assert_eq!(
-        call(&plugin, "kv-list", "").await.unwrap(),
-        "a,b,colour,visits"
-    );
-    assert_eq!(
-        call(&plugin, "kv-set", "other/colour=red").await.unwrap(),
-        "ok"
-    );
-    assert_eq!(
-        call(&plugin, "kv-get", "other/colour").await.unwrap(),
-        "red"
-    );
-    assert_eq!(call(&plugin, "kv-delete", "a").await.unwrap(), "ok");
-    assert!(call(&plugin, "kv-get", "a").await.is_err());
+    assert_kv_round_trip(&plugin).await;
 
     // A new runtime on the same file sees everything.
     let again = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;

@@ -9,34 +9,20 @@ use tokio::task::JoinSet;
 use warden::{Error, KvGrant, KvQuotas, Plugin, Runtime, Sandbox, Source};
 use warden_tests::{RedisServer, guest_bytes, guests};
 
-use crate::{runtime, tight_limits};
+use crate::capabilities::{self, assert_kv_round_trip, call};
+use crate::runtime;
 
-/// A sandbox granting `kv`, with room for a loaded test machine.
+/// A sandbox granting `kv`.
 fn sandbox(kv: KvGrant) -> Sandbox {
-    let mut limits = tight_limits();
-    limits.timeout = Duration::from_secs(20);
-    let mut sandbox = Sandbox::with_limits(limits);
-    sandbox.grants.kv = Some(kv);
-    sandbox
+    capabilities::sandbox(|grants| grants.kv = Some(kv))
 }
 
 async fn probe_in(runtime: &Runtime, name: &str, kv: KvGrant) -> Plugin {
-    runtime
-        .load(Source::new(name, guest_bytes(guests::PROBE)), sandbox(kv))
-        .await
-        .unwrap_or_else(|err| panic!("loading the probe: {err}"))
+    capabilities::probe_in(runtime, name, sandbox(kv)).await
 }
 
 async fn probe(kv: KvGrant) -> Plugin {
     probe_in(&runtime(), "probe", kv).await
-}
-
-async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Error> {
-    plugin
-        .execute(action, input.as_bytes())
-        .await
-        .result
-        .map(|output| String::from_utf8(output).expect("the probe answers in UTF-8"))
 }
 
 /// Runs `calls` in order and writes down each answer or error, so that two
@@ -70,26 +56,7 @@ async fn on_both_backends(quotas: &KvQuotas, calls: &[(&str, &str)]) -> (Vec<Str
 async fn redis_kv_stores_counts_lists_and_is_shared_by_runtimes() {
     let server = RedisServer::start();
     let plugin = probe(KvGrant::redis(&server.url)).await;
-    assert_eq!(call(&plugin, "kv-set", "colour=blue").await.unwrap(), "ok");
-    assert_eq!(call(&plugin, "kv-get", "colour").await.unwrap(), "blue");
-    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "1");
-    assert_eq!(call(&plugin, "kv-incr", "visits").await.unwrap(), "2");
-    assert_eq!(call(&plugin, "kv-set-many", "a=1,b=2").await.unwrap(), "ok");
-    assert_eq!(
-        call(&plugin, "kv-list", "").await.unwrap(),
-        "a,b,colour,visits"
-    );
-    assert_eq!(
-        call(&plugin, "kv-set", "other/colour=red").await.unwrap(),
-        "ok"
-    );
-    assert_eq!(
-        call(&plugin, "kv-get", "other/colour").await.unwrap(),
-        "red"
-    );
-    assert_eq!(call(&plugin, "kv-delete", "a").await.unwrap(), "ok");
-    assert_eq!(call(&plugin, "kv-delete", "a").await.unwrap(), "ok");
-    assert!(call(&plugin, "kv-get", "a").await.is_err());
+    assert_kv_round_trip(&plugin).await;
 
     // Another runtime (another process, in production) sees everything.
     let elsewhere = probe(KvGrant::redis(&server.url)).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use warden::trust::{PublicKey, SignerPolicy, TrustStore, UnsignedPolicy};
+use warden::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPolicy};
 use warden::{
     KvGrant, KvStore, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern, Source,
 };
@@ -289,6 +289,37 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
+    /// The trust policy the command line starts from for a plugin file
+    /// outside any manifest: warn about unverified plugins (the library
+    /// leaves that choice to its caller) and trust the trust store's keys.
+    pub fn command_line_trust(&self) -> anyhow::Result<TrustPolicy> {
+        let mut trust = TrustPolicy::default();
+        trust.unsigned = UnsignedPolicy::Warn;
+        trust.trusted = Arc::new(self.trust_store(None)?);
+        Ok(trust)
+    }
+
+    /// Applies the trust flags to `trust`: the policies given, and the
+    /// trust store and keys these flags name.
+    pub fn apply(
+        &self,
+        trust: &mut TrustPolicy,
+        unsigned: Option<UnsignedPolicy>,
+        signed_by: Option<SignerPolicy>,
+    ) -> anyhow::Result<()> {
+        if let Some(unsigned) = unsigned {
+            trust.unsigned = unsigned;
+        }
+        if let Some(signed_by) = signed_by {
+            trust.signed_by = signed_by;
+        }
+        if self.trust_store.is_some() {
+            trust.trusted = Arc::new(self.trust_store(None)?);
+        }
+        trust.known_keys.extend(self.known_keys()?);
+        Ok(())
+    }
+
     /// The trust store named by --trust-store, else `fallback` (the
     /// manifest's), else the default location.
     pub fn trust_store(&self, fallback: Option<&Path>) -> anyhow::Result<TrustStore> {
@@ -532,10 +563,7 @@ impl SandboxArgs {
                     .map(|stem| stem.to_string_lossy().into_owned())
                     .unwrap_or_else(|| component.to_owned());
                 let mut sandbox = Sandbox::default();
-                // The command line warns about unsigned plugins unless told
-                // otherwise; the library leaves the choice to its caller.
-                sandbox.trust.unsigned = UnsignedPolicy::Warn;
-                sandbox.trust.trusted = Arc::new(self.keys.trust_store(None)?);
+                sandbox.trust = self.keys.command_line_trust()?;
                 (name, path, sandbox)
             }
         };
@@ -582,18 +610,8 @@ impl SandboxArgs {
         }
         grants.deterministic |= self.deterministic;
         sandbox.strict |= self.strict;
-        let trust = &mut sandbox.trust;
-        if let Some(unsigned) = self.unsigned {
-            trust.unsigned = unsigned;
-        }
-        if let Some(signed_by) = self.signed_by {
-            trust.signed_by = signed_by;
-        }
-        if self.keys.trust_store.is_some() {
-            trust.trusted = Arc::new(self.keys.trust_store(None)?);
-        }
-        trust.known_keys.extend(self.keys.known_keys()?);
-        Ok(())
+        self.keys
+            .apply(&mut sandbox.trust, self.unsigned, self.signed_by)
     }
 }
 

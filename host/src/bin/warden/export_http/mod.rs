@@ -13,13 +13,11 @@ mod targets;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
 use wac_graph::types::{ItemKind, Package, Type, Types};
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId, PackageId};
-use warden::trust::UnsignedPolicy;
 use warden::units::format_bytes;
 use warden::{Error, GUEST_INTERFACE, Runtime, Sandbox};
 
@@ -103,12 +101,9 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
     let mut sandbox = Sandbox::default();
     // The same trust policy as `warden run` and `warden compile`: exporting
     // is a way of deploying the plugin.
-    sandbox.trust.unsigned = args.unsigned.unwrap_or(UnsignedPolicy::Warn);
-    if let Some(signed_by) = args.signed_by {
-        sandbox.trust.signed_by = signed_by;
-    }
-    sandbox.trust.trusted = Arc::new(args.keys.trust_store(None)?);
-    sandbox.trust.known_keys = args.keys.known_keys()?;
+    sandbox.trust = args.keys.command_line_trust()?;
+    args.keys
+        .apply(&mut sandbox.trust, args.unsigned, args.signed_by)?;
 
     let source = match args.keys.source(&args.plugin).await {
         Ok(source) => source.named(name.clone()),

@@ -14,7 +14,7 @@ use warden::{HistogramSnapshot, Registry};
 pub(crate) struct HttpStats {
     /// Requests answered, by plugin (empty for the server's own routes) and
     /// status code.
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     /// Requests the server answered instead of their plugin, by reason.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests being handled now.
@@ -29,8 +29,15 @@ const REJECTIONS: [&str; 3] = ["saturated", "payload-too-large", "request-timeou
 impl HttpStats {
     /// Counts one answered request.
     pub(crate) fn count(&self, plugin: Option<&str>, status: u16, error: Option<&'static str>) {
-        let key = (plugin.unwrap_or_default().to_owned(), status);
-        *lock(&self.requests).entry(key).or_default() += 1;
+        let plugin = plugin.unwrap_or_default();
+        let mut requests = lock(&self.requests);
+        // The plugin's name is copied only the first time it is counted.
+        if let Some(codes) = requests.get_mut(plugin) {
+            *codes.entry(status).or_default() += 1;
+        } else {
+            requests.insert(plugin.to_owned(), BTreeMap::from([(status, 1)]));
+        }
+        drop(requests);
         if let Some(reason) = error.filter(|error| REJECTIONS.contains(error)) {
             *lock(&self.rejected).entry(reason).or_default() += 1;
         }
@@ -46,12 +53,14 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
         "counter",
         "HTTP requests answered, by plugin (empty for the server's own routes) and status code.",
     );
-    for ((plugin, status), count) in lock(&stats.requests).iter() {
-        let _ = writeln!(
-            text,
-            "warden_http_requests_total{{plugin=\"{}\",code=\"{status}\"}} {count}",
-            escape(plugin)
-        );
+    for (plugin, codes) in lock(&stats.requests).iter() {
+        for (status, count) in codes {
+            let _ = writeln!(
+                text,
+                "warden_http_requests_total{{plugin=\"{}\",code=\"{status}\"}} {count}",
+                escape(plugin)
+            );
+        }
     }
     header(
         &mut text,
