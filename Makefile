@@ -51,11 +51,12 @@ setup:
 ## guests: build every guest: the Rust ones in guests/ for wasm32-wasip2 (and the program for wasm32-wasip1),
 ## and hello in Python, JavaScript and C (tests/build.rs does it; outputs in target/guests)
 guests: setup
-	$(CARGO) build -p warden-tests
+	$(CARGO) build --workspace
 
-## build: build the warden library and CLI
+## build: build the warden library and CLI (with the workspace's features, so `make test` and `make demo`
+## share one build of the dependencies)
 build: setup
-	$(CARGO) build -p warden
+	$(CARGO) build --workspace --bins
 
 ## demo: build the hello guest and run it through `warden run` under limits, then serve the example manifest
 ## over HTTP with `warden serve`
@@ -151,7 +152,7 @@ wasmtime:
 ## side-by-side table and writes it at the end of docs/performance.md
 load: setup wasmtime
 	@dpkg -s $(LOAD_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(LOAD_PACKAGES); }
-	$(CARGO) build -p warden-tests
+	$(CARGO) build --workspace
 	$(CARGO) build --release -p warden
 	bench/load.sh target/release/warden $(WASMTIME) $(GUESTS)/hello.wasm $(LOAD_SECONDS)
 

@@ -1,6 +1,6 @@
 //! The host side of the `example:filters/text-filter` world: its generated
 //! bindings, its host-defined capability and a typed call. Shared by the
-//! example (`main.rs`) and its test (`host/tests/text_filter.rs`).
+//! example (`main.rs`) and its test (`host/tests/all/text_filter.rs`).
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,7 @@
 //! every import of the app must be provided, and the interfaces Warden's
 //! world has at other versions must reach the engine through the bridges.
 
-#[path = "../src/bin/warden/export_http/targets.rs"]
+#[path = "../../src/bin/warden/export_http/targets.rs"]
 mod targets;
 
 use std::path::Path;

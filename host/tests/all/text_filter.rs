@@ -1,7 +1,7 @@
 //! The custom-world example (`host/examples/text-filter`): typed results,
 //! a limit, and the host-defined capability granted and denied.
 
-#[path = "../examples/text-filter/glue.rs"]
+#[path = "../../examples/text-filter/glue.rs"]
 mod glue;
 
 use std::time::Duration;
