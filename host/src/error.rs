@@ -33,9 +33,16 @@ pub enum Error {
         reason: String,
     },
 
-    /// The plugin reported a failure itself (the `plugin-error` of the WIT).
+    /// The plugin reported a failure itself (the `plugin-error` of the WIT)
+    /// from `execute`.
     #[error("plugin error: {0}")]
     Plugin(PluginError),
+
+    /// The plugin's `init` reported a failure, so no action ran. The fault
+    /// is in the plugin or what it was given (a missing config value, say),
+    /// not in the call's input: retrying the call will not help.
+    #[error("init failed: {0}")]
+    InitFailed(PluginError),
 
     /// The call ran past its wall-clock timeout, whether it was computing or
     /// blocked in a host call.
@@ -176,6 +183,8 @@ pub enum ErrorKind {
     InvalidPlugin,
     /// [`Error::Plugin`].
     PluginError,
+    /// [`Error::InitFailed`].
+    InitFailed,
     /// [`Error::Timeout`].
     Timeout,
     /// [`Error::OutOfFuel`].
@@ -214,6 +223,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidPlugin => "invalid-plugin",
             ErrorKind::PluginError => "plugin-error",
+            ErrorKind::InitFailed => "init-failed",
             ErrorKind::Timeout => "timeout",
             ErrorKind::OutOfFuel => "out-of-fuel",
             ErrorKind::MemoryLimit => "memory-limit",
@@ -245,6 +255,7 @@ impl Error {
         match self {
             Error::InvalidPlugin { .. } => ErrorKind::InvalidPlugin,
             Error::Plugin(_) => ErrorKind::PluginError,
+            Error::InitFailed(_) => ErrorKind::InitFailed,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::OutOfFuel { .. } => ErrorKind::OutOfFuel,
             Error::MemoryLimit(_) => ErrorKind::MemoryLimit,
@@ -284,10 +295,12 @@ impl Error {
     /// reported as the denial. Limits and timeouts stand on their own.
     pub(crate) fn after_denials(self, denials: &[Denial]) -> Self {
         match (denials.first(), &self) {
-            (Some(denial), Error::Plugin(_) | Error::Trap { .. }) => Error::Denied {
-                denial: denial.clone(),
-                then: Box::new(self),
-            },
+            (Some(denial), Error::Plugin(_) | Error::InitFailed(_) | Error::Trap { .. }) => {
+                Error::Denied {
+                    denial: denial.clone(),
+                    then: Box::new(self),
+                }
+            }
             _ => self,
         }
     }

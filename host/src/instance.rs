@@ -99,7 +99,11 @@ impl Instance {
             .call_execute(&mut self.store, action, input);
         let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
         let result = match finished {
-            Ok(returned) => self.plugin.output_from(returned, &call, &mut self.store),
+            Ok(returned) => self.plugin.output_from(
+                returned.map(|result| result.map_err(Error::Plugin)),
+                &call,
+                &mut self.store,
+            ),
             Err(DeadlinePassed) => Err(call.timed_out()),
         };
         let outcome = call.finish(&mut self.store, result);

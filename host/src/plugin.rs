@@ -7,6 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use crate::Metadata;
 use crate::bindings;
 use crate::capabilities::{CapabilityUse, InstanceOptions};
 use crate::deadline::{self, DeadlinePassed};
@@ -18,7 +19,6 @@ use crate::metrics::MetricsSnapshot;
 use crate::report::{Outcome, Report};
 use crate::signature;
 use crate::state::{CallScope, HostState};
-use crate::{Metadata, PluginError};
 
 /// The export every plugin must provide.
 pub const GUEST_INTERFACE: &str = "warden:plugin/guest@0.1.0";
@@ -150,9 +150,10 @@ impl Plugin {
             let exports = guest.warden_plugin_guest();
             match exports.call_init(&mut store).await? {
                 Ok(metadata) => self.remember(metadata),
-                Err(err) => return Ok(Err(err)),
+                Err(err) => return Ok(Err(Error::InitFailed(err))),
             };
-            exports.call_execute(&mut store, action, input).await
+            let returned = exports.call_execute(&mut store, action, input).await?;
+            Ok(returned.map_err(Error::Plugin))
         };
         let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
         let result = match finished {
@@ -223,7 +224,7 @@ impl Plugin {
                 self.remember(metadata.clone());
                 Ok((guest, metadata))
             }
-            Ok(Ok((_, Err(err)))) => Err(Error::Plugin(err)),
+            Ok(Ok((_, Err(err)))) => Err(Error::InitFailed(err)),
             Ok(Err(err)) => Err(call.failure(&mut store, err)),
             Err(DeadlinePassed) => Err(call.timed_out()),
         };
@@ -248,13 +249,11 @@ impl Plugin {
     /// output limit.
     pub(crate) fn output_from(
         &self,
-        returned: wasmtime::Result<Result<Vec<u8>, PluginError>>,
+        returned: wasmtime::Result<Result<Vec<u8>, Error>>,
         call: &CallScope,
         store: &mut Store<HostState>,
     ) -> Result<Vec<u8>, Error> {
-        let output = returned
-            .map_err(|err| call.failure(store, err))?
-            .map_err(Error::Plugin)?;
+        let output = returned.map_err(|err| call.failure(store, err))??;
         let limit = self.inner.loaded.sandbox.limits.max_output_bytes;
         if output.len() > limit {
             return Err(Error::OutputTooLarge {

@@ -46,6 +46,8 @@ enum Expected {
     /// The guest reports a failure (the sandbox gave it an error to report)
     /// whose message contains this text.
     GuestFails(&'static str),
+    /// The guest's `init` reports a failure whose message contains this text.
+    InitFails(&'static str),
     /// Succeeds, and the report passes this check.
     Contained(fn(&Outcome<Vec<u8>>) -> Result<(), String>),
 }
@@ -57,6 +59,7 @@ impl fmt::Display for Expected {
             Expected::Refused(resource) => write!(f, "refused {resource:?}"),
             Expected::Denied(capability) => write!(f, "denied {capability}"),
             Expected::GuestFails(text) => write!(f, "the guest reports {text:?}"),
+            Expected::InitFails(text) => write!(f, "init reports {text:?}"),
             Expected::Contained(_) => write!(f, "contained"),
         }
     }
@@ -77,6 +80,11 @@ impl Expected {
                 Ok(())
             }
             (Expected::GuestFails(text), Err(Error::Plugin(err)))
+                if err.to_string().contains(text) =>
+            {
+                Ok(())
+            }
+            (Expected::InitFails(text), Err(Error::InitFailed(err)))
                 if err.to_string().contains(text) =>
             {
                 Ok(())
@@ -177,7 +185,7 @@ fn with_init(behaviour: &str) -> Sandbox {
 }
 
 fn cases(fixture: &Fixture) -> Vec<Case> {
-    use Expected::{Contained, Denied, Fails, GuestFails, Refused};
+    use Expected::{Contained, Denied, Fails, GuestFails, InitFails, Refused};
     let hostile = guest_bytes(guests::HOSTILE);
     let probe = guest_bytes(guests::PROBE);
     let abi = malformed_abi_plugin();
@@ -501,7 +509,7 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             with_init("fail"),
             "calls",
             "",
-            GuestFails("init refuses"),
+            InitFails("init refuses"),
         ),
         case(
             "loop in init",

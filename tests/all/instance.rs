@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use warden::{Error, ErrorKind, PluginError};
+use warden::{Error, ErrorKind, PluginError, Sandbox};
 
-use crate::{hostile, runtime, tight_limits};
+use warden_tests::guests;
+
+use crate::{hostile, load, runtime, tight_limits};
 
 #[tokio::test]
 async fn a_live_instance_keeps_state_and_a_fresh_call_never_does() {
@@ -77,4 +79,34 @@ async fn each_report_holds_only_its_own_calls_output() {
     assert!(third.logs.is_empty());
     // Memory is the instance's high-water mark, which never shrinks.
     assert!(third.peak_memory_bytes >= first.peak_memory_bytes);
+}
+
+/// Every way into a plugin reports a failing `init` as `init-failed`, apart
+/// from the plugin errors `execute` returns.
+#[tokio::test]
+async fn a_failing_init_is_reported_as_init_failed_on_every_path() {
+    let runtime = runtime();
+    let mut sandbox = Sandbox::with_limits(tight_limits());
+    sandbox
+        .grants
+        .env
+        .push(("HOSTILE_INIT".to_owned(), "fail".to_owned()));
+    let fresh = load(&runtime, guests::HOSTILE, sandbox.clone()).await;
+    sandbox.calls_per_instance = 4;
+    let reused = load(&runtime, guests::HOSTILE, sandbox).await;
+    let failures = [
+        fresh.execute("calls", b"").await.result.unwrap_err(),
+        reused.execute("calls", b"").await.result.unwrap_err(),
+        fresh.instantiate().await.result.err().unwrap(),
+        fresh.metadata().await.unwrap_err(),
+    ];
+    for err in failures {
+        assert!(
+            matches!(&err, Error::InitFailed(PluginError::Failed(why)) if why == "init refuses on purpose"),
+            "{err:?}"
+        );
+        assert_eq!(err.kind().as_str(), "init-failed");
+        assert!(!err.poisons_instance());
+    }
+    assert_eq!(fresh.metrics().failures_of(ErrorKind::InitFailed), 1);
 }

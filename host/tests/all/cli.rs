@@ -143,6 +143,20 @@ fn plugin_errors_name_the_variant() {
 }
 
 #[test]
+fn a_failing_init_has_its_own_status_and_exit_code() {
+    let (value, code) = json(&[
+        "run",
+        guests::HOSTILE,
+        "calls",
+        "--env",
+        "HOSTILE_INIT=fail",
+    ]);
+    assert_status(&value, code, "init-failed", 12);
+    assert_eq!(value["plugin_error"]["variant"], "failed");
+    assert_eq!(value["plugin_error"]["detail"], "init refuses on purpose");
+}
+
+#[test]
 fn an_infinite_loop_times_out_within_a_small_margin() {
     let started = Instant::now();
     let (value, code) = json(&["run", guests::HOSTILE, "loop", "--timeout", "300ms"]);

@@ -183,6 +183,12 @@ memory = "16MiB"
 [plugins.probe]
 path = "{probe}"
 
+# hostile again, told to fail its `init`.
+[plugins.refuser]
+path = "{hostile}"
+[plugins.refuser.grants]
+env = {{ HOSTILE_INIT = "fail" }}
+
 # hostile again, with time for `nap`.
 [plugins.sleepy]
 path = "{hostile}"
@@ -257,6 +263,13 @@ fn actions_metadata_and_every_error_mapping() {
         500,
         "memory-limit",
     );
+    for failed_init in [
+        server.post("/plugins/refuser/calls", b""),
+        server.get("/plugins/refuser"),
+    ] {
+        assert_error(&failed_init, 500, "init-failed");
+        assert_eq!(json(&failed_init)["message"], "init refuses on purpose");
+    }
     assert_error(&server.get("/nowhere"), 404, "not-found");
 
     let put = http_request(server.addr, "PUT", "/plugins/hello/echo", b"x");
@@ -275,7 +288,7 @@ fn actions_metadata_and_every_error_mapping() {
         .iter()
         .map(|plugin| plugin["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["hello", "hostile", "probe", "sleepy"]);
+    assert_eq!(names, ["hello", "hostile", "probe", "refuser", "sleepy"]);
 
     // Every request has its access-log line, with the error's name.
     let requests = server.events("request");

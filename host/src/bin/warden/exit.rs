@@ -14,6 +14,8 @@ pub const USAGE: u8 = 2;
 pub const INVALID_PLUGIN: u8 = 10;
 /// The plugin file could not be read.
 pub const IO_ERROR: u8 = 11;
+/// The plugin's `init` reported an error, so no action ran.
+pub const INIT_FAILED: u8 = 12;
 /// The call exceeded its timeout.
 pub const TIMEOUT: u8 = 20;
 /// The call used all of its fuel.
@@ -48,9 +50,9 @@ Exit codes (and --json statuses):
       unknown-plugin          23  stack-overflow
   10  invalid-plugin          24  trap
   11  io-error                25  output-too-large
-  30  denied                  26  input-too-large
-  31  untrusted               40  cancelled
-  70  internal-error
+  12  init-failed             26  input-too-large
+  30  denied                  40  cancelled
+  31  untrusted               70  internal-error
 `warden exec` exits with the program's own code when it runs to the end.";
 
 /// The exit code for a failed call.
@@ -59,6 +61,7 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::PluginError => PLUGIN_ERROR,
         ErrorKind::InvalidPlugin => INVALID_PLUGIN,
         ErrorKind::Io => IO_ERROR,
+        ErrorKind::InitFailed => INIT_FAILED,
         ErrorKind::InvalidConfig | ErrorKind::UnknownPlugin => USAGE,
         ErrorKind::Cancelled => CANCELLED,
         ErrorKind::Timeout => TIMEOUT,

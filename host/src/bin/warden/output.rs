@@ -21,13 +21,14 @@ pub fn encode_bytes(bytes: &[u8]) -> (Value, &'static str) {
     }
 }
 
-/// The `error` field and, for plugin errors, the plugin's own variant.
+/// The `error` field and, for errors the plugin reported from `execute` or
+/// `init`, the plugin's own variant.
 fn error_fields(object: &mut Map<String, Value>, error: Option<&Error>) {
     object.insert(
         "error".into(),
         error.map_or(Value::Null, |err| Value::String(err.to_string())),
     );
-    if let Some(Error::Plugin(plugin_error)) = error {
+    if let Some(Error::Plugin(plugin_error) | Error::InitFailed(plugin_error)) = error {
         let (variant, detail) = match plugin_error {
             PluginError::InvalidInput(detail) => ("invalid-input", detail),
             PluginError::UnknownAction(detail) => ("unknown-action", detail),

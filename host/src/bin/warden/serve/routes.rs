@@ -285,9 +285,14 @@ fn failure_reply(err: &Error) -> Reply {
             StatusCode::NOT_FOUND,
             format!("the plugin has no action `{action}`"),
         ),
-        Error::Plugin(PluginError::Failed(text)) => {
+        Error::Plugin(PluginError::Failed(text))
+        | Error::InitFailed(PluginError::Failed(text) | PluginError::InvalidInput(text)) => {
             (StatusCode::INTERNAL_SERVER_ERROR, text.clone())
         }
+        Error::InitFailed(PluginError::UnknownAction(action)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("init reported an unknown action `{action}`"),
+        ),
         other => {
             let status = match other.kind() {
                 ErrorKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
