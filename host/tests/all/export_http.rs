@@ -33,7 +33,9 @@ fn wasmtime() -> PathBuf {
     path
 }
 
-fn warden(args: &[&str]) -> Output {
+/// Runs warden with a home of its own, so no trust store or config of the
+/// user running the tests is picked up.
+pub(crate) fn warden(args: &[&str]) -> Output {
     Command::new(WARDEN)
         .args(args)
         .env("HOME", std::env::temp_dir())
@@ -42,25 +44,35 @@ fn warden(args: &[&str]) -> Output {
         .expect("running warden")
 }
 
-/// Exports `plugin` into `dir`, checking the command's JSON report.
-fn export(plugin: &str, dir: &Path) -> PathBuf {
-    let app = dir.join("app.wasm");
+/// Exports `plugin` for `target` into `dir` and returns the app's path and
+/// the command's JSON report, failing the test if the command fails.
+pub(crate) fn export_for(plugin: &str, target: &str, dir: &Path) -> (PathBuf, Value) {
+    let app = dir.join(format!("{target}.wasm"));
     let output = warden(&[
         "export-http",
         plugin,
         "-o",
         app.to_str().expect("a UTF-8 path"),
+        "--target",
+        target,
         "--unsigned",
         "allow",
         "--json",
     ]);
     assert!(
         output.status.success(),
-        "export-http failed: {}",
+        "export-http --target {target} {plugin} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
-    assert_eq!(report["target"], "wasmtime");
+    assert_eq!(report["target"], target);
+    (app, report)
+}
+
+/// Exports `plugin` for `wasmtime serve` into `dir`, checking what the
+/// command reports of the composition.
+fn export(plugin: &str, dir: &Path) -> PathBuf {
+    let (app, report) = export_for(plugin, "wasmtime", dir);
     assert_eq!(
         report["exports"],
         serde_json::json!(["wasi:http/incoming-handler@0.2.12"])

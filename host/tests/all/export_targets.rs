@@ -8,7 +8,6 @@
 mod targets;
 
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
 use targets::{Target, satisfies};
@@ -16,16 +15,7 @@ use warden_tests::guests;
 use wit_parser::decoding::DecodedWasm;
 use wit_parser::{TypeDefKind, WorldItem};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-
-fn warden(args: &[&str]) -> Output {
-    std::process::Command::new(WARDEN)
-        .args(args)
-        .env("HOME", std::env::temp_dir())
-        .env_remove("XDG_CONFIG_HOME")
-        .output()
-        .expect("running warden")
-}
+use crate::export_http::{export_for, warden};
 
 /// An exported app: the command's JSON report and the imports read off the
 /// component itself.
@@ -57,25 +47,7 @@ impl Exported {
 }
 
 fn export(plugin: &str, target: &str, dir: &Path) -> Exported {
-    let app = dir.join(format!("{target}.wasm"));
-    let output = warden(&[
-        "export-http",
-        plugin,
-        "-o",
-        app.to_str().expect("a UTF-8 path"),
-        "--target",
-        target,
-        "--unsigned",
-        "allow",
-        "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "export-http --target {target} {plugin} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
-    assert_eq!(report["target"], target);
+    let (app, report) = export_for(plugin, target, dir);
     let (imports, type_only) = component_imports(&std::fs::read(&app).expect("reading the app"));
     assert_eq!(names(&report["imports"]), imports, "{report}");
     assert_eq!(names(&report["type_only_imports"]), type_only, "{report}");
