@@ -258,19 +258,27 @@ async fn kv_increments_are_exact_under_concurrency() {
         sandbox(|grants| grants.kv = Some(kv_at(&dir))),
     )
     .await;
+    increment_hits_concurrently(std::slice::from_ref(&plugin), 8).await;
+    assert_eq!(call(&plugin, "kv-get", "hits").await.unwrap(), "200");
+}
+
+/// Increments the counter `hits` 25 times in each of `tasks` tasks per
+/// plugin, all running at once, and waits for every increment to succeed.
+pub(crate) async fn increment_hits_concurrently(plugins: &[Plugin], tasks: usize) {
     let mut calls = JoinSet::new();
-    for _ in 0..8 {
-        let plugin = plugin.clone();
-        calls.spawn(async move {
-            for _ in 0..25 {
-                call(&plugin, "kv-incr", "hits").await.unwrap();
-            }
-        });
+    for plugin in plugins {
+        for _ in 0..tasks {
+            let plugin = plugin.clone();
+            calls.spawn(async move {
+                for _ in 0..25 {
+                    call(&plugin, "kv-incr", "hits").await.unwrap();
+                }
+            });
+        }
     }
     while let Some(joined) = calls.join_next().await {
         joined.unwrap();
     }
-    assert_eq!(call(&plugin, "kv-get", "hits").await.unwrap(), "200");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use warden::{Error, KvGrant, KvQuotas, Plugin, Runtime, Sandbox, Source};
 use warden_tests::{RedisServer, guest_bytes, guests};
 
-use crate::capabilities::{self, assert_kv_round_trip, call};
+use crate::capabilities::{self, assert_kv_round_trip, call, increment_hits_concurrently};
 use crate::runtime;
 
 /// A sandbox granting `kv`.
@@ -206,23 +206,13 @@ async fn redis_kv_lists_pages_in_byte_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_kv_increments_from_two_runtimes_are_exact() {
     let server = RedisServer::start();
-    let mut calls = JoinSet::new();
     // Two runtimes, each with its own plugin, connections and threads, as
     // two `warden serve` replicas would be.
-    for _ in 0..2 {
-        let plugin = probe_in(&runtime(), "counter", KvGrant::redis(&server.url)).await;
-        for _ in 0..4 {
-            let plugin = plugin.clone();
-            calls.spawn(async move {
-                for _ in 0..25 {
-                    call(&plugin, "kv-incr", "hits").await.unwrap();
-                }
-            });
-        }
-    }
-    while let Some(joined) = calls.join_next().await {
-        joined.unwrap();
-    }
+    let replicas = [
+        probe_in(&runtime(), "counter", KvGrant::redis(&server.url)).await,
+        probe_in(&runtime(), "counter", KvGrant::redis(&server.url)).await,
+    ];
+    increment_hits_concurrently(&replicas, 4).await;
     let plugin = probe(KvGrant::redis(&server.url)).await;
     let mut renamed = KvGrant::redis(&server.url);
     renamed.namespace = Some("counter".into());
