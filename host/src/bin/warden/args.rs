@@ -105,15 +105,8 @@ pub struct ExportHttpArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// What to do with a plugin without a verifiable signature [default: warn].
-    #[arg(long, value_name = "allow|warn|deny")]
-    pub unsigned: Option<UnsignedPolicy>,
-    /// Whose signatures count: any key Warden knows, or trusted keys only
-    /// [default: any].
-    #[arg(long, value_name = "any|trusted")]
-    pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub trust: TrustArgs,
 }
 
 const SERVE_HELP: &str = "\
@@ -272,6 +265,41 @@ pub enum TrustCommand {
     },
 }
 
+/// The trust policy's flags, for commands that load a plugin to run or
+/// deploy it.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Signatures")]
+pub struct TrustArgs {
+    /// What to do with a plugin without a verifiable signature
+    /// [default: warn, or the manifest's for a plugin it declares].
+    #[arg(long, value_name = "allow|warn|deny")]
+    pub unsigned: Option<UnsignedPolicy>,
+    /// Whose signatures count: any key Warden knows, or trusted keys only
+    /// [default: any, or the manifest's for a plugin it declares].
+    #[arg(long, value_name = "any|trusted")]
+    pub signed_by: Option<SignerPolicy>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+impl TrustArgs {
+    /// Applies the flags to `trust`: the policies given, and the trust
+    /// store and keys they name.
+    pub fn apply(&self, trust: &mut TrustPolicy) -> anyhow::Result<()> {
+        if let Some(unsigned) = self.unsigned {
+            trust.unsigned = unsigned;
+        }
+        if let Some(signed_by) = self.signed_by {
+            trust.signed_by = signed_by;
+        }
+        if self.keys.trust_store.is_some() {
+            trust.trusted = Arc::new(self.keys.trust_store(None)?);
+        }
+        trust.known_keys.extend(self.keys.known_keys()?);
+        Ok(())
+    }
+}
+
 /// Where signatures and keys come from, for commands that check them.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Signatures")]
@@ -297,27 +325,6 @@ impl KeyArgs {
         trust.unsigned = UnsignedPolicy::Warn;
         trust.trusted = Arc::new(self.trust_store(None)?);
         Ok(trust)
-    }
-
-    /// Applies the trust flags to `trust`: the policies given, and the
-    /// trust store and keys these flags name.
-    pub fn apply(
-        &self,
-        trust: &mut TrustPolicy,
-        unsigned: Option<UnsignedPolicy>,
-        signed_by: Option<SignerPolicy>,
-    ) -> anyhow::Result<()> {
-        if let Some(unsigned) = unsigned {
-            trust.unsigned = unsigned;
-        }
-        if let Some(signed_by) = signed_by {
-            trust.signed_by = signed_by;
-        }
-        if self.trust_store.is_some() {
-            trust.trusted = Arc::new(self.trust_store(None)?);
-        }
-        trust.known_keys.extend(self.known_keys()?);
-        Ok(())
     }
 
     /// The trust store named by --trust-store, else `fallback` (the
@@ -515,22 +522,19 @@ pub struct SandboxArgs {
     /// for reproducible runs.
     #[arg(long)]
     pub deterministic: bool,
-    /// What to do with a plugin without a verifiable signature
-    /// [default: warn, or the manifest's].
-    #[arg(long, value_name = "allow|warn|deny")]
-    pub unsigned: Option<UnsignedPolicy>,
-    /// Whose signatures count: any key Warden knows, or trusted keys only
-    /// [default: any, or the manifest's].
-    #[arg(long, value_name = "any|trusted")]
-    pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub trust: TrustArgs,
     /// Where compiled components are cached [default:
     /// $XDG_CACHE_HOME/warden/compiled, else ~/.cache/warden/compiled].
-    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "no_cache",
+        help_heading = "Compile cache"
+    )]
     pub cache_dir: Option<PathBuf>,
     /// Compile without the cache.
-    #[arg(long)]
+    #[arg(long, help_heading = "Compile cache")]
     pub no_cache: bool,
 }
 
@@ -563,7 +567,7 @@ impl SandboxArgs {
                     .map(|stem| stem.to_string_lossy().into_owned())
                     .unwrap_or_else(|| component.to_owned());
                 let mut sandbox = Sandbox::default();
-                sandbox.trust = self.keys.command_line_trust()?;
+                sandbox.trust = self.trust.keys.command_line_trust()?;
                 (name, path, sandbox)
             }
         };
@@ -610,8 +614,7 @@ impl SandboxArgs {
         }
         grants.deterministic |= self.deterministic;
         sandbox.strict |= self.strict;
-        self.keys
-            .apply(&mut sandbox.trust, self.unsigned, self.signed_by)
+        self.trust.apply(&mut sandbox.trust)
     }
 }
 

@@ -15,7 +15,7 @@ pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
     let runtime = args.sandbox.runtime(&target.sandbox)?;
     let started = Instant::now();
-    let compiled = match args.sandbox.keys.source(&target.path).await {
+    let compiled = match args.sandbox.trust.keys.source(&target.path).await {
         Ok(source) => {
             runtime
                 .compile(source.named(target.name.clone()), target.sandbox.clone())

@@ -27,6 +27,7 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
 
 async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
     let source = sandbox_args
+        .trust
         .keys
         .source(&target.path)
         .await?

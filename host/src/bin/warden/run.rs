@@ -189,6 +189,7 @@ async fn interrupted() {
 /// Reads and loads the plugin a command names.
 pub async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin, Error> {
     let source = sandbox_args
+        .trust
         .keys
         .source(&target.path)
         .await?

@@ -101,11 +101,10 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
     let mut sandbox = Sandbox::default();
     // The same trust policy as `warden run` and `warden compile`: exporting
     // is a way of deploying the plugin.
-    sandbox.trust = args.keys.command_line_trust()?;
-    args.keys
-        .apply(&mut sandbox.trust, args.unsigned, args.signed_by)?;
+    sandbox.trust = args.trust.keys.command_line_trust()?;
+    args.trust.apply(&mut sandbox.trust)?;
 
-    let source = match args.keys.source(&args.plugin).await {
+    let source = match args.trust.keys.source(&args.plugin).await {
         Ok(source) => source.named(name.clone()),
         Err(err) => return Ok(refuse(&err)),
     };
