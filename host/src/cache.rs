@@ -3,39 +3,99 @@
 //! component) and later loads deserialize it (milliseconds).
 //!
 //! An entry is named after the component's SHA-256 and the engine's
-//! compatibility hash. Deserializing compiled code is `unsafe` in wasmtime —
-//! a damaged artifact could do anything — so every entry carries a header
-//! that is checked before wasmtime sees a byte: a magic number and format
-//! version, the engine hash, the component's SHA-256, the artifact's length
-//! and an XXH3-128 checksum of it. A corrupted, truncated, foreign or swapped
-//! entry fails the check, is reported through `tracing`, and is recompiled
-//! and replaced. The checksum guards against damage, not against an attacker
-//! who can write to the cache directory (who could equally replace Warden
-//! itself); the directory is created readable by its owner only.
+//! compatibility hash. Deserializing compiled code is `unsafe` in wasmtime:
+//! an artifact is native code that runs as it is. So an entry is used only
+//! when it provably is one this host wrote for exactly these component bytes
+//! and this engine: its header (a magic number and format version, the
+//! engine hash, the component's SHA-256 and the artifact's length) and its
+//! artifact are sealed with HMAC-SHA256 under a 32-byte key that lives
+//! outside the cache directory (by default `$XDG_DATA_HOME/warden/cache.key`,
+//! else `~/.local/share/warden/cache.key`, created readable by its owner
+//! only). An entry that is truncated, damaged, copied from another
+//! component, edited in place or sealed with another key is never
+//! deserialized: it is recompiled and replaced, and a `tracing` warning
+//! says so once (the replacement is sound).
+//!
+//! Threat model: whoever can write the cache directory can delete or damage
+//! entries, which costs a recompilation, but cannot make Warden run code
+//! that it did not compile from the exact bytes that passed the trust
+//! policy, unless they can also read the key. So the directory must belong
+//! to the user running Warden (or root) and not be writable by group or
+//! others, and the key must belong to that user and be readable by nobody
+//! else; either is refused otherwise, with an error naming the path and the
+//! fix. Someone who can read the key or replace Warden's binary already is
+//! that user.
 //!
 //! Nothing is looked up before the trust policy has passed the component's
 //! bytes, so an artifact compiled from bytes that failed verification is
 //! never run.
 
+use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::error::Error;
+use crate::fsutil;
 
 /// Identifies Warden's cache entries.
 const MAGIC: &[u8; 8] = b"WARDENC\x01";
 /// The header's layout version; a different one is a foreign entry.
-const FORMAT_VERSION: u32 = 1;
-/// magic + version + engine hash + component SHA-256 + length + checksum.
-const HEADER_LEN: usize = 8 + 4 + 8 + 32 + 8 + 16;
+/// Version 1 had an unkeyed checksum where version 2 has the MAC.
+const FORMAT_VERSION: u32 = 2;
+/// magic + version + engine hash + component SHA-256 + artifact length: the
+/// part of the header the MAC covers (with the artifact).
+const SEALED_HEADER_LEN: usize = 8 + 4 + 8 + 32 + 8;
+/// Bytes of an HMAC-SHA256 tag.
+const MAC_LEN: usize = 32;
+/// The sealed header followed by the MAC over it and the artifact.
+const HEADER_LEN: usize = SEALED_HEADER_LEN + MAC_LEN;
+/// Bytes of the cache key: SHA-256's output size, the most HMAC-SHA256's
+/// security can use.
+pub(crate) const KEY_LEN: usize = 32;
 
-/// Where compiled components are kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
+type HmacSha256 = Hmac<Sha256>;
+
+/// Where compiled components are kept, and the key that seals them.
+#[derive(Clone, Debug)]
 pub(crate) struct CompileCache {
     dir: PathBuf,
+    key: CacheKey,
+}
+
+/// The secret that seals this host's cache entries.
+#[derive(Clone)]
+struct CacheKey([u8; KEY_LEN]);
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+/// Why a compile cache could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// The directory or key could not be created or read: compiling
+    /// without a cache only costs time.
+    Unavailable(Error),
+    /// The directory or key is exposed to other users: it is never used,
+    /// and never skipped silently either.
+    Unsafe(Error),
+}
+
+impl OpenFailure {
+    /// The error to report.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            OpenFailure::Unavailable(err) | OpenFailure::Unsafe(err) => err,
+        }
+    }
 }
 
 /// Why a cache entry was not used.
@@ -47,19 +107,65 @@ enum Rejection {
     Foreign,
     OtherEngine,
     Swapped,
-    Corrupted,
+    Tampered,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Missing => f.write_str("there is no entry"),
+            Rejection::Unreadable(err) => write!(f, "it cannot be read ({err})"),
+            Rejection::Truncated => f.write_str("it is truncated"),
+            Rejection::Foreign => f.write_str("it is not a Warden cache entry of this version"),
+            Rejection::OtherEngine => f.write_str("it was compiled for another engine"),
+            Rejection::Swapped => f.write_str("it was compiled from another component"),
+            Rejection::Tampered => f.write_str(
+                "its seal does not match: it was damaged, edited, or written with another key",
+            ),
+        }
+    }
 }
 
 impl CompileCache {
-    /// A cache in `dir`, created (readable by its owner only) if missing.
-    pub(crate) fn open(dir: PathBuf) -> Result<Self, Error> {
-        create_private_dir(&dir).map_err(|err| {
-            Error::InvalidConfig(format!(
-                "cannot create the compile cache `{}`: {err}",
-                dir.display()
-            ))
+    /// A cache in `dir`, created (readable by its owner only) if missing,
+    /// whose entries are sealed with the key in `key_path`, created if
+    /// missing. Refuses a directory or key that other users could have
+    /// written, and a key inside the directory.
+    pub(crate) fn open(dir: PathBuf, key_path: &Path) -> Result<Self, OpenFailure> {
+        let unavailable = |what: &str, path: &Path, err: std::io::Error| {
+            OpenFailure::Unavailable(Error::InvalidConfig(format!(
+                "cannot create the compile cache{what} `{}`: {err}",
+                path.display()
+            )))
+        };
+        fsutil::create_private_dir(&dir).map_err(|err| unavailable("", &dir, err))?;
+        let metadata = std::fs::metadata(&dir).map_err(|err| unavailable("", &dir, err))?;
+        fsutil::check_not_writable_by_others(&dir, &metadata).map_err(|problem| {
+            OpenFailure::Unsafe(Error::InvalidConfig(format!(
+                "refusing the compile cache: {problem}"
+            )))
         })?;
-        Ok(CompileCache { dir })
+        let key_dir = match key_path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        fsutil::create_private_dir(key_dir)
+            .map_err(|err| unavailable(" key's directory", key_dir, err))?;
+        let inside = match (dir.canonicalize(), key_dir.canonicalize()) {
+            (Ok(dir), Ok(key_dir)) => key_dir.starts_with(dir),
+            _ => false,
+        };
+        if inside {
+            return Err(OpenFailure::Unsafe(Error::InvalidConfig(format!(
+                "the compile cache key `{}` is inside the cache directory `{}`: whoever can write \
+                 entries could read the key and seal forged ones; keep the key elsewhere \
+                 (the default is the user's data directory)",
+                key_path.display(),
+                dir.display()
+            ))));
+        }
+        let key = CacheKey::load_or_create(key_path)?;
+        Ok(CompileCache { dir, key })
     }
 
     /// `$XDG_CACHE_HOME/warden/compiled`, else `$HOME/.cache/warden/compiled`.
@@ -75,6 +181,21 @@ impl CompileCache {
         Some(cache_home.join("warden").join("compiled"))
     }
 
+    /// `$XDG_DATA_HOME/warden/cache.key`, else
+    /// `$HOME/.local/share/warden/cache.key`: the user's data directory,
+    /// which is not the cache directory.
+    pub(crate) fn default_key_path() -> Option<PathBuf> {
+        let data_home = std::env::var_os("XDG_DATA_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|dir| !dir.is_empty())
+                    .map(|home| Path::new(&home).join(".local/share"))
+            })?;
+        Some(data_home.join("warden").join("cache.key"))
+    }
+
     /// The compiled component for `bytes` (whose SHA-256 is `sha256`): from
     /// the cache when a sound entry exists, else compiled and stored.
     /// Returns the component and whether it came from the cache.
@@ -86,12 +207,14 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, bool)> {
         let engine_hash = engine_hash(engine);
         let path = self.entry_path(sha256, engine_hash);
-        match read_entry(&path, engine_hash, sha256) {
+        match self.read_entry(&path, engine_hash, sha256) {
             Ok(artifact) => {
-                // SAFETY: the artifact was written by `store` below from
-                // `Component::serialize` of an engine with this compatibility
-                // hash, for a component with this SHA-256, and its length and
-                // checksum match, so it is exactly those bytes.
+                // SAFETY: the artifact's MAC, under a key only this host's
+                // user can read, proves that `store` below wrote it from
+                // `Component::serialize` of an engine with this
+                // compatibility hash, for a component with this SHA-256.
+                // It is deserialized from the bytes that were checked, so
+                // nothing can change it in between.
                 #[allow(unsafe_code)]
                 let loaded = unsafe { Component::deserialize(engine, &artifact) };
                 match loaded {
@@ -99,7 +222,7 @@ impl CompileCache {
                     Err(err) => tracing::warn!(
                         target: "warden::cache",
                         path = %path.display(),
-                        "discarding a cache entry wasmtime refused: {err:#}"
+                        "recompiling: wasmtime refused a cache entry: {err:#}"
                     ),
                 }
             }
@@ -107,7 +230,7 @@ impl CompileCache {
             Err(rejection) => tracing::warn!(
                 target: "warden::cache",
                 path = %path.display(),
-                "discarding a cache entry: {rejection:?}"
+                "recompiling instead of using a cache entry: {rejection}"
             ),
         }
         let component = Component::new(engine, bytes)?;
@@ -142,42 +265,114 @@ impl CompileCache {
         entry.extend_from_slice(&engine_hash.to_le_bytes());
         entry.extend_from_slice(sha256);
         entry.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
-        entry.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&artifact).to_le_bytes());
+        let mac = self.key.mac(&entry, &artifact).finalize().into_bytes();
+        entry.extend_from_slice(&mac);
         entry.extend_from_slice(&artifact);
-        crate::fsutil::write_private_file_atomically(path, &entry)
+        fsutil::write_private_file_atomically(path, &entry)
+    }
+
+    /// Reads an entry and checks its header and seal; returns the artifact.
+    fn read_entry(
+        &self,
+        path: &Path,
+        engine_hash: u64,
+        sha256: &[u8; 32],
+    ) -> Result<Vec<u8>, Rejection> {
+        let mut entry = match std::fs::read(path) {
+            Ok(entry) => entry,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Rejection::Missing);
+            }
+            Err(err) => return Err(Rejection::Unreadable(err.to_string())),
+        };
+        if entry.len() < HEADER_LEN {
+            return Err(Rejection::Truncated);
+        }
+        let (header, artifact) = entry.split_at(HEADER_LEN);
+        let (sealed, mac) = header.split_at(SEALED_HEADER_LEN);
+        let field = |range: std::ops::Range<usize>| &sealed[range];
+        // The cheap field checks only name the most likely cause; the MAC
+        // below is what makes an entry trustworthy.
+        if field(0..8) != MAGIC || field(8..12) != FORMAT_VERSION.to_le_bytes() {
+            return Err(Rejection::Foreign);
+        }
+        if field(12..20) != engine_hash.to_le_bytes() {
+            return Err(Rejection::OtherEngine);
+        }
+        if field(20..52) != sha256 {
+            return Err(Rejection::Swapped);
+        }
+        let length = u64::from_le_bytes(field(52..60).try_into().map_err(|_| Rejection::Foreign)?);
+        if length != artifact.len() as u64 {
+            return Err(Rejection::Truncated);
+        }
+        self.key
+            .mac(sealed, artifact)
+            .verify_slice(mac)
+            .map_err(|_| Rejection::Tampered)?;
+        entry.drain(..HEADER_LEN);
+        Ok(entry)
     }
 }
 
-/// Reads an entry and checks its header; returns the artifact.
-fn read_entry(path: &Path, engine_hash: u64, sha256: &[u8; 32]) -> Result<Vec<u8>, Rejection> {
-    let mut entry = match std::fs::read(path) {
-        Ok(entry) => entry,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(Rejection::Missing),
-        Err(err) => return Err(Rejection::Unreadable(err.to_string())),
-    };
-    if entry.len() < HEADER_LEN {
-        return Err(Rejection::Truncated);
+impl CacheKey {
+    /// Reads the key at `path`, or creates it (32 random bytes, readable by
+    /// its owner only) if there is none. Several processes creating it at
+    /// once agree on one key: it is written aside and linked into place,
+    /// which fails for all but the first.
+    fn load_or_create(path: &Path) -> Result<Self, OpenFailure> {
+        match Self::load(path) {
+            Err(OpenFailure::Unavailable(Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            loaded => return loaded,
+        }
+        let mut key = [0; KEY_LEN];
+        getrandom::fill(&mut key).map_err(|err| {
+            OpenFailure::Unavailable(Error::io(
+                "generating the compile cache key",
+                std::io::Error::other(err.to_string()),
+            ))
+        })?;
+        fsutil::create_private_file_exclusively(path, &key).map_err(OpenFailure::Unavailable)?;
+        // Whether this process's key or a concurrent one's won, the file
+        // now holds the key every process uses.
+        Self::load(path)
     }
-    let (header, artifact) = entry.split_at(HEADER_LEN);
-    let field = |range: std::ops::Range<usize>| &header[range];
-    if field(0..8) != MAGIC || field(8..12) != FORMAT_VERSION.to_le_bytes() {
-        return Err(Rejection::Foreign);
+
+    fn load(path: &Path) -> Result<Self, OpenFailure> {
+        let unavailable = |err| {
+            OpenFailure::Unavailable(Error::io(format!("cannot read `{}`", path.display()), err))
+        };
+        let mut file = std::fs::File::open(path).map_err(unavailable)?;
+        // The checks look at the file that was opened, not at the path again.
+        let metadata = file.metadata().map_err(unavailable)?;
+        fsutil::check_secret(path, &metadata).map_err(|problem| {
+            OpenFailure::Unsafe(Error::InvalidConfig(format!(
+                "refusing the compile cache key: {problem}"
+            )))
+        })?;
+        let mut key = [0; KEY_LEN];
+        let mut rest = Vec::new();
+        let complete = metadata.is_file()
+            && file.read_exact(&mut key).is_ok()
+            && file.read_to_end(&mut rest).is_ok_and(|extra| extra == 0);
+        if !complete {
+            return Err(OpenFailure::Unsafe(Error::InvalidConfig(format!(
+                "`{}` is not a compile cache key (it must hold exactly {KEY_LEN} bytes); remove it \
+                 and Warden makes a new one (cached plugins are then compiled once more)",
+                path.display()
+            ))));
+        }
+        Ok(CacheKey(key))
     }
-    if field(12..20) != engine_hash.to_le_bytes() {
-        return Err(Rejection::OtherEngine);
+
+    /// The MAC state over an entry's sealed header and artifact.
+    fn mac(&self, sealed_header: &[u8], artifact: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(sealed_header);
+        mac.update(artifact);
+        mac
     }
-    if field(20..52) != sha256 {
-        return Err(Rejection::Swapped);
-    }
-    let length = u64::from_le_bytes(field(52..60).try_into().map_err(|_| Rejection::Foreign)?);
-    if length != artifact.len() as u64 {
-        return Err(Rejection::Truncated);
-    }
-    if field(60..76) != xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes() {
-        return Err(Rejection::Corrupted);
-    }
-    entry.drain(..HEADER_LEN);
-    Ok(entry)
 }
 
 /// The engine's compatibility hash, folded to 64 bits.
@@ -187,118 +382,270 @@ fn engine_hash(engine: &Engine) -> u64 {
     hasher.finish()
 }
 
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     /// A small component: compiles in milliseconds.
     const COMPONENT: &str = r#"(component (core module (func (export "f"))))"#;
+    /// Another one, whose entry an attacker tries to pass off as the first's.
+    const OTHER_COMPONENT: &str = r#"(component (core module (func (export "g"))))"#;
 
-    fn setup() -> (tempfile::TempDir, CompileCache, Engine, Vec<u8>, [u8; 32]) {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CompileCache::open(dir.path().join("compiled")).unwrap();
-        let engine = Engine::default();
-        let bytes = wat::parse_str(COMPONENT).unwrap();
-        let sha256: [u8; 32] =
-            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
-        (dir, cache, engine, bytes, sha256)
+    struct Setup {
+        dir: tempfile::TempDir,
+        cache: CompileCache,
+        engine: Engine,
+        bytes: Vec<u8>,
+        sha256: [u8; 32],
     }
 
-    fn entry(cache: &CompileCache, engine: &Engine, sha256: &[u8; 32]) -> PathBuf {
-        cache.entry_path(sha256, engine_hash(engine))
+    fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+        sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(bytes)).into()
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(&dir, "compiled", "data/cache.key");
+        let bytes = wat::parse_str(COMPONENT).unwrap();
+        let sha256 = sha256_of(&bytes);
+        Setup {
+            dir,
+            cache,
+            engine: Engine::default(),
+            bytes,
+            sha256,
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir, cache: &str, key: &str) -> CompileCache {
+        CompileCache::open(dir.path().join(cache), &dir.path().join(key)).unwrap()
+    }
+
+    fn open_err(dir: PathBuf, key: &Path) -> (bool, String) {
+        match CompileCache::open(dir, key) {
+            Ok(_) => panic!("the cache was opened"),
+            Err(OpenFailure::Unsafe(err)) => (true, err.to_string()),
+            Err(OpenFailure::Unavailable(err)) => (false, err.to_string()),
+        }
+    }
+
+    impl Setup {
+        fn entry(&self) -> PathBuf {
+            self.cache
+                .entry_path(&self.sha256, engine_hash(&self.engine))
+        }
+
+        fn rejection(&self) -> Rejection {
+            self.cache
+                .read_entry(&self.entry(), engine_hash(&self.engine), &self.sha256)
+                .unwrap_err()
+        }
+
+        fn cached(&self) -> bool {
+            let (_, cached) = self
+                .cache
+                .get_or_compile(&self.engine, &self.sha256, &self.bytes)
+                .unwrap();
+            cached
+        }
+
+        /// Asserts the entry is refused for `expected`, recompiled, and
+        /// then replaced by a sound one.
+        fn assert_refused_then_replaced(&self, expected: Rejection) {
+            assert_eq!(self.rejection(), expected);
+            assert!(!self.cached(), "{expected:?}: recompiled, not loaded");
+            assert!(self.cached(), "{expected:?}: replaced by a sound entry");
+        }
     }
 
     #[test]
     fn the_second_load_comes_from_the_cache() {
-        let (_dir, cache, engine, bytes, sha256) = setup();
-        let (_, cached) = cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-        assert!(!cached);
-        let (_, cached) = cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-        assert!(cached);
+        let setup = setup();
+        assert!(!setup.cached());
+        assert!(setup.cached());
     }
 
     #[test]
-    fn the_directory_and_entries_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let (_dir, cache, engine, bytes, sha256) = setup();
-        cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-        let dir_mode = std::fs::metadata(&cache.dir).unwrap().permissions().mode();
-        assert_eq!(dir_mode & 0o777, 0o700);
-        let file_mode = std::fs::metadata(entry(&cache, &engine, &sha256))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(file_mode & 0o777, 0o600);
+    fn the_directory_entries_and_key_are_private() {
+        let setup = setup();
+        setup.cached();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&setup.cache.dir), 0o700);
+        assert_eq!(mode(&setup.entry()), 0o600);
+        let key = setup.dir.path().join("data/cache.key");
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(std::fs::read(&key).unwrap().len(), KEY_LEN);
+        assert_eq!(mode(key.parent().unwrap()), 0o700);
     }
 
     #[test]
     fn damaged_entries_are_detected_and_replaced() {
         type Damage = fn(&mut Vec<u8>);
-        let damages: [(Rejection, Damage); 5] = [
+        let damages: [(Rejection, Damage); 6] = [
             (Rejection::Truncated, |entry| {
                 entry.truncate(entry.len() / 2)
             }),
             (Rejection::Truncated, |entry| entry.truncate(10)),
-            (Rejection::Corrupted, |entry| {
+            (Rejection::Tampered, |entry| {
                 let last = entry.len() - 1;
                 entry[last] ^= 0xff;
             }),
+            (Rejection::Tampered, |entry| entry[HEADER_LEN - 1] ^= 0x01),
             (Rejection::Foreign, |entry| {
                 entry[0..8].copy_from_slice(b"NOTWARDN")
             }),
             (Rejection::OtherEngine, |entry| entry[12] ^= 0x01),
         ];
         for (expected, damage) in damages {
-            let (_dir, cache, engine, bytes, sha256) = setup();
-            cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-            let path = entry(&cache, &engine, &sha256);
-            let mut damaged = std::fs::read(&path).unwrap();
+            let setup = setup();
+            setup.cached();
+            let mut damaged = std::fs::read(setup.entry()).unwrap();
             damage(&mut damaged);
-            std::fs::write(&path, &damaged).unwrap();
-            assert_eq!(
-                read_entry(&path, engine_hash(&engine), &sha256).unwrap_err(),
-                expected
-            );
-            let (_, cached) = cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-            assert!(!cached, "{expected:?}: recompiled, not loaded");
-            let (_, cached) = cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-            assert!(
-                cached,
-                "{expected:?}: the entry was replaced by a sound one"
-            );
+            std::fs::write(setup.entry(), &damaged).unwrap();
+            setup.assert_refused_then_replaced(expected);
         }
     }
 
     #[test]
-    fn an_entry_swapped_in_from_another_component_is_refused() {
-        let (_dir, cache, engine, bytes, sha256) = setup();
-        let other = wat::parse_str(r#"(component (core module (func (export "g"))))"#).unwrap();
-        let other_sha: [u8; 32] =
-            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&other)).into();
-        cache.get_or_compile(&engine, &other_sha, &other).unwrap();
-        std::fs::copy(
-            entry(&cache, &engine, &other_sha),
-            entry(&cache, &engine, &sha256),
-        )
-        .unwrap();
+    fn an_entry_copied_from_another_component_is_refused() {
+        let setup = setup();
+        let other = wat::parse_str(OTHER_COMPONENT).unwrap();
+        let other_sha = sha256_of(&other);
+        setup
+            .cache
+            .get_or_compile(&setup.engine, &other_sha, &other)
+            .unwrap();
+        let other_entry = setup
+            .cache
+            .entry_path(&other_sha, engine_hash(&setup.engine));
+        std::fs::copy(&other_entry, setup.entry()).unwrap();
+        setup.assert_refused_then_replaced(Rejection::Swapped);
+
+        // Claiming the victim's hash in the copied header breaks the seal.
+        let mut claimed = std::fs::read(&other_entry).unwrap();
+        claimed[20..52].copy_from_slice(&setup.sha256);
+        std::fs::write(setup.entry(), &claimed).unwrap();
+        setup.assert_refused_then_replaced(Rejection::Tampered);
+    }
+
+    #[test]
+    fn an_entry_edited_in_place_is_refused() {
+        let setup = setup();
+        setup.cached();
+        let mut edited = std::fs::read(setup.entry()).unwrap();
+        // Patch a byte of the native code, as an attacker planting a
+        // payload would, keeping the length and header as they were.
+        let middle = HEADER_LEN + (edited.len() - HEADER_LEN) / 2;
+        edited[middle] = edited[middle].wrapping_add(1);
+        std::fs::write(setup.entry(), &edited).unwrap();
+        setup.assert_refused_then_replaced(Rejection::Tampered);
+    }
+
+    #[test]
+    fn an_entry_sealed_with_another_key_is_refused() {
+        let setup = setup();
+        // The same cache directory, opened with a different key: what an
+        // attacker who writes the directory but cannot read the key
+        // produces at best.
+        let forger = open(&setup.dir, "compiled", "elsewhere/cache.key");
+        forger
+            .get_or_compile(&setup.engine, &setup.sha256, &setup.bytes)
+            .unwrap();
+        setup.assert_refused_then_replaced(Rejection::Tampered);
+        // And the reverse: the forger's key does not open the real entry.
         assert_eq!(
-            read_entry(
-                &entry(&cache, &engine, &sha256),
-                engine_hash(&engine),
-                &sha256
-            )
-            .unwrap_err(),
-            Rejection::Swapped
+            forger
+                .read_entry(&setup.entry(), engine_hash(&setup.engine), &setup.sha256)
+                .unwrap_err(),
+            Rejection::Tampered
         );
-        let (_, cached) = cache.get_or_compile(&engine, &sha256, &bytes).unwrap();
-        assert!(!cached);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("compiled");
+        let key = dir.path().join("data/cache.key");
+        std::fs::create_dir(&cache).unwrap();
+        for mode in [0o777, 0o770, 0o702] {
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).unwrap();
+            let (is_unsafe, message) = open_err(cache.clone(), &key);
+            assert!(is_unsafe, "{mode:o}: {message}");
+            assert!(message.contains(&cache.display().to_string()), "{message}");
+            assert!(message.contains("chmod go-w"), "{message}");
+        }
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CompileCache::open(cache, &key).expect("readable by others is fine: entries are sealed");
+    }
+
+    #[test]
+    fn a_directory_or_key_owned_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("compiled");
+        let key = dir.path().join("data/cache.key");
+        CompileCache::open(cache.clone(), &key).unwrap();
+        const STRANGER: u32 = 4_000_000;
+        if std::os::unix::fs::chown(&cache, Some(STRANGER), None).is_err() {
+            eprintln!("skipped: changing a file's owner needs root");
+            return;
+        }
+        let (is_unsafe, message) = open_err(cache.clone(), &key);
+        assert!(is_unsafe, "{message}");
+        assert!(message.contains("belongs to user id 4000000"), "{message}");
+        std::os::unix::fs::chown(&cache, Some(rustix::process::geteuid().as_raw()), None).unwrap();
+        std::os::unix::fs::chown(&key, Some(STRANGER), None).unwrap();
+        let (is_unsafe, message) = open_err(cache, &key);
+        assert!(is_unsafe, "{message}");
+        assert!(message.contains(&key.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn a_key_others_can_read_or_of_the_wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("compiled");
+        let key = dir.path().join("data/cache.key");
+        CompileCache::open(cache.clone(), &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (is_unsafe, message) = open_err(cache.clone(), &key);
+        assert!(is_unsafe && message.contains("chmod 600"), "{message}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&key, b"short").unwrap();
+        let (is_unsafe, message) = open_err(cache, &key);
+        assert!(
+            is_unsafe && message.contains("exactly 32 bytes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_key_inside_the_cache_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("compiled");
+        let (is_unsafe, message) = open_err(cache.clone(), &cache.join("keys/cache.key"));
+        assert!(is_unsafe, "{message}");
+        assert!(message.contains("inside the cache directory"), "{message}");
+    }
+
+    #[test]
+    fn processes_creating_the_key_at_once_agree_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("data/cache.key");
+        let keys: Vec<[u8; KEY_LEN]> = std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..8)
+                .map(|index| {
+                    let cache = dir.path().join(format!("compiled-{index}"));
+                    let key = &key;
+                    scope.spawn(move || CompileCache::open(cache, key).unwrap().key.0)
+                })
+                .collect();
+            openers
+                .into_iter()
+                .map(|opener| opener.join().unwrap())
+                .collect()
+        });
+        assert!(keys.iter().all(|key| *key == keys[0]));
+        assert_eq!(std::fs::read(&key).unwrap(), keys[0]);
     }
 }

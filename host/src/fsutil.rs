@@ -1,6 +1,8 @@
 //! File-system helpers shared by the parts of Warden that write files.
 
+use std::fs::Metadata;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::error::Error;
@@ -45,4 +47,86 @@ fn write_atomically(path: &Path, bytes: &[u8], new_file_mode: u32) -> Result<(),
 
 fn new_file_permissions(mode: u32) -> std::fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(mode)
+}
+
+/// Creates a directory (and its missing parents) readable by its owner only.
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Creates `path` holding `bytes`, readable by its owner only, unless a file
+/// already has that name (then returns `false` and leaves it alone). The
+/// bytes are written aside and hard-linked into place, which fails when the
+/// name is taken, so readers never see a partial file and of several
+/// processes creating it at once exactly one succeeds.
+pub(crate) fn create_private_file_exclusively(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
+    let context = || format!("cannot create `{}`", path.display());
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // NamedTempFile creates its file readable by its owner only.
+    let mut temporary =
+        tempfile::NamedTempFile::new_in(directory).map_err(|err| Error::io(context(), err))?;
+    temporary
+        .write_all(bytes)
+        .and_then(|()| temporary.as_file().sync_all())
+        .map_err(|err| Error::io(context(), err))?;
+    match std::fs::hard_link(temporary.path(), path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(Error::io(context(), err)),
+    }
+}
+
+/// Checks that only the user running Warden can change a file or directory
+/// Warden trusts: it belongs to that user or to root, and neither its group
+/// nor other users may write it. The problem, naming `path` and the fix,
+/// otherwise.
+pub(crate) fn check_not_writable_by_others(path: &Path, metadata: &Metadata) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    if metadata.uid() != me && metadata.uid() != 0 {
+        return Err(format!(
+            "`{}` belongs to user id {}, not to you (user id {me}) or root, so its owner can \
+             change it; remove it, or `chown` it to yourself",
+            path.display(),
+            metadata.uid()
+        ));
+    }
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "group or other users can write `{}` (mode {mode:04o}); run `chmod go-w {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a file holding a secret belongs to the user running Warden
+/// and that nobody else may read or write it. The problem, naming `path`
+/// and the fix, otherwise.
+pub(crate) fn check_secret(path: &Path, metadata: &Metadata) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    if metadata.uid() != me {
+        return Err(format!(
+            "`{}` belongs to user id {}, not to you (user id {me}), so its owner knows the \
+             secret; remove it and Warden makes a new one",
+            path.display(),
+            metadata.uid()
+        ));
+    }
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "group or other users can read or write `{}` (mode {mode:04o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::cache::CompileCache;
+use crate::cache::{CompileCache, OpenFailure};
 use crate::capabilities;
 use crate::epoch::{EpochTicker, TickGuard};
 use crate::error::Error;
@@ -73,6 +73,7 @@ pub struct RuntimeBuilder {
     max_memory_bytes: u64,
     pooling: bool,
     cache: CacheLocation,
+    cache_key: Option<PathBuf>,
 }
 
 impl RuntimeBuilder {
@@ -138,8 +139,26 @@ impl RuntimeBuilder {
     /// Keeps compiled components in `dir` (created, private, if missing).
     /// Default: `$XDG_CACHE_HOME/warden/compiled`, else
     /// `~/.cache/warden/compiled`.
+    ///
+    /// The directory must belong to the user running Warden (or root) and
+    /// not be writable by group or others: [`build`](Self::build) refuses
+    /// one that is, with [`Error::InvalidConfig`], wherever it is.
     pub fn compile_cache(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.cache = CacheLocation::Dir(dir.into());
+        self
+    }
+
+    /// Where the key that seals compile cache entries lives: 32 random bytes,
+    /// created readable by the user only if missing. An entry not sealed
+    /// with this key is never deserialized (see the cache's threat model in
+    /// `docs/security.md`). Default: `$XDG_DATA_HOME/warden/cache.key`, else
+    /// `~/.local/share/warden/cache.key`.
+    ///
+    /// The key must not be inside the cache directory, must belong to the
+    /// user running Warden and must not be readable or writable by anyone
+    /// else; [`build`](Self::build) refuses it otherwise.
+    pub fn compile_cache_key(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.cache_key = Some(path.into());
         self
     }
 
@@ -212,19 +231,40 @@ impl RuntimeBuilder {
         })
     }
 
+    /// Opens the compile cache. A cache that cannot be created at the
+    /// default location is skipped with a warning; one exposed to other
+    /// users is refused wherever it is.
     fn open_cache(&self) -> Result<Option<CompileCache>, Error> {
+        let key = self
+            .cache_key
+            .clone()
+            .or_else(CompileCache::default_key_path);
         match &self.cache {
             CacheLocation::Disabled => Ok(None),
-            CacheLocation::Dir(dir) => CompileCache::open(dir.clone()).map(Some),
+            CacheLocation::Dir(dir) => {
+                let key = key.ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "the compile cache `{}` needs a key file outside it, and neither \
+                         XDG_DATA_HOME nor HOME is set to place one; set one, or give the key's \
+                         path (RuntimeBuilder::compile_cache_key, --cache-key)",
+                        dir.display()
+                    ))
+                })?;
+                CompileCache::open(dir.clone(), &key)
+                    .map(Some)
+                    .map_err(OpenFailure::into_error)
+            }
             CacheLocation::Default => {
-                let cache = CompileCache::default_dir().map(CompileCache::open);
-                match cache {
-                    Some(Ok(cache)) => Ok(Some(cache)),
-                    Some(Err(err)) => {
+                let (Some(dir), Some(key)) = (CompileCache::default_dir(), key) else {
+                    return Ok(None);
+                };
+                match CompileCache::open(dir, &key) {
+                    Ok(cache) => Ok(Some(cache)),
+                    Err(OpenFailure::Unavailable(err)) => {
                         tracing::warn!(target: "warden::cache", "compiling without a cache: {err}");
                         Ok(None)
                     }
-                    None => Ok(None),
+                    Err(OpenFailure::Unsafe(err)) => Err(err),
                 }
             }
         }
@@ -301,6 +341,7 @@ impl Default for RuntimeBuilder {
             max_memory_bytes: Self::DEFAULT_MAX_MEMORY_BYTES,
             pooling: true,
             cache: CacheLocation::Default,
+            cache_key: None,
         }
     }
 }

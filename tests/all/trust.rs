@@ -413,3 +413,118 @@ fn strip_signature(signed: &[u8]) -> Vec<u8> {
     let end = 8 + section_len(&signed[8..]);
     [&signed[..8], &signed[end..]].concat()
 }
+
+/// The compile cache's entry file for a component, found by its hash.
+fn cache_entry(cache: &std::path::Path, sha256: &str) -> std::path::PathBuf {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(sha256)
+        })
+        .unwrap_or_else(|| panic!("no cache entry for {sha256}"))
+}
+
+/// An entry for `artifact` claiming to be compiled from the component
+/// `sha256`: `version` 1 sealed with an unkeyed XXH3-128 checksum (how
+/// entries were sealed before the cache had a key), or version 2 sealed
+/// with HMAC-SHA256 under `key`, a key the attacker made up.
+fn forge_entry(version: u32, engine: &[u8], sha256: &[u8], artifact: &[u8], key: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut entry = b"WARDENC\x01".to_vec();
+    entry.extend_from_slice(&version.to_le_bytes());
+    entry.extend_from_slice(engine);
+    entry.extend_from_slice(sha256);
+    entry.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+    if version == 1 {
+        entry.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes());
+    } else {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(&entry);
+        mac.update(artifact);
+        entry.extend_from_slice(&mac.finalize().into_bytes());
+    }
+    entry.extend_from_slice(artifact);
+    entry
+}
+
+#[tokio::test]
+async fn a_forged_cache_entry_never_runs_as_a_signed_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let runtime = warden::Runtime::builder()
+        .compile_cache(&cache)
+        .compile_cache_key(dir.path().join("data/cache.key"))
+        .build()
+        .unwrap();
+    let alice = Signer::new("alice");
+    let signed = alice.sign(&hello());
+    let trusted = || only_trusted(store(&[("alice", &alice)]));
+    let load_signed = || runtime.load(Source::new("hello", signed.clone()), trusted());
+    let victim = load_signed().await.unwrap();
+    let victim_sha = victim.info().sha256.clone();
+    drop(victim);
+
+    // The attacker writes the cache directory: they compile their own
+    // plugin into it (any plugin loads under the development tier) and
+    // pass its native code off as the signed plugin's.
+    let hostile = runtime
+        .load(
+            Source::new("hostile", guest_bytes(guests::HOSTILE)),
+            policy(
+                UnsignedPolicy::Allow,
+                SignerPolicy::Any,
+                TrustStore::default(),
+            ),
+        )
+        .await
+        .unwrap();
+    let hostile_entry = std::fs::read(cache_entry(&cache, &hostile.info().sha256)).unwrap();
+    drop(hostile);
+    let header_len = match u32::from_le_bytes(hostile_entry[8..12].try_into().unwrap()) {
+        1 => 76,
+        _ => 92,
+    };
+    let engine = &hostile_entry[12..20];
+    let artifact = &hostile_entry[header_len..];
+    let victim_hash = hex_decode(&victim_sha);
+    let forgeries = [
+        ("copied as is", hostile_entry.clone()),
+        (
+            "re-sealed with an unkeyed checksum",
+            forge_entry(1, engine, &victim_hash, artifact, &[]),
+        ),
+        (
+            "sealed with the attacker's own key",
+            forge_entry(2, engine, &victim_hash, artifact, &[7; 32]),
+        ),
+    ];
+    let victim_entry = cache_entry(&cache, &victim_sha);
+    for (forgery, bytes) in forgeries {
+        std::fs::write(&victim_entry, bytes).unwrap();
+        let plugin = load_signed().await.unwrap();
+        assert!(!plugin.info().cached, "{forgery}: recompiled, not loaded");
+        let output = plugin.execute("count-vowels", b"hello world").await;
+        assert_eq!(
+            output.result.unwrap(),
+            b"3",
+            "{forgery}: the signed code runs"
+        );
+        drop(plugin);
+        let plugin = load_signed().await.unwrap();
+        assert!(plugin.info().cached, "{forgery}: replaced by a sound entry");
+        drop(plugin);
+        assert_eq!(runtime.instances_in_use(), 0);
+    }
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(&text[index..index + 2], 16).unwrap())
+        .collect()
+}

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// Compile every plugin at start instead of using the compile cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// The key that seals compile cache entries: created (owner-only) if
+    /// missing, never inside the cache directory [default:
+    /// $XDG_DATA_HOME/warden/cache.key, else ~/.local/share/warden/cache.key].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    pub cache_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -536,6 +541,16 @@ pub struct SandboxArgs {
     /// Compile without the cache.
     #[arg(long, help_heading = "Compile cache")]
     pub no_cache: bool,
+    /// The key that seals cache entries: created (owner-only) if missing,
+    /// never inside the cache directory [default:
+    /// $XDG_DATA_HOME/warden/cache.key, else ~/.local/share/warden/cache.key].
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "no_cache",
+        help_heading = "Compile cache"
+    )]
+    pub cache_key: Option<PathBuf>,
 }
 
 /// A component named on the command line, with the sandbox it runs in.
@@ -626,6 +641,9 @@ impl SandboxArgs {
         builder.fuel(sandbox.limits.fuel.is_some());
         if let Some(dir) = &self.cache_dir {
             builder.compile_cache(dir);
+        }
+        if let Some(key) = &self.cache_key {
+            builder.compile_cache_key(key);
         }
         if self.no_cache {
             builder.no_compile_cache();

@@ -33,6 +33,9 @@ pub(crate) enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("kv store error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The store's file could have been written by another user.
+    #[error("refusing the kv store: {0}")]
+    Exposed(String),
 }
 
 /// A place that stores plugins' keys. Every operation is atomic: it happens

@@ -7,6 +7,8 @@
 //! the writers' backs and makes a killed process lose at most its own
 //! uncommitted transaction.
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,8 +56,22 @@ fn set_up(connection: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Database {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. A new file is
+    /// readable and writable by its owner only (SQLite gives its WAL and
+    /// shared-memory files the same mode); an existing one that another
+    /// user could have written is refused.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        // Created here rather than by SQLite, which would use the umask's
+        // mode (usually 0644). Other failures are left for SQLite to report.
+        let _ = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        if let Ok(metadata) = std::fs::metadata(path) {
+            crate::fsutil::check_not_writable_by_others(path, &metadata)
+                .map_err(StoreError::Exposed)?;
+        }
         let connection = Connection::open(path)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         // Another process creating the file or switching it to WAL at the
@@ -309,6 +325,26 @@ mod tests {
         quotas: &KvQuotas,
     ) -> Result<(), StoreError> {
         database.set_many(place, &[(key.to_owned(), value.to_vec())], quotas)
+    }
+
+    #[test]
+    fn a_new_file_is_private_and_one_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, database) = database();
+        drop(database);
+        let path = dir.path().join("kv.sqlite");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        for writable in [0o666, 0o660, 0o646] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(writable)).unwrap();
+            let err = Database::open(&path).unwrap_err();
+            assert!(matches!(err, StoreError::Exposed(_)), "{err:?}");
+            let message = err.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("chmod go-w"), "{message}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        Database::open(&path).expect("readable by the group is the operator's choice");
     }
 
     #[test]

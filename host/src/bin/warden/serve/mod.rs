@@ -78,6 +78,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.cache_dir {
         builder.compile_cache(dir);
     }
+    if let Some(key) = &args.cache_key {
+        builder.compile_cache_key(key);
+    }
     if args.no_cache {
         builder.no_compile_cache();
     }
