@@ -30,8 +30,10 @@
 //! greeting = "hi"
 //!
 //! [plugins.hello.trust]      # also allowed under [defaults.trust]
-//! unsigned = "deny"          # allow, warn (the default) or deny
-//! signed_by = "trusted"      # any (the default) or trusted
+//! signed_by = "trusted"      # any (the default) or trusted: only plugins
+//!                            # signed by a trusted key run
+//! unsigned = "deny"          # allow, warn (the default) or deny; deny under
+//!                            # signed_by = "trusted", which allow and warn contradict
 //! trust_store = "trust.toml" # default: the user's trust store
 //! keys = ["alice.pub"]       # keys checked but not trusted
 //! sha256 = "9f86d0…"         # pin the plugin file (not under defaults)
@@ -95,6 +97,12 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text).map_err(|err| {
             Error::InvalidConfig(format!("in manifest `{}`: {err}", path.display()))
         })?;
+        if let Some(contradiction) = raw.defaults.trust.contradiction() {
+            return Err(Error::InvalidConfig(format!(
+                "in manifest `{}`: [defaults.trust]: {contradiction}",
+                path.display()
+            )));
+        }
         if raw.defaults.trust.sha256.is_some() {
             return Err(Error::InvalidConfig(format!(
                 "in manifest `{}`: `sha256` pins one plugin's file; set it under [plugins.NAME.trust], not [defaults.trust]",
@@ -277,9 +285,11 @@ impl RawPlugin {
         base: &Path,
     ) -> Result<PluginEntry, String> {
         let limits = self.limits.or(&defaults.limits).into_limits();
-        let trust = self
-            .trust
-            .or(&defaults.trust)
+        let trust = self.trust.or(&defaults.trust);
+        if let Some(contradiction) = trust.contradiction() {
+            return Err(format!("plugin `{name}`: {contradiction}"));
+        }
+        let trust = trust
             .into_policy(base)
             .map_err(|err| format!("plugin `{name}`: {err}"))?;
         let grants = self
@@ -301,11 +311,36 @@ impl RawPlugin {
 }
 
 impl RawTrust {
+    /// Why these settings contradict each other, if they do: `signed_by =
+    /// "trusted"` refuses every unsigned plugin, so `unsigned = "allow"` or
+    /// `"warn"` beside it cannot mean what it says.
+    fn contradiction(&self) -> Option<String> {
+        match (self.signed_by, self.unsigned) {
+            (
+                Some(SignerPolicy::Trusted),
+                Some(unsigned @ (UnsignedPolicy::Allow | UnsignedPolicy::Warn)),
+            ) => Some(format!(
+                "`unsigned = \"{}\"` contradicts `signed_by = \"trusted\"`, which runs only \
+                 plugins signed by a trusted key (unsigned ones are always refused); remove \
+                 `unsigned`, or set `signed_by = \"any\"`",
+                unsigned.as_str()
+            )),
+            _ => None,
+        }
+    }
+
     /// This plugin's trust settings, with `defaults` filling in what they
-    /// leave out (except the pin, which is the plugin's own).
+    /// leave out (except the pin, which is the plugin's own). A plugin's own
+    /// `signed_by = "trusted"` implies `unsigned = "deny"` over the
+    /// defaults' `unsigned`, as a more specific setting should.
     fn or(self, defaults: &RawTrust) -> RawTrust {
+        let unsigned = match (self.unsigned, self.signed_by) {
+            (Some(unsigned), _) => Some(unsigned),
+            (None, Some(SignerPolicy::Trusted)) => Some(UnsignedPolicy::Deny),
+            (None, _) => defaults.unsigned,
+        };
         RawTrust {
-            unsigned: self.unsigned.or(defaults.unsigned),
+            unsigned,
             signed_by: self.signed_by.or(defaults.signed_by),
             trust_store: self.trust_store.or_else(|| defaults.trust_store.clone()),
             keys: if self.keys.is_empty() {
@@ -319,24 +354,28 @@ impl RawTrust {
 
     /// The policy, reading the trust store and key files it names. A
     /// manifest that says nothing warns about unsigned plugins, as the
-    /// command line does.
+    /// command line does; `signed_by = "trusted"` denies them. A trust
+    /// store that cannot be used fails only the plugins whose policy
+    /// depends on it, when they load (see [`TrustStore::open_or_damaged`]).
     fn into_policy(self, base: &Path) -> Result<TrustPolicy, String> {
         let store_path = self
             .trust_store
             .map(|path| base.join(path))
             .or_else(TrustStore::default_path);
-        let trusted = match store_path {
-            Some(path) => TrustStore::open(path).map_err(|err| err.to_string())?,
-            None => TrustStore::default(),
-        };
+        let trusted = store_path
+            .map(TrustStore::open_or_damaged)
+            .unwrap_or_default();
         let known_keys = self
             .keys
             .iter()
             .map(|path| PublicKey::from_file(base.join(path)).map_err(|err| err.to_string()))
             .collect::<Result<_, _>>()?;
         let mut policy = TrustPolicy::development();
-        policy.unsigned = self.unsigned.unwrap_or(UnsignedPolicy::Warn);
         policy.signed_by = self.signed_by.unwrap_or_default();
+        policy.unsigned = match policy.signed_by {
+            SignerPolicy::Trusted => UnsignedPolicy::Deny,
+            SignerPolicy::Any => self.unsigned.unwrap_or(UnsignedPolicy::Warn),
+        };
         policy.trusted = Arc::new(trusted);
         policy.known_keys = known_keys;
         policy.sha256 = self.sha256;
@@ -650,6 +689,57 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in: {err}");
             assert!(err.contains("/srv/app/warden.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn signed_by_trusted_implies_deny_and_contradicting_unsigned_is_refused() {
+        // Each case: [defaults.trust], [plugins.a.trust], and the plugin's
+        // resulting `unsigned` (or the error's words).
+        let cases: [(&str, &str, Result<UnsignedPolicy, &str>); 8] = [
+            ("", r#"signed_by = "trusted""#, Ok(UnsignedPolicy::Deny)),
+            (
+                "",
+                "signed_by = \"trusted\"\nunsigned = \"deny\"",
+                Ok(UnsignedPolicy::Deny),
+            ),
+            (
+                r#"unsigned = "warn""#,
+                r#"signed_by = "trusted""#,
+                Ok(UnsignedPolicy::Deny),
+            ),
+            (r#"signed_by = "trusted""#, "", Ok(UnsignedPolicy::Deny)),
+            ("", r#"signed_by = "any""#, Ok(UnsignedPolicy::Warn)),
+            (
+                "",
+                "signed_by = \"trusted\"\nunsigned = \"warn\"",
+                Err("plugin `a`: `unsigned = \"warn\"` contradicts `signed_by = \"trusted\"`"),
+            ),
+            (
+                r#"signed_by = "trusted""#,
+                r#"unsigned = "allow""#,
+                Err("plugin `a`: `unsigned = \"allow\"` contradicts"),
+            ),
+            (
+                "signed_by = \"trusted\"\nunsigned = \"allow\"",
+                "",
+                Err("[defaults.trust]: `unsigned = \"allow\"` contradicts"),
+            ),
+        ];
+        for (defaults, own, expected) in cases {
+            let text = format!(
+                "[defaults.trust]\ntrust_store = \"none.toml\"\n{defaults}\n\
+                 [plugins.a]\npath = \"a.wasm\"\n[plugins.a.trust]\n{own}\n"
+            );
+            let result = parse(&text).map(|manifest| manifest.plugins["a"].sandbox.trust.clone());
+            match (result, expected) {
+                (Ok(policy), Ok(unsigned)) => assert_eq!(policy.unsigned, unsigned, "{text}"),
+                (Err(err), Err(words)) => {
+                    assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+                    assert!(err.to_string().contains(words), "{text}: {err}");
+                }
+                (result, expected) => panic!("{text}: expected {expected:?}, got {result:?}"),
+            }
         }
     }
 

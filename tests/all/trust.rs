@@ -414,6 +414,138 @@ fn strip_signature(signed: &[u8]) -> Vec<u8> {
     [&signed[..8], &signed[end..]].concat()
 }
 
+/// What loading one kind of plugin under a policy must come to.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Loads, signed by a trusted key.
+    Trusted,
+    /// Loads, verified by a known key that is not trusted.
+    Verified,
+    /// Loads without a verified signature.
+    Unverified,
+    /// Refused with this failure.
+    Refused(TrustFailure),
+}
+
+#[tokio::test]
+async fn signed_by_trusted_admits_only_trusted_signers_whatever_unsigned_says() {
+    let alice = Signer::new("alice");
+    let bob = Signer::new("bob");
+    let mallory = Signer::new("mallory");
+    let unsigned = hello();
+    let plugins = [
+        ("unsigned", unsigned.clone()),
+        // Mallory's key is nowhere: a stranger.
+        ("stranger-signed", mallory.sign(&unsigned)),
+        // Bob's key is given as a known key, but not trusted.
+        ("known-untrusted-signed", bob.sign(&unsigned)),
+        ("trusted-signed", alice.sign(&unsigned)),
+    ];
+    let refused = Verdict::Refused;
+    let only_trusted = [
+        refused(TrustFailure::Unsigned),
+        refused(TrustFailure::UnknownSigner(vec![mallory.public.key_id()])),
+        refused(TrustFailure::UntrustedSigner(vec![bob.public.key_id()])),
+        Verdict::Trusted,
+    ];
+    let any_signer = [
+        refused(TrustFailure::Unsigned),
+        refused(TrustFailure::UnknownSigner(vec![mallory.public.key_id()])),
+        Verdict::Verified,
+        Verdict::Trusted,
+    ];
+    let anything = [
+        Verdict::Unverified,
+        Verdict::Unverified,
+        Verdict::Verified,
+        Verdict::Trusted,
+    ];
+    let table = [
+        (SignerPolicy::Trusted, UnsignedPolicy::Allow, &only_trusted),
+        (SignerPolicy::Trusted, UnsignedPolicy::Warn, &only_trusted),
+        (SignerPolicy::Trusted, UnsignedPolicy::Deny, &only_trusted),
+        (SignerPolicy::Any, UnsignedPolicy::Deny, &any_signer),
+        (SignerPolicy::Any, UnsignedPolicy::Warn, &anything),
+        (SignerPolicy::Any, UnsignedPolicy::Allow, &anything),
+    ];
+    for (signed_by, unsigned, expected) in table {
+        for ((kind, bytes), expected) in plugins.iter().zip(expected.iter()) {
+            let mut sandbox = policy(unsigned, signed_by, store(&[("alice", &alice)]));
+            sandbox.trust.known_keys.push(bob.public.clone());
+            let verdict = match load(Source::new("hello", bytes.clone()), sandbox).await {
+                Ok(plugin) => {
+                    let trust = &plugin.info().trust;
+                    let output = plugin.execute("count-vowels", b"hello").await.result;
+                    assert_eq!(output.unwrap(), b"2", "{kind}: a loaded plugin runs");
+                    match (trust.trusted, trust.unverified) {
+                        (true, false) => Verdict::Trusted,
+                        (false, false) => Verdict::Verified,
+                        (false, true) => Verdict::Unverified,
+                        (true, true) => panic!("{kind}: trusted yet unverified"),
+                    }
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    let Error::Untrusted { failure, .. } = err else {
+                        panic!("{kind}: expected a trust failure, got {message}");
+                    };
+                    if let TrustFailure::UnknownSigner(keys) | TrustFailure::UntrustedSigner(keys) =
+                        &failure
+                    {
+                        for key in keys {
+                            assert!(message.contains(key.as_str()), "{kind}: {message}");
+                        }
+                    }
+                    Verdict::Refused(failure)
+                }
+            };
+            assert_eq!(
+                &verdict, expected,
+                "signed_by {signed_by:?}, unsigned {unsigned:?}, {kind}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_trust_store_fails_only_the_policies_that_depend_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trust.toml");
+    // What earlier versions wrote for a key named `bob\u{ad}`.
+    std::fs::write(&path, "[keys]\n\"bob\\u{ad}\" = \"00\"\n").unwrap();
+    let damaged = || TrustStore::open_or_damaged(&path);
+    assert!(damaged().damage().is_some());
+    for (unsigned, signed_by) in [
+        (UnsignedPolicy::Allow, SignerPolicy::Any),
+        (UnsignedPolicy::Warn, SignerPolicy::Any),
+    ] {
+        let plugin = load(
+            Source::new("hello", hello()),
+            policy(unsigned, signed_by, damaged()),
+        )
+        .await
+        .expect("the development tier does not depend on the store");
+        assert!(plugin.info().trust.unverified);
+    }
+    for (unsigned, signed_by) in [
+        (UnsignedPolicy::Deny, SignerPolicy::Any),
+        (UnsignedPolicy::Allow, SignerPolicy::Trusted),
+        (UnsignedPolicy::Deny, SignerPolicy::Trusted),
+    ] {
+        let err = load(
+            Source::new("hello", hello()),
+            policy(unsigned, signed_by, damaged()),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+        let message = err.to_string();
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(message.contains("repair or remove it"), "{message}");
+    }
+}
+
 /// The compile cache's entry file for a component, found by its hash.
 fn cache_entry(cache: &std::path::Path, sha256: &str) -> std::path::PathBuf {
     std::fs::read_dir(cache)

@@ -6,15 +6,29 @@
 //!
 //! Three tiers of policy:
 //!
-//! | tier | `unsigned` | `signed_by` | accepts |
+//! | tier | `signed_by` | `unsigned` | accepts |
 //! |---|---|---|---|
-//! | development | `allow` or `warn` | any | anything, unless a signature is bad |
-//! | any valid signature | `deny` | `any` | a valid signature by a key Warden knows (trusted, or given as a known key) |
-//! | trusted keys only | `deny` | `trusted` | a valid signature by a key in the trust store |
+//! | development | `any` | `allow` or `warn` | anything, unless a signature is bad |
+//! | any valid signature | `any` | `deny` | a valid signature by a key Warden knows (trusted, or given as a known key) |
+//! | trusted keys only | `trusted` | `deny`, implied | a valid signature by a key in the trust store |
+//!
+//! `signed_by = trusted` means exactly that only plugins signed by a trusted
+//! key run: a plugin that is unsigned, signed only by keys Warden does not
+//! know, or signed only by known keys that are not trusted is refused with
+//! [`Error::Untrusted`], naming the keys, whatever `unsigned` says. Knowing
+//! less about a signer never makes its plugin more acceptable. The command
+//! line and the manifest refuse `unsigned = allow|warn` beside it as a
+//! contradiction; the library treats `unsigned` as `deny` under it.
 //!
 //! A signature that fails to verify against the key it names means the
 //! plugin changed after signing: it is refused under every tier. A plugin
 //! can also be pinned to the SHA-256 of its file.
+//!
+//! A trust store that cannot be used (see [`TrustStore::open_or_damaged`])
+//! refuses every plugin whose policy depends on it (`signed_by = trusted`
+//! or `unsigned = deny`), with [`Error::InvalidConfig`] naming the file;
+//! under the development tier it only names signers, so its keys count as
+//! unknown and a warning says why.
 
 mod keys;
 mod store;
@@ -27,7 +41,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use self::keys::{KeyFiles, PublicKey, SecretKey};
-pub use self::store::TrustStore;
+pub use self::store::{EDIT_LOCK_WAIT, MAX_KEY_NAME_LEN, TrustStore};
 use crate::error::Error;
 use crate::source::Source;
 use crate::units::ParseError;
@@ -45,6 +59,17 @@ pub enum UnsignedPolicy {
     Deny,
 }
 
+impl UnsignedPolicy {
+    /// `allow`, `warn` or `deny`, as flags and manifests spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnsignedPolicy::Allow => "allow",
+            UnsignedPolicy::Warn => "warn",
+            UnsignedPolicy::Deny => "deny",
+        }
+    }
+}
+
 /// Whose signatures count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SignerPolicy {
@@ -52,7 +77,8 @@ pub enum SignerPolicy {
     /// [`TrustPolicy::known_keys`]. The default.
     #[default]
     Any,
-    /// Only a valid signature by a key in the trust store.
+    /// Only a valid signature by a key in the trust store; everything else
+    /// is refused, whatever [`TrustPolicy::unsigned`] says.
     Trusted,
 }
 
@@ -60,7 +86,8 @@ pub enum SignerPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrustPolicy {
-    /// Plugins without a verifiable signature. Default: allowed.
+    /// Plugins without a verifiable signature. Default: allowed. Has no say
+    /// when `signed_by` is [`SignerPolicy::Trusted`]: such plugins are refused.
     pub unsigned: UnsignedPolicy,
     /// Whose signatures count. Default: any key Warden knows.
     pub signed_by: SignerPolicy,
@@ -73,6 +100,14 @@ pub struct TrustPolicy {
 }
 
 impl TrustPolicy {
+    /// Whether only verified plugins load under this policy
+    /// (`signed_by = trusted`, or `unsigned = deny`). Such a policy depends
+    /// on the trust store, whose keys verify them; under the development
+    /// tier the store only names signers.
+    pub fn requires_verification(&self) -> bool {
+        self.signed_by == SignerPolicy::Trusted || self.unsigned == UnsignedPolicy::Deny
+    }
+
     /// Unsigned plugins load; signatures that are present are still checked.
     pub fn development() -> Self {
         TrustPolicy::default()
@@ -221,6 +256,12 @@ pub(crate) fn check(
         failure,
         signatures,
     };
+    if let Some(damage) = policy.trusted.damage() {
+        if policy.requires_verification() {
+            return Err(Error::InvalidConfig(damage.to_owned()));
+        }
+        tracing::warn!(target: "warden::trust", "ignoring the trust store: {damage}");
+    }
     if let Some(expected) = &policy.sha256 {
         let actual = hex::encode(Sha256::digest(bytes));
         if !actual.eq_ignore_ascii_case(expected.trim()) {
@@ -273,26 +314,20 @@ pub(crate) fn check(
     } else {
         TrustFailure::UnknownSigner(signatures.iter().map(describe_key).collect())
     };
-    // An untrusted signer is refused whatever `unsigned` says: the plugin
-    // claims an identity that the policy rejects.
-    match (policy.unsigned, &failure) {
-        (_, TrustFailure::UntrustedSigner(_)) | (UnsignedPolicy::Deny, _) => {
-            Err(refuse(failure, signatures))
-        }
-        (UnsignedPolicy::Warn, _) => {
-            tracing::warn!(target: "warden::trust", "loading an unverified plugin: {failure}");
-            Ok(TrustVerdict {
-                signatures,
-                trusted: false,
-                unverified: true,
-            })
-        }
-        (UnsignedPolicy::Allow, _) => Ok(TrustVerdict {
-            signatures,
-            trusted: false,
-            unverified: true,
-        }),
+    // Under `signed_by = trusted` nothing but a trusted signature passes,
+    // whatever `unsigned` says: a stranger's signature must never be worth
+    // more than a known but untrusted key's, which is refused.
+    if policy.requires_verification() {
+        return Err(refuse(failure, signatures));
     }
+    if policy.unsigned == UnsignedPolicy::Warn {
+        tracing::warn!(target: "warden::trust", "loading an unverified plugin: {failure}");
+    }
+    Ok(TrustVerdict {
+        signatures,
+        trusted: false,
+        unverified: true,
+    })
 }
 
 fn describe_key(check: &SignatureCheck) -> String {

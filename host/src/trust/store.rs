@@ -5,19 +5,50 @@
 //! [keys]
 //! alice = "01c7…"   # the key in wasmsign2's raw format, as hex
 //! ```
+//!
+//! The file decides which code runs, so Warden treats it like a secret
+//! key's file: it is created readable and writable by its owner only, and a
+//! store that belongs to another user (root excepted) or that group or
+//! others can write is refused. Edits ([`TrustStore::edit`], which `warden
+//! trust add|remove` use) are serialised by an advisory lock on a file
+//! beside the store (`trust.toml.lock`): an edit waits at most
+//! [`EDIT_LOCK_WAIT`] for it, re-reads the store under it and replaces the
+//! file atomically. A store that is a symbolic link is edited through the
+//! link: the file it finally points to is replaced, and the link stays.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::keys::PublicKey;
 use crate::error::Error;
+use crate::fsutil;
+
+/// How long an edit waits for another editor's lock before giving up. An
+/// edit holds it for milliseconds, so only a stuck editor makes it trip.
+pub const EDIT_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a waiting edit tries the lock again.
+const EDIT_LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// The longest name a key can be trusted under: names are for people to
+/// read in listings and errors.
+pub const MAX_KEY_NAME_LEN: usize = 64;
+
+/// Links followed to find the file a store path names (Linux's own limit).
+const MAX_LINKS: usize = 40;
 
 /// Named public keys that Warden trusts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustStore {
     keys: BTreeMap<String, PublicKey>,
+    /// Why the file could not be used, for a store from
+    /// [`TrustStore::open_or_damaged`].
+    damage: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,37 +73,87 @@ impl TrustStore {
         Some(config_home.join("warden").join("trust.toml"))
     }
 
-    /// Reads a trust store; a missing file is an empty store.
+    /// Reads a trust store; a missing file is an empty store. A file that
+    /// cannot be read or parsed, or that another user could have written,
+    /// is an [`Error::InvalidConfig`] naming it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let cannot_use = |problem: String| {
+            Error::InvalidConfig(format!(
+                "cannot use trust store `{}`: {problem}; repair or remove it",
+                path.display()
+            ))
+        };
+        let mut file = match File::open(path) {
+            Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(err) => {
-                return Err(Error::InvalidConfig(format!(
-                    "cannot read trust store `{}`: {err}",
-                    path.display()
-                )));
-            }
+            Err(err) => return Err(cannot_use(err.to_string())),
         };
-        let invalid = |message: String| {
-            Error::InvalidConfig(format!("in trust store `{}`: {message}", path.display()))
-        };
-        let raw: RawStore = toml::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        // The checks look at the file that was opened, not at the path again.
+        let metadata = file.metadata().map_err(|err| cannot_use(err.to_string()))?;
+        fsutil::check_not_writable_by_others(path, &metadata).map_err(|problem| {
+            Error::InvalidConfig(format!("refusing the trust store: {problem}"))
+        })?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text)
+            .map_err(|err| cannot_use(err.to_string()))?;
+        let raw: RawStore = toml::from_str(&text).map_err(|err| cannot_use(err.to_string()))?;
         let mut keys = BTreeMap::new();
         for (name, encoded) in raw.keys {
             let bytes = hex::decode(&encoded)
-                .map_err(|err| invalid(format!("key `{name}` is not hex: {err}")))?;
+                .map_err(|err| cannot_use(format!("key `{name}` is not hex: {err}")))?;
             let key = PublicKey::from_bytes(&bytes)
-                .map_err(|err| invalid(format!("key `{name}`: {err}")))?;
+                .map_err(|err| cannot_use(format!("key `{name}`: {err}")))?;
             keys.insert(name, key);
         }
-        Ok(TrustStore { keys })
+        Ok(TrustStore { keys, damage: None })
     }
 
-    /// Writes the store, replacing the file atomically.
+    /// Like [`open`](Self::open), but a store that cannot be used becomes an
+    /// empty store that remembers why ([`damage`](Self::damage)). A policy
+    /// that depends on the store (`signed_by = trusted` or `unsigned = deny`)
+    /// then refuses every plugin with that error, naming the file; one that
+    /// does not (the development tier, where the store only names signers)
+    /// loads plugins with a warning, as if no key were trusted. So a damaged
+    /// store never breaks a command that did not ask for it.
+    pub fn open_or_damaged(path: impl AsRef<Path>) -> Self {
+        Self::open(path).unwrap_or_else(|err| TrustStore {
+            keys: BTreeMap::new(),
+            damage: Some(err.to_string()),
+        })
+    }
+
+    /// Why this store's file could not be used, for a store from
+    /// [`open_or_damaged`](Self::open_or_damaged).
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// Changes the store at `path` safely when several processes edit it:
+    /// takes the store's edit lock (waiting at most [`EDIT_LOCK_WAIT`]),
+    /// reads the store, applies `change`, and replaces the file atomically
+    /// (through a symbolic link, if the path is one). Nothing is written
+    /// when `change` fails. Returns what `change` returns.
+    pub fn edit<T>(
+        path: impl AsRef<Path>,
+        change: impl FnOnce(&mut TrustStore) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let file = final_target(path.as_ref())?;
+        let _lock = EditLock::acquire(&file, EDIT_LOCK_WAIT)?;
+        let mut store = Self::open(&file)?;
+        let result = change(&mut store)?;
+        store.write(&file)?;
+        Ok(result)
+    }
+
+    /// Writes the store, replacing the file atomically (through a symbolic
+    /// link, if the path is one); a new file is readable by its owner only.
+    /// Use [`edit`](Self::edit) when other processes may edit it too.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        let path = path.as_ref();
+        self.write(&final_target(path.as_ref())?)
+    }
+
+    fn write(&self, file: &Path) -> Result<(), Error> {
         let mut text = String::from(
             "# Warden's trust store: keys whose signatures `--signed-by trusted` accepts.\n\
              # Manage it with `warden trust add|list|remove`.\n\n[keys]\n",
@@ -84,14 +165,16 @@ impl TrustStore {
                 hex::encode(key.to_bytes())
             ));
         }
-        crate::fsutil::write_file_atomically(path, text.as_bytes())
+        fsutil::write_private_file_atomically(file, text.as_bytes())
     }
 
-    /// Trusts `key` under `name`. A name or key can be trusted only once.
+    /// Trusts `key` under `name`. A name or key can be trusted only once;
+    /// names follow [`is_valid_key_name`](Self::is_valid_key_name).
     pub fn add(&mut self, name: &str, key: PublicKey) -> Result<(), Error> {
-        if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        if !Self::is_valid_key_name(name) {
             return Err(Error::InvalidConfig(format!(
-                "`{name}` is not a usable key name"
+                "{name:?} is not a usable key name: use 1 to {MAX_KEY_NAME_LEN} ASCII letters, \
+                 digits, spaces and `._-@+`, not starting or ending with a space"
             )));
         }
         if self.keys.contains_key(name) {
@@ -107,6 +190,19 @@ impl TrustStore {
         }
         self.keys.insert(name.to_owned(), key);
         Ok(())
+    }
+
+    /// Whether `name` may name a trusted key: 1 to [`MAX_KEY_NAME_LEN`]
+    /// ASCII letters, digits, spaces and `._-@+`, not starting or ending
+    /// with a space. Names are shown to people deciding whom to trust, so
+    /// none may hide characters or look like another (no control, invisible
+    /// or look-alike characters).
+    pub fn is_valid_key_name(name: &str) -> bool {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || " ._-@+".contains(c);
+        (1..=MAX_KEY_NAME_LEN).contains(&name.len())
+            && name.chars().all(allowed)
+            && !name.starts_with(' ')
+            && !name.ends_with(' ')
     }
 
     /// Stops trusting the key named `name`, returning it.
@@ -135,14 +231,260 @@ impl TrustStore {
     }
 }
 
-/// A TOML key: bare when it can be, quoted otherwise.
+/// The exclusive right to edit one store, held until dropped.
+struct EditLock {
+    _file: File,
+}
+
+impl EditLock {
+    /// Locks `STORE.lock` beside the store (created, owner-only, and never
+    /// removed: removing a lock file lets two editors lock different files),
+    /// waiting at most `wait` for another editor to finish.
+    fn acquire(store: &Path, wait: Duration) -> Result<Self, Error> {
+        let mut name = store.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let failed = |err| Error::io(format!("cannot lock `{}`", path.display()), err);
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            fsutil::create_private_dir(parent).map_err(failed)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(failed)?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(EditLock { _file: file }),
+                Err(TryLockError::Error(err)) => return Err(failed(err)),
+                Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(EDIT_LOCK_RETRY);
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(failed(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has been editing the trust store for {}; \
+                             if no `warden trust` command is running, try again",
+                            crate::units::format_duration(wait)
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The file `path` names after following symbolic links (relative ones
+/// from the link's directory), whether or not that file exists yet.
+fn final_target(path: &Path) -> Result<PathBuf, Error> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        let is_link = std::fs::symlink_metadata(&current)
+            .map(|metadata| metadata.file_type().is_symlink())
+            .unwrap_or(false);
+        if !is_link {
+            return Ok(current);
+        }
+        let target = std::fs::read_link(&current)
+            .map_err(|err| Error::io(format!("cannot read link `{}`", current.display()), err))?;
+        current = match current.parent() {
+            Some(parent) => parent.join(target),
+            None => target,
+        };
+    }
+    Err(Error::InvalidConfig(format!(
+        "trust store `{}` goes through more than {MAX_LINKS} symbolic links",
+        path.display()
+    )))
+}
+
+/// A TOML key: bare when it can be, a basic string otherwise.
 fn toml_key(name: &str) -> String {
-    let bare = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if bare {
-        name.to_owned()
-    } else {
-        format!("{:?}", name)
+        return name.to_owned();
+    }
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            // TOML forbids control characters in strings; every one is
+            // below U+10000, so four hex digits spell it.
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::trust::KeyFiles;
+
+    fn key(dir: &Path, name: &str) -> PublicKey {
+        KeyFiles::named(dir.join(name)).generate().unwrap()
+    }
+
+    #[test]
+    fn names_that_toml_must_escape_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        let names = [
+            "plain",
+            "bob\u{ad}",
+            "quote\"d",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "del\u{7f}",
+            "c1\u{85}",
+            "ünïcode",
+            "",
+        ];
+        let mut store = TrustStore::default();
+        for (index, name) in names.iter().enumerate() {
+            // Names written by hand or by older versions, not through `add`.
+            store
+                .keys
+                .insert((*name).to_owned(), key(dir.path(), &index.to_string()));
+        }
+        store.save(&path).unwrap();
+        assert_eq!(TrustStore::open(&path).unwrap(), store);
+    }
+
+    #[test]
+    fn only_plain_printable_names_can_be_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key(dir.path(), "k");
+        let mut store = TrustStore::default();
+        for good in ["alice", "bob smith", "ci@example.com", "release-key_2.0+x"] {
+            assert!(TrustStore::is_valid_key_name(good), "{good}");
+        }
+        let too_long = "a".repeat(MAX_KEY_NAME_LEN + 1);
+        for bad in [
+            "",
+            " alice",
+            "alice ",
+            "bob\u{ad}",
+            "b\u{43e}b",
+            "tab\there",
+            "new\nline",
+            "quote\"",
+            "slash/",
+            too_long.as_str(),
+        ] {
+            let err = store.add(bad, key.clone()).unwrap_err();
+            assert!(err.to_string().contains("not a usable key name"), "{err}");
+        }
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_new_store_is_private_and_one_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config/trust.toml");
+        TrustStore::edit(&path, |store| store.add("alice", key(dir.path(), "alice"))).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        for writable in [0o666, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(writable)).unwrap();
+            let err = TrustStore::open(&path).unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+            let message = err.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("chmod go-w"), "{message}");
+            assert_eq!(
+                TrustStore::open_or_damaged(&path).damage(),
+                Some(message.as_str())
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(TrustStore::open(&path).unwrap().keys().count(), 1);
+    }
+
+    #[test]
+    fn a_damaged_store_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        // What earlier versions wrote for the name `bob\u{ad}`.
+        std::fs::write(&path, "[keys]\n\"bob\\u{ad}\" = \"00\"\n").unwrap();
+        let err = TrustStore::open(&path).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("repair or remove it"), "{message}");
+        let damaged = TrustStore::open_or_damaged(&path);
+        assert!(damaged.is_empty());
+        assert_eq!(damaged.damage(), Some(message.as_str()));
+        let err = TrustStore::edit(&path, |_| Ok(())).unwrap_err();
+        assert_eq!(err.to_string(), message, "edits refuse it too");
+    }
+
+    #[test]
+    fn a_linked_store_is_edited_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        let target = dir.path().join("shared/trust.toml");
+        let link = dir.path().join("trust.toml");
+        std::os::unix::fs::symlink("shared/trust.toml", &link).unwrap();
+        TrustStore::edit(&link, |store| store.add("alice", key(dir.path(), "alice"))).unwrap();
+        TrustStore::edit(&link, |store| store.add("bob", key(dir.path(), "bob"))).unwrap();
+        TrustStore::edit(&link, |store| store.remove("alice").map(drop)).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let names = |path: &Path| -> Vec<String> {
+            TrustStore::open(path)
+                .unwrap()
+                .keys()
+                .map(|(name, _)| name.to_owned())
+                .collect()
+        };
+        assert_eq!(names(&target), ["bob"]);
+        assert_eq!(names(&link), ["bob"]);
+        assert!(dir.path().join("shared/trust.toml.lock").exists());
+    }
+
+    #[test]
+    fn a_failed_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        let err = TrustStore::edit(&path, |store| store.remove("nobody")).unwrap_err();
+        assert!(err.to_string().contains("no trusted key is named"), "{err}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_editor_waits_for_the_lock_and_gives_up_after_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        let held = EditLock::acquire(&path, EDIT_LOCK_WAIT).unwrap();
+        let wait = Duration::from_millis(300);
+        let started = Instant::now();
+        let err = EditLock::acquire(&path, wait)
+            .err()
+            .expect("the lock is held");
+        let waited = started.elapsed();
+        assert!(
+            waited >= wait && waited < wait + Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert!(err.to_string().contains("another process"), "{err}");
+        drop(held);
+        TrustStore::edit(&path, |_| Ok(())).unwrap();
     }
 }

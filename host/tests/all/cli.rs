@@ -1673,6 +1673,547 @@ fn a_manifest_can_pin_a_plugins_hash() {
     }
 }
 
+/// Runs warden with HOME and the XDG directories inside `home`, so that the
+/// trust store, compile cache and cache key it defaults to stay there.
+fn warden_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running warden")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn key_id(public_key: &str) -> String {
+    warden::trust::PublicKey::from_file(public_key)
+        .unwrap()
+        .key_id()
+}
+
+fn file_mode(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn set_file_mode(path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn trusted_names(store: &str) -> Vec<String> {
+    warden::trust::TrustStore::open(store)
+        .unwrap()
+        .keys()
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[test]
+fn signed_by_and_unsigned_flags_in_every_combination() {
+    let shop = Workshop::new();
+    let home = shop.dir.path();
+    for name in ["alice", "bob", "mallory"] {
+        shop.keygen(name);
+    }
+    let store = shop.path("trust.toml");
+    let added = warden_in(
+        home,
+        &[
+            "trust",
+            "add",
+            &shop.path("alice.pub"),
+            "--name",
+            "alice",
+            "--trust-store",
+            &store,
+        ],
+    );
+    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    for (signer, file) in [
+        ("mallory", "stranger.wasm"),
+        ("bob", "known.wasm"),
+        ("alice", "trusted.wasm"),
+    ] {
+        let key = shop.path(&format!("{signer}.key"));
+        let signed = warden_in(
+            home,
+            &[
+                "sign",
+                &shop.path("hello.wasm"),
+                "--key",
+                &key,
+                "-o",
+                &shop.path(file),
+            ],
+        );
+        assert_eq!(signed.status.code(), Some(0), "{}", stderr_of(&signed));
+    }
+    let bob_pub = shop.path("bob.pub");
+    // Each plugin, and the key its refusal must name (None: it is unsigned).
+    let plugins = [
+        ("unsigned", shop.path("hello.wasm"), None),
+        (
+            "stranger-signed",
+            shop.path("stranger.wasm"),
+            Some(key_id(&shop.path("mallory.pub"))),
+        ),
+        (
+            "known-untrusted-signed",
+            shop.path("known.wasm"),
+            Some(key_id(&bob_pub)),
+        ),
+        ("trusted-signed", shop.path("trusted.wasm"), None),
+    ];
+    for unsigned in [None, Some("allow"), Some("warn"), Some("deny")] {
+        for signed_by in [None, Some("any"), Some("trusted")] {
+            let only_trusted = signed_by == Some("trusted");
+            let contradiction = only_trusted && matches!(unsigned, Some("allow" | "warn"));
+            let deny = only_trusted || unsigned == Some("deny");
+            for (kind, plugin, named_key) in &plugins {
+                let label = format!("--unsigned {unsigned:?} --signed-by {signed_by:?}, {kind}");
+                let mut args = vec![
+                    "run",
+                    "--json",
+                    plugin,
+                    "count-vowels",
+                    "--input",
+                    "hello",
+                    "--trust-store",
+                    &store,
+                    "--key",
+                    &bob_pub,
+                ];
+                if let Some(unsigned) = unsigned {
+                    args.extend(["--unsigned", unsigned]);
+                }
+                if let Some(signed_by) = signed_by {
+                    args.extend(["--signed-by", signed_by]);
+                }
+                let output = warden_in(home, &args);
+                let code = output.status.code().expect("exit code");
+                if contradiction {
+                    assert_eq!(code, 2, "{label}");
+                    let stderr = stderr_of(&output);
+                    assert!(
+                        stderr.contains("contradicts --signed-by trusted"),
+                        "{label}: {stderr}"
+                    );
+                    assert!(output.stdout.is_empty(), "{label}: nothing ran");
+                    continue;
+                }
+                let runs = match *kind {
+                    "trusted-signed" => true,
+                    "known-untrusted-signed" => !only_trusted,
+                    _ => !deny,
+                };
+                let value: Value = serde_json::from_slice(&output.stdout)
+                    .unwrap_or_else(|err| panic!("{label}: {err}: {}", stderr_of(&output)));
+                if runs {
+                    assert_status(&value, code, "ok", 0);
+                    assert_eq!(value["output"], "2", "{label}");
+                } else {
+                    assert_status(&value, code, "untrusted", 31);
+                    let error = value["error"].as_str().unwrap();
+                    let expected = named_key.as_deref().unwrap_or("unsigned");
+                    assert!(error.contains(expected), "{label}: {error}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nothing_loosens_a_manifests_signed_by_trusted() {
+    let shop = Workshop::new();
+    let home = shop.dir.path();
+    let manifest = |trust: &str| {
+        let text = format!(
+            "[plugins.hello]\npath = \"hello.wasm\"\n[plugins.hello.trust]\ntrust_store = \"trust.toml\"\n{trust}\n"
+        );
+        write_file(home, "warden.toml", text.as_bytes())
+    };
+    let contradicting = manifest("signed_by = \"trusted\"\nunsigned = \"warn\"");
+    let output = warden_in(
+        home,
+        &[
+            "run",
+            "--manifest",
+            &contradicting,
+            "hello",
+            "echo",
+            "--input",
+            "x",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("plugin `hello`: `unsigned = \"warn\"` contradicts"),
+        "{stderr}"
+    );
+
+    let trusted_only = manifest("signed_by = \"trusted\"");
+    let output = warden_in(
+        home,
+        &[
+            "run",
+            "--manifest",
+            &trusted_only,
+            "hello",
+            "echo",
+            "--input",
+            "x",
+            "--unsigned",
+            "warn",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("cannot loosen the manifest's `signed_by = \"trusted\"`"),
+        "{stderr}"
+    );
+
+    let output = warden_in(
+        home,
+        &[
+            "run",
+            "--json",
+            "--manifest",
+            &trusted_only,
+            "hello",
+            "echo",
+            "--input",
+            "x",
+        ],
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_status(&value, output.status.code().unwrap(), "untrusted", 31);
+
+    // Saying both explicitly is loosening on purpose.
+    let output = warden_in(
+        home,
+        &[
+            "run",
+            "--json",
+            "--manifest",
+            &trusted_only,
+            "hello",
+            "echo",
+            "--input",
+            "x",
+            "--signed-by",
+            "any",
+            "--unsigned",
+            "allow",
+        ],
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_status(&value, output.status.code().unwrap(), "ok", 0);
+}
+
+#[test]
+fn concurrent_trust_edits_all_take_effect() {
+    const EDITORS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let store = home.join("trust.toml");
+    let store = store.to_str().unwrap();
+    let key_file = |name: &str| {
+        let files = warden::trust::KeyFiles::named(home.join(name));
+        let key = files.generate().unwrap();
+        (files.public.to_str().unwrap().to_owned(), key)
+    };
+    let mut initial = warden::trust::TrustStore::default();
+    for index in 0..EDITORS {
+        let name = format!("old{index}");
+        initial.add(&name, key_file(&name).1).unwrap();
+    }
+    initial.save(store).unwrap();
+    let mut editors = Vec::new();
+    for index in 0..EDITORS {
+        let name = format!("new{index}");
+        let (public, _) = key_file(&name);
+        for args in [
+            vec![
+                "trust".to_owned(),
+                "add".into(),
+                public,
+                "--name".into(),
+                name,
+            ],
+            vec!["trust".to_owned(), "remove".into(), format!("old{index}")],
+        ] {
+            let editor = Command::new(env!("CARGO_BIN_EXE_warden"))
+                .args(&args)
+                .args(["--trust-store", store])
+                .env("HOME", home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            editors.push((args, editor));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (args, mut editor) in editors {
+        let status = loop {
+            if let Some(status) = editor.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = editor.kill();
+                panic!("`warden {}` did not finish", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut editor.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "`warden {}`: {stderr}", args.join(" "));
+    }
+    let mut expected: Vec<String> = (0..EDITORS).map(|index| format!("new{index}")).collect();
+    expected.sort();
+    assert_eq!(trusted_names(store), expected);
+}
+
+#[test]
+fn a_linked_trust_store_is_edited_through_the_link() {
+    let shop = Workshop::new();
+    let home = shop.dir.path();
+    shop.keygen("alice");
+    std::fs::create_dir(home.join("dotfiles")).unwrap();
+    let link = shop.path("trust.toml");
+    let target = shop.path("dotfiles/trust.toml");
+    std::os::unix::fs::symlink("dotfiles/trust.toml", &link).unwrap();
+    let added = warden_in(
+        home,
+        &[
+            "trust",
+            "add",
+            &shop.path("alice.pub"),
+            "--name",
+            "alice",
+            "--trust-store",
+            &link,
+        ],
+    );
+    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(trusted_names(&target), ["alice"]);
+    let removed = warden_in(home, &["trust", "remove", "alice", "--trust-store", &link]);
+    assert_eq!(removed.status.code(), Some(0), "{}", stderr_of(&removed));
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(
+        trusted_names(&target).is_empty(),
+        "the shared target lost the key"
+    );
+}
+
+#[test]
+fn a_damaged_trust_store_fails_only_the_commands_that_need_it() {
+    let shop = Workshop::new();
+    let home = shop.dir.path();
+    shop.keygen("alice");
+    let store = shop.path("trust.toml");
+    let plugin = shop.path("hello.wasm");
+
+    let output = warden_in(
+        home,
+        &[
+            "trust",
+            "add",
+            &shop.path("alice.pub"),
+            "--name",
+            "bob\u{ad}",
+            "--trust-store",
+            &store,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("not a usable key name"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(!Path::new(&store).exists(), "nothing was written");
+
+    // The store an earlier version wrote for that name: not TOML.
+    let key: String = warden::trust::PublicKey::from_file(shop.path("alice.pub"))
+        .unwrap()
+        .to_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    write_file(
+        home,
+        "trust.toml",
+        format!("[keys]\n\"bob\\u{{ad}}\" = \"{key}\"\n").as_bytes(),
+    );
+    for flags in [
+        &[][..],
+        &["--unsigned", "allow"],
+        &["--unsigned", "warn", "--signed-by", "any"],
+    ] {
+        let args = [
+            &[
+                "run",
+                &plugin,
+                "echo",
+                "--input",
+                "x",
+                "--trust-store",
+                &store,
+            ][..],
+            flags,
+        ]
+        .concat();
+        let output = warden_in(home, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{flags:?}: {}",
+            stderr_of(&output)
+        );
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains("warning: ignoring the trust store"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&store), "{stderr}");
+    }
+    let inspected = warden_in(home, &["inspect", &plugin, "--trust-store", &store]);
+    assert_eq!(
+        inspected.status.code(),
+        Some(0),
+        "{}",
+        stderr_of(&inspected)
+    );
+    for flags in [&["--unsigned", "deny"][..], &["--signed-by", "trusted"]] {
+        let args = [
+            &["run", "--json", &plugin, "echo", "--trust-store", &store][..],
+            flags,
+        ]
+        .concat();
+        let output = warden_in(home, &args);
+        let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_status(&value, output.status.code().unwrap(), "invalid-config", 2);
+        let error = value["error"].as_str().unwrap();
+        assert!(
+            error.contains(&store) && error.contains("repair or remove it"),
+            "{error}"
+        );
+    }
+    for args in [
+        vec!["trust", "list", "--trust-store", &store],
+        vec!["trust", "remove", "bob", "--trust-store", &store],
+        vec!["verify", &plugin, "--trust-store", &store],
+    ] {
+        let output = warden_in(home, &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr_of(&output).contains(&store),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
+    }
+}
+
+#[test]
+fn trust_kv_and_cache_files_are_private_and_refused_when_others_can_write_them() {
+    let shop = Workshop::new();
+    let home = shop.dir.path();
+    shop.keygen("alice");
+    let store = shop.path("trust.toml");
+    let plugin = shop.path("hello.wasm");
+    let added = warden_in(
+        home,
+        &[
+            "trust",
+            "add",
+            &shop.path("alice.pub"),
+            "--name",
+            "alice",
+            "--trust-store",
+            &store,
+        ],
+    );
+    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    assert_eq!(file_mode(&store), 0o600);
+    set_file_mode(&store, 0o666);
+    for args in [
+        vec!["trust", "list", "--trust-store", &store],
+        vec![
+            "run",
+            &plugin,
+            "echo",
+            "--signed-by",
+            "trusted",
+            "--trust-store",
+            &store,
+        ],
+    ] {
+        let output = warden_in(home, &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("chmod go-w {store}")),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    let kv = shop.path("kv.sqlite");
+    let probe = [
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        "a=1",
+        "--unsigned",
+        "allow",
+        "--kv-store",
+        &kv,
+    ];
+    let output = warden_in(home, &[&["run"][..], &probe].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(file_mode(&kv), 0o600);
+    set_file_mode(&kv, 0o666);
+    let output = warden_in(home, &[&["run"][..], &probe].concat());
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains(&format!("chmod go-w {kv}")), "{stderr}");
+
+    // The default cache and its key were made in the (test's) home.
+    let key = shop.path("data/warden/cache.key");
+    assert_eq!(file_mode(&key), 0o600);
+    assert_eq!(file_mode(&shop.path("cache/warden/compiled")), 0o700);
+    let cache = shop.path("shared-cache");
+    std::fs::create_dir(&cache).unwrap();
+    set_file_mode(&cache, 0o777);
+    let output = warden_in(
+        home,
+        &[
+            "run",
+            &plugin,
+            "echo",
+            "--unsigned",
+            "allow",
+            "--cache-dir",
+            &cache,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("refusing the compile cache"), "{stderr}");
+    assert!(stderr.contains(&format!("chmod go-w {cache}")), "{stderr}");
+}
+
 // ---- The compile cache ----
 
 #[test]

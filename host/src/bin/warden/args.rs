@@ -19,6 +19,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line, refusing flags that contradict each other with
+    /// clap's usage error (exit code 2).
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        match cli.command.trust_args().and_then(TrustArgs::contradiction) {
+            Some(message) => Err(<Cli as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)),
+            None => Ok(cli),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one action of a plugin in a fresh, sandboxed instance.
@@ -81,6 +98,20 @@ pub enum Command {
     /// needs. The plugin is checked against the trust policy first.
     #[command(after_help = EXPORT_HTTP_HELP)]
     ExportHttp(ExportHttpArgs),
+}
+
+impl Command {
+    /// The trust policy's flags, for the commands that have them.
+    fn trust_args(&self) -> Option<&TrustArgs> {
+        match self {
+            Command::Run(args) => Some(&args.sandbox.trust),
+            Command::Exec(args) => Some(&args.sandbox.trust),
+            Command::Inspect(args) => Some(&args.sandbox.trust),
+            Command::Compile(args) => Some(&args.sandbox.trust),
+            Command::ExportHttp(args) => Some(&args.trust),
+            _ => None,
+        }
+    }
 }
 
 const EXPORT_HTTP_HELP: &str = "\
@@ -276,11 +307,14 @@ pub enum TrustCommand {
 #[command(next_help_heading = "Signatures")]
 pub struct TrustArgs {
     /// What to do with a plugin without a verifiable signature
-    /// [default: warn, or the manifest's for a plugin it declares].
+    /// [default: warn, or the manifest's for a plugin it declares; deny
+    /// under --signed-by trusted, which allow and warn contradict].
     #[arg(long, value_name = "allow|warn|deny")]
     pub unsigned: Option<UnsignedPolicy>,
     /// Whose signatures count: any key Warden knows, or trusted keys only
-    /// [default: any, or the manifest's for a plugin it declares].
+    /// (then nothing else runs: unsigned plugins and plugins signed by
+    /// unknown or untrusted keys are refused) [default: any, or the
+    /// manifest's for a plugin it declares].
     #[arg(long, value_name = "any|trusted")]
     pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
@@ -288,17 +322,47 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    /// Applies the flags to `trust`: the policies given, and the trust
-    /// store and keys they name.
-    pub fn apply(&self, trust: &mut TrustPolicy) -> anyhow::Result<()> {
-        if let Some(unsigned) = self.unsigned {
-            trust.unsigned = unsigned;
+    /// Why the flags contradict each other, if they do: `--signed-by
+    /// trusted` refuses every unsigned plugin, so `--unsigned allow|warn`
+    /// beside it cannot mean what it says.
+    pub fn contradiction(&self) -> Option<String> {
+        match (self.signed_by, self.unsigned) {
+            (
+                Some(SignerPolicy::Trusted),
+                Some(unsigned @ (UnsignedPolicy::Allow | UnsignedPolicy::Warn)),
+            ) => Some(format!(
+                "--unsigned {} contradicts --signed-by trusted, which runs only plugins signed \
+                     by a trusted key (unsigned ones are always refused); drop --unsigned, or use \
+                     --signed-by any",
+                unsigned.as_str()
+            )),
+            _ => None,
         }
+    }
+
+    /// Applies the flags to `trust`: the policies given, and the trust
+    /// store and keys they name. `--signed-by trusted` (from the flags or
+    /// the manifest) implies `--unsigned deny`; an `--unsigned allow|warn`
+    /// that would loosen a manifest's `signed_by = "trusted"` is refused.
+    pub fn apply(&self, trust: &mut TrustPolicy) -> anyhow::Result<()> {
         if let Some(signed_by) = self.signed_by {
             trust.signed_by = signed_by;
         }
+        if let Some(unsigned) = self.unsigned {
+            trust.unsigned = unsigned;
+        }
+        if trust.signed_by == SignerPolicy::Trusted {
+            if let Some(unsigned @ (UnsignedPolicy::Allow | UnsignedPolicy::Warn)) = self.unsigned {
+                anyhow::bail!(
+                    "--unsigned {} cannot loosen the manifest's `signed_by = \"trusted\"`, which \
+                     runs only plugins signed by a trusted key; add --signed-by any, or drop --unsigned",
+                    unsigned.as_str()
+                );
+            }
+            trust.unsigned = UnsignedPolicy::Deny;
+        }
         if self.keys.trust_store.is_some() {
-            trust.trusted = Arc::new(self.keys.trust_store(None)?);
+            trust.trusted = Arc::new(self.keys.trust_store_for_loading());
         }
         trust.known_keys.extend(self.keys.known_keys()?);
         Ok(())
@@ -325,25 +389,34 @@ impl KeyArgs {
     /// The trust policy the command line starts from for a plugin file
     /// outside any manifest: warn about unverified plugins (the library
     /// leaves that choice to its caller) and trust the trust store's keys.
-    pub fn command_line_trust(&self) -> anyhow::Result<TrustPolicy> {
+    pub fn command_line_trust(&self) -> TrustPolicy {
         let mut trust = TrustPolicy::default();
         trust.unsigned = UnsignedPolicy::Warn;
-        trust.trusted = Arc::new(self.trust_store(None)?);
-        Ok(trust)
+        trust.trusted = Arc::new(self.trust_store_for_loading());
+        trust
     }
 
-    /// The trust store named by --trust-store, else `fallback` (the
-    /// manifest's), else the default location.
-    pub fn trust_store(&self, fallback: Option<&Path>) -> anyhow::Result<TrustStore> {
-        let path = self
-            .trust_store
-            .clone()
-            .or_else(|| fallback.map(Path::to_path_buf))
-            .or_else(TrustStore::default_path);
-        Ok(match path {
+    /// The trust store's path: --trust-store, else the default location.
+    fn trust_store_path(&self) -> Option<PathBuf> {
+        self.trust_store.clone().or_else(TrustStore::default_path)
+    }
+
+    /// The trust store, for a command that reports on trust: one that
+    /// cannot be used is an error naming it.
+    pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        Ok(match self.trust_store_path() {
             Some(path) => TrustStore::open(path)?,
             None => TrustStore::default(),
         })
+    }
+
+    /// The trust store, for loading a plugin: one that cannot be used is
+    /// kept as damaged, so that only a policy that depends on it fails
+    /// (see [`TrustStore::open_or_damaged`]).
+    fn trust_store_for_loading(&self) -> TrustStore {
+        self.trust_store_path()
+            .map(TrustStore::open_or_damaged)
+            .unwrap_or_default()
     }
 
     pub fn known_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
@@ -582,7 +655,7 @@ impl SandboxArgs {
                     .map(|stem| stem.to_string_lossy().into_owned())
                     .unwrap_or_else(|| component.to_owned());
                 let mut sandbox = Sandbox::default();
-                sandbox.trust = self.trust.keys.command_line_trust()?;
+                sandbox.trust = self.trust.keys.command_line_trust();
                 (name, path, sandbox)
             }
         };
@@ -731,6 +804,39 @@ mod tests {
             let args = run_args(&["--kv-store", store]);
             let sandbox = args.sandbox.target(&args.plugin).unwrap().sandbox;
             assert_eq!(sandbox.grants.kv, Some(expected), "{store}");
+        }
+    }
+
+    #[test]
+    fn signed_by_trusted_implies_deny_and_refuses_allow_or_warn() {
+        for unsigned in ["allow", "warn"] {
+            let args = [
+                "warden",
+                "run",
+                "p.wasm",
+                "--signed-by",
+                "trusted",
+                "--unsigned",
+                unsigned,
+            ];
+            let err = Cli::try_parse_checked_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{unsigned}");
+            assert!(
+                err.to_string().contains("contradicts --signed-by trusted"),
+                "{err}"
+            );
+        }
+        for extra in [
+            &["--signed-by", "trusted"][..],
+            &["--signed-by", "trusted", "--unsigned", "deny"],
+        ] {
+            let args = run_args(extra);
+            let trust = args.sandbox.target(&args.plugin).unwrap().sandbox.trust;
+            assert_eq!(
+                (trust.signed_by, trust.unsigned),
+                (SignerPolicy::Trusted, UnsignedPolicy::Deny),
+                "{extra:?}"
+            );
         }
     }
 

@@ -15,12 +15,10 @@ mod trust;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|err| err.exit());
     // One call at a time needs one thread; a server wants every core.
     let runtime = match &cli.command {
         Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),

@@ -248,8 +248,14 @@ pub fn describe_signature(signature: &SignatureCheck) -> String {
 }
 
 /// Says on stderr that a plugin was loaded without a verified signature,
-/// when the policy asked to be warned.
+/// when the policy asked to be warned, and that a trust store that cannot
+/// be used was ignored (which a policy that needs it never does).
 pub fn warn_if_unverified(info: &ComponentInfo, sandbox: &Sandbox) {
+    if let Some(damage) = sandbox.trust.trusted.damage() {
+        eprintln!(
+            "warden: warning: ignoring the trust store, so no key counts as trusted: {damage}"
+        );
+    }
     if let Some(reason) = unverified_warning(info, sandbox) {
         eprintln!(
             "warden: warning: running an unverified plugin ({reason}); see `warden sign` and --unsigned"

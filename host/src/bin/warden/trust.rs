@@ -51,7 +51,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let source: Source = args.keys.source(&args.plugin).await?;
     let mut policy = TrustPolicy::development();
-    policy.trusted = std::sync::Arc::new(args.keys.trust_store(None)?);
+    policy.trusted = std::sync::Arc::new(args.keys.trust_store()?);
     policy.known_keys = args.keys.known_keys()?;
     let result = trust::inspect_signatures(&source, &policy);
     let (signatures, malformed) = match result {
@@ -107,11 +107,9 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
             trust_store,
         } => {
             let path = store_path(trust_store)?;
-            let mut store = TrustStore::open(&path)?;
             let key = PublicKey::from_file(&key)?;
             let key_id = key.key_id();
-            store.add(&name, key)?;
-            store.save(&path)?;
+            TrustStore::edit(&path, |store| store.add(&name, key))?;
             println!("trusting key {key_id} as `{name}` in `{}`", path.display());
         }
         TrustCommand::List { trust_store, json } => {
@@ -124,15 +122,13 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
                 output::print_json(&Value::from(keys))?;
             } else {
                 for (name, key) in store.keys() {
-                    println!("{name}\t{}", key.key_id());
+                    println!("{}\t{}", name.escape_debug(), key.key_id());
                 }
             }
         }
         TrustCommand::Remove { name, trust_store } => {
             let path = store_path(trust_store)?;
-            let mut store = TrustStore::open(&path)?;
-            let key = store.remove(&name)?;
-            store.save(&path)?;
+            let key = TrustStore::edit(&path, |store| store.remove(&name))?;
             println!("no longer trusting `{name}` ({})", key.key_id());
         }
     }
