@@ -67,6 +67,16 @@ async fn load(source: Source, sandbox: Sandbox) -> Result<Plugin, Error> {
     runtime().load(source, sandbox).await
 }
 
+/// A runtime whose compile cache and cache key live in `dir`, not in the
+/// user's home.
+fn isolated_runtime(dir: &tempfile::TempDir) -> warden::Runtime {
+    warden::Runtime::builder()
+        .compile_cache(dir.path().join("cache"))
+        .compile_cache_key(dir.path().join("data/cache.key"))
+        .build()
+        .unwrap()
+}
+
 fn failure(result: Result<Plugin, Error>) -> TrustFailure {
     match result {
         Err(Error::Untrusted { failure, .. }) => failure,
@@ -429,6 +439,8 @@ enum Verdict {
 
 #[tokio::test]
 async fn signed_by_trusted_admits_only_trusted_signers_whatever_unsigned_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = isolated_runtime(&dir);
     let alice = Signer::new("alice");
     let bob = Signer::new("bob");
     let mallory = Signer::new("mallory");
@@ -472,7 +484,10 @@ async fn signed_by_trusted_admits_only_trusted_signers_whatever_unsigned_says() 
         for ((kind, bytes), expected) in plugins.iter().zip(expected.iter()) {
             let mut sandbox = policy(unsigned, signed_by, store(&[("alice", &alice)]));
             sandbox.trust.known_keys.push(bob.public.clone());
-            let verdict = match load(Source::new("hello", bytes.clone()), sandbox).await {
+            let verdict = match runtime
+                .load(Source::new("hello", bytes.clone()), sandbox)
+                .await
+            {
                 Ok(plugin) => {
                     let trust = &plugin.info().trust;
                     let output = plugin.execute("count-vowels", b"hello").await.result;
@@ -510,6 +525,7 @@ async fn signed_by_trusted_admits_only_trusted_signers_whatever_unsigned_says() 
 #[tokio::test]
 async fn a_damaged_trust_store_fails_only_the_policies_that_depend_on_it() {
     let dir = tempfile::tempdir().unwrap();
+    let runtime = isolated_runtime(&dir);
     let path = dir.path().join("trust.toml");
     // What earlier versions wrote for a key named `bob\u{ad}`.
     std::fs::write(&path, "[keys]\n\"bob\\u{ad}\" = \"00\"\n").unwrap();
@@ -519,12 +535,13 @@ async fn a_damaged_trust_store_fails_only_the_policies_that_depend_on_it() {
         (UnsignedPolicy::Allow, SignerPolicy::Any),
         (UnsignedPolicy::Warn, SignerPolicy::Any),
     ] {
-        let plugin = load(
-            Source::new("hello", hello()),
-            policy(unsigned, signed_by, damaged()),
-        )
-        .await
-        .expect("the development tier does not depend on the store");
+        let plugin = runtime
+            .load(
+                Source::new("hello", hello()),
+                policy(unsigned, signed_by, damaged()),
+            )
+            .await
+            .expect("the development tier does not depend on the store");
         assert!(plugin.info().trust.unverified);
     }
     for (unsigned, signed_by) in [
@@ -532,13 +549,14 @@ async fn a_damaged_trust_store_fails_only_the_policies_that_depend_on_it() {
         (UnsignedPolicy::Allow, SignerPolicy::Trusted),
         (UnsignedPolicy::Deny, SignerPolicy::Trusted),
     ] {
-        let err = load(
-            Source::new("hello", hello()),
-            policy(unsigned, signed_by, damaged()),
-        )
-        .await
-        .err()
-        .expect("refused");
+        let err = runtime
+            .load(
+                Source::new("hello", hello()),
+                policy(unsigned, signed_by, damaged()),
+            )
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
         let message = err.to_string();
         assert!(message.contains(path.to_str().unwrap()), "{message}");
@@ -588,11 +606,7 @@ fn forge_entry(version: u32, engine: &[u8], sha256: &[u8], artifact: &[u8], key:
 async fn a_forged_cache_entry_never_runs_as_a_signed_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let runtime = warden::Runtime::builder()
-        .compile_cache(&cache)
-        .compile_cache_key(dir.path().join("data/cache.key"))
-        .build()
-        .unwrap();
+    let runtime = isolated_runtime(&dir);
     let alice = Signer::new("alice");
     let signed = alice.sign(&hello());
     let trusted = || only_trusted(store(&[("alice", &alice)]));

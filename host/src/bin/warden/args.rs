@@ -826,11 +826,13 @@ mod tests {
                 "{err}"
             );
         }
+        // A store path that does not exist: nothing is read from $HOME.
+        let no_store = ["--trust-store", "/nonexistent/trust.toml"];
         for extra in [
             &["--signed-by", "trusted"][..],
             &["--signed-by", "trusted", "--unsigned", "deny"],
         ] {
-            let args = run_args(extra);
+            let args = run_args(&[extra, &no_store[..]].concat());
             let trust = args.sandbox.target(&args.plugin).unwrap().sandbox.trust;
             assert_eq!(
                 (trust.signed_by, trust.unsigned),
