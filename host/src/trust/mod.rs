@@ -314,9 +314,9 @@ pub(crate) fn check(
     } else {
         TrustFailure::UnknownSigner(signatures.iter().map(describe_key).collect())
     };
-    // Under `signed_by = trusted` nothing but a trusted signature passes,
-    // whatever `unsigned` says: a stranger's signature must never be worth
-    // more than a known but untrusted key's, which is refused.
+    // Unverified plugins are refused under `unsigned = deny`, and under
+    // `signed_by = trusted` whatever `unsigned` says: a stranger's signature
+    // must never be worth more than a known but untrusted key's.
     if policy.requires_verification() {
         return Err(refuse(failure, signatures));
     }

@@ -332,8 +332,8 @@ impl TrustArgs {
                 Some(unsigned @ (UnsignedPolicy::Allow | UnsignedPolicy::Warn)),
             ) => Some(format!(
                 "--unsigned {} contradicts --signed-by trusted, which runs only plugins signed \
-                     by a trusted key (unsigned ones are always refused); drop --unsigned, or use \
-                     --signed-by any",
+                 by a trusted key (unsigned ones are always refused); drop --unsigned, or use \
+                 --signed-by any",
                 unsigned.as_str()
             )),
             _ => None,
