@@ -49,6 +49,7 @@ mod loaded;
 mod manifest;
 mod metrics;
 mod plugin;
+mod preview1;
 mod program;
 mod registry;
 mod report;

@@ -1260,8 +1260,8 @@ fn exec_passes_output_arguments_and_exit_codes_through() {
     let output = warden(&["exec", guests::COMMAND_PREVIEW1, "--", "exit", "42"]);
     assert_eq!(
         output.status.code(),
-        Some(1),
-        "preview 1 reports failure as 1"
+        Some(42),
+        "preview 1 exit codes pass through"
     );
 }
 
@@ -1306,6 +1306,67 @@ fn exec_reports_json_and_holds_the_limits() {
     let (value, code) = json(&["exec", guests::HELLO]);
     assert_status(&value, code, "invalid-plugin", 10);
     assert!(value["error"].as_str().unwrap().contains("warden run"));
+}
+
+/// Runs warden with `args` and a home of its own (`HOME` and the XDG
+/// directories inside `home`), so that nothing reads or writes the real one.
+fn warden_at_home(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running warden")
+}
+
+#[test]
+fn exec_runs_preview1_programs_with_exact_exit_codes_and_arguments() {
+    let home = tempfile::tempdir().unwrap();
+    for code in [0, 1, 33, 255] {
+        let code_arg = code.to_string();
+        let args = [
+            "exec",
+            guests::COMMAND_PREVIEW1,
+            "--unsigned",
+            "allow",
+            "--",
+        ];
+        let output = warden_at_home(home.path(), &[&args[..], &["exit", &code_arg]].concat());
+        assert_eq!(output.status.code(), Some(code), "exit {code}");
+        let output = warden_at_home(
+            home.path(),
+            &[&args[..1], &["--json"], &args[1..], &["exit", &code_arg]].concat(),
+        );
+        let value: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        assert_eq!(value["status"], "ok");
+        assert_eq!(value["exit_code"], code);
+    }
+    let awkward = [
+        "two words",
+        "\"quoted\" 'text'",
+        "line one\nline two",
+        "ünïcode → 🦀",
+    ];
+    let mut args = vec![
+        "exec",
+        guests::COMMAND_PREVIEW1,
+        "--unsigned",
+        "allow",
+        "--env",
+        "QUOTED=say \"hi\"\nand 'bye'",
+        "--",
+    ];
+    args.push("argv");
+    args.extend(awkward);
+    let output = warden_at_home(home.path(), &args);
+    assert_eq!(output.status.code(), Some(0));
+    let expected: String = awkward.iter().map(|arg| format!("{arg}\0")).collect();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+    let output = warden_at_home(home.path(), &[&args[..7], &["environ"]].concat());
+    assert_eq!(output.stdout, b"QUOTED=say \"hi\"\nand 'bye'\0");
 }
 
 // ---- Trust: keys, signing, verification and policy ----
