@@ -57,6 +57,7 @@ mod runtime;
 mod signature;
 mod source;
 mod state;
+pub mod terminal;
 pub mod trust;
 pub mod units;
 mod world;

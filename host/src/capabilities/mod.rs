@@ -255,6 +255,8 @@ pub enum Stdio {
     #[default]
     Capture,
     /// Written through to the host process's own stdout and stderr, bounded.
+    /// On a host stream that is a terminal, control characters other than
+    /// newline and tab are shown escaped ([`crate::terminal`]).
     Forward,
 }
 

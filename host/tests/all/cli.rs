@@ -1369,6 +1369,121 @@ fn exec_runs_preview1_programs_with_exact_exit_codes_and_arguments() {
     assert_eq!(output.stdout, b"QUOTED=say \"hi\"\nand 'bye'\0");
 }
 
+/// Text a hostile guest writes to take over a terminal: a colour, a bell, a
+/// carriage return that hides what came before, a window title.
+const TERMINAL_ATTACK: &str = "\x1b[31mred\x07\rover\x1b]0;title\x07";
+
+#[test]
+fn guest_text_is_written_unchanged_when_piped_and_in_json() {
+    let home = tempfile::tempdir().unwrap();
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            guests::COMMAND_PREVIEW1,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, format!("{TERMINAL_ATTACK}\0").as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "run",
+            guests::HELLO,
+            "echo",
+            "--unsigned",
+            "allow",
+            "--input",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, TERMINAL_ATTACK.as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            "--json",
+            guests::COMMAND,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(value["stdout"], format!("{TERMINAL_ATTACK}\0"));
+}
+
+#[test]
+fn guest_text_is_escaped_on_a_terminal() {
+    // util-linux `script` runs the command on a pseudo-terminal and copies
+    // what the terminal was sent to its stdout.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    for (what, command) in [
+        (
+            "exec's forwarded stdout",
+            r#""$WARDEN" exec "$COMMAND" --unsigned allow -- argv "$ATTACK""#,
+        ),
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input "$ATTACK""#,
+        ),
+        (
+            "run's report: the guest's stdout and log lines",
+            r#""$WARDEN" run "$HELLO" greet --unsigned allow --input "$ATTACK""#,
+        ),
+    ] {
+        let child = Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+            .env("COMMAND", guests::COMMAND_PREVIEW1)
+            .env("HELLO", guests::HELLO)
+            .env("ATTACK", TERMINAL_ATTACK)
+            .env("HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting script");
+        let output = wait_bounded(child, Duration::from_secs(60));
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(
+            shown.contains(r"\x1b[31mred\x07\rover\x1b]0;title\x07"),
+            "{what}: {shown:?}"
+        );
+    }
+}
+
+/// Waits for `child` at most `limit`, killing it if it takes longer.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collecting the output")
+}
+
 // ---- Trust: keys, signing, verification and policy ----
 
 /// A scratch directory with a copy of the hello plugin and a trust store path.
