@@ -45,6 +45,9 @@ pub struct ComponentInfo {
     pub trust: TrustVerdict,
     /// Whether the compiled code came from the compile cache.
     pub cached: bool,
+    /// Whether this is a WASI preview 1 core module (a program) rather than
+    /// a component. Modules are compiled on every load, never cached.
+    pub preview1: bool,
 }
 
 /// Code compiled for a runtime but not yet admitted: a component, or (for
@@ -211,6 +214,7 @@ impl Checked {
                 .collect(),
             trust: self.verdict,
             cached,
+            preview1: false,
         };
         Ok(Compiled {
             runtime: self.runtime,
@@ -250,6 +254,7 @@ impl Checked {
                 .collect(),
             trust: self.verdict,
             cached: false,
+            preview1: true,
         };
         Ok(Compiled {
             runtime: self.runtime,
