@@ -137,6 +137,15 @@ pub fn print_error(error: &Error) {
     let _ = std::io::stderr().write_all(&shown(line.as_bytes(), terminal));
 }
 
+/// Writes text the guest controls (its metadata, say) to stdout, escaped on
+/// a terminal.
+pub fn print_guest_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let terminal = stdout.is_terminal();
+    // Best effort, like `println!` without the panic: a closed stdout has no reader.
+    let _ = stdout.write_all(&shown(text.as_bytes(), terminal));
+}
+
 /// `text` as it is written to a stream: with its control characters escaped
 /// when the stream is a terminal, unchanged otherwise.
 pub fn shown(text: &[u8], terminal: bool) -> Cow<'_, [u8]> {
