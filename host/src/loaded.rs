@@ -1,8 +1,8 @@
 //! What plugins and programs have in common once loaded: the compiled
 //! component's facts, its sandbox, and the resources its grants opened.
 //!
-//! Loading reads top to bottom: check the bytes are a component (adapting a
-//! WASI preview 1 program if asked), compile, describe, then — after the
+//! Loading reads top to bottom: check the bytes are a component (or, for a
+//! program, a WASI preview 1 module), compile, describe, then — after the
 //! caller has linked the component against its world — admit it: apply
 //! `strict` and open what the grants name.
 
@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime::{Module, Store};
 
 use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources, Risk};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::metrics::Metrics;
+use crate::preview1;
 use crate::runtime::Runtime;
 use crate::source::Source;
 use crate::state::{CallScope, HostState};
@@ -26,12 +27,13 @@ use crate::trust::{self, TrustVerdict};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ComponentInfo {
-    /// Size of the component in bytes (after adapting a preview 1 module).
+    /// Size of the component (or preview 1 module) in bytes.
     pub size: u64,
     /// SHA-256 of the component, as lowercase hex.
     pub sha256: String,
     /// The interfaces (and functions) the component imports, by WIT name,
-    /// e.g. `wasi:cli/environment@0.2.12`.
+    /// e.g. `wasi:cli/environment@0.2.12`; for a WASI preview 1 module, the
+    /// functions it imports, e.g. `wasi_snapshot_preview1::fd_write`.
     pub imports: Vec<String>,
     /// The interfaces (and functions) the component exports, by WIT name;
     /// the extra `exports` instance componentize-py adds is left out.
@@ -43,15 +45,28 @@ pub struct ComponentInfo {
     pub trust: TrustVerdict,
     /// Whether the compiled code came from the compile cache.
     pub cached: bool,
+    /// Whether this is a WASI preview 1 core module (a program) rather than
+    /// a component. Modules are compiled on every load, never cached.
+    pub preview1: bool,
 }
 
-/// A component compiled for a runtime but not yet admitted.
-pub(crate) struct Compiled {
+/// Code compiled for a runtime but not yet admitted: a component, or (for
+/// programs) a WASI preview 1 core module.
+pub(crate) struct Compiled<Code = Component> {
     pub runtime: Runtime,
     pub name: Arc<str>,
     pub sandbox: Sandbox,
     pub info: ComponentInfo,
-    pub component: Component,
+    pub code: Code,
+}
+
+/// What a program compiles to.
+pub(crate) enum CompiledProgram {
+    /// A component exporting `wasi:cli/run`.
+    Component(Compiled),
+    /// A WASI preview 1 command module, run on wasmtime-wasi's preview 1
+    /// implementation.
+    Preview1(Compiled<Module>),
 }
 
 /// A component admitted into a runtime under its sandbox.
@@ -74,29 +89,68 @@ pub(crate) struct Slot {
     _runtime: OwnedSemaphorePermit,
 }
 
-/// What kind of binary a caller accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Accept {
-    /// Components only.
-    Components,
-    /// Components, and WASI preview 1 command modules, adapted on load.
-    ComponentsAndPreview1Commands,
-}
-
 /// An export componentize-py adds beside the world's own (an instance that
 /// re-exports them); it is not part of the plugin's interface.
 const TOOLCHAIN_EXPORT: &str = "exports";
 
 impl Compiled {
-    /// Checks the source against the trust policy, then compiles it.
-    /// Compilation runs on Tokio's blocking pool; it can take seconds for
-    /// large components.
+    /// Checks the source against the trust policy, then compiles it; it
+    /// must be a component. Compilation runs on Tokio's blocking pool; it can
+    /// take seconds for large components.
     pub(crate) async fn compile(
         runtime: &Runtime,
         source: Source,
         sandbox: Sandbox,
-        accept: Accept,
     ) -> Result<Self, Error> {
+        let checked = Checked::check(runtime, source, sandbox)?;
+        match checked.kind {
+            BinaryKind::Component => checked.compile_component().await,
+            BinaryKind::CoreModule => Err(Error::invalid_plugin(
+                "this is a core WebAssembly module, not a component; build the plugin for \
+                 `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
+            )),
+        }
+    }
+}
+
+impl CompiledProgram {
+    /// Checks the source against the trust policy, then compiles it as a
+    /// component or as a preview 1 core module, whichever it is.
+    pub(crate) async fn compile(
+        runtime: &Runtime,
+        source: Source,
+        sandbox: Sandbox,
+    ) -> Result<Self, Error> {
+        let checked = Checked::check(runtime, source, sandbox)?;
+        match checked.kind {
+            BinaryKind::Component => checked.compile_component().await.map(Self::Component),
+            BinaryKind::CoreModule => checked.compile_preview1().await.map(Self::Preview1),
+        }
+    }
+
+    /// What was learned about the program.
+    pub(crate) fn into_info(self) -> ComponentInfo {
+        match self {
+            CompiledProgram::Component(compiled) => compiled.info,
+            CompiledProgram::Preview1(compiled) => compiled.info,
+        }
+    }
+}
+
+/// A source whose bytes passed the checks that come before compiling.
+struct Checked {
+    runtime: Runtime,
+    name: String,
+    sandbox: Sandbox,
+    bytes: Vec<u8>,
+    kind: BinaryKind,
+    verdict: TrustVerdict,
+}
+
+impl Checked {
+    /// Checks the limits against the runtime, the binary's header and the
+    /// trust policy.
+    fn check(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Self, Error> {
         if sandbox.limits.fuel.is_some() && !runtime.fuel_metering() {
             return Err(Error::InvalidConfig(
                 "a fuel limit needs a runtime built with fuel metering (RuntimeBuilder::fuel)"
@@ -112,21 +166,22 @@ impl Compiled {
         let kind = binary_kind(&bytes)?;
         // Nothing is compiled, or fetched from a cache, before the bytes pass.
         let verdict = trust::check(&bytes, detached_signature.as_deref(), &sandbox.trust)?;
-        let bytes = match (kind, accept) {
-            (BinaryKind::Component, _) => bytes,
-            (BinaryKind::CoreModule, Accept::ComponentsAndPreview1Commands) => {
-                adapt_preview1_command(&bytes)?
-            }
-            (BinaryKind::CoreModule, Accept::Components) => {
-                return Err(Error::invalid_plugin(
-                    "this is a core WebAssembly module, not a component; build the plugin for \
-                     `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
-                ));
-            }
-        };
-        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-        let engine = runtime.engine().clone();
-        let cache = runtime.compile_cache().cloned();
+        Ok(Checked {
+            runtime: runtime.clone(),
+            name,
+            sandbox,
+            bytes,
+            kind,
+            verdict,
+        })
+    }
+
+    /// Compiles a component, or takes it from the compile cache.
+    async fn compile_component(self) -> Result<Compiled, Error> {
+        let sha256: [u8; 32] = Sha256::digest(&self.bytes).into();
+        let engine = self.runtime.engine().clone();
+        let cache = self.runtime.compile_cache().cloned();
+        let bytes = self.bytes;
         let (bytes, compiled) = tokio::task::spawn_blocking(move || {
             let compiled = match &cache {
                 Some(cache) => cache.get_or_compile(&engine, &sha256, &bytes),
@@ -142,7 +197,7 @@ impl Compiled {
             ))
         })?;
         let ty = component.component_type();
-        let engine = runtime.engine();
+        let engine = self.runtime.engine();
         let imports: Vec<String> = ty
             .imports(engine)
             .map(|(name, _)| name.to_owned())
@@ -150,25 +205,68 @@ impl Compiled {
         let info = ComponentInfo {
             size: bytes.len() as u64,
             sha256: hex::encode(sha256),
-            capabilities: capabilities::capabilities_of(&imports, &sandbox),
+            capabilities: capabilities::capabilities_of(&imports, &self.sandbox),
             imports,
             exports: ty
                 .exports(engine)
                 .map(|(name, _)| name.to_owned())
                 .filter(|name| name != TOOLCHAIN_EXPORT)
                 .collect(),
-            trust: verdict,
+            trust: self.verdict,
             cached,
+            preview1: false,
         };
         Ok(Compiled {
-            runtime: runtime.clone(),
-            name: name.into(),
-            sandbox,
+            runtime: self.runtime,
+            name: self.name.into(),
+            sandbox: self.sandbox,
             info,
-            component,
+            code: component,
         })
     }
 
+    /// Compiles a WASI preview 1 core module. Modules skip the compile
+    /// cache: preview 1 programs are small and compile in milliseconds.
+    async fn compile_preview1(self) -> Result<Compiled<Module>, Error> {
+        let sha256: [u8; 32] = Sha256::digest(&self.bytes).into();
+        let engine = self.runtime.engine().clone();
+        let bytes = self.bytes;
+        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
+            let compiled = Module::new(&engine, &bytes);
+            (bytes, compiled)
+        })
+        .await
+        .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))?;
+        let module = compiled.map_err(|err| {
+            Error::invalid_plugin(format!(
+                "this core module is not a valid WASI preview 1 command: {err:#}"
+            ))
+        })?;
+        let imports = preview1::imports(&module);
+        let info = ComponentInfo {
+            size: bytes.len() as u64,
+            sha256: hex::encode(sha256),
+            capabilities: preview1::capabilities_of(&imports, &self.sandbox),
+            imports,
+            exports: module
+                .exports()
+                .map(|export| export.name().to_owned())
+                .collect(),
+            trust: self.verdict,
+            cached: false,
+            preview1: true,
+        };
+        Ok(Compiled {
+            runtime: self.runtime,
+            name: self.name.into(),
+            sandbox: self.sandbox,
+            info,
+            code: module,
+        })
+    }
+}
+
+impl<Code> Compiled<Code> {
     /// Applies `strict` and opens what the grants name. Called once the
     /// component has been linked, so that a component of the wrong world is
     /// refused for that first.
@@ -273,27 +371,4 @@ fn binary_kind(bytes: &[u8]) -> Result<BinaryKind, Error> {
         )));
     }
     Ok(BinaryKind::Component)
-}
-
-/// Wraps a WASI preview 1 command module (what `wasm32-wasip1` toolchains
-/// produce) into a component with wasmtime's preview 1 command adapter.
-fn adapt_preview1_command(module: &[u8]) -> Result<Vec<u8>, Error> {
-    use wasi_preview1_component_adapter_provider::{
-        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-    };
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(module)
-        .and_then(|encoder| {
-            encoder.adapter(
-                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-                WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-            )
-        })
-        .and_then(|mut encoder| encoder.encode())
-        .map_err(|err| {
-            Error::invalid_plugin(format!(
-                "this core module is not a WASI preview 1 command that can be adapted into a component: {err:#}"
-            ))
-        })
 }

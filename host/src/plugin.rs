@@ -51,16 +51,16 @@ impl Plugin {
     pub(crate) fn link(compiled: Compiled) -> Result<Self, Error> {
         let runtime = compiled.runtime.clone();
         let engine = runtime.engine();
-        check_guest_export(&compiled.component, engine)?;
+        check_guest_export(&compiled.code, engine)?;
         let instance_pre = runtime
             .linker()
-            .instantiate_pre(&compiled.component)
+            .instantiate_pre(&compiled.code)
             .map_err(|err| {
                 Error::invalid_plugin(format!(
                     "the plugin imports something Warden does not provide: {err:#}"
                 ))
             })?;
-        if let Some(mismatch) = signature::guest_mismatch(&compiled.component, engine) {
+        if let Some(mismatch) = signature::guest_mismatch(&compiled.code, engine) {
             return Err(Error::invalid_plugin(format!(
                 "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {mismatch} \
                  (with `metadata` and `plugin-error` as defined in wit/plugin.wit)"

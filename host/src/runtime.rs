@@ -14,8 +14,9 @@ use crate::capabilities;
 use crate::epoch::{EpochTicker, TickGuard};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Accept, Compiled, ComponentInfo};
+use crate::loaded::{Compiled, CompiledProgram, ComponentInfo};
 use crate::plugin::Plugin;
+use crate::preview1;
 use crate::program::Program;
 use crate::source::Source;
 use crate::state::HostState;
@@ -45,6 +46,8 @@ pub struct Runtime {
 struct RuntimeInner {
     engine: Engine,
     linker: Linker<HostState>,
+    /// What WASI preview 1 programs are linked against.
+    preview1_linker: wasmtime::Linker<HostState>,
     fuel_metering: bool,
     ticker: EpochTicker,
     cache: Option<CompileCache>,
@@ -210,12 +213,14 @@ impl RuntimeBuilder {
             .map_err(|err| Error::InvalidConfig(format!("cannot create the engine: {err:#}")))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker).map_err(Error::Internal)?;
+        let preview1_linker = preview1::linker(&engine).map_err(Error::Internal)?;
         let ticker = EpochTicker::start(engine.clone(), self.epoch_tick)
             .map_err(|err| Error::io("starting the epoch thread", err))?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                preview1_linker,
                 fuel_metering: self.fuel,
                 ticker,
                 cache: self.open_cache()?,
@@ -386,7 +391,7 @@ impl Runtime {
     /// Compilation runs on Tokio's blocking pool; it can take seconds for
     /// large components.
     pub async fn load(&self, source: Source, sandbox: Sandbox) -> Result<Plugin, Error> {
-        let compiled = Compiled::compile(self, source, sandbox, Accept::Components).await?;
+        let compiled = Compiled::compile(self, source, sandbox).await?;
         Plugin::link(compiled)
     }
 
@@ -395,9 +400,8 @@ impl Runtime {
     /// the same bytes then skip compilation. Takes plugins and programs
     /// alike. Returns what it learned about the component.
     pub async fn compile(&self, source: Source, sandbox: Sandbox) -> Result<ComponentInfo, Error> {
-        let compiled =
-            Compiled::compile(self, source, sandbox, Accept::ComponentsAndPreview1Commands).await?;
-        Ok(compiled.info)
+        let compiled = CompiledProgram::compile(self, source, sandbox).await?;
+        Ok(compiled.into_info())
     }
 
     /// How many instances exist right now (calls in flight and live
@@ -422,16 +426,20 @@ impl Runtime {
 
     /// Loads a program: a component exporting `wasi:cli/run`, or a WASI
     /// preview 1 command module (as `wasm32-wasip1` toolchains build), which
-    /// is adapted into a component first. The trust check applies to the
-    /// bytes as given.
+    /// runs on wasmtime-wasi's own preview 1 implementation, as under
+    /// `wasmtime run`, with the same limits, grants and report. The trust
+    /// check applies to the bytes as given.
     pub async fn load_program(&self, source: Source, sandbox: Sandbox) -> Result<Program, Error> {
-        let compiled =
-            Compiled::compile(self, source, sandbox, Accept::ComponentsAndPreview1Commands).await?;
+        let compiled = CompiledProgram::compile(self, source, sandbox).await?;
         Program::link(compiled)
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.inner.linker
+    }
+
+    pub(crate) fn preview1_linker(&self) -> &wasmtime::Linker<HostState> {
+        &self.inner.preview1_linker
     }
 
     pub(crate) fn keep_ticking(&self) -> TickGuard {

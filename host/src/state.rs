@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::{InstanceOptions, InstanceState};
+use crate::capabilities::{InstanceOptions, InstanceState, WasiContext};
 use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
 use crate::limits::StoreLimiter;
@@ -40,9 +41,12 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.caps.wasi,
-            table: &mut self.table,
+        match &mut self.caps.wasi {
+            WasiContext::Component(ctx) => WasiCtxView {
+                ctx,
+                table: &mut self.table,
+            },
+            WasiContext::Preview1(preview1) => preview1.ctx(),
         }
     }
 }
@@ -77,6 +81,22 @@ impl HostState {
 
     pub(crate) fn set_extension(&mut self, extension: Box<dyn Any + Send>) {
         self.extension = Some(extension);
+    }
+
+    /// The preview 1 context of a store made for a preview 1 module.
+    ///
+    /// # Panics
+    ///
+    /// When the store was made for a component. Only the preview 1 linker
+    /// calls this, and only modules are linked with it; their stores are
+    /// always made with [`InstanceOptions::preview1`].
+    pub(crate) fn preview1(&mut self) -> &mut WasiP1Ctx {
+        match &mut self.caps.wasi {
+            WasiContext::Preview1(preview1) => preview1,
+            WasiContext::Component(_) => {
+                panic!("a component's store has no WASI preview 1 context")
+            }
+        }
     }
 
     /// Checks, at call time, that the plugin was granted the host-defined

@@ -22,7 +22,7 @@ use crate::capabilities::{self, HostCapability, InstanceOptions};
 use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Accept, Compiled, ComponentInfo, Loaded};
+use crate::loaded::{Compiled, ComponentInfo, Loaded};
 use crate::metrics::MetricsSnapshot;
 use crate::plugin::outcome_without_call;
 use crate::report::Outcome;
@@ -114,7 +114,7 @@ impl Runtime {
         sandbox: Sandbox,
         world: &World,
     ) -> Result<WorldPlugin, Error> {
-        let mut compiled = Compiled::compile(self, source, sandbox, Accept::Components).await?;
+        let mut compiled = Compiled::compile(self, source, sandbox).await?;
         let defined = capabilities::host_capabilities_of(
             &compiled.info.imports,
             &compiled.sandbox,
@@ -123,7 +123,7 @@ impl Runtime {
         compiled.info.capabilities.extend(defined);
         let pre = world
             .linker
-            .instantiate_pre(&compiled.component)
+            .instantiate_pre(&compiled.code)
             .map_err(|err| {
                 Error::invalid_plugin(format!(
                     "the component imports something this world does not provide: {err:#}"

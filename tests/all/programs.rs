@@ -1,6 +1,7 @@
 //! Generic WASI programs (`Runtime::load_program`, `warden exec`): components
 //! and preview 1 modules, with arguments, environment, preopens, exit codes
-//! and the same limits as plugins.
+//! and the same limits as plugins. Preview 1 modules run on wasmtime-wasi's
+//! preview 1 implementation, so they behave as under `wasmtime run`.
 
 use warden::{
     Error, ErrorKind, Grants, Outcome, Preopen, Program, Runtime, Sandbox, Source, Stdio,
@@ -14,16 +15,6 @@ const BUILDS: [(&str, &str); 2] = [
     ("component", guests::COMMAND),
     ("preview 1 module", guests::COMMAND_PREVIEW1),
 ];
-
-/// The exit code `code` arrives as: whole from a component, as 1 from a
-/// preview 1 module (its adapter reports any failure as 1).
-fn arrives_as(path: &str, code: i32) -> i32 {
-    if path == guests::COMMAND_PREVIEW1 && code != 0 {
-        1
-    } else {
-        code
-    }
-}
 
 async fn program(runtime: &Runtime, path: &str, grants: Grants) -> Program {
     let mut sandbox = Sandbox::with_limits(tight_limits());
@@ -74,16 +65,88 @@ async fn only_granted_environment_variables_are_visible() {
 
 #[tokio::test]
 async fn exit_codes_pass_through() {
-    let program_p2 = program(&runtime(), guests::COMMAND, Grants::default()).await;
-    assert_eq!(run(&program_p2, &["exit", "7"]).await.result.unwrap(), 7);
-    assert_eq!(run(&program_p2, &["exit", "0"]).await.result.unwrap(), 0);
-    assert_eq!(
-        run(&program_p2, &["env", "MISSING"]).await.result.unwrap(),
-        3
-    );
-    let program_p1 = program(&runtime(), guests::COMMAND_PREVIEW1, Grants::default()).await;
-    assert_eq!(run(&program_p1, &["exit", "0"]).await.result.unwrap(), 0);
-    assert_eq!(run(&program_p1, &["exit", "7"]).await.result.unwrap(), 1);
+    for (build, path) in BUILDS {
+        let runtime = runtime();
+        let program = program(&runtime, path, Grants::default()).await;
+        for code in [0, 1, 33, 255] {
+            let outcome = run(&program, &["exit", &code.to_string()]).await;
+            assert_eq!(outcome.result.unwrap(), code, "{build}");
+        }
+        assert_eq!(
+            run(&program, &["env", "MISSING"]).await.result.unwrap(),
+            3,
+            "{build}"
+        );
+        assert_eq!(runtime.instances_in_use(), 0, "{build}");
+    }
+}
+
+/// Text that an adapter or a careless host would mangle: spaces, quotes,
+/// backslashes, newlines, tabs, an empty string and non-ASCII text; and
+/// 100 KiB of it, more than the preview 1 adapter's 64 KiB buffer holds.
+fn awkward_texts() -> Vec<String> {
+    let mut texts: Vec<String> = [
+        "two words",
+        "\"double\" and 'single' quotes",
+        "back\\slash",
+        "line one\nline two\n",
+        "tab\there",
+        "",
+        "ünïcode → 日本語 🦀",
+    ]
+    .map(String::from)
+    .into();
+    texts.push("a 'long' \"text\"\n".repeat(100 << 10 >> 4));
+    texts
+}
+
+#[tokio::test]
+async fn arguments_and_environment_arrive_verbatim() {
+    let texts = awkward_texts();
+    for (build, path) in BUILDS {
+        let mut grants = Grants::default();
+        for (index, value) in texts.iter().enumerate() {
+            grants.env.push((format!("AWKWARD_{index}"), value.clone()));
+        }
+        let runtime = runtime();
+        let program = program(&runtime, path, grants).await;
+
+        let mut args = vec!["argv"];
+        args.extend(texts.iter().map(String::as_str));
+        let outcome = run(&program, &args).await;
+        let expected: String = texts.iter().map(|arg| format!("{arg}\0")).collect();
+        assert!(stdout(&outcome) == expected, "{build}: arguments differ");
+        assert_eq!(outcome.result.unwrap(), 0, "{build}");
+
+        let outcome = run(&program, &["environ"]).await;
+        let expected: String = texts
+            .iter()
+            .enumerate()
+            .map(|(index, value)| format!("AWKWARD_{index}={value}\0"))
+            .collect();
+        assert!(stdout(&outcome) == expected, "{build}: variables differ");
+        assert_eq!(outcome.result.unwrap(), 0, "{build}");
+        assert_eq!(runtime.instances_in_use(), 0, "{build}");
+    }
+}
+
+#[tokio::test]
+async fn a_descriptor_that_is_not_open_is_badf_not_a_trap() {
+    // WASI's `badf` is errno 8, for every operation on the descriptor.
+    for (build, path) in BUILDS {
+        let runtime = runtime();
+        let program = program(&runtime, path, Grants::default()).await;
+        let outcome = run(&program, &["bad-fd"]).await;
+        assert_eq!(
+            stdout(&outcome),
+            "42: write 8 read 8 seek 8 metadata 8 sync 8 set-len 8\n\
+             2147483647: write 8 read 8 seek 8 metadata 8 sync 8 set-len 8\n",
+            "{build}"
+        );
+        assert_eq!(outcome.result.unwrap(), 0, "{build}");
+        assert_eq!(run(&program, &[]).await.result.unwrap(), 0, "{build}");
+        assert_eq!(runtime.instances_in_use(), 0, "{build}");
+    }
 }
 
 #[tokio::test]
@@ -107,7 +170,7 @@ async fn preopens_work_at_a_path_and_at_the_root() {
         }
         let program = program(&runtime(), path, Grants::default()).await;
         let outcome = run(&program, &["cat", "/etc/passwd"]).await;
-        assert_eq!(outcome.result.unwrap(), arrives_as(path, 4), "{build}");
+        assert_eq!(outcome.result.unwrap(), 4, "{build}");
     }
 }
 
@@ -125,6 +188,7 @@ async fn limits_hold_for_programs() {
             0,
             "{build}: still serving"
         );
+        assert_eq!(runtime.instances_in_use(), 0, "{build}");
     }
 }
 

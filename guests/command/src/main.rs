@@ -1,7 +1,7 @@
 //! A plain WASI program, run by `warden exec`; Warden refuses it as a plugin
 //! because it does not export `warden:plugin/guest`. Built for both
 //! `wasm32-wasip2` (a component) and `wasm32-wasip1` (a core module that
-//! Warden adapts).
+//! Warden runs on wasmtime-wasi's preview 1 implementation).
 //!
 //! Usage: `command [SUBCOMMAND ARGS...]`
 //! - (none): prints a greeting;
@@ -9,7 +9,12 @@
 //! - `env NAME`: prints the variable, or exits 3 when it is not set;
 //! - `cat PATH`: prints the file (exits 4 when it cannot);
 //! - `write PATH TEXT`: writes the file (exits 5 when it cannot);
-//! - `exit CODE`: exits with CODE;
+//! - `argv`: writes each argument followed by a NUL byte, verbatim;
+//! - `environ`: writes each `NAME=VALUE` followed by a NUL byte, verbatim;
+//! - `bad-fd`: writes to, reads from, seeks, syncs, truncates and asks for
+//!   the metadata of descriptors that are not open, and prints the error
+//!   number each operation returned;
+//! - `exit CODE`: exits with CODE (0 to 255);
 //! - `loop`: spins forever;
 //! - `grow`: allocates until memory runs out.
 
@@ -23,9 +28,8 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-/// Exits with `code`. As a component the code is kept whole; as a
-/// `wasm32-wasip1` module only 0 and 1 survive, since the preview 1 adapter
-/// reports any failure as 1.
+/// Exits with `code`: through `exit-with-code` as a component, through
+/// `proc_exit` as a preview 1 module.
 fn exit_with(code: u8) -> ! {
     // Exiting skips the standard library's own flush of buffered output.
     let _ = std::io::stdout().flush();
@@ -69,6 +73,19 @@ fn run() -> u8 {
                 return 5;
             }
         }
+        ["argv", rest @ ..] => {
+            let mut out = std::io::stdout().lock();
+            for arg in rest {
+                let _ = out.write_all(arg.as_bytes()).and(out.write_all(b"\0"));
+            }
+        }
+        ["environ"] => {
+            let mut out = std::io::stdout().lock();
+            for (name, value) in std::env::vars() {
+                let _ = write!(out, "{name}={value}\0");
+            }
+        }
+        ["bad-fd"] => bad_descriptor(),
         ["exit", code] => return code.parse().unwrap_or(1),
         ["loop"] => {
             let mut counter = 0u64;
@@ -88,4 +105,36 @@ fn run() -> u8 {
         }
     }
     0
+}
+
+/// Descriptor numbers no WASI host hands out before a program opens files:
+/// a small one, and the largest a descriptor can be.
+const UNOPENED_DESCRIPTORS: [i32; 2] = [42, i32::MAX];
+
+/// Uses descriptors that are not open and prints the error number of each
+/// operation (`badf` is 8 in WASI), as a program checking its I/O would.
+fn bad_descriptor() {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::FromRawFd;
+    let errno = |result: std::io::Result<()>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(err) => err
+            .raw_os_error()
+            .map_or_else(|| format!("{err}"), |code| code.to_string()),
+    };
+    for descriptor in UNOPENED_DESCRIPTORS {
+        // SAFETY: the descriptor is never closed or used for anything but
+        // these failing calls; `ManuallyDrop` keeps the file from closing it.
+        let mut file =
+            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(descriptor) });
+        println!(
+            "{descriptor}: write {} read {} seek {} metadata {} sync {} set-len {}",
+            errno(file.write(b"x").map(drop)),
+            errno(file.read(&mut [0; 4]).map(drop)),
+            errno(file.seek(SeekFrom::Start(1)).map(drop)),
+            errno(file.metadata().map(drop)),
+            errno(file.sync_all()),
+            errno(file.set_len(0)),
+        );
+    }
 }

@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 
 use crate::error::Error;
 use crate::grants::Sandbox;
@@ -254,6 +255,8 @@ pub enum Stdio {
     #[default]
     Capture,
     /// Written through to the host process's own stdout and stderr, bounded.
+    /// On a host stream that is a terminal, control characters other than
+    /// newline and tab are shown escaped ([`crate::terminal`]).
     Forward,
 }
 
@@ -263,6 +266,19 @@ pub(crate) struct InstanceOptions {
     /// Command-line arguments, for programs run with `wasi:cli/run`.
     pub args: Vec<String>,
     pub stdio: Stdio,
+    /// Whether the instance is a WASI preview 1 core module, which needs a
+    /// preview 1 context ([`WasiContext::Preview1`]).
+    pub preview1: bool,
+}
+
+/// An instance's WASI context, configured by the same grants either way.
+pub(crate) enum WasiContext {
+    /// A component's: its resources live in the store's own table, shared
+    /// with the other capabilities.
+    Component(WasiCtx),
+    /// A preview 1 module's: wasmtime-wasi's preview 1 state, which keeps its
+    /// descriptors in a table of its own (bounded like the store's).
+    Preview1(WasiP1Ctx),
 }
 
 /// What the capabilities prepare once per plugin, at load, and share with
@@ -299,7 +315,7 @@ impl PluginResources {
 
 /// Every capability's state for one instance.
 pub(crate) struct InstanceState {
-    pub wasi: WasiCtx,
+    pub wasi: WasiContext,
     pub http: http::HttpState,
     pub kv: kv::KvState,
     pub config: config::ConfigState,
@@ -329,8 +345,15 @@ impl InstanceState {
         clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
         let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
+        let wasi = if options.preview1 {
+            let mut preview1 = wasi.build_p1();
+            preview1.ctx().table.set_max_capacity(limits.host_resources);
+            WasiContext::Preview1(preview1)
+        } else {
+            WasiContext::Component(wasi.build())
+        };
         Ok(InstanceState {
-            wasi: wasi.build(),
+            wasi,
             http: http::HttpState::new(&resources.http, &denials),
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
             config: config::ConfigState::new(&resources.config, &denials),

@@ -2,14 +2,16 @@
 //! terminal interfaces. Stdin is closed and no stream is a terminal; stdout
 //! and stderr are captured into bounded buffers that end up in the call's
 //! report, or, for programs run with `warden exec`, written through to the
-//! host's own streams up to the same bounds.
+//! host's own streams up to the same bounds. Output forwarded to a host
+//! stream that is a terminal has its control characters escaped
+//! ([`crate::terminal`]); forwarded to a pipe or a file it is unchanged.
 //!
 //! Unlike wasmtime's `MemoryOutputPipe`, reaching the bound never fails the
 //! guest's write (which would trap it): further bytes are counted and
 //! dropped, so a chatty plugin still completes and the report says how much
 //! was lost.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -18,7 +20,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime::component::Linker;
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
+use wasmtime_wasi::cli::{StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::cli;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -26,6 +28,7 @@ use super::{Capability, Risk, Stdio};
 use crate::limits::Limits;
 use crate::report::Captured;
 use crate::state::HostState;
+use crate::terminal::StreamEscaper;
 
 pub(crate) const CAPABILITY: Capability = Capability {
     name: "stdio",
@@ -87,6 +90,13 @@ pub(crate) enum HostStream {
 }
 
 impl HostStream {
+    fn is_terminal(self) -> bool {
+        match self {
+            HostStream::Stdout => std::io::stdout().is_terminal(),
+            HostStream::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+
     fn write_all(self, data: &[u8]) {
         // The guest cannot be told about a failing host stream (a closed
         // pipe, say) in a useful way; its output is best effort, like a
@@ -117,6 +127,8 @@ struct Buffer {
     accepted: usize,
     dropped_bytes: u64,
     forward_to: Option<HostStream>,
+    /// Escapes forwarded output; present when the host stream is a terminal.
+    escaper: Option<StreamEscaper>,
 }
 
 impl CapturedOutput {
@@ -128,6 +140,9 @@ impl CapturedOutput {
                 accepted: 0,
                 dropped_bytes: 0,
                 forward_to,
+                escaper: forward_to
+                    .filter(|stream| stream.is_terminal())
+                    .map(|_| StreamEscaper::default()),
             })),
         }
     }
@@ -137,6 +152,9 @@ impl CapturedOutput {
     pub(crate) fn take(&self) -> Captured {
         let mut buffer = self.lock();
         buffer.accepted = 0;
+        if let (Some(stream), Some(escaper)) = (buffer.forward_to, buffer.escaper.as_mut()) {
+            stream.write_all(&escaper.finish());
+        }
         Captured {
             bytes: std::mem::take(&mut buffer.bytes),
             dropped_bytes: std::mem::take(&mut buffer.dropped_bytes),
@@ -149,9 +167,12 @@ impl CapturedOutput {
         let accepted = data.len().min(room);
         buffer.accepted += accepted;
         buffer.dropped_bytes += (data.len() - accepted) as u64;
-        match buffer.forward_to {
-            Some(stream) => stream.write_all(&data[..accepted]),
-            None => buffer.bytes.extend_from_slice(&data[..accepted]),
+        let data = &data[..accepted];
+        let buffer = &mut *buffer;
+        match (buffer.forward_to, buffer.escaper.as_mut()) {
+            (Some(stream), Some(escaper)) => stream.write_all(&escaper.escape(data)),
+            (Some(stream), None) => stream.write_all(data),
+            (None, _) => buffer.bytes.extend_from_slice(data),
         }
     }
 
@@ -161,7 +182,7 @@ impl CapturedOutput {
     }
 }
 
-impl IsTerminal for CapturedOutput {
+impl wasmtime_wasi::cli::IsTerminal for CapturedOutput {
     fn is_terminal(&self) -> bool {
         false
     }

@@ -1260,8 +1260,8 @@ fn exec_passes_output_arguments_and_exit_codes_through() {
     let output = warden(&["exec", guests::COMMAND_PREVIEW1, "--", "exit", "42"]);
     assert_eq!(
         output.status.code(),
-        Some(1),
-        "preview 1 reports failure as 1"
+        Some(42),
+        "preview 1 exit codes pass through"
     );
 }
 
@@ -1306,6 +1306,182 @@ fn exec_reports_json_and_holds_the_limits() {
     let (value, code) = json(&["exec", guests::HELLO]);
     assert_status(&value, code, "invalid-plugin", 10);
     assert!(value["error"].as_str().unwrap().contains("warden run"));
+}
+
+/// Runs warden with `args` and a home of its own (`HOME` and the XDG
+/// directories inside `home`), so that nothing reads or writes the real one.
+fn warden_at_home(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running warden")
+}
+
+#[test]
+fn exec_runs_preview1_programs_with_exact_exit_codes_and_arguments() {
+    let home = tempfile::tempdir().unwrap();
+    for code in [0, 1, 33, 255] {
+        let code_arg = code.to_string();
+        let args = [
+            "exec",
+            guests::COMMAND_PREVIEW1,
+            "--unsigned",
+            "allow",
+            "--",
+        ];
+        let output = warden_at_home(home.path(), &[&args[..], &["exit", &code_arg]].concat());
+        assert_eq!(output.status.code(), Some(code), "exit {code}");
+        let output = warden_at_home(
+            home.path(),
+            &[&args[..1], &["--json"], &args[1..], &["exit", &code_arg]].concat(),
+        );
+        let value: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        assert_eq!(value["status"], "ok");
+        assert_eq!(value["exit_code"], code);
+    }
+    let awkward = [
+        "two words",
+        "\"quoted\" 'text'",
+        "line one\nline two",
+        "ünïcode → 🦀",
+    ];
+    let mut args = vec![
+        "exec",
+        guests::COMMAND_PREVIEW1,
+        "--unsigned",
+        "allow",
+        "--env",
+        "QUOTED=say \"hi\"\nand 'bye'",
+        "--",
+    ];
+    args.push("argv");
+    args.extend(awkward);
+    let output = warden_at_home(home.path(), &args);
+    assert_eq!(output.status.code(), Some(0));
+    let expected: String = awkward.iter().map(|arg| format!("{arg}\0")).collect();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+    let output = warden_at_home(home.path(), &[&args[..7], &["environ"]].concat());
+    assert_eq!(output.stdout, b"QUOTED=say \"hi\"\nand 'bye'\0");
+}
+
+/// Text a hostile guest writes to take over a terminal: a colour, a bell, a
+/// carriage return that hides what came before, a window title.
+const TERMINAL_ATTACK: &str = "\x1b[31mred\x07\rover\x1b]0;title\x07";
+
+#[test]
+fn guest_text_is_written_unchanged_when_piped_and_in_json() {
+    let home = tempfile::tempdir().unwrap();
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            guests::COMMAND_PREVIEW1,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, format!("{TERMINAL_ATTACK}\0").as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "run",
+            guests::HELLO,
+            "echo",
+            "--unsigned",
+            "allow",
+            "--input",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, TERMINAL_ATTACK.as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            "--json",
+            guests::COMMAND,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(value["stdout"], format!("{TERMINAL_ATTACK}\0"));
+}
+
+#[test]
+fn guest_text_is_escaped_on_a_terminal() {
+    // util-linux `script` runs the command on a pseudo-terminal and copies
+    // what the terminal was sent to its stdout.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    for (what, command) in [
+        (
+            "exec's forwarded stdout",
+            r#""$WARDEN" exec "$COMMAND" --unsigned allow -- argv "$ATTACK""#,
+        ),
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input "$ATTACK""#,
+        ),
+        (
+            "run's report: the guest's stdout and log lines",
+            r#""$WARDEN" run "$HELLO" greet --unsigned allow --input "$ATTACK""#,
+        ),
+    ] {
+        let child = Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+            .env("COMMAND", guests::COMMAND_PREVIEW1)
+            .env("HELLO", guests::HELLO)
+            .env("ATTACK", TERMINAL_ATTACK)
+            .env("HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting script");
+        let output = wait_bounded(child, Duration::from_secs(60));
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(
+            shown.contains(r"\x1b[31mred\x07\rover\x1b]0;title\x07"),
+            "{what}: {shown:?}"
+        );
+    }
+}
+
+/// Waits for `child` at most `limit`, killing it if it takes longer.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collecting the output")
 }
 
 // ---- Trust: keys, signing, verification and policy ----
@@ -2231,11 +2407,14 @@ fn compile_warms_the_cache_for_later_runs() {
     let second = warden(&["compile", guests::HOSTILE, "--cache-dir", cache, "--json"]);
     let second: Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(second["cached"], true);
+    // Preview 1 modules run on wasmtime-wasi's preview 1 implementation and
+    // are compiled on every run; `compile` says so rather than claim a cache.
     let output = warden(&["compile", guests::COMMAND_PREVIEW1, "--cache-dir", cache]);
+    assert_eq!(output.status.code(), Some(0));
     assert!(
         String::from_utf8(output.stdout)
             .unwrap()
-            .contains("compiled into the compile cache")
+            .contains("a preview 1 module is compiled on every run")
     );
     let output = warden(&["compile", guests::HELLO, "--no-cache"]);
     assert!(

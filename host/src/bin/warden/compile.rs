@@ -43,6 +43,9 @@ pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         .context("writing the report")?;
     } else {
         let what = match (info.cached, runtime.has_compile_cache()) {
+            _ if info.preview1 => {
+                "compiled (a preview 1 module is compiled on every run, so nothing was kept)"
+            }
             (true, _) => "already in the compile cache",
             (false, true) => "compiled into the compile cache",
             (false, false) => "compiled (the cache is off, so nothing was kept)",

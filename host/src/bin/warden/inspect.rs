@@ -100,15 +100,16 @@ fn print_json(
 fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
     let info = plugin.info();
     if let Ok(metadata) = result {
-        println!(
-            "{} {}: {}",
-            metadata.name, metadata.version, metadata.description
-        );
-        if metadata.actions.is_empty() {
-            println!("actions: (one unnamed action)");
+        // The plugin wrote its metadata: on a terminal it is shown escaped.
+        let actions = if metadata.actions.is_empty() {
+            "(one unnamed action)".to_owned()
         } else {
-            println!("actions: {}", metadata.actions.join(", "));
-        }
+            metadata.actions.join(", ")
+        };
+        output::print_guest_text(&format!(
+            "{} {}: {}\nactions: {actions}\n",
+            metadata.name, metadata.version, metadata.description
+        ));
     } else {
         println!("{}: init failed, metadata unavailable", plugin.name());
     }

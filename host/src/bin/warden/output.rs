@@ -1,6 +1,11 @@
 //! How results and reports are printed: one JSON object, or output bytes plus
 //! a human-readable report on stderr.
+//!
+//! Guest-controlled text (output, captured streams, logs, denials, errors)
+//! shown on a terminal has its control characters escaped
+//! ([`warden::terminal`]); piped, and in JSON, it is written unchanged.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 
 use base64::Engine as _;
@@ -126,7 +131,29 @@ pub fn capabilities_json(capabilities: &[CapabilityUse]) -> Value {
 
 /// Reports a failure that happened before any guest code ran.
 pub fn print_error(error: &Error) {
-    eprintln!("warden: {error}");
+    let line = format!("warden: {error}\n");
+    let terminal = std::io::stderr().is_terminal();
+    // Best effort: if stderr is gone there is nowhere to report that.
+    let _ = std::io::stderr().write_all(&shown(line.as_bytes(), terminal));
+}
+
+/// Writes text the guest controls (its metadata, say) to stdout, escaped on
+/// a terminal.
+pub fn print_guest_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let terminal = stdout.is_terminal();
+    // Best effort, like `println!` without the panic: a closed stdout has no reader.
+    let _ = stdout.write_all(&shown(text.as_bytes(), terminal));
+}
+
+/// `text` as it is written to a stream: with its control characters escaped
+/// when the stream is a terminal, unchanged otherwise.
+pub fn shown(text: &[u8], terminal: bool) -> Cow<'_, [u8]> {
+    if terminal {
+        warden::terminal::escape_controls(text)
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// Prints a JSON value as one line on stdout.
@@ -142,8 +169,9 @@ pub fn print_json(value: &Value) -> std::io::Result<()> {
 /// that the outputs of successive runs stay apart).
 pub fn print_output(output: &[u8], end_line: bool) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(output)?;
-    if (end_line || std::io::stdout().is_terminal()) && !output.ends_with(b"\n") {
+    let terminal = stdout.is_terminal();
+    stdout.write_all(&shown(output, terminal))?;
+    if (end_line || terminal) && !output.ends_with(b"\n") {
         stdout.write_all(b"\n")?;
     }
     stdout.flush()
@@ -151,7 +179,15 @@ pub fn print_output(output: &[u8], end_line: bool) -> std::io::Result<()> {
 
 /// What the guest wrote and logged, then the one-line report, on stderr.
 pub fn print_human_report(error: Option<&Error>, report: &Report) {
+    let mut text = Vec::new();
+    write_human_report(&mut text, error, report);
     let mut stderr = std::io::stderr().lock();
+    let terminal = stderr.is_terminal();
+    // Best effort: if stderr is gone there is nowhere to report that.
+    let _ = stderr.write_all(&shown(&text, terminal));
+}
+
+fn write_human_report(out: &mut Vec<u8>, error: Option<&Error>, report: &Report) {
     let message = error.map(ToString::to_string);
     // The summary stays on one line; a backtrace follows it.
     let (headline, details) = match &message {
@@ -161,11 +197,11 @@ pub fn print_human_report(error: Option<&Error>, report: &Report) {
         },
         None => (None, None),
     };
-    // Best effort: if stderr is gone there is nowhere to report that.
-    let _ = write_guest_streams(&mut stderr, report)
-        .and_then(|()| writeln!(stderr, "{}", summary_line(headline, report)))
+    // Writing into a `Vec` cannot fail.
+    let _ = write_guest_streams(out, report)
+        .and_then(|()| writeln!(out, "{}", summary_line(headline, report)))
         .and_then(|()| match details {
-            Some(details) => writeln!(stderr, "{details}"),
+            Some(details) => writeln!(out, "{details}"),
             None => Ok(()),
         });
 }
@@ -274,4 +310,31 @@ pub fn unverified_warning(info: &ComponentInfo, sandbox: &Sandbox) -> Option<&'s
             "no known key signed it"
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_escaped_only_for_a_terminal() {
+        let text = b"\x1b[2Jred\x07\r\n";
+        assert_eq!(&*shown(text, true), b"\\x1b[2Jred\\x07\\r\n");
+        assert_eq!(&*shown(text, false), text, "piped: byte for byte");
+    }
+
+    #[test]
+    fn the_human_report_carries_guest_text_unchanged_until_shown() {
+        let mut report = Report::default();
+        report.stdout = Captured {
+            bytes: b"\x1b]0;title\x07".to_vec(),
+            dropped_bytes: 0,
+        };
+        let mut text = Vec::new();
+        write_human_report(&mut text, None, &report);
+        assert!(text.starts_with(b"[stdout] \x1b]0;title\x07\n"));
+        let on_terminal = shown(&text, true);
+        assert!(!on_terminal.contains(&0x1b) && !on_terminal.contains(&0x07));
+        assert!(on_terminal.starts_with(b"[stdout] \\x1b]0;title\\x07\n"));
+    }
 }
