@@ -5,6 +5,7 @@ mod capabilities;
 mod concurrency;
 mod conformance;
 mod fuzz;
+mod grant_paths;
 mod grants;
 mod hello;
 mod hostile;

@@ -275,14 +275,18 @@ pub(crate) struct PluginResources {
     kv: Option<kv::SharedStore>,
     /// Host-defined capabilities the sandbox grants, by name.
     pub(crate) host_grants: Arc<BTreeSet<String>>,
+    /// The granted directories, opened once: instances never look their
+    /// paths up again.
+    dirs: fs::GrantedDirs,
 }
 
 impl PluginResources {
-    /// Checks the grants and opens what they name (directories must exist,
-    /// the kv store is opened or created).
+    /// Checks the grants and opens what they name (granted directories are
+    /// opened under the rules of the `fs` module, the kv store is opened or
+    /// created).
     pub(crate) fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self, Error> {
         let grants = &sandbox.grants;
-        fs::check(grants)?;
+        let dirs = fs::GrantedDirs::open(grants)?;
         Ok(PluginResources {
             config: Arc::new(grants.config.clone()),
             http: Arc::new(grants.http.clone()),
@@ -293,6 +297,7 @@ impl PluginResources {
                 .map(|grant| kv::SharedStore::open(grant, plugin_name))
                 .transpose()?,
             host_grants: Arc::new(grants.host.clone()),
+            dirs,
         })
     }
 }
@@ -325,12 +330,13 @@ impl InstanceState {
         wasi.args(&options.args);
         stdio::configure(&mut wasi, &stdout, &stderr);
         env::configure(&mut wasi, grants);
-        fs::configure(&mut wasi, grants)?;
         clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
         let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
+        let mut wasi = wasi.build();
+        resources.dirs.install(&mut wasi);
         Ok(InstanceState {
-            wasi: wasi.build(),
+            wasi,
             http: http::HttpState::new(&resources.http, &denials),
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
             config: config::ConfigState::new(&resources.config, &denials),
