@@ -4,6 +4,7 @@ mod cancellation;
 mod capabilities;
 mod concurrency;
 mod conformance;
+mod deterministic;
 mod fuzz;
 mod grant_paths;
 mod grants;

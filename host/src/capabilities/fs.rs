@@ -1,6 +1,9 @@
 //! The `fs` capability: `wasi:filesystem`, limited to the directories granted
 //! with [`Grants::dirs`](crate::Grants::dirs) (`--dir HOST::GUEST[:ro|:rw]`).
 //!
+//! In deterministic mode every timestamp `stat` and `stat-at` report is the
+//! fixed wall clock (see the `clocks` capability).
+//!
 //! Inside a granted directory, path resolution, `..`, symlinks and
 //! permissions are enforced by wasmtime-wasi's capability-based filesystem
 //! (cap-std): nothing outside a preopened directory can be named, and a
@@ -38,12 +41,19 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use rustix::fs::{CWD, Mode, OFlags, Stat};
 use rustix::io::Errno;
-use wasmtime::component::Linker;
-use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemCtx, WasiFilesystemView};
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::{
+    WasiFilesystem, WasiFilesystemCtx, WasiFilesystemCtxView, WasiFilesystemView,
+};
+use wasmtime_wasi::p2::FsResult;
 use wasmtime_wasi::p2::bindings::filesystem;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Datetime, Descriptor, DescriptorStat, ErrorCode, Host as _, HostDescriptor as _, PathFlags,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::{Capability, Risk};
@@ -80,10 +90,77 @@ fn risk(sandbox: &Sandbox) -> Risk {
     }
 }
 
+/// The `wasi:filesystem/types` instance wasmtime-wasi 48 defines; guests
+/// built against earlier 0.2 versions are linked to it by semver.
+const TYPES: &str = "wasi:filesystem/types@0.2.12";
+
 fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let getter = <HostState as WasiFilesystemView>::filesystem;
     filesystem::types::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
-    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)
+    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
+    // Replace `stat` and `stat-at` with versions whose timestamps follow a
+    // deterministic instance's clock.
+    linker.allow_shadowing(true);
+    let result = add_stat_functions(linker);
+    linker.allow_shadowing(false);
+    result
+}
+
+fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut types = linker.instance(TYPES)?;
+    types.func_wrap_async(
+        "[method]descriptor.stat",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let file_time = state.caps.clock.file_time();
+                let mut view = state.filesystem();
+                let stat = view.stat(fd).await;
+                Ok((with_file_time(&mut view, stat, file_time)?,))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.stat-at",
+        |mut store, (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let file_time = state.caps.clock.file_time();
+                let mut view = state.filesystem();
+                let stat = view.stat_at(fd, flags, path).await;
+                Ok((with_file_time(&mut view, stat, file_time)?,))
+            })
+        },
+    )
+}
+
+/// Turns wasmtime-wasi's answer to `stat` into the guest's, with every
+/// timestamp the file has set to `file_time` when there is one.
+fn with_file_time(
+    view: &mut WasiFilesystemCtxView<'_>,
+    stat: FsResult<DescriptorStat>,
+    file_time: Option<Duration>,
+) -> wasmtime::Result<Result<DescriptorStat, ErrorCode>> {
+    let mut stat = match stat {
+        Ok(stat) => stat,
+        Err(err) => return Ok(Err(view.convert_error_code(err)?)),
+    };
+    if let Some(time) = file_time {
+        let time = Datetime {
+            seconds: time.as_secs(),
+            nanoseconds: time.subsec_nanos(),
+        };
+        for timestamp in [
+            &mut stat.data_access_timestamp,
+            &mut stat.data_modification_timestamp,
+            &mut stat.status_change_timestamp,
+        ] {
+            if timestamp.is_some() {
+                *timestamp = Some(time);
+            }
+        }
+    }
+    Ok(Ok(stat))
 }
 
 /// The directories a plugin's grants name, opened once when it loads and

@@ -309,6 +309,7 @@ pub(crate) struct InstanceState {
     pub kv: kv::KvState,
     pub config: config::ConfigState,
     pub sockets: sockets::SocketState,
+    pub clock: clocks::ClockState,
     pub logs: logging::LogCapture,
     pub stdout: stdio::CapturedOutput,
     pub stderr: stdio::CapturedOutput,
@@ -330,7 +331,7 @@ impl InstanceState {
         wasi.args(&options.args);
         stdio::configure(&mut wasi, &stdout, &stderr);
         env::configure(&mut wasi, grants);
-        clocks::configure(&mut wasi, grants);
+        let clock = clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
         let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
         let mut wasi = wasi.build();
@@ -341,6 +342,7 @@ impl InstanceState {
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
             config: config::ConfigState::new(&resources.config, &denials),
             sockets,
+            clock,
             logs: logging::LogCapture::new(plugin_name.clone(), limits),
             stdout,
             stderr,
