@@ -89,8 +89,10 @@ pub struct Grants {
     pub udp: Vec<SocketPattern>,
     /// The key-value store (`kv`). Default: none.
     pub kv: Option<KvGrant>,
-    /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
-    /// so that runs are reproducible. Default: off (real clocks and random).
+    /// Fixed wall clock, stepping monotonic clock (which timers follow, so
+    /// sleeping takes no real time), file timestamps at the fixed wall clock
+    /// and seeded random numbers, so that runs are reproducible. Default:
+    /// off (real clocks and random).
     pub deterministic: bool,
     /// Capabilities the embedding application defines for its own WIT
     /// imports ([`HostCapability`](crate::HostCapability)), granted by name.
