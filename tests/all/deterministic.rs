@@ -9,17 +9,27 @@ use warden_tests::guests;
 
 use crate::{load, runtime, tight_limits};
 
-async fn probe(deterministic: bool, dirs: Vec<Preopen>) -> Plugin {
-    probe_on(&runtime(), deterministic, dirs).await
+async fn probe(deterministic: bool) -> Plugin {
+    load_on(&runtime(), guests::PROBE, deterministic, Vec::new()).await
 }
 
-async fn probe_on(runtime: &Runtime, deterministic: bool, dirs: Vec<Preopen>) -> Plugin {
+/// The hostile guest, which reads files (the probe imports no filesystem).
+async fn hostile(deterministic: bool, dirs: Vec<Preopen>) -> Plugin {
+    load_on(&runtime(), guests::HOSTILE, deterministic, dirs).await
+}
+
+async fn load_on(
+    runtime: &Runtime,
+    guest: &str,
+    deterministic: bool,
+    dirs: Vec<Preopen>,
+) -> Plugin {
     let mut grants = Grants::default();
     grants.deterministic = deterministic;
     grants.dirs = dirs;
     let mut sandbox = Sandbox::with_limits(tight_limits());
     sandbox.grants = grants;
-    load(runtime, guests::PROBE, sandbox).await
+    load(runtime, guest, sandbox).await
 }
 
 async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Error> {
@@ -33,7 +43,7 @@ async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<String, Erro
 #[tokio::test]
 async fn timers_follow_the_virtual_clock_and_take_no_real_time() {
     let runtime = runtime();
-    let plugin = probe_on(&runtime, true, Vec::new()).await;
+    let plugin = load_on(&runtime, guests::PROBE, true, Vec::new()).await;
     // Readings 0 ms (before), then one per `ready` check from 1 ms: the
     // 51st check, at 51 ms, finds the timer due; `block` reads 52 ms and
     // the last reading is 53 ms.
@@ -64,7 +74,7 @@ async fn timers_follow_the_virtual_clock_and_take_no_real_time() {
 
 #[tokio::test]
 async fn real_timers_still_wait_in_real_time() {
-    let plugin = probe(false, Vec::new()).await;
+    let plugin = probe(false).await;
     let started = Instant::now();
     let nap = call(&plugin, "nap", "200").await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(200), "{nap}");
@@ -79,7 +89,7 @@ async fn file_timestamps_read_as_the_fixed_wall_clock() {
     let grant = vec![Preopen::read_only(dir.path(), "/data")];
 
     let fixed = warden::DETERMINISTIC_WALL_CLOCK.as_secs().to_string();
-    let plugin = probe(true, grant.clone()).await;
+    let plugin = hostile(true, grant.clone()).await;
     assert_eq!(
         call(&plugin, "stat", "/data/file.txt").await.unwrap(),
         [fixed.as_str(); 3].join(" "),
@@ -92,7 +102,7 @@ async fn file_timestamps_read_as_the_fixed_wall_clock() {
         "{missing:?}"
     );
 
-    let real = probe(false, grant).await;
+    let real = hostile(false, grant).await;
     let stat = call(&real, "stat", "/data/file.txt").await.unwrap();
     let modified: u64 = stat.split(' ').next().unwrap().parse().unwrap();
     assert!(modified > 1_700_000_000, "the file's own time: {stat}");

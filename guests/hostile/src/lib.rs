@@ -28,7 +28,10 @@
 //! - `leak-handles`: creates timer pollables and never drops them;
 //! - `log-huge BYTES`: emits one log record with a BYTES-byte message;
 //! - `symlink TARGET>LINK`: creates LINK, a symbolic link whose text is
-//!   TARGET, which may point anywhere (`../../..` included).
+//!   TARGET, which may point anywhere (`../../..` included);
+//! - `stat PATH`: the file's modification time in seconds, as `stat-at` on
+//!   its directory and as `stat` on the open file report it, then its
+//!   access time.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -72,6 +75,7 @@ const ACTIONS: &[&str] = &[
     "leak-handles",
     "log-huge",
     "symlink",
+    "stat",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -179,6 +183,26 @@ impl Guest for Hostile {
                 dir.symlink_at(target, link)
                     .map(|()| b"linked".to_vec())
                     .map_err(|code| failed(format!("{code:?}")))
+            }
+            "stat" => {
+                let path = utf8(&input)?;
+                let seconds = |time: std::io::Result<std::time::SystemTime>| {
+                    time.map_err(failed)?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|since| since.as_secs())
+                        .map_err(failed)
+                };
+                let at = std::fs::metadata(path).map_err(failed)?;
+                let open = std::fs::File::open(path)
+                    .and_then(|file| file.metadata())
+                    .map_err(failed)?;
+                let times = format!(
+                    "{} {} {}",
+                    seconds(at.modified())?,
+                    seconds(open.modified())?,
+                    seconds(at.accessed())?
+                );
+                Ok(times.into_bytes())
             }
             _ => Err(PluginError::UnknownAction(action)),
         }

@@ -17,9 +17,6 @@
 //! - `env NAME`;
 //! - `clock`: the wall clock (seconds) and two monotonic readings;
 //! - `random N`: N random bytes, as hex (for N ≤ 64; for more, how many arrived);
-//! - `stat PATH`: the file's modification time in seconds, as `stat-at` on
-//!   its directory and as `stat` on the open file report it, then its
-//!   access time;
 //! - `timer MS`: reads the monotonic clock, subscribes to a timer due in MS
 //!   milliseconds, counts the `ready` checks that say no, blocks on it, and
 //!   reads the clock again: `BEFORE AFTER CHECKS`;
@@ -62,7 +59,6 @@ const ACTIONS: &[&str] = &[
     "env",
     "clock",
     "random",
-    "stat",
     "timer",
     "nap",
     "poll-timers",
@@ -188,24 +184,6 @@ impl Guest for Probe {
                 } else {
                     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
                 }
-            }
-            "stat" => {
-                let seconds = |time: std::io::Result<std::time::SystemTime>| {
-                    time.map_err(failed)?
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|since| since.as_secs())
-                        .map_err(failed)
-                };
-                let at = std::fs::metadata(&input).map_err(failed)?;
-                let open = std::fs::File::open(&input)
-                    .and_then(|file| file.metadata())
-                    .map_err(failed)?;
-                format!(
-                    "{} {} {}",
-                    seconds(at.modified())?,
-                    seconds(open.modified())?,
-                    seconds(at.accessed())?
-                )
             }
             "timer" => {
                 let millis: u64 = number(&input)?;
