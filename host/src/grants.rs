@@ -73,7 +73,10 @@ impl Sandbox {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Grants {
-    /// Host directories the plugin can see (`fs`). Default: none.
+    /// Host directories the plugin can see (`fs`). Default: none. Each is
+    /// opened once, when the plugin loads, and never looked up again while
+    /// it is loaded; a symbolic link on its host path is followed only when
+    /// it leads beneath the directory holding the link.
     pub dirs: Vec<Preopen>,
     /// Environment variables the plugin sees, in order (`env`). Default:
     /// none; the host's environment is never inherited.

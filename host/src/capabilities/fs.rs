@@ -32,9 +32,9 @@
 //!   destination obey the same rule, and at most [`MAX_SYMLINKS`] are
 //!   followed. Whoever can create a link in a directory can already reach
 //!   everything beneath it, so such a link leads nowhere its author could
-//!   not go. A link that leads out (`inner -> ../..`, `data -> /srv/data`)
-//!   is refused with [`Error::InvalidConfig`]: grant its destination by its
-//!   own path instead.
+//!   not go. A link that leads out (`outer/inner -> ../..`,
+//!   `/srv/app/data -> /mnt/data`) is refused with [`Error::InvalidConfig`]:
+//!   grant its destination by its own path instead.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -200,11 +200,13 @@ impl GrantedDirs {
             // path given is the one of the descriptor just opened, which the
             // kernel resolves to that open directory itself, not by looking
             // up a name a plugin could have changed since.
-            wasi.preopened_dir(descriptor_path(&dir), &preopen.guest, perms)
+            let held = descriptor_path(&dir);
+            wasi.preopened_dir(&held, &preopen.guest, perms)
                 .map_err(|err| {
                     Error::InvalidConfig(format!(
-                        "cannot open directory `{}` to grant it as `{}`: {err:#}",
+                        "cannot open directory `{}` through `{}` to grant it as `{}`: {err:#}",
                         preopen.host.display(),
+                        held.display(),
                         preopen.guest
                     ))
                 })?;
