@@ -656,6 +656,17 @@ dirs = ["{outer}/inner::/inner:ro"]
     let planted = server.post("/plugins/writer/symlink", plant.as_bytes());
     assert_eq!(planted.status, 200, "{planted:?}");
     reader_sees_only_its_directory();
+    // Between two calls, the reader's directory moves again and another one
+    // takes its old name.
+    for (action, input) in [
+        ("rename", "/outer/moved>/outer/elsewhere"),
+        ("mkdir", "/outer/moved"),
+        ("write-file", "/outer/moved/marker.txt"),
+    ] {
+        let done = server.post(&format!("/plugins/writer/{action}"), input.as_bytes());
+        assert_eq!(done.status, 200, "{action}: {done:?}");
+    }
+    reader_sees_only_its_directory();
 
     // Reloading the reader resolves its grant again, and refuses the link;
     // the reader already loaded keeps its own directory.
