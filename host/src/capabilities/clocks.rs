@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -106,6 +106,7 @@ struct VirtualTime {
     waiting: Mutex<BTreeMap<u64, usize>>,
 }
 
+/// [`DETERMINISTIC_TICK`] in the monotonic clock's unit, nanoseconds.
 const TICK_NANOS: u64 = DETERMINISTIC_TICK.as_nanos() as u64;
 
 impl VirtualTime {
@@ -125,11 +126,12 @@ impl VirtualTime {
         self.now.load(Ordering::Relaxed)
     }
 
+    /// Moves the clock forward to `instant`, never back.
     fn advance_to(&self, instant: u64) {
         self.now.fetch_max(instant, Ordering::Relaxed);
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, usize>> {
+    fn waiting(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
