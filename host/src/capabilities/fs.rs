@@ -237,11 +237,10 @@ fn descriptor_path(fd: &OwnedFd) -> PathBuf {
 /// Flags for opening a directory only to look things up in it: no read
 /// permission is needed to pass through a directory, as with a path.
 fn lookup_flags() -> OFlags {
-    let path_only = if cfg!(any(target_os = "linux", target_os = "android")) {
-        OFlags::PATH
-    } else {
-        OFlags::RDONLY
-    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let path_only = OFlags::PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let path_only = OFlags::RDONLY;
     path_only | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
@@ -291,14 +290,17 @@ impl<'a> GrantPath<'a> {
         match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
             Ok(entered) => Ok(entered),
             // A link opened without following it fails as "not a directory"
-            // (or "too many links" on some systems): find out which it was.
-            Err(Errno::NOTDIR | Errno::LOOP) => match rustix::fs::readlinkat(&dir, name, vec![]) {
-                Ok(target) => self.follow(dir, name, target),
-                Err(Errno::INVAL) => {
-                    Err(self.refused(format!("`{}` is not a directory", name.display())))
+            // (Linux, with `O_DIRECTORY`), "too many levels of links" or
+            // "too many links" (BSDs): find out whether it was one.
+            Err(Errno::NOTDIR | Errno::LOOP | Errno::MLINK) => {
+                match rustix::fs::readlinkat(&dir, name, vec![]) {
+                    Ok(target) => self.follow(dir, name, target),
+                    Err(Errno::INVAL) => {
+                        Err(self.refused(format!("`{}` is not a directory", name.display())))
+                    }
+                    Err(err) => Err(self.failed(err)),
                 }
-                Err(err) => Err(self.failed(err)),
-            },
+            }
             Err(err) => Err(self.failed(err)),
         }
     }
