@@ -73,7 +73,10 @@ impl Sandbox {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Grants {
-    /// Host directories the plugin can see (`fs`). Default: none.
+    /// Host directories the plugin can see (`fs`). Default: none. Each is
+    /// opened once, when the plugin loads, and never looked up again while
+    /// it is loaded; a symbolic link on its host path is followed only when
+    /// it leads beneath the directory holding the link.
     pub dirs: Vec<Preopen>,
     /// Environment variables the plugin sees, in order (`env`). Default:
     /// none; the host's environment is never inherited.
@@ -89,8 +92,10 @@ pub struct Grants {
     pub udp: Vec<SocketPattern>,
     /// The key-value store (`kv`). Default: none.
     pub kv: Option<KvGrant>,
-    /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
-    /// so that runs are reproducible. Default: off (real clocks and random).
+    /// Fixed wall clock, stepping monotonic clock (which timers follow, so
+    /// sleeping takes no real time), file timestamps at the fixed wall clock
+    /// and seeded random numbers, so that runs are reproducible. Default:
+    /// off (real clocks and random).
     pub deterministic: bool,
     /// Capabilities the embedding application defines for its own WIT
     /// imports ([`HostCapability`](crate::HostCapability)), granted by name.

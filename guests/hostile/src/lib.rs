@@ -26,7 +26,12 @@
 //!   then returns how many pages it got (a refused growth is `-1` to the
 //!   guest, not a trap);
 //! - `leak-handles`: creates timer pollables and never drops them;
-//! - `log-huge BYTES`: emits one log record with a BYTES-byte message.
+//! - `log-huge BYTES`: emits one log record with a BYTES-byte message;
+//! - `symlink TARGET>LINK`: creates LINK, a symbolic link whose text is
+//!   TARGET, which may point anywhere (`../../..` included);
+//! - `stat PATH`: the file's modification time in seconds, as `stat-at` on
+//!   its directory and as `stat` on the open file report it, then its
+//!   access time.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -69,6 +74,8 @@ const ACTIONS: &[&str] = &[
     "memory-grow",
     "leak-handles",
     "log-huge",
+    "symlink",
+    "stat",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -170,6 +177,33 @@ impl Guest for Hostile {
                 log(Level::Info, "huge", &"h".repeat(parse_size(&input)?));
                 Ok(b"done".to_vec())
             }
+            "symlink" => {
+                let (target, link) = two_paths(&input)?;
+                let (dir, link) = in_preopen(link)?;
+                dir.symlink_at(target, link)
+                    .map(|()| b"linked".to_vec())
+                    .map_err(|code| failed(format!("{code:?}")))
+            }
+            "stat" => {
+                let path = utf8(&input)?;
+                let seconds = |time: std::io::Result<std::time::SystemTime>| {
+                    time.map_err(failed)?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|since| since.as_secs())
+                        .map_err(failed)
+                };
+                let at = std::fs::metadata(path).map_err(failed)?;
+                let open = std::fs::File::open(path)
+                    .and_then(|file| file.metadata())
+                    .map_err(failed)?;
+                let times = format!(
+                    "{} {} {}",
+                    seconds(at.modified())?,
+                    seconds(open.modified())?,
+                    seconds(at.accessed())?
+                );
+                Ok(times.into_bytes())
+            }
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -227,6 +261,18 @@ fn two_paths(input: &[u8]) -> Result<(&str, &str), PluginError> {
     utf8(input)?
         .split_once('>')
         .ok_or_else(|| PluginError::InvalidInput("expected FROM>TO".into()))
+}
+
+/// The preopened directory `path` lies in, and the rest of the path. The
+/// standard library has no stable way to create a symbolic link on WASI.
+fn in_preopen(path: &str) -> Result<(wasi::filesystem::types::Descriptor, &str), PluginError> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find_map(|(dir, name)| {
+            let rest = path.strip_prefix(name.as_str())?.strip_prefix('/')?;
+            Some((dir, rest))
+        })
+        .ok_or_else(|| PluginError::InvalidInput(format!("`{path}` is in no preopen")))
 }
 
 fn parse_size(input: &[u8]) -> Result<usize, PluginError> {

@@ -16,7 +16,13 @@
 //! - `resolve NAME`: the addresses the name resolves to;
 //! - `env NAME`;
 //! - `clock`: the wall clock (seconds) and two monotonic readings;
-//! - `random N`: N random bytes, as hex (for N ≤ 64; for more, how many arrived).
+//! - `random N`: N random bytes, as hex (for N ≤ 64; for more, how many arrived);
+//! - `timer MS`: reads the monotonic clock, subscribes to a timer due in MS
+//!   milliseconds, counts the `ready` checks that say no, blocks on it, and
+//!   reads the clock again: `BEFORE AFTER CHECKS`;
+//! - `nap MS`: sleeps MS milliseconds between two readings: `BEFORE AFTER`;
+//! - `poll-timers MS1,MS2`: polls two timers at once: the indices `poll`
+//!   returned, then the monotonic clock.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -29,6 +35,7 @@ use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
 use exports::warden::plugin::guest::Guest;
 use warden::plugin::types::{Metadata, PluginError};
+use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
 use wasi::io::streams::StreamError;
@@ -52,6 +59,9 @@ const ACTIONS: &[&str] = &[
     "env",
     "clock",
     "random",
+    "timer",
+    "nap",
+    "poll-timers",
 ];
 
 struct Probe;
@@ -175,10 +185,46 @@ impl Guest for Probe {
                     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
                 }
             }
+            "timer" => {
+                let millis: u64 = number(&input)?;
+                let before = monotonic_clock::now();
+                let timer = monotonic_clock::subscribe_duration(millis * 1_000_000);
+                let mut checks = 0u64;
+                while !timer.ready() && checks < MAX_READY_CHECKS {
+                    checks += 1;
+                }
+                timer.block();
+                let after = monotonic_clock::now();
+                format!("{before} {after} {checks}")
+            }
+            "nap" => {
+                let millis: u64 = number(&input)?;
+                let before = monotonic_clock::now();
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                let after = monotonic_clock::now();
+                format!("{before} {after}")
+            }
+            "poll-timers" => {
+                let (first, second) = split(&input, ',')?;
+                let first = monotonic_clock::subscribe_duration(number(first)? * 1_000_000);
+                let second = monotonic_clock::subscribe_duration(number(second)? * 1_000_000);
+                let ready = wasi::io::poll::poll(&[&first, &second]);
+                format!("{ready:?} {}", monotonic_clock::now())
+            }
             _ => return Err(PluginError::UnknownAction(action)),
         };
         Ok(text.into_bytes())
     }
+}
+
+/// `ready` checks the `timer` action makes at most, so that it ends even
+/// on a host whose timers never fire.
+const MAX_READY_CHECKS: u64 = 100_000_000;
+
+fn number(text: &str) -> Result<u64, PluginError> {
+    text.trim()
+        .parse()
+        .map_err(|err| PluginError::InvalidInput(format!("expected a number: {err}")))
 }
 
 fn failed(err: impl std::fmt::Display) -> PluginError {

@@ -2,16 +2,35 @@
 //!
 //! In deterministic mode ([`Grants::deterministic`](crate::Grants::deterministic))
 //! the wall clock is fixed at [`DETERMINISTIC_WALL_CLOCK`] and the monotonic
-//! clock starts at zero and advances [`DETERMINISTIC_TICK`] each time it is
-//! read, so a plugin that measures or stamps time produces the same output on
-//! every run.
+//! clock is virtual: it starts at zero, advances [`DETERMINISTIC_TICK`] each
+//! time it is read, and moves only then and when the guest waits on a timer.
+//! A plugin that measures, stamps or waits for time then produces the same
+//! output on every run:
+//!
+//! - a timer (`subscribe-duration`, `subscribe-instant`) is due when the
+//!   virtual clock reaches its instant; asking whether it is ready counts as
+//!   one reading of the clock;
+//! - waiting on timers (`block`, `poll`) never waits in real time: the clock
+//!   jumps to the earliest instant waited for, and the timers due then are
+//!   ready. A timer in the same `poll` as real I/O (a socket, an HTTP
+//!   response) is therefore due at once unless the I/O is already ready;
+//! - file timestamps (`stat`, `stat-at`) read as the fixed wall clock (see
+//!   the `fs` capability).
+//!
+//! What stays real: the call's timeout (wall time, so a guest that waits
+//! forever is still stopped), the timestamps the host's file system writes,
+//! and whatever arrives over a granted network.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use wasmtime::component::Linker;
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::bindings::clocks;
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{self, Instant};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use super::{Capability, Risk};
@@ -33,14 +52,35 @@ pub(crate) const CAPABILITY: Capability = Capability {
 };
 
 fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, HostState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(linker, HostState::clocks)
+    let getter = <HostState as WasiClocksView>::clocks;
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, getter)?;
+    monotonic_clock::add_to_linker::<_, MonotonicClock>(linker, monotonic_clock)
 }
 
-pub(crate) fn configure(wasi: &mut WasiCtxBuilder, grants: &Grants) {
-    if grants.deterministic {
-        wasi.wall_clock(FixedWallClock)
-            .monotonic_clock(SteppingMonotonicClock::default());
+/// Sets up an instance's clocks; returns what the rest of the host needs to
+/// know about them.
+pub(crate) fn configure(wasi: &mut WasiCtxBuilder, grants: &Grants) -> ClockState {
+    if !grants.deterministic {
+        return ClockState::default();
+    }
+    let time = Arc::new(VirtualTime::default());
+    wasi.wall_clock(FixedWallClock)
+        .monotonic_clock(SteppingMonotonicClock { time: time.clone() });
+    ClockState { time: Some(time) }
+}
+
+/// An instance's clocks, as the rest of the host sees them.
+#[derive(Default)]
+pub(crate) struct ClockState {
+    /// The virtual monotonic time of a deterministic instance.
+    time: Option<Arc<VirtualTime>>,
+}
+
+impl ClockState {
+    /// The time file timestamps read as: the fixed wall clock in
+    /// deterministic mode, `None` (the file's own) otherwise.
+    pub(crate) fn file_time(&self) -> Option<Duration> {
+        self.time.as_ref().map(|_| DETERMINISTIC_WALL_CLOCK)
     }
 }
 
@@ -56,18 +96,177 @@ impl HostWallClock for FixedWallClock {
     }
 }
 
-#[derive(Default)]
+/// A deterministic instance's monotonic time, in nanoseconds, shared by its
+/// clock readings and its timers.
+#[derive(Debug, Default)]
+struct VirtualTime {
+    now: AtomicU64,
+    /// The instants timers are being waited for, with how many wait for
+    /// each: waiting jumps the clock to the earliest.
+    waiting: Mutex<BTreeMap<u64, usize>>,
+}
+
+/// [`DETERMINISTIC_TICK`] in the monotonic clock's unit, nanoseconds.
+const TICK_NANOS: u64 = DETERMINISTIC_TICK.as_nanos() as u64;
+
+impl VirtualTime {
+    /// One reading: the time now, after which the clock steps one tick.
+    fn read(&self) -> u64 {
+        let step = |now: u64| Some(now.saturating_add(TICK_NANOS));
+        match self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
+        {
+            Ok(now) | Err(now) => now,
+        }
+    }
+
+    /// The time now, without reading the clock.
+    fn peek(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock forward to `instant`, never back.
+    fn advance_to(&self, instant: u64) {
+        self.now.fetch_max(instant, Ordering::Relaxed);
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 struct SteppingMonotonicClock {
-    readings: AtomicU64,
+    time: Arc<VirtualTime>,
 }
 
 impl HostMonotonicClock for SteppingMonotonicClock {
     fn resolution(&self) -> u64 {
-        DETERMINISTIC_TICK.as_nanos() as u64
+        TICK_NANOS
     }
 
     fn now(&self) -> u64 {
-        let reading = self.readings.fetch_add(1, Ordering::Relaxed);
-        reading.saturating_mul(DETERMINISTIC_TICK.as_nanos() as u64)
+        self.time.read()
+    }
+}
+
+/// A timer of a deterministic instance: due when its virtual time reaches
+/// `due`.
+struct VirtualTimer {
+    time: Arc<VirtualTime>,
+    due: u64,
+}
+
+#[async_trait::async_trait]
+impl Pollable for VirtualTimer {
+    async fn ready(&mut self) {
+        if self.time.read() >= self.due {
+            return;
+        }
+        let _waiting = Waiting::register(&self.time, self.due);
+        loop {
+            // Let every other pollable of the same `poll` register first; a
+            // `ready` check (polled once) sees the timer as not yet due.
+            tokio::task::yield_now().await;
+            if self.time.peek() >= self.due {
+                return;
+            }
+            let earliest = self.time.waiting().keys().next().copied();
+            if earliest == Some(self.due) {
+                self.time.advance_to(self.due);
+                return;
+            }
+        }
+    }
+}
+
+/// A timer's place among those being waited for, given up when the wait
+/// ends or is dropped.
+struct Waiting<'a> {
+    time: &'a VirtualTime,
+    due: u64,
+}
+
+impl<'a> Waiting<'a> {
+    fn register(time: &'a VirtualTime, due: u64) -> Self {
+        *time.waiting().entry(due).or_default() += 1;
+        Waiting { time, due }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.time.waiting();
+        if let Some(count) = waiting.get_mut(&self.due) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&self.due);
+            }
+        }
+    }
+}
+
+/// The monotonic clock's host functions: wasmtime-wasi's, except that a
+/// deterministic instance's timers follow its virtual time.
+struct MonotonicClock;
+
+impl HasData for MonotonicClock {
+    type Data<'a> = MonotonicClockView<'a>;
+}
+
+struct MonotonicClockView<'a> {
+    wasi: WasiClocksCtxView<'a>,
+    time: Option<&'a Arc<VirtualTime>>,
+}
+
+fn monotonic_clock(state: &mut HostState) -> MonotonicClockView<'_> {
+    MonotonicClockView {
+        wasi: WasiClocksCtxView {
+            ctx: state.caps.wasi.ctx().clocks(),
+            table: &mut state.table,
+        },
+        time: state.caps.clock.time.as_ref(),
+    }
+}
+
+fn subscribe_virtual(
+    table: &mut ResourceTable,
+    time: &Arc<VirtualTime>,
+    due: u64,
+) -> wasmtime::Result<Resource<DynPollable>> {
+    let timer = table.push(VirtualTimer {
+        time: time.clone(),
+        due,
+    })?;
+    subscribe(table, timer)
+}
+
+impl monotonic_clock::Host for MonotonicClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<Instant> {
+        self.wasi.now()
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<Instant> {
+        self.wasi.resolution()
+    }
+
+    fn subscribe_instant(&mut self, when: Instant) -> wasmtime::Result<Resource<DynPollable>> {
+        match self.time {
+            Some(time) => subscribe_virtual(self.wasi.table, time, when),
+            None => self.wasi.subscribe_instant(when),
+        }
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        match self.time {
+            Some(time) => {
+                let due = time.peek().saturating_add(duration);
+                subscribe_virtual(self.wasi.table, time, due)
+            }
+            None => self.wasi.subscribe_duration(duration),
+        }
     }
 }

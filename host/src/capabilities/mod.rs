@@ -281,6 +281,16 @@ pub(crate) enum WasiContext {
     Preview1(WasiP1Ctx),
 }
 
+impl WasiContext {
+    /// The WASI context inside, whichever kind of instance holds it.
+    pub(crate) fn ctx(&mut self) -> &mut WasiCtx {
+        match self {
+            WasiContext::Component(ctx) => ctx,
+            WasiContext::Preview1(preview1) => preview1.ctx().ctx,
+        }
+    }
+}
+
 /// What the capabilities prepare once per plugin, at load, and share with
 /// all of its instances.
 #[derive(Debug)]
@@ -291,14 +301,18 @@ pub(crate) struct PluginResources {
     kv: Option<kv::SharedStore>,
     /// Host-defined capabilities the sandbox grants, by name.
     pub(crate) host_grants: Arc<BTreeSet<String>>,
+    /// The granted directories, opened once: instances never look their
+    /// paths up again.
+    dirs: fs::GrantedDirs,
 }
 
 impl PluginResources {
-    /// Checks the grants and opens what they name (directories must exist,
-    /// the kv store is opened or created).
+    /// Checks the grants and opens what they name (granted directories are
+    /// opened under the rules of the `fs` module, the kv store is opened or
+    /// created).
     pub(crate) fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self, Error> {
         let grants = &sandbox.grants;
-        fs::check(grants)?;
+        let dirs = fs::GrantedDirs::open(grants)?;
         Ok(PluginResources {
             config: Arc::new(grants.config.clone()),
             http: Arc::new(grants.http.clone()),
@@ -309,6 +323,7 @@ impl PluginResources {
                 .map(|grant| kv::SharedStore::open(grant, plugin_name))
                 .transpose()?,
             host_grants: Arc::new(grants.host.clone()),
+            dirs,
         })
     }
 }
@@ -320,6 +335,7 @@ pub(crate) struct InstanceState {
     pub kv: kv::KvState,
     pub config: config::ConfigState,
     pub sockets: sockets::SocketState,
+    pub clock: clocks::ClockState,
     pub logs: logging::LogCapture,
     pub stdout: stdio::CapturedOutput,
     pub stderr: stdio::CapturedOutput,
@@ -341,16 +357,21 @@ impl InstanceState {
         wasi.args(&options.args);
         stdio::configure(&mut wasi, &stdout, &stderr);
         env::configure(&mut wasi, grants);
-        fs::configure(&mut wasi, grants)?;
-        clocks::configure(&mut wasi, grants);
+        let clock = clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
         let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
         let wasi = if options.preview1 {
             let mut preview1 = wasi.build_p1();
-            preview1.ctx().table.set_max_capacity(limits.host_resources);
+            let view = preview1.ctx();
+            view.table.set_max_capacity(limits.host_resources);
+            // A preview 1 context turns its preopens into descriptors at the
+            // first call, so the directories are in place before that.
+            resources.dirs.install(view.ctx);
             WasiContext::Preview1(preview1)
         } else {
-            WasiContext::Component(wasi.build())
+            let mut wasi = wasi.build();
+            resources.dirs.install(&mut wasi);
+            WasiContext::Component(wasi)
         };
         Ok(InstanceState {
             wasi,
@@ -358,6 +379,7 @@ impl InstanceState {
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
             config: config::ConfigState::new(&resources.config, &denials),
             sockets,
+            clock,
             logs: logging::LogCapture::new(plugin_name.clone(), limits),
             stdout,
             stderr,

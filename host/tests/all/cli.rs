@@ -2427,3 +2427,83 @@ fn compile_warms_the_cache_for_later_runs() {
     let output = warden(&["compile", "/no/such.wasm"]);
     assert_eq!(output.status.code(), Some(11));
 }
+
+/// Runs `warden --json` in a home of its own (no trust store, cache or kv
+/// store of the user running the tests) and returns the report and exit code.
+fn json_in_home(home: &Path, args: &[&str]) -> (Value, i32) {
+    let mut all = args.to_vec();
+    all.insert(1, "--json");
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(&all)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running warden");
+    let value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON report");
+    (value, output.status.code().expect("exit code"))
+}
+
+#[test]
+fn run_refuses_a_grant_path_that_a_plugin_turned_into_a_link_out() {
+    let home = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let secret = tree.path().join("secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+    std::fs::create_dir_all(tree.path().join("outer/inner")).unwrap();
+    let writer = format!("{}::/outer:rw", tree.path().join("outer").display());
+    let reader = format!("{}::/inner", tree.path().join("outer/inner").display());
+    let read_secret = format!("/inner{}", secret.display());
+
+    // One run of the writer plants `inner -> ../../…/..` (the host's root).
+    let (value, code) = json_in_home(
+        home.path(),
+        &[
+            "run",
+            guests::HOSTILE,
+            "rename",
+            "--input",
+            "/outer/inner>/outer/moved",
+            "--dir",
+            &writer,
+        ],
+    );
+    assert_status(&value, code, "ok", 0);
+    let plant = format!("{}>/outer/inner", "../".repeat(32));
+    let (value, code) = json_in_home(
+        home.path(),
+        &[
+            "run",
+            guests::HOSTILE,
+            "symlink",
+            "--input",
+            &plant,
+            "--dir",
+            &writer,
+        ],
+    );
+    assert_status(&value, code, "ok", 0);
+
+    // The reader's next run refuses the grant instead of reading the host.
+    let (value, code) = json_in_home(
+        home.path(),
+        &[
+            "run",
+            guests::HOSTILE,
+            "read-file",
+            "--input",
+            &read_secret,
+            "--dir",
+            &reader,
+        ],
+    );
+    assert_status(&value, code, "invalid-config", 2);
+    let error = value["error"].as_str().unwrap();
+    assert!(
+        error.contains("`inner` is a symbolic link to `../"),
+        "{value}"
+    );
+    assert_eq!(value["output"], Value::Null, "{value}");
+}

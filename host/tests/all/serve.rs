@@ -603,3 +603,90 @@ fn a_body_that_trickles_gets_408_and_a_call_past_the_request_timeout_gets_504() 
         Some(2.0)
     );
 }
+
+#[test]
+fn a_link_planted_by_one_plugin_never_hands_another_the_host_files() {
+    let tree = tempfile::tempdir().unwrap();
+    let secret = tree.path().join("secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+    std::fs::create_dir_all(tree.path().join("outer/inner")).unwrap();
+    std::fs::write(tree.path().join("outer/inner/marker.txt"), "inner").unwrap();
+    // The reader's timeout is the knob turned below to make it reload. No
+    // user trust store and no compile cache: the test stays out of $HOME.
+    let plugins = |reader_timeout: &str| {
+        format!(
+            r#"[plugins.writer]
+path = "{hostile}"
+[plugins.writer.trust]
+trust_store = "trust.toml"
+[plugins.writer.grants]
+dirs = ["{outer}::/outer:rw"]
+
+[plugins.reader]
+path = "{hostile}"
+[plugins.reader.trust]
+trust_store = "trust.toml"
+[plugins.reader.limits]
+timeout = "{reader_timeout}"
+[plugins.reader.grants]
+dirs = ["{outer}/inner::/inner:ro"]
+"#,
+            hostile = guests::HOSTILE,
+            outer = tree.path().join("outer").display(),
+        )
+    };
+    let (dir, manifest) = write_manifest(&plugins("5s"));
+    let server = Server::start(&manifest, &["--no-cache"]);
+    let read_secret = format!("/inner{}", secret.display());
+    let reader_sees_only_its_directory = || {
+        let marker = server.post("/plugins/reader/read-file", b"/inner/marker.txt");
+        assert_eq!(
+            (marker.status, marker.body.as_slice()),
+            (200, &b"inner"[..])
+        );
+        let leak = server.post("/plugins/reader/read-file", read_secret.as_bytes());
+        assert_error(&leak, 500, "failed");
+    };
+    reader_sees_only_its_directory();
+
+    // One call of the writer swaps `inner` for a link to the host's root.
+    let renamed = server.post("/plugins/writer/rename", b"/outer/inner>/outer/moved");
+    assert_eq!(renamed.status, 200, "{renamed:?}");
+    let plant = format!("{}>/outer/inner", "../".repeat(32));
+    let planted = server.post("/plugins/writer/symlink", plant.as_bytes());
+    assert_eq!(planted.status, 200, "{planted:?}");
+    reader_sees_only_its_directory();
+    // Between two calls, the reader's directory moves again and another one
+    // takes its old name.
+    for (action, input) in [
+        ("rename", "/outer/moved>/outer/elsewhere"),
+        ("mkdir", "/outer/moved"),
+        ("write-file", "/outer/moved/marker.txt"),
+    ] {
+        let done = server.post(&format!("/plugins/writer/{action}"), input.as_bytes());
+        assert_eq!(done.status, 200, "{action}: {done:?}");
+    }
+    reader_sees_only_its_directory();
+
+    // Reloading the reader resolves its grant again, and refuses the link;
+    // the reader already loaded keeps its own directory.
+    std::fs::write(
+        dir.path().join("warden.toml"),
+        format!(
+            "[defaults.trust]\nunsigned = \"allow\"\n\n{}",
+            plugins("10s")
+        ),
+    )
+    .unwrap();
+    let reload = server.wait_for_event(|line| line["event"] == "manifest-reloaded");
+    assert_eq!(reload["failed"][0]["plugin"], "reader", "{reload}");
+    assert_eq!(reload["failed"][0]["error"], "invalid-config", "{reload}");
+    assert!(
+        reload["failed"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`inner` is a symbolic link to `../"),
+        "{reload}"
+    );
+    reader_sees_only_its_directory();
+}

@@ -596,8 +596,8 @@ pub struct SandboxArgs {
     /// granted (instead of denying it at call time).
     #[arg(long)]
     pub strict: bool,
-    /// Fixed wall clock, stepping monotonic clock and seeded random numbers,
-    /// for reproducible runs.
+    /// Fixed wall clock, stepping monotonic clock (timers and file times
+    /// follow them) and seeded random numbers, for reproducible runs.
     #[arg(long)]
     pub deterministic: bool,
     #[command(flatten)]
