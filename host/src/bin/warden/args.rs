@@ -156,6 +156,25 @@ pub struct ServeArgs {
     /// Compile every plugin at start instead of using the compile cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// Time a client has to send a whole request head, from its first byte;
+    /// then the connection is closed [default: the manifest's [serve]
+    /// header_read_timeout, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a connection may stay open with no request in progress
+    /// [default: the manifest's [serve] idle_timeout, else 60s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time writing a response may make no progress (the client stopped
+    /// reading) before the connection is dropped [default: the manifest's
+    /// [serve] write_timeout, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// Connections open at once; further ones wait in the listen backlog
+    /// until one closes [default: the manifest's [serve] max_connections,
+    /// else 512].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Args)]
