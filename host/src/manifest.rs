@@ -125,6 +125,10 @@ pub struct PluginEntry {
     pub path: PathBuf,
     /// Its limits, grants and strictness.
     pub sandbox: Sandbox,
+    /// The trust store file its trust policy's keys were read from, if any,
+    /// so that a host can notice when the store changes (a key revoked) and
+    /// read the manifest again.
+    pub trust_store: Option<PathBuf>,
 }
 
 impl Manifest {
@@ -352,9 +356,9 @@ impl RawPlugin {
         base: &Path,
     ) -> Result<PluginEntry, String> {
         let limits = self.limits.or(&defaults.limits).into_limits();
-        let trust = self
-            .trust
-            .or(&defaults.trust)
+        let trust = self.trust.or(&defaults.trust);
+        let trust_store = trust.store_path(base);
+        let trust = trust
             .into_policy(base)
             .map_err(|err| format!("plugin `{name}`: {err}"))?;
         let grants = self
@@ -371,6 +375,7 @@ impl RawPlugin {
                 calls_per_instance: self.calls_per_instance.unwrap_or(1),
                 trust,
             },
+            trust_store,
         })
     }
 }
@@ -392,14 +397,19 @@ impl RawTrust {
         }
     }
 
+    /// The trust store file: the one named, else the user's.
+    fn store_path(&self, base: &Path) -> Option<PathBuf> {
+        self.trust_store
+            .as_ref()
+            .map(|path| base.join(path))
+            .or_else(TrustStore::default_path)
+    }
+
     /// The policy, reading the trust store and key files it names. A
     /// manifest that says nothing warns about unsigned plugins, as the
     /// command line does.
     fn into_policy(self, base: &Path) -> Result<TrustPolicy, String> {
-        let store_path = self
-            .trust_store
-            .map(|path| base.join(path))
-            .or_else(TrustStore::default_path);
+        let store_path = self.store_path(base);
         let trusted = match store_path {
             Some(path) => TrustStore::open(path).map_err(|err| err.to_string())?,
             None => TrustStore::default(),

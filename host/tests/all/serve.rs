@@ -917,3 +917,211 @@ fn error_replies_name_no_host_path_and_the_log_keeps_the_detail() {
     assert!(!reply.text().contains("hostile.wasm"), "{reply:?}");
     assert_eq!(server.post("/plugins/trapper/calls", b"").body, b"1");
 }
+
+/// Runs `warden` in `dir`, with its home and configuration inside it.
+fn warden_in(dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "warden {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Replaces `path` with `contents` by rename, as a deploy tool would.
+fn deploy(path: &Path, contents: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn revoking_a_signer_refuses_its_new_files_and_withdraws_what_it_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for name in ["alice", "bob"] {
+        warden_in(root, &["keygen", name]);
+        warden_in(
+            root,
+            &[
+                "trust",
+                "add",
+                &format!("{name}.pub"),
+                "--name",
+                name,
+                "--trust-store",
+                "trust.toml",
+            ],
+        );
+    }
+    let signed = |guest: &str, key: &str| {
+        let out = root.join(format!("signed-{key}.wasm"));
+        warden_in(
+            root,
+            &[
+                "sign",
+                guest,
+                "--key",
+                &format!("{key}.key"),
+                "-o",
+                &out.to_string_lossy(),
+            ],
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let detached = |guest: &str, key: &str| {
+        let out = root.join(format!("detached-{key}.sig"));
+        warden_in(
+            root,
+            &[
+                "sign",
+                guest,
+                "--key",
+                &format!("{key}.key"),
+                "--detached",
+                "-o",
+                &out.to_string_lossy(),
+            ],
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let app = root.join("app.wasm");
+    std::fs::write(&app, signed(guests::HELLO, "alice")).unwrap();
+    let other = root.join("other.wasm");
+    std::fs::write(&other, signed(guests::PROBE, "bob")).unwrap();
+    let loose = root.join("loose.wasm");
+    std::fs::copy(guests::HOSTILE, &loose).unwrap();
+    let loose_signature = root.join("loose.wasm.sig");
+    std::fs::write(&loose_signature, detached(guests::HOSTILE, "bob")).unwrap();
+    let manifest = root.join("warden.toml");
+    std::fs::write(
+        &manifest,
+        "[defaults.trust]\nunsigned = \"deny\"\nsigned_by = \"trusted\"\ntrust_store = \"trust.toml\"\n\n\
+         [plugins.app]\npath = \"app.wasm\"\n[plugins.other]\npath = \"other.wasm\"\n\
+         [plugins.loose]\npath = \"loose.wasm\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&manifest, &[]);
+    assert_eq!(server.post("/plugins/app/echo", b"hi").body, b"hi");
+
+    // Revoked: what alice signed stops serving, the rest goes on.
+    warden_in(
+        root,
+        &["trust", "remove", "alice", "--trust-store", "trust.toml"],
+    );
+    let withdrawn = server
+        .wait_for_event(|line| line["event"] == "plugin-withdrawn" && line["plugin"] == "app");
+    assert_eq!(withdrawn["error"], "untrusted");
+    let refused = server.post("/plugins/app/echo", b"hi");
+    assert_error(&refused, 503, "untrusted");
+    assert_eq!(
+        server.post("/plugins/other/env", b"HOME").status,
+        500,
+        "probe serves (and has no env grant)"
+    );
+    assert_eq!(server.post("/plugins/loose/calls", b"").body, b"1");
+
+    // A new file signed by alice is refused, with the reason in the log.
+    deploy(&app, &signed(guests::PROBE, "alice"));
+    let failed =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "app");
+    assert_eq!(failed["error"], "untrusted");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed by unknown key"),
+        "{failed}"
+    );
+    assert_error(&server.post("/plugins/app/echo", b"hi"), 503, "untrusted");
+    // One that bob signed serves again.
+    deploy(&app, &signed(guests::HELLO, "bob"));
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "app");
+    assert_eq!(server.post("/plugins/app/echo", b"back").body, b"back");
+
+    // Only the detached signature changes: the plugin is verified again.
+    std::fs::remove_file(&loose_signature).unwrap();
+    let unsigned =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "loose");
+    assert_eq!(unsigned["error"], "untrusted");
+    // The version serving was verified with its signature; it goes on.
+    assert_eq!(server.post("/plugins/loose/calls", b"").body, b"1");
+    deploy(&loose_signature, &detached(guests::HOSTILE, "bob"));
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "loose");
+    assert_eq!(
+        server
+            .events("reload-failed")
+            .iter()
+            .filter(|line| line["plugin"] == "loose")
+            .count(),
+        1
+    );
+}
+
+#[test]
+#[cfg(unix)]
+fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
+    let (dir, manifest) = write_manifest(
+        "[plugins.stuck]\npath = \"stuck.wasm\"\n[plugins.other]\npath = \"other.wasm\"\n",
+    );
+    let stuck = dir.path().join("stuck.wasm");
+    let other = dir.path().join("other.wasm");
+    std::fs::copy(guests::HELLO, &stuck).unwrap();
+    std::fs::copy(guests::HELLO, &other).unwrap();
+    let mut server = Server::start(&manifest, &[]);
+
+    let fifo = dir.path().join("stuck.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::fs::rename(&fifo, &stuck).unwrap();
+    let refused =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "stuck");
+    assert_eq!(refused["error"], "io-error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{refused}"
+    );
+    // The version loaded before keeps serving, and the other plugin reloads.
+    assert_eq!(server.post("/plugins/stuck/echo", b"still").body, b"still");
+    deploy(&other, &std::fs::read(guests::PROBE).unwrap());
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "other");
+    assert_eq!(json(&server.get("/plugins/other"))["name"], "probe");
+
+    // A file past the size limit is refused without being read (it is sparse).
+    let huge = dir.path().join("huge.next");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(warden::Registry::MAX_PLUGIN_FILE_BYTES + 1)
+        .unwrap();
+    std::fs::rename(&huge, &other).unwrap();
+    let oversized = server.wait_for_event(|line| {
+        line["event"] == "reload-failed"
+            && line["plugin"] == "other"
+            && line["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than the 256 MiB")
+    });
+    assert_eq!(oversized["error"], "io-error");
+    assert_eq!(json(&server.get("/plugins/other"))["name"], "probe");
+
+    let started = Instant::now();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -316,14 +316,26 @@ async fn log_reloads(registry: Registry, interval: Duration) {
                 "event": "reload-failed", "plugin": name, "error": error.kind().as_str(),
                 "message": error.to_string(),
             }),
-            Reload::Manifest(load) => json!({
-                "event": "manifest-reloaded",
-                "loaded": load.loaded,
-                "removed": load.removed,
-                "failed": load.failed.iter().map(|(name, err)| json!({
-                    "plugin": name, "error": err.kind().as_str(), "message": err.to_string(),
-                })).collect::<Vec<_>>(),
-            }),
+            Reload::Manifest(load) => {
+                for (name, refusal) in &load.withdrawn {
+                    log_event(json!({
+                        "event": "plugin-withdrawn", "plugin": name,
+                        "error": refusal.kind().as_str(),
+                        "message": format!(
+                            "the version serving no longer passes the trust policy and is not served until one that does is deployed: {refusal}"
+                        ),
+                    }));
+                }
+                json!({
+                    "event": "manifest-reloaded",
+                    "loaded": load.loaded,
+                    "removed": load.removed,
+                    "withdrawn": load.withdrawn.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                    "failed": load.failed.iter().map(|(name, err)| json!({
+                        "plugin": name, "error": err.kind().as_str(), "message": err.to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            }
             Reload::ManifestFailed(error) => json!({
                 "event": "manifest-reload-failed", "error": error.kind().as_str(),
                 "message": error.to_string(),

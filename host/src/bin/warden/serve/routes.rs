@@ -13,7 +13,8 @@
 //!
 //! Host-side failures use the error kinds of `--json` reports: limits and
 //! traps (`timeout`, `out-of-fuel`, `memory-limit`, `trap`, ...) → 500;
-//! an unknown plugin → 404; saturation (`saturated`) and shutdown
+//! an unknown plugin → 404; a plugin withdrawn because it no longer passes
+//! its trust policy → 503 `untrusted`; saturation (`saturated`) and shutdown
 //! (`cancelled`) → 503 with `Retry-After`; a body that does not arrive
 //! within `--request-timeout` → 408, a call that does not finish within it
 //! → 504. The message of a host-side failure is one sentence from
@@ -145,6 +146,11 @@ async fn plugin_route(
     entry: &mut Entry,
 ) -> Reply {
     let Some(plugin) = server.registry.get(&name) else {
+        // A plugin withdrawn for its trust policy is known, not missing.
+        if let Some(refusal) = server.registry.withdrawn(&name) {
+            entry.plugin = Some(name);
+            return failure_reply(&refusal, entry);
+        }
         entry.error = Some(ErrorKind::UnknownPlugin.as_str());
         return error_reply(
             StatusCode::NOT_FOUND,
@@ -330,6 +336,8 @@ fn failure_reply(err: &Error, entry: &mut Entry) -> Reply {
             let status = match other.kind() {
                 ErrorKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
+                // Withdrawn until a version that passes is deployed.
+                ErrorKind::Untrusted => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::Cancelled => {
                     return unavailable(ErrorKind::Cancelled.as_str(), &message);
                 }
