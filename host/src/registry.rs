@@ -164,10 +164,14 @@ impl Watched {
 
     /// The same files, stamped as they are now.
     fn restamped(&self) -> Self {
-        Watched::with(
-            &self.path,
-            self.companions.iter().map(|(path, _)| path.clone()),
-        )
+        Watched::with(&self.path, self.companion_paths())
+    }
+
+    fn companion_paths(&self) -> Vec<PathBuf> {
+        self.companions
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect()
     }
 
     fn changed(&self) -> bool {
@@ -371,7 +375,11 @@ impl Registry {
     /// Fails only when the manifest itself cannot be read or parsed.
     pub async fn load_manifest(&self, path: impl AsRef<Path>) -> Result<ManifestLoad, Error> {
         let path = path.as_ref();
-        let (watched, manifest) = read_manifest(path).await?;
+        let known = read(&self.inner.manifest)
+            .as_ref()
+            .map(Watched::companion_paths)
+            .unwrap_or_default();
+        let (watched, manifest) = read_manifest(path, known).await?;
         *write(&self.inner.manifest) = Some(watched);
         self.inner
             .manifest_unreadable
@@ -534,7 +542,7 @@ impl Registry {
     async fn reload_changed(&self, mut report: impl FnMut(Reload) -> bool) {
         let manifest = read(&self.inner.manifest).clone();
         if let Some(manifest) = manifest.filter(Watched::changed) {
-            let reload = match read_manifest(&manifest.path).await {
+            let reload = match read_manifest(&manifest.path, manifest.companion_paths()).await {
                 Ok((stamp, parsed)) => {
                     *write(&self.inner.manifest) = Some(stamp);
                     self.inner
@@ -728,39 +736,44 @@ impl Drop for CallGuard<'_> {
 
 /// Reads and parses the manifest on a thread of its own (it names trust
 /// stores and key files, read as it is parsed), stamped with the trust
-/// stores it names so that their changes count as its own.
-async fn read_manifest(path: &Path) -> Result<(Watched, Manifest), Error> {
+/// stores it names so that their changes count as its own. The stores in
+/// `known` (those the previous version named) are stamped before they are
+/// read, so that an edit landing during the read is seen by the next check.
+async fn read_manifest(path: &Path, known: Vec<PathBuf>) -> Result<(Watched, Manifest), Error> {
     let path = path.to_owned();
-    let stamped = path.clone();
-    let manifest = off_thread(&stamped, move || {
+    let reading = path.clone();
+    off_thread(&reading, move || {
         // Stamp before reading, so a change during the read is seen later.
-        let stamp = Watched::with(&path, []);
+        let stamped = Watched::with(&path, known);
         let bytes = read_regular_file(&path, "manifest", Registry::MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| {
             Error::InvalidConfig(format!("manifest `{}` is not UTF-8 text", path.display()))
         })?;
-        Ok((stamp, Manifest::parse(&text, &path)?))
-    })
-    .await?;
-    let (stamp, manifest) = manifest;
-    let mut stores: Vec<PathBuf> = manifest
-        .plugins
-        .values()
-        .filter_map(|entry| entry.trust_store.clone())
-        .collect();
-    stores.sort();
-    stores.dedup();
-    let watched = Watched {
-        companions: stores
+        let manifest = Manifest::parse(&text, &path)?;
+        let mut stores: Vec<PathBuf> = manifest
+            .plugins
+            .values()
+            .filter_map(|entry| entry.trust_store.clone())
+            .collect();
+        stores.sort();
+        stores.dedup();
+        let companions = stores
             .into_iter()
             .map(|store| {
-                let stamp = FileStamp::of(&store);
+                let stamp = match stamped.companions.iter().find(|(known, _)| *known == store) {
+                    Some((_, before)) => *before,
+                    None => FileStamp::of(&store),
+                };
                 (store, stamp)
             })
-            .collect(),
-        ..stamp
-    };
-    Ok((watched, manifest))
+            .collect();
+        let watched = Watched {
+            companions,
+            ..stamped
+        };
+        Ok((watched, manifest))
+    })
+    .await
 }
 
 /// Reads a plugin file and its detached signature, if there is one, on a

@@ -108,13 +108,13 @@ impl Tracker {
 
     /// Bytes arrived: on an idle connection, they begin a request head.
     fn bytes_read(&self) {
-        if matches!(*self.lock(), Phase::Idle { .. }) {
-            self.update(|phase| match phase {
-                Phase::Idle { .. } => Phase::ReadingHead {
-                    since: Instant::now(),
-                },
-                other => other,
-            });
+        let mut phase = self.lock();
+        if let Phase::Idle { .. } = *phase {
+            *phase = Phase::ReadingHead {
+                since: Instant::now(),
+            };
+            drop(phase);
+            self.changed.notify_one();
         }
     }
 
