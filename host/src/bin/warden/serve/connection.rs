@@ -5,10 +5,12 @@
 //! hyper's own `header_read_timeout` starts when a keep-alive connection
 //! goes idle, so it cannot tell an idle connection from a slow request
 //! head. Each connection here has a [`Tracker`] instead: its stream reports
-//! the first byte of a head, the service reports each request from the
-//! moment its head is parsed until hyper drops the response body (written
-//! or abandoned), and [`Tracker::expired`] resolves when the phase the
-//! connection is in has lasted too long.
+//! the first byte of a head and every write that makes progress, the
+//! service reports each request from the moment its head is parsed until
+//! hyper drops the response body (taken whole, or abandoned), and
+//! [`Tracker::expired`] resolves when the phase the connection is in has
+//! lasted too long. Idle time counts from the last byte written, since
+//! hyper may still be writing a response whose body it has dropped.
 
 use std::io;
 use std::pin::Pin;
@@ -115,6 +117,16 @@ impl Tracker {
             };
             drop(phase);
             self.changed.notify_one();
+        }
+    }
+
+    /// A write made progress. hyper drops a response body once it has
+    /// taken its last bytes, which may still be queued for the client: the
+    /// idle time counts from the last of them.
+    fn bytes_written(&self) {
+        if let Phase::Idle { since } = &mut *self.lock() {
+            // Only later: the watchdog wakes at the old deadline and looks again.
+            *since = Instant::now();
         }
     }
 
@@ -246,6 +258,9 @@ impl<S> GuardedStream<S> {
     ) -> Poll<io::Result<T>> {
         if let Poll::Ready(result) = write {
             self.write_stall = None;
+            if result.is_ok() {
+                self.tracker.bytes_written();
+            }
             return Poll::Ready(result);
         }
         let timeout = self.write_timeout;

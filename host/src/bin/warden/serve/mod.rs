@@ -169,7 +169,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut terminated = std::pin::pin!(terminated());
     let signal = loop {
         let slot = tokio::select! {
-            slot = connection_slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            // The semaphore is never closed, so this branch always matches.
+            Ok(slot) = connection_slots.clone().acquire_owned() => slot,
             signal = &mut terminated => break signal,
         };
         tokio::select! {
