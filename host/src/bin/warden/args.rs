@@ -112,7 +112,10 @@ pub struct ExportHttpArgs {
 const SERVE_HELP: &str = "\
 Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
 500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation and
-shutdown 503 with Retry-After. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
+shutdown 503 with Retry-After; a plugin whose signer is no longer trusted 503 (untrusted).
+Errors are JSON: {\"error\": KIND, \"message\": TEXT}; a host-side failure's full text goes
+to the log only. Connections: --max-connections, --idle-timeout, --header-read-timeout and
+--write-timeout, or the manifest's [serve] table.
 Exit codes: 0 after a clean shutdown; 2 for a bad manifest or address; when a plugin does not
 load, the code of its error (see `warden run --help`).";
 
