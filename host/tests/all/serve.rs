@@ -1078,9 +1078,12 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
     std::fs::copy(guests::HELLO, &other).unwrap();
     let mut server = Server::start(&manifest, &[]);
 
+    let mkfifo = |path: &Path| {
+        let made = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(made.success());
+    };
     let fifo = dir.path().join("stuck.fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success());
+    mkfifo(&fifo);
     std::fs::rename(&fifo, &stuck).unwrap();
     let refused =
         server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "stuck");
@@ -1115,6 +1118,36 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
     });
     assert_eq!(oversized["error"], "io-error");
     assert_eq!(json(&server.get("/plugins/other"))["name"], "probe");
+
+    // A new manifest entry naming a FIFO is refused the same way.
+    mkfifo(&dir.path().join("pipe.wasm"));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    deploy(
+        &manifest,
+        format!("{text}[plugins.pipe]\npath = \"pipe.wasm\"\n").as_bytes(),
+    );
+    let reloaded = server.wait_for_event(|line| line["event"] == "manifest-reloaded");
+    assert_eq!(reloaded["failed"][0]["plugin"], "pipe", "{reloaded}");
+    assert!(
+        reloaded["failed"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{reloaded}"
+    );
+    // And so is a manifest that became a FIFO.
+    let fifo = dir.path().join("warden.fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, &manifest).unwrap();
+    let refused = server.wait_for_event(|line| line["event"] == "manifest-reload-failed");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{refused}"
+    );
+    assert_eq!(server.post("/plugins/stuck/echo", b"x").body, b"x");
 
     let started = Instant::now();
     server.signal("TERM");
