@@ -74,7 +74,7 @@ pub use grants::{DirAccess, Grants, Preopen, Sandbox, parse_env_var};
 pub use instance::Instance;
 pub use limits::{LimitRefusal, LimitedResource, Limits};
 pub use loaded::ComponentInfo;
-pub use manifest::{Manifest, PluginEntry};
+pub use manifest::{Manifest, PluginEntry, ServeSettings};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};

@@ -37,6 +37,12 @@
 //! trust_store = "trust.toml" # default: the user's trust store
 //! keys = ["alice.pub"]       # keys checked but not trusted
 //! sha256 = "9f86d0…"         # pin the plugin file (not under defaults)
+//!
+//! [serve]                    # `warden serve` only; its flags win
+//! header_read_timeout = "10s"  # to send a request head, from its first byte
+//! idle_timeout = "60s"         # a connection with no request in progress
+//! write_timeout = "30s"        # a response that the client stops reading
+//! max_connections = 512        # open at once; more wait in the listen backlog
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file, line and key.
@@ -67,6 +73,48 @@ pub struct Manifest {
     pub path: PathBuf,
     /// The plugins it declares, by name.
     pub plugins: BTreeMap<String, PluginEntry>,
+    /// The `[serve]` table: connection bounds for `warden serve`.
+    pub serve: ServeSettings,
+}
+
+/// The `[serve]` table: connection bounds for `warden serve`, each unset
+/// unless the manifest sets it. `warden serve`'s flags take precedence;
+/// what neither sets takes the default named on each field. Read when the
+/// server starts; a reload does not change them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeSettings {
+    /// `header_read_timeout`: how long a client has to send a whole request
+    /// head, counted from its first byte; then the connection is closed.
+    /// Default: [`ServeSettings::DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Option<Duration>,
+    /// `idle_timeout`: how long a connection may stay open with no request
+    /// in progress (before its first request, or between keep-alive
+    /// requests). Default: [`ServeSettings::DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Option<Duration>,
+    /// `write_timeout`: how long writing a response may make no progress
+    /// (a client that stops reading) before the connection is dropped and
+    /// the response freed. Default: [`ServeSettings::DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Option<Duration>,
+    /// `max_connections`: connections open at once. Further connections are
+    /// not accepted until one closes: they wait in the kernel's listen
+    /// backlog. Default: [`ServeSettings::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: Option<u32>,
+}
+
+impl ServeSettings {
+    /// Default `header_read_timeout`: ten seconds, ample for any client on
+    /// a working network, short enough that half-sent heads do not pile up.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `idle_timeout`: one minute, longer than the keep-alive pools
+    /// of common HTTP clients and load balancers hold idle connections.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default `write_timeout`: thirty seconds without progress, which only
+    /// a client that stopped reading takes.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_connections`: 512, well under the common limit of 1,024
+    /// open files, which plugins' files and sockets share.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 }
 
 /// One plugin declared in a manifest.
@@ -79,6 +127,10 @@ pub struct PluginEntry {
     pub path: PathBuf,
     /// Its limits, grants and strictness.
     pub sandbox: Sandbox,
+    /// The trust store file its trust policy's keys were read from, if any,
+    /// so that a host can notice when the store changes (a key revoked) and
+    /// read the manifest again.
+    pub trust_store: Option<PathBuf>,
 }
 
 impl Manifest {
@@ -125,6 +177,7 @@ impl Manifest {
         Ok(Manifest {
             path: path.to_owned(),
             plugins,
+            serve: raw.serve.into_settings(),
         })
     }
 
@@ -159,6 +212,32 @@ struct RawManifest {
     defaults: RawDefaults,
     #[serde(default)]
     plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    serve: RawServe,
+}
+
+/// `[serve]`: connection bounds for `warden serve`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    #[serde(default, deserialize_with = "duration")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    write_timeout: Option<Duration>,
+    max_connections: Option<u32>,
+}
+
+impl RawServe {
+    fn into_settings(self) -> ServeSettings {
+        ServeSettings {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -289,6 +368,7 @@ impl RawPlugin {
         if let Some(contradiction) = trust.contradiction() {
             return Err(format!("plugin `{name}`: {contradiction}"));
         }
+        let trust_store = trust.store_path(base);
         let trust = trust
             .into_policy(base)
             .map_err(|err| format!("plugin `{name}`: {err}"))?;
@@ -306,6 +386,7 @@ impl RawPlugin {
                 calls_per_instance: self.calls_per_instance.unwrap_or(1),
                 trust,
             },
+            trust_store,
         })
     }
 }
@@ -352,17 +433,22 @@ impl RawTrust {
         }
     }
 
+    /// The trust store file: the one named, else the user's.
+    fn store_path(&self, base: &Path) -> Option<PathBuf> {
+        self.trust_store
+            .as_ref()
+            .map(|path| base.join(path))
+            .or_else(TrustStore::default_path)
+    }
+
     /// The policy, reading the trust store and key files it names. A
     /// manifest that says nothing warns about unsigned plugins, as the
     /// command line does; `signed_by = "trusted"` denies them. A trust
     /// store that cannot be used fails only the plugins whose policy
     /// depends on it, when they load (see [`TrustStore::open_or_damaged`]).
     fn into_policy(self, base: &Path) -> Result<TrustPolicy, String> {
-        let store_path = self
-            .trust_store
-            .map(|path| base.join(path))
-            .or_else(TrustStore::default_path);
-        let trusted = store_path
+        let trusted = self
+            .store_path(base)
             .map(TrustStore::open_or_damaged)
             .unwrap_or_default();
         let known_keys = self
@@ -788,5 +874,24 @@ mod tests {
             err.contains("no plugin `c`") && err.contains("a, b"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn serve_settings_are_read_and_unknown_ones_refused() {
+        let manifest = parse(
+            "[serve]\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
+             write_timeout = \"5s\"\nmax_connections = 64\n",
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.serve.header_read_timeout,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(manifest.serve.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(manifest.serve.write_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(manifest.serve.max_connections, Some(64));
+        assert_eq!(parse("").unwrap().serve, ServeSettings::default());
+        let err = parse("[serve]\nidle = \"1s\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `idle`"), "{err}");
     }
 }

@@ -690,3 +690,558 @@ dirs = ["{outer}/inner::/inner:ro"]
     );
     reader_sees_only_its_directory();
 }
+
+/// Waits up to `within` for `condition`, failing with `what` if it never holds.
+fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < until, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The file descriptors a process holds open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading the server's descriptors")
+        .count()
+}
+
+/// A process's resident memory, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// A connection that sends `bytes` and then neither sends nor reads more.
+fn stalled_client(addr: SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (end of stream or reset),
+/// within `within`; what arrived before.
+fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> Vec<u8> {
+    use std::io::Read;
+
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("the server did not close the connection within {within:?}: {err}"),
+    }
+    received
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_half_sent_request_head_is_closed_after_the_header_read_timeout() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(
+        &manifest,
+        &["--header-read-timeout", "500ms", "--idle-timeout", "60s"],
+    );
+    // Connected, silent: idle, which has its own (longer) timeout.
+    let mut idle = stalled_client(server.addr, b"");
+    let started = Instant::now();
+    let mut half_sent = stalled_client(
+        server.addr,
+        b"POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Le",
+    );
+    let received = read_until_closed(&mut half_sent, Duration::from_secs(30));
+    let elapsed = started.elapsed();
+    assert!(
+        received.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(10),
+        "closed after {elapsed:?}"
+    );
+    // The idle connection is still open: reading it times out on our side.
+    idle.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let still_open = std::io::Read::read(&mut idle, &mut [0; 1]).unwrap_err();
+    assert!(
+        matches!(
+            still_open.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{still_open}"
+    );
+    assert_eq!(
+        server.metric(r#"warden_http_connections_closed_total{reason="header-read-timeout"}"#),
+        Some(1.0)
+    );
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn idle_connections_are_closed_and_those_beyond_the_cap_wait_in_the_backlog() {
+    const CAP: usize = 4;
+    const CLIENTS: usize = 20;
+    let (_dir, manifest) = manifest();
+    let server = Server::start(
+        &manifest,
+        &["--max-connections", "4", "--idle-timeout", "1s"],
+    );
+    let pid = server.child.id();
+    assert_eq!(server.post("/plugins/hello/echo", b"x").status, 200);
+    wait_until(
+        "the warm-up connection closes",
+        Duration::from_secs(10),
+        || server.metric("warden_http_connections_open") == Some(1.0),
+    );
+    let baseline = open_descriptors(pid);
+
+    let started = Instant::now();
+    let mut clients: Vec<_> = (0..CLIENTS)
+        .map(|_| stalled_client(server.addr, b""))
+        .collect();
+    wait_until(
+        "the server accepts up to its cap",
+        Duration::from_secs(10),
+        || open_descriptors(pid) >= baseline + CAP,
+    );
+    // However long they stay, the others are not accepted meanwhile.
+    for _ in 0..10 {
+        let held = open_descriptors(pid);
+        assert!(
+            held <= baseline + CAP,
+            "{held} descriptors, {baseline} before"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    // Each is closed after a second idle, letting the next one in.
+    for client in &mut clients {
+        assert!(read_until_closed(client, Duration::from_secs(60)).is_empty());
+    }
+    let elapsed = started.elapsed();
+    let rounds = (CLIENTS / CAP) as u32;
+    assert!(
+        elapsed >= Duration::from_millis(900) * rounds && elapsed < Duration::from_secs(60),
+        "{CLIENTS} idle clients through {CAP} slots took {elapsed:?}"
+    );
+    wait_until(
+        "the descriptors are released",
+        Duration::from_secs(10),
+        || open_descriptors(pid) == baseline,
+    );
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+    assert_eq!(
+        server.metric(r#"warden_http_connections_closed_total{reason="idle-timeout"}"#),
+        Some(CLIENTS as f64)
+    );
+}
+
+#[test]
+fn slow_bodies_take_no_call_slot_from_other_requests() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(
+        &manifest,
+        &[
+            "--max-concurrent",
+            "4",
+            "--max-queue",
+            "4",
+            "--request-timeout",
+            "3s",
+        ],
+    );
+    // Eight clients promise a hundred bytes and send ten.
+    let mut slow: Vec<_> = (0..8)
+        .map(|_| {
+            stalled_client(
+                server.addr,
+                b"POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\
+                  Connection: close\r\n\r\n0123456789",
+            )
+        })
+        .collect();
+    // The eight, and the scrape that counts them.
+    server.wait_for_metric("warden_http_requests_in_flight", 9.0);
+
+    let reply = server.post("/plugins/hello/echo", b"through");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, b"through");
+    assert_eq!(
+        server.metric(r#"warden_http_rejected_total{reason="saturated"}"#),
+        Some(0.0)
+    );
+    // The slow bodies end at the request timeout.
+    for client in &mut slow {
+        let reply = read_until_closed(client, Duration::from_secs(30));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("\"error\":\"request-timeout\""), "{reply}");
+    }
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_client_that_never_reads_a_large_response_is_dropped_after_the_write_timeout() {
+    const OUTPUT: usize = 64 << 20;
+    const CLIENTS: usize = 4;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.big]\npath = \"{}\"\n\
+         [plugins.big.limits]\nmemory = \"256MiB\"\nmax_output = \"64MiB\"\n",
+        guests::HOSTILE
+    ));
+    let server = Server::start(&manifest, &["--write-timeout", "1s"]);
+    let pid = server.child.id();
+    let request = format!(
+        "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{OUTPUT}",
+        OUTPUT.to_string().len()
+    );
+    // One client that reads it all, so that the baseline includes what
+    // serving such a response leaves warm.
+    let read = server.post("/plugins/big/output", OUTPUT.to_string().as_bytes());
+    assert_eq!((read.status, read.body.len()), (200, OUTPUT));
+    wait_until(
+        "the first connection closes",
+        Duration::from_secs(10),
+        || server.metric("warden_http_connections_open") == Some(1.0),
+    );
+    let descriptors = open_descriptors(pid);
+    let resident = resident_bytes(pid);
+
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| stalled_client(server.addr, request.as_bytes()))
+        .collect();
+    server.wait_for_metric(
+        r#"warden_http_connections_closed_total{reason="write-timeout"}"#,
+        CLIENTS as f64,
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(30),
+        "{elapsed:?}"
+    );
+    // The clients still hold their ends; the server holds nothing for them.
+    wait_until(
+        "the descriptors are released",
+        Duration::from_secs(10),
+        || {
+            server.metric("warden_http_connections_open") == Some(1.0)
+                && open_descriptors(pid) == descriptors
+        },
+    );
+    let grown = resident_bytes(pid).saturating_sub(resident);
+    assert!(
+        grown < (OUTPUT as u64) / 2,
+        "{CLIENTS} abandoned responses of {OUTPUT} bytes left {grown} more bytes resident"
+    );
+    drop(clients);
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    assert_eq!(server.post("/plugins/big/output", b"3").body, b"xxx");
+}
+
+#[test]
+fn error_replies_name_no_host_path_and_the_log_keeps_the_detail() {
+    let (dir, manifest) = write_manifest(&format!(
+        "[plugins.reader]\npath = \"{hostile}\"\n\
+         [plugins.reader.grants]\ndirs = [\"secret-customer-data::/data:ro\"]\n\n\
+         [plugins.trapper]\npath = \"{hostile}\"\n",
+        hostile = guests::HOSTILE
+    ));
+    let granted = dir.path().join("secret-customer-data");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("orders.csv"), b"1,2,3").unwrap();
+    let server = Server::start(&manifest, &[]);
+    assert_eq!(
+        server
+            .post("/plugins/reader/read-file", b"/data/orders.csv")
+            .body,
+        b"1,2,3"
+    );
+
+    // The granted directory goes away under the running server.
+    std::fs::remove_dir_all(&granted).unwrap();
+    let reply = server.post("/plugins/reader/read-file", b"/data/orders.csv");
+    assert_error(&reply, 500, "invalid-config");
+    assert_eq!(
+        json(&reply)["message"],
+        "the server could not run the plugin; the server's log has the details"
+    );
+    let host_path = granted.to_string_lossy().into_owned();
+    assert!(!reply.text().contains(&host_path), "{reply:?}");
+    assert!(!reply.text().contains("secret-customer-data"), "{reply:?}");
+    let logged =
+        server.wait_for_event(|line| line["event"] == "call-failed" && line["plugin"] == "reader");
+    assert_eq!(logged["error"], "invalid-config");
+    assert!(
+        logged["message"].as_str().unwrap().contains(&host_path),
+        "{logged}"
+    );
+
+    // A trap's reply carries no backtrace.
+    let reply = server.post("/plugins/trapper/panic", b"");
+    assert_error(&reply, 500, "trap");
+    assert_eq!(
+        json(&reply)["message"],
+        "the plugin trapped; the server's log has the details"
+    );
+    let logged =
+        server.wait_for_event(|line| line["event"] == "call-failed" && line["plugin"] == "trapper");
+    let detail = logged["message"].as_str().unwrap();
+    assert!(detail.contains("wasm backtrace"), "{detail}");
+    assert!(!reply.text().contains("backtrace"), "{reply:?}");
+    assert!(!reply.text().contains("hostile.wasm"), "{reply:?}");
+    assert_eq!(server.post("/plugins/trapper/calls", b"").body, b"1");
+}
+
+/// Runs `warden` in `dir`, with its home and configuration inside it.
+fn warden_in(dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "warden {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Replaces `path` with `contents` by rename, as a deploy tool would.
+fn deploy(path: &Path, contents: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn revoking_a_signer_refuses_its_new_files_and_withdraws_what_it_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for name in ["alice", "bob"] {
+        warden_in(root, &["keygen", name]);
+        warden_in(
+            root,
+            &[
+                "trust",
+                "add",
+                &format!("{name}.pub"),
+                "--name",
+                name,
+                "--trust-store",
+                "trust.toml",
+            ],
+        );
+    }
+    let signed = |guest: &str, key: &str| {
+        let out = root.join(format!("signed-{key}.wasm"));
+        warden_in(
+            root,
+            &[
+                "sign",
+                guest,
+                "--key",
+                &format!("{key}.key"),
+                "-o",
+                &out.to_string_lossy(),
+            ],
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let detached = |guest: &str, key: &str| {
+        let out = root.join(format!("detached-{key}.sig"));
+        warden_in(
+            root,
+            &[
+                "sign",
+                guest,
+                "--key",
+                &format!("{key}.key"),
+                "--detached",
+                "-o",
+                &out.to_string_lossy(),
+            ],
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let app = root.join("app.wasm");
+    std::fs::write(&app, signed(guests::HELLO, "alice")).unwrap();
+    let other = root.join("other.wasm");
+    std::fs::write(&other, signed(guests::PROBE, "bob")).unwrap();
+    let loose = root.join("loose.wasm");
+    std::fs::copy(guests::HOSTILE, &loose).unwrap();
+    let loose_signature = root.join("loose.wasm.sig");
+    std::fs::write(&loose_signature, detached(guests::HOSTILE, "bob")).unwrap();
+    let manifest = root.join("warden.toml");
+    std::fs::write(
+        &manifest,
+        "[defaults.trust]\nunsigned = \"deny\"\nsigned_by = \"trusted\"\ntrust_store = \"trust.toml\"\n\n\
+         [plugins.app]\npath = \"app.wasm\"\n[plugins.other]\npath = \"other.wasm\"\n\
+         [plugins.loose]\npath = \"loose.wasm\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&manifest, &[]);
+    assert_eq!(server.post("/plugins/app/echo", b"hi").body, b"hi");
+
+    // Revoked: what alice signed stops serving, the rest goes on.
+    warden_in(
+        root,
+        &["trust", "remove", "alice", "--trust-store", "trust.toml"],
+    );
+    let withdrawn = server
+        .wait_for_event(|line| line["event"] == "plugin-withdrawn" && line["plugin"] == "app");
+    assert_eq!(withdrawn["error"], "untrusted");
+    let refused = server.post("/plugins/app/echo", b"hi");
+    assert_error(&refused, 503, "untrusted");
+    assert_eq!(
+        server.post("/plugins/other/env", b"HOME").status,
+        500,
+        "probe serves (and has no env grant)"
+    );
+    assert_eq!(server.post("/plugins/loose/calls", b"").body, b"1");
+
+    // A new file signed by alice is refused, with the reason in the log.
+    deploy(&app, &signed(guests::PROBE, "alice"));
+    let failed =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "app");
+    assert_eq!(failed["error"], "untrusted");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed by unknown key"),
+        "{failed}"
+    );
+    assert_error(&server.post("/plugins/app/echo", b"hi"), 503, "untrusted");
+    // One that bob signed serves again.
+    deploy(&app, &signed(guests::HELLO, "bob"));
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "app");
+    assert_eq!(server.post("/plugins/app/echo", b"back").body, b"back");
+
+    // Only the detached signature changes: the plugin is verified again.
+    std::fs::remove_file(&loose_signature).unwrap();
+    let unsigned =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "loose");
+    assert_eq!(unsigned["error"], "untrusted");
+    // The version serving was verified with its signature; it goes on.
+    assert_eq!(server.post("/plugins/loose/calls", b"").body, b"1");
+    deploy(&loose_signature, &detached(guests::HOSTILE, "bob"));
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "loose");
+    assert_eq!(
+        server
+            .events("reload-failed")
+            .iter()
+            .filter(|line| line["plugin"] == "loose")
+            .count(),
+        1
+    );
+}
+
+#[test]
+#[cfg(unix)]
+fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
+    let (dir, manifest) = write_manifest(
+        "[plugins.stuck]\npath = \"stuck.wasm\"\n[plugins.other]\npath = \"other.wasm\"\n",
+    );
+    let stuck = dir.path().join("stuck.wasm");
+    let other = dir.path().join("other.wasm");
+    std::fs::copy(guests::HELLO, &stuck).unwrap();
+    std::fs::copy(guests::HELLO, &other).unwrap();
+    let mut server = Server::start(&manifest, &[]);
+
+    let mkfifo = |path: &Path| {
+        let made = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(made.success());
+    };
+    let fifo = dir.path().join("stuck.fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, &stuck).unwrap();
+    let refused =
+        server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "stuck");
+    assert_eq!(refused["error"], "io-error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{refused}"
+    );
+    // The version loaded before keeps serving, and the other plugin reloads.
+    assert_eq!(server.post("/plugins/stuck/echo", b"still").body, b"still");
+    deploy(&other, &std::fs::read(guests::PROBE).unwrap());
+    server.wait_for_event(|line| line["event"] == "reloaded" && line["plugin"] == "other");
+    assert_eq!(json(&server.get("/plugins/other"))["name"], "probe");
+
+    // A file past the size limit is refused without being read (it is sparse).
+    let huge = dir.path().join("huge.next");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(warden::Registry::MAX_PLUGIN_FILE_BYTES + 1)
+        .unwrap();
+    std::fs::rename(&huge, &other).unwrap();
+    let oversized = server.wait_for_event(|line| {
+        line["event"] == "reload-failed"
+            && line["plugin"] == "other"
+            && line["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than the 256 MiB")
+    });
+    assert_eq!(oversized["error"], "io-error");
+    assert_eq!(json(&server.get("/plugins/other"))["name"], "probe");
+
+    // A new manifest entry naming a FIFO is refused the same way.
+    mkfifo(&dir.path().join("pipe.wasm"));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    deploy(
+        &manifest,
+        format!("{text}[plugins.pipe]\npath = \"pipe.wasm\"\n").as_bytes(),
+    );
+    let reloaded = server.wait_for_event(|line| line["event"] == "manifest-reloaded");
+    assert_eq!(reloaded["failed"][0]["plugin"], "pipe", "{reloaded}");
+    assert!(
+        reloaded["failed"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{reloaded}"
+    );
+    // And so is a manifest that became a FIFO.
+    let fifo = dir.path().join("warden.fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, &manifest).unwrap();
+    let refused = server.wait_for_event(|line| line["event"] == "manifest-reload-failed");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file"),
+        "{refused}"
+    );
+    assert_eq!(server.post("/plugins/stuck/echo", b"x").body, b"x");
+
+    let started = Instant::now();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

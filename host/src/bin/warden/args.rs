@@ -143,7 +143,10 @@ pub struct ExportHttpArgs {
 const SERVE_HELP: &str = "\
 Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
 500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation and
-shutdown 503 with Retry-After. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
+shutdown 503 with Retry-After; a plugin whose signer is no longer trusted 503 (untrusted).
+Errors are JSON: {\"error\": KIND, \"message\": TEXT}; a host-side failure's full text goes
+to the log only. Connections: --max-connections, --idle-timeout, --header-read-timeout and
+--write-timeout, or the manifest's [serve] table.
 Exit codes: 0 after a clean shutdown; 2 for a bad manifest or address; when a plugin does not
 load, the code of its error (see `warden run --help`).";
 
@@ -192,6 +195,25 @@ pub struct ServeArgs {
     /// $XDG_DATA_HOME/warden/cache.key, else ~/.local/share/warden/cache.key].
     #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
     pub cache_key: Option<PathBuf>,
+    /// Time a client has to send a whole request head, from its first byte;
+    /// then the connection is closed [default: the manifest's [serve]
+    /// header_read_timeout, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a connection may stay open with no request in progress
+    /// [default: the manifest's [serve] idle_timeout, else 60s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time writing a response may make no progress (the client stopped
+    /// reading) before the connection is dropped [default: the manifest's
+    /// [serve] write_timeout, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// Connections open at once; further ones wait in the listen backlog
+    /// until one closes [default: the manifest's [serve] max_connections,
+    /// else 512].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Args)]

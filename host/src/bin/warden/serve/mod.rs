@@ -9,13 +9,25 @@
 //! The server holds no state of its own: plugin state lives in the kv
 //! capability's store, which replicas can share (a Redis server). Admission
 //! is bounded: at most `--max-concurrent` calls run and `--max-queue` wait;
-//! anything beyond is answered 503 with `Retry-After` at once. SIGTERM or
+//! anything beyond is answered 503 with `Retry-After` at once. A request's
+//! body is read (within the plugin's input limit and the request timeout)
+//! before it asks for admission, so slow clients hold no call slot.
+//!
+//! Connections are bounded too (see [`connection`]): at most
+//! `--max-connections` are open (more wait in the kernel's listen backlog),
+//! each is closed after `--idle-timeout` without a request in progress or
+//! `--header-read-timeout` into a request head that does not complete, and
+//! a response the client stops reading is dropped after `--write-timeout`
+//! without progress. Memory held for requests is thereby bounded by the
+//! open connections times the largest plugin input limit. SIGTERM or
 //! SIGINT stops accepting connections, reports not ready, lets requests in
 //! flight finish for `--shutdown-grace`, then cancels what is left.
 
+mod connection;
 mod prometheus;
 mod routes;
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,12 +41,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use warden::{Manifest, Registry, Reload};
+use warden::{Manifest, Registry, Reload, ServeSettings};
 
 use crate::args::ServeArgs;
 use crate::exit;
 use crate::output;
 
+use self::connection::{ConnectionLimits, GuardedStream, TrackedBody, Tracker};
 use self::prometheus::HttpStats;
 
 /// How long a failed `accept` (out of file descriptors, say) waits before the
@@ -84,6 +97,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.no_cache {
         builder.no_compile_cache();
     }
+    let limits = connection_limits(&args, &manifest.serve)?;
+    let max_connections = args
+        .max_connections
+        .or(manifest.serve.max_connections)
+        .unwrap_or(ServeSettings::DEFAULT_MAX_CONNECTIONS);
+    anyhow::ensure!(
+        max_connections > 0,
+        "max_connections in [serve] of {} must be at least 1",
+        args.manifest.display()
+    );
     let registry = Registry::new(builder.build()?);
 
     // A replica with a plugin that does not load must not become ready.
@@ -134,24 +157,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "plugins": loaded.loaded,
         "max_concurrent": max_concurrent,
         "max_queue": max_queue,
+        "max_connections": max_connections,
+        "header_read_timeout_ms": limits.header_read.as_millis() as u64,
+        "idle_timeout_ms": limits.idle.as_millis() as u64,
+        "write_timeout_ms": limits.write.as_millis() as u64,
     }));
 
     let watcher =
         (!args.no_watch).then(|| tokio::spawn(log_reloads(registry.clone(), args.watch_interval)));
     let graceful = GracefulShutdown::new();
+    // A connection is accepted only with one of these; without one, new
+    // connections wait in the kernel's listen backlog.
+    let connection_slots = Arc::new(Semaphore::new(max_connections as usize));
     let mut terminated = std::pin::pin!(terminated());
-    loop {
+    let signal = loop {
+        let slot = tokio::select! {
+            // The semaphore is never closed, so this branch always matches.
+            Ok(slot) = connection_slots.clone().acquire_owned() => slot,
+            signal = &mut terminated => break signal,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let server = server.clone();
-                    let service = service_fn(move |request| routes::handle(server.clone(), peer, request));
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
+                    let connection = serve_connection(&server, &graceful, stream, peer, limits);
                     tokio::spawn(async move {
-                        // A client that hangs up mid-request is its own business.
-                        let _ = connection.await;
+                        connection.await;
+                        drop(slot);
                     });
                 }
                 Err(err) => {
@@ -159,12 +190,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            signal = &mut terminated => {
-                log_event(json!({ "event": "draining", "signal": signal, "grace_ms": args.shutdown_grace.as_millis() as u64 }));
-                break;
-            }
+            signal = &mut terminated => break signal,
         }
-    }
+    };
+    log_event(
+        json!({ "event": "draining", "signal": signal, "grace_ms": args.shutdown_grace.as_millis() as u64 }),
+    );
     drop(listener);
     server.draining.store(true, Ordering::Release);
     if let Some(watcher) = watcher {
@@ -189,6 +220,94 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The connection bounds: each flag, else the manifest's `[serve]`
+/// setting, else its default. Zero would close every connection at once,
+/// so it is refused.
+fn connection_limits(
+    args: &ServeArgs,
+    settings: &ServeSettings,
+) -> anyhow::Result<ConnectionLimits> {
+    let resolve = |flag: Option<Duration>, setting: Option<Duration>, default, name: &str| {
+        let value = flag.or(setting).unwrap_or(default);
+        anyhow::ensure!(
+            !value.is_zero(),
+            "--{} (or {} in the manifest's [serve] table) must be longer than zero",
+            name.replace('_', "-"),
+            name
+        );
+        Ok(value)
+    };
+    Ok(ConnectionLimits {
+        header_read: resolve(
+            args.header_read_timeout,
+            settings.header_read_timeout,
+            ServeSettings::DEFAULT_HEADER_READ_TIMEOUT,
+            "header_read_timeout",
+        )?,
+        idle: resolve(
+            args.idle_timeout,
+            settings.idle_timeout,
+            ServeSettings::DEFAULT_IDLE_TIMEOUT,
+            "idle_timeout",
+        )?,
+        write: resolve(
+            args.write_timeout,
+            settings.write_timeout,
+            ServeSettings::DEFAULT_WRITE_TIMEOUT,
+            "write_timeout",
+        )?,
+    })
+}
+
+/// Serves one client connection until it closes, a bound in `limits` runs
+/// out (the connection is then dropped, and with it any response it held),
+/// or the graceful shutdown closes it.
+fn serve_connection(
+    server: &Arc<Server>,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    limits: ConnectionLimits,
+) -> impl Future<Output = ()> + Send + 'static {
+    let tracker = Tracker::new();
+    let service = {
+        let server = server.clone();
+        let tracker = tracker.clone();
+        service_fn(move |request| {
+            // The request is in progress until hyper drops its response.
+            let request_in_progress = tracker.request_started();
+            let reply = routes::handle(server.clone(), peer, request);
+            async move {
+                let reply = reply.await?;
+                Ok::<_, Infallible>(reply.map(|body| TrackedBody::new(body, request_in_progress)))
+            }
+        })
+    };
+    let stream = GuardedStream::new(stream, tracker.clone(), limits.write);
+    let connection =
+        graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    let server = server.clone();
+    async move {
+        server
+            .stats
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            // A client that hangs up mid-request is its own business.
+            _ = connection => {
+                if tracker.write_timed_out() {
+                    server.stats.count_closed("write-timeout");
+                }
+            }
+            expired = tracker.expired(limits) => server.stats.count_closed(expired.as_str()),
+        }
+        server
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Logs every reload the registry's watch makes.
 async fn log_reloads(registry: Registry, interval: Duration) {
     let mut reloads = registry.watch(interval);
@@ -201,14 +320,26 @@ async fn log_reloads(registry: Registry, interval: Duration) {
                 "event": "reload-failed", "plugin": name, "error": error.kind().as_str(),
                 "message": error.to_string(),
             }),
-            Reload::Manifest(load) => json!({
-                "event": "manifest-reloaded",
-                "loaded": load.loaded,
-                "removed": load.removed,
-                "failed": load.failed.iter().map(|(name, err)| json!({
-                    "plugin": name, "error": err.kind().as_str(), "message": err.to_string(),
-                })).collect::<Vec<_>>(),
-            }),
+            Reload::Manifest(load) => {
+                for (name, refusal) in &load.withdrawn {
+                    log_event(json!({
+                        "event": "plugin-withdrawn", "plugin": name,
+                        "error": refusal.kind().as_str(),
+                        "message": format!(
+                            "the version serving no longer passes the trust policy and is not served until one that does is deployed: {refusal}"
+                        ),
+                    }));
+                }
+                json!({
+                    "event": "manifest-reloaded",
+                    "loaded": load.loaded,
+                    "removed": load.removed,
+                    "withdrawn": load.withdrawn.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                    "failed": load.failed.iter().map(|(name, err)| json!({
+                        "plugin": name, "error": err.kind().as_str(), "message": err.to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            }
             Reload::ManifestFailed(error) => json!({
                 "event": "manifest-reload-failed", "error": error.kind().as_str(),
                 "message": error.to_string(),

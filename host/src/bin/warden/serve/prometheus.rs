@@ -19,7 +19,15 @@ pub(crate) struct HttpStats {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests being handled now.
     pub(crate) in_flight: AtomicI64,
+    /// Client connections open now.
+    pub(crate) connections_open: AtomicI64,
+    /// Connections the server closed because a bound ran out, by reason.
+    connections_closed: Mutex<BTreeMap<&'static str, u64>>,
 }
+
+/// Bounds a connection can run out of, as the `reason` label of
+/// `warden_http_connections_closed_total`.
+const CONNECTION_CLOSES: [&str; 3] = ["idle-timeout", "header-read-timeout", "write-timeout"];
 
 /// Reasons the server answers a request instead of its plugin (refused,
 /// or cut off by the request timeout), as the `reason` label of
@@ -41,6 +49,12 @@ impl HttpStats {
         if let Some(reason) = error.filter(|error| REJECTIONS.contains(error)) {
             *lock(&self.rejected).entry(reason).or_default() += 1;
         }
+    }
+
+    /// Counts one connection closed because `reason` (one of
+    /// [`CONNECTION_CLOSES`]) ran out.
+    pub(crate) fn count_closed(&self, reason: &'static str) {
+        *lock(&self.connections_closed).entry(reason).or_default() += 1;
     }
 }
 
@@ -88,6 +102,32 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
         "warden_http_requests_in_flight {}",
         stats.in_flight.load(Ordering::Relaxed)
     );
+    header(
+        &mut text,
+        "warden_http_connections_open",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(
+        text,
+        "warden_http_connections_open {}",
+        stats.connections_open.load(Ordering::Relaxed)
+    );
+    header(
+        &mut text,
+        "warden_http_connections_closed_total",
+        "counter",
+        "Connections the server closed: idle-timeout, header-read-timeout or write-timeout.",
+    );
+    let closed = lock(&stats.connections_closed);
+    for reason in CONNECTION_CLOSES {
+        let count = closed.get(reason).copied().unwrap_or(0);
+        let _ = writeln!(
+            text,
+            "warden_http_connections_closed_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
+    drop(closed);
     header(
         &mut text,
         "warden_instances_in_use",

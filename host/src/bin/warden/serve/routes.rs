@@ -13,10 +13,13 @@
 //!
 //! Host-side failures use the error kinds of `--json` reports: limits and
 //! traps (`timeout`, `out-of-fuel`, `memory-limit`, `trap`, ...) → 500;
-//! an unknown plugin → 404; saturation (`saturated`) and shutdown
+//! an unknown plugin → 404; a plugin withdrawn because it no longer passes
+//! its trust policy → 503 `untrusted`; saturation (`saturated`) and shutdown
 //! (`cancelled`) → 503 with `Retry-After`; a body that does not arrive
 //! within `--request-timeout` → 408, a call that does not finish within it
-//! → 504.
+//! → 504. The message of a host-side failure is one sentence from
+//! [`public_message`]; its full text, which may name host paths or carry a
+//! backtrace, goes to the log as a `call-failed` line.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +49,8 @@ struct Entry {
     action: Option<String>,
     bytes_in: usize,
     error: Option<&'static str>,
+    /// The full text of a host-side failure, for the log only.
+    detail: Option<String>,
     report: Option<Report>,
 }
 
@@ -66,6 +71,19 @@ pub(super) async fn handle(
     server
         .stats
         .count(entry.plugin.as_deref(), status, entry.error);
+    // What the client was not told goes to the log, access log or not.
+    if let Some(detail) = &entry.detail {
+        log_event(json!({
+            "event": "call-failed",
+            "remote": peer.to_string(),
+            "path": path,
+            "status": status,
+            "plugin": entry.plugin,
+            "action": entry.action,
+            "error": entry.error,
+            "message": detail,
+        }));
+    }
     if server.access_log {
         access_log(peer, &method, &path, status, started, &reply, entry);
     }
@@ -128,6 +146,11 @@ async fn plugin_route(
     entry: &mut Entry,
 ) -> Reply {
     let Some(plugin) = server.registry.get(&name) else {
+        // A plugin withdrawn for its trust policy is known, not missing.
+        if let Some(refusal) = server.registry.withdrawn(&name) {
+            entry.plugin = Some(name);
+            return failure_reply(&refusal, entry);
+        }
         entry.error = Some(ErrorKind::UnknownPlugin.as_str());
         return error_reply(
             StatusCode::NOT_FOUND,
@@ -142,6 +165,24 @@ async fn plugin_route(
     if request.method() != Method::POST && !wants_metadata {
         return method_not_allowed();
     }
+    let deadline = tokio::time::Instant::now() + server.request_timeout;
+    // The body is read (bounded by the plugin's input limit and the request
+    // timeout) before admission: a client that trickles its body must not
+    // hold a call slot or a queue place while it does.
+    let body = if wants_metadata {
+        Bytes::new()
+    } else {
+        entry.action = Some(action.clone());
+        let limit = plugin.sandbox().limits.max_input_bytes;
+        match read_body(request, limit, deadline, server.request_timeout).await {
+            Ok(body) => body,
+            Err((reply, error)) => {
+                entry.error = Some(error);
+                return reply;
+            }
+        }
+    };
+    entry.bytes_in = body.len();
     // Metadata may need an instance too (until one has run `init`), so both
     // go through admission and the request timeout.
     let Ok(_admitted) = server.admission.try_acquire() else {
@@ -151,7 +192,6 @@ async fn plugin_route(
             "every call slot and queue place is taken; retry shortly",
         );
     };
-    let deadline = tokio::time::Instant::now() + server.request_timeout;
     if wants_metadata {
         let metadata = async {
             let _running = server.running.acquire().await;
@@ -167,24 +207,11 @@ async fn plugin_route(
                     "actions": metadata.actions,
                 }),
             ),
-            Ok(Err(err)) => {
-                entry.error = Some(error_name(&err));
-                failure_reply(&err)
-            }
+            Ok(Err(err)) => failure_reply(&err, entry),
             Err(_) => call_timed_out(server, entry),
         };
     }
 
-    entry.action = Some(action.clone());
-    let limit = plugin.sandbox().limits.max_input_bytes;
-    let body = match read_body(request, limit, server.request_timeout).await {
-        Ok(body) => body,
-        Err((reply, error)) => {
-            entry.error = Some(error);
-            return reply;
-        }
-    };
-    entry.bytes_in = body.len();
     let call = async {
         let _running = server.running.acquire().await;
         server.registry.execute(&name, &action, &body).await
@@ -194,10 +221,7 @@ async fn plugin_route(
             entry.report = Some(report);
             match result {
                 Ok(output) => octets_reply(output),
-                Err(err) => {
-                    entry.error = Some(error_name(&err));
-                    failure_reply(&err)
-                }
+                Err(err) => failure_reply(&err, entry),
             }
         }
         Err(_) => call_timed_out(server, entry),
@@ -218,11 +242,13 @@ fn call_timed_out(server: &Server, entry: &mut Entry) -> Reply {
     )
 }
 
-/// Reads the body up to `limit` bytes within `timeout`; on failure, the
-/// reply to send and the error name for the log.
+/// Reads the body up to `limit` bytes by `deadline` (the end of the
+/// request's `timeout`); on failure, the reply to send and the error name
+/// for the log.
 async fn read_body(
     request: Request<Incoming>,
     limit: usize,
+    deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Bytes, (Reply, &'static str)> {
     let too_large = || {
@@ -244,7 +270,7 @@ async fn read_body(
         return Err(too_large());
     }
     let collected =
-        tokio::time::timeout(timeout, Limited::new(request.into_body(), limit).collect());
+        tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect());
     match collected.await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
@@ -260,7 +286,10 @@ async fn read_body(
             error_reply(
                 StatusCode::REQUEST_TIMEOUT,
                 "request-timeout",
-                "the body did not arrive within the server's request timeout",
+                &format!(
+                    "the body did not arrive within the server's request timeout ({})",
+                    warden::units::format_duration(timeout)
+                ),
             ),
             "request-timeout",
         )),
@@ -278,7 +307,15 @@ fn error_name(err: &Error) -> &'static str {
     }
 }
 
-fn failure_reply(err: &Error) -> Reply {
+/// The reply to a failed call, and the error's name in `entry`.
+///
+/// The plugin's own errors are its answer and pass on as they are. For
+/// everything the host reports (limits, traps, configuration, I/O) the
+/// client gets the kind and [`public_message`], and the full text, which
+/// may name host paths or carry a backtrace, is kept in `entry` for the
+/// server's log.
+fn failure_reply(err: &Error, entry: &mut Entry) -> Reply {
+    entry.error = Some(error_name(err));
     let (status, message) = match err {
         Error::Plugin(PluginError::InvalidInput(text)) => (StatusCode::BAD_REQUEST, text.clone()),
         Error::Plugin(PluginError::UnknownAction(action)) => (
@@ -294,18 +331,58 @@ fn failure_reply(err: &Error) -> Reply {
             format!("init reported an unknown action `{action}`"),
         ),
         other => {
+            entry.detail = Some(other.to_string());
+            let message = public_message(other);
             let status = match other.kind() {
                 ErrorKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
+                // Withdrawn until a version that passes is deployed.
+                ErrorKind::Untrusted => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::Cancelled => {
-                    return unavailable(ErrorKind::Cancelled.as_str(), &other.to_string());
+                    return unavailable(ErrorKind::Cancelled.as_str(), &message);
                 }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (status, other.to_string())
+            (status, message)
         }
     };
     error_reply(status, error_name(err), &message)
+}
+
+/// What a client is told about a host-side failure: what happened, in one
+/// sentence, with the plugin's limits where they explain it, and never a
+/// host path, an environment value or a backtrace (the server's log has
+/// the error's full text).
+fn public_message(err: &Error) -> String {
+    const SEE_LOG: &str = "the server's log has the details";
+    match err {
+        Error::Timeout { limit } => format!(
+            "the call ran past the plugin's time limit of {}",
+            warden::units::format_duration(*limit)
+        ),
+        Error::OutOfFuel { limit } => {
+            format!("the call used the plugin's whole fuel budget of {limit} units")
+        }
+        Error::OutputTooLarge { size, limit } => {
+            format!("the plugin's output of {size} bytes exceeds its limit of {limit} bytes")
+        }
+        Error::InputTooLarge { size, limit } => {
+            format!("the input of {size} bytes exceeds this plugin's limit of {limit} bytes")
+        }
+        Error::MemoryLimit(_) => {
+            format!("the call went past one of the plugin's memory limits; {SEE_LOG}")
+        }
+        Error::StackOverflow { .. } => format!("the plugin overflowed its stack; {SEE_LOG}"),
+        Error::Trap { .. } => format!("the plugin trapped; {SEE_LOG}"),
+        Error::Denied { .. } => {
+            format!("the plugin asked for a capability it is not granted, then failed; {SEE_LOG}")
+        }
+        Error::Cancelled { .. } => "the server is shutting down; retry on another replica".into(),
+        Error::Untrusted { .. } => {
+            format!("the plugin does not pass this server's trust policy; {SEE_LOG}")
+        }
+        _ => format!("the server could not run the plugin; {SEE_LOG}"),
+    }
 }
 
 fn plugin_list(server: &Server) -> Reply {
