@@ -2,7 +2,8 @@
 //! component's facts, its sandbox, and the resources its grants opened.
 //!
 //! Loading reads top to bottom: check the bytes are a component (adapting a
-//! WASI preview 1 program if asked), compile, describe, then — after the
+//! WASI preview 1 program if asked), count what its instances take from the
+//! pools, compile, describe, then — after the
 //! caller has linked the component against its world — admit it: apply
 //! `strict` and open what the grants name.
 
@@ -15,6 +16,7 @@ use wasmtime::component::Component;
 
 use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources, Risk};
 use crate::error::Error;
+use crate::footprint::Footprint;
 use crate::grants::Sandbox;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -124,6 +126,9 @@ impl Compiled {
                 ));
             }
         };
+        // Before compiling: a component too big for its share of the pools
+        // costs nothing but this parse.
+        Footprint::of_component(&bytes)?.check(&sandbox.limits)?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         let engine = runtime.engine().clone();
         let cache = runtime.compile_cache().cloned();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use warden::{Error, LimitedResource, Limits, Sandbox};
+use warden::{Error, ErrorKind, LimitedResource, Limits, Sandbox};
 use warden_tests::guests;
 
 use crate::{
@@ -214,16 +214,17 @@ async fn log_floods_are_capped_by_count_and_by_bytes() {
 }
 
 #[tokio::test]
-async fn too_few_instances_is_a_limit_not_a_crash() {
+async fn too_few_instances_is_refused_at_load_not_a_crash() {
     let runtime = runtime();
     let mut limits = tight_limits();
     limits.instances = 1;
-    let plugin = hostile(&runtime, limits).await;
-    let err = plugin.execute("calls", b"").await.result.unwrap_err();
-    let Error::MemoryLimit(refusal) = &err else {
-        panic!("expected a memory limit, got {err:?}");
-    };
-    assert_eq!(refusal.resource, LimitedResource::Instances);
+    let err = runtime
+        .load_file(guests::HOSTILE, Sandbox::with_limits(limits))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidPlugin, "{err}");
+    assert!(err.to_string().contains("3 core instances"), "{err}");
     assert_runtime_serves(&runtime).await;
 }
 

@@ -76,6 +76,48 @@ pub fn wrap_core_module(mut module: Vec<u8>, extra_wit: Option<&str>, world: &st
         .expect("the module wraps into a component")
 }
 
+/// Adds core instances to a component: for each `(module, count)`, the core
+/// module whose fields `module` holds (WAT, e.g. `(memory 0) (memory 0)`;
+/// it must import nothing) and `count` instantiations of it. Every instance
+/// of the component then creates them too, whatever its world: a plugin that
+/// takes much more of the runtime's pools than its own code suggests.
+///
+/// # Panics
+///
+/// If the component or the WAT does not parse: a bug in the test.
+pub fn with_extra_core_instances(mut component: Vec<u8>, extra: &[(&str, u32)]) -> Vec<u8> {
+    // The appended modules come after the component's own in its module
+    // index space.
+    let mut depth = 0;
+    let mut modules = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(&component) {
+        match payload.expect("the component parses") {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ModuleSection { .. } if depth == 1 => modules += 1,
+            _ => {}
+        }
+    }
+    let mut wat = String::from("(component");
+    for (module, _) in extra {
+        wat.push_str(&format!("(core module {module})"));
+    }
+    for (index, (_, count)) in extra.iter().enumerate() {
+        for _ in 0..*count {
+            wat.push_str(&format!(
+                "(core instance (instantiate {}))",
+                modules + index
+            ));
+        }
+    }
+    wat.push(')');
+    let sections = wat::parse_str(&wat).expect("the extra modules parse");
+    // Everything after the 8-byte header is sections, which a component may
+    // carry in any number and order.
+    component.extend_from_slice(&sections[8..]);
+    component
+}
+
 /// The body of `GET /` on [`HttpServer`].
 pub const HTTP_GREETING: &str = "hello from the test server";
 /// The size of `GET /big` on [`HttpServer`].

@@ -328,7 +328,7 @@ impl InstanceState {
         fs::configure(&mut wasi, grants)?;
         clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
-        let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
+        let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials, limits.sockets);
         Ok(InstanceState {
             wasi: wasi.build(),
             http: http::HttpState::new(&resources.http, &denials),
