@@ -107,6 +107,75 @@ async fn http_without_a_grant_or_to_another_origin_is_denied() {
     assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
 }
 
+/// Asserts that a call was refused for `http` with exactly `detail`, and
+/// that the guest saw `HttpRequestDenied`.
+async fn assert_http_denied(plugin: &Plugin, url: &str, detail: &str) {
+    let outcome = plugin.execute("http-get", url.as_bytes()).await;
+    match outcome.result {
+        Err(Error::Denied { denial, then }) => {
+            assert_eq!(denial.capability, "http");
+            assert_eq!(denial.detail, detail);
+            assert!(then.to_string().contains("HttpRequestDenied"), "{then}");
+        }
+        other => panic!("{url}: expected an http denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn http_to_internal_addresses_needs_a_grant_that_names_them() {
+    let server = HttpServer::start();
+    let port = server.addr.port();
+    let internal = "an internal address (loopback, private or link-local) that the grant does \
+                    not name; grant it by address to allow it";
+    // Any host on the port: neither a name that resolves to loopback nor
+    // the loopback address itself is reached.
+    let wildcard = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&format!("http://*:{port}")))
+    }))
+    .await;
+    let by_name = format!("http://localhost:{port}/");
+    let resolved = tokio::net::lookup_host(("localhost", port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip();
+    assert_http_denied(
+        &wildcard,
+        &by_name,
+        &format!("GET {by_name} resolves to {resolved}, {internal}"),
+    )
+    .await;
+    assert_http_denied(
+        &wildcard,
+        &server.url("/"),
+        &format!("GET {} resolves to 127.0.0.1, {internal}", server.url("/")),
+    )
+    .await;
+    // Named by address, or as localhost: allowed.
+    let by_address = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()))
+    }))
+    .await;
+    assert_eq!(
+        call(&by_address, "http-get", &server.url("/"))
+            .await
+            .unwrap(),
+        HTTP_GREETING
+    );
+    let localhost = probe(sandbox(|grants| {
+        grants
+            .http
+            .allow
+            .push(origin(&format!("http://localhost:{port}")))
+    }))
+    .await;
+    assert_eq!(
+        call(&localhost, "http-get", &by_name).await.unwrap(),
+        HTTP_GREETING
+    );
+}
+
 #[tokio::test]
 async fn http_responses_beyond_the_cap_fail() {
     let server = HttpServer::start();
