@@ -238,3 +238,58 @@ async fn a_plugin_whose_memory_never_fits_fails_at_instantiation() {
     assert!(matches!(err, Error::MemoryLimit(_)), "{err:?}");
     assert_runtime_serves(&runtime).await;
 }
+
+/// Memories and tables a component creates only through a module it passes
+/// to a nested component are not in the load-time count; wasmtime counts
+/// them when it compiles the component for the pools, and without pooling
+/// the store's limiter counts them at instantiation, so that table memory
+/// stays bounded by `tables × table_elements` there too.
+#[tokio::test]
+async fn memories_and_tables_hidden_in_nested_components_are_still_counted() {
+    let cases = [
+        (
+            "(memory 0) (memory 0)",
+            LimitedResource::Memories,
+            2,
+            "memories",
+        ),
+        (
+            "(table 100000 funcref) (table 100000 funcref) (table 100000 funcref)",
+            LimitedResource::Tables,
+            4,
+            "tables",
+        ),
+    ];
+    for (module, resource, limit, what) in cases {
+        let plugin = warden_tests::with_module_passed_to_a_nested_component(
+            std::fs::read(guests::HOSTILE).unwrap(),
+            module,
+        );
+        let unpooled = warden::Runtime::builder().pooling(false).build().unwrap();
+        let loaded = unpooled
+            .load(
+                warden::Source::new("nested", plugin.clone()),
+                Sandbox::default(),
+            )
+            .await
+            .unwrap();
+        match loaded.execute("calls", b"").await.result {
+            Err(Error::MemoryLimit(refusal)) => {
+                assert_eq!((refusal.resource, refusal.limit), (resource, limit));
+            }
+            other => panic!("{what} without pooling: expected a memory limit, got {other:?}"),
+        }
+        assert_runtime_serves(&unpooled).await;
+        assert_eq!(unpooled.instances_in_use(), 0);
+
+        let pooled = runtime();
+        let err = pooled
+            .load(warden::Source::new("nested", plugin), Sandbox::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPlugin, "{what}: {err}");
+        assert!(err.to_string().contains(what), "{err}");
+        assert_runtime_serves(&pooled).await;
+    }
+}
