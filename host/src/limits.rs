@@ -101,8 +101,8 @@ impl Limits {
     pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
     /// Default for [`Limits::host_resources`].
     pub const DEFAULT_HOST_RESOURCES: usize = 10_000;
-    /// Default for [`Limits::memories`]: a module's memory and its WASI
-    /// adapter's, which is what every toolchain Warden supports produces.
+    /// Default for [`Limits::memories`]: room for a module's memory and a
+    /// WASI adapter's (the toolchains Warden's tests build use one).
     pub const DEFAULT_MEMORIES: u32 = 2;
     /// Default for [`Limits::tables`]: a module's function table plus the
     /// adapter's and shims', with room to spare.

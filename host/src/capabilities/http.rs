@@ -404,16 +404,15 @@ impl WasiHttpHooks for HttpHooks {
             .await
             .map_err(|_elapsed| HttpError::HttpResponseTimeout)?;
             let (response, connection) = sent?;
+            let between_bytes = options.between_bytes_timeout.unwrap_or(grant.total_timeout);
             let response = response.map(|body| {
                 BoundedBody {
                     inner: body,
                     remaining: grant.max_response_bytes,
                     limit: grant.max_response_bytes,
                     deadline: Box::pin(tokio::time::sleep_until(deadline)),
-                    between_bytes: options.between_bytes_timeout.unwrap_or(grant.total_timeout),
-                    idle: Box::pin(tokio::time::sleep(
-                        options.between_bytes_timeout.unwrap_or(grant.total_timeout),
-                    )),
+                    between_bytes,
+                    idle: Box::pin(tokio::time::sleep(between_bytes)),
                 }
                 .boxed_unsync()
             });

@@ -180,14 +180,14 @@ fn accept(
 fn drop_tcp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live -= 1;
+    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
     Ok(())
 }
 
 fn drop_udp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live -= 1;
+    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
     Ok(())
 }
 
