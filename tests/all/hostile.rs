@@ -198,6 +198,9 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         .unwrap();
     let tcp = fixture.tcp.addr.to_string();
     let udp = fixture.udp.addr.to_string();
+    let any_host: OriginPattern = format!("http://*:{}", fixture.http.addr.port())
+        .parse()
+        .unwrap();
     let mut kv_quota = fixture.kv();
     kv_quota.quotas.max_value_bytes = 16;
 
@@ -554,6 +557,42 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             "",
             Fails(ErrorKind::Trap),
         ),
+        case(
+            "a thousand sockets without a grant",
+            &probe,
+            plain(),
+            "tcp-sockets",
+            "1000",
+            Contained(|outcome| {
+                expect_output(outcome, "created 0, failed 1000 (first: access-denied)")
+            }),
+        ),
+        case(
+            "more sockets than the per-instance cap",
+            &probe,
+            sandbox(|_, grants| grants.udp.push("127.0.0.1:9".parse().unwrap())),
+            "udp-sockets",
+            "150",
+            Contained(|outcome| {
+                expect_output(outcome, "created 100, failed 50 (first: new-socket-limit)")
+            }),
+        ),
+        case(
+            "listening with only a connect grant",
+            &probe,
+            sandbox(|_, grants| grants.tcp.push("127.0.0.1:9".parse().unwrap())),
+            "tcp-listen",
+            "127.0.0.1:9",
+            Denied("sockets"),
+        ),
+        case(
+            "HTTP through a wildcard grant to a name that resolves to loopback",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            "http-get",
+            format!("http://localhost:{}/", fixture.http.addr.port()),
+            Denied("http"),
+        ),
     ];
     // Each plugin has its own kv namespace: these two are strangers to the
     // plugin named `owner` that holds the secret.
@@ -563,6 +602,14 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         }
     }
     cases
+}
+
+/// Checks that a contained call answered exactly `expected`.
+fn expect_output(outcome: &Outcome<Vec<u8>>, expected: &str) -> Result<(), String> {
+    match &outcome.result {
+        Ok(output) if output == expected.as_bytes() => Ok(()),
+        other => Err(format!("expected {expected:?}, got {other:?}")),
+    }
 }
 
 /// Stores a secret under the plugin name `owner`, for the namespace case.
