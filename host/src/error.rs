@@ -16,6 +16,10 @@ const MAX_BACKTRACE_FRAMES: usize = 24;
 
 /// How wasmtime words a refused instantiation (`Store::bump_resource_counts`).
 const INSTANCE_LIMIT_MESSAGE: &str = "resource limit exceeded: instance count too high";
+/// How wasmtime words a refused instantiation over the memory count.
+const MEMORY_COUNT_LIMIT_MESSAGE: &str = "resource limit exceeded: memory count too high";
+/// How wasmtime words a refused instantiation over the table count.
+const TABLE_COUNT_LIMIT_MESSAGE: &str = "resource limit exceeded: table count too high";
 
 /// Everything that can go wrong loading or running a plugin.
 ///
@@ -331,6 +335,10 @@ pub(crate) struct FailureContext {
     pub instances: u32,
     /// The plugin's host-resource limit.
     pub host_resources: usize,
+    /// The plugin's limit on memories per instance.
+    pub memories: u32,
+    /// The plugin's limit on tables per instance.
+    pub tables: u32,
 }
 
 impl FailureContext {
@@ -354,12 +362,32 @@ impl FailureContext {
         }
         // Wasmtime enforces the instance count itself and reports it only as
         // a message, from instantiation.
-        if root_cause_message(&err).starts_with(INSTANCE_LIMIT_MESSAGE) {
-            return Error::MemoryLimit(LimitRefusal {
-                resource: LimitedResource::Instances,
-                requested: None,
-                limit: u64::from(self.instances),
-            });
+        let counted = [
+            (
+                INSTANCE_LIMIT_MESSAGE,
+                LimitedResource::Instances,
+                self.instances,
+            ),
+            (
+                MEMORY_COUNT_LIMIT_MESSAGE,
+                LimitedResource::Memories,
+                self.memories,
+            ),
+            (
+                TABLE_COUNT_LIMIT_MESSAGE,
+                LimitedResource::Tables,
+                self.tables,
+            ),
+        ];
+        let message = root_cause_message(&err);
+        for (prefix, resource, limit) in counted {
+            if message.starts_with(prefix) {
+                return Error::MemoryLimit(LimitRefusal {
+                    resource,
+                    requested: None,
+                    limit: u64::from(limit),
+                });
+            }
         }
         let backtrace = err
             .downcast_ref::<WasmBacktrace>()

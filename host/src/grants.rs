@@ -86,7 +86,8 @@ pub struct Grants {
     pub config: BTreeMap<String, String>,
     /// Outgoing HTTP (`http`). Default: no origin allowed.
     pub http: HttpGrant,
-    /// TCP addresses the plugin may connect to or bind (`sockets`). Default: none.
+    /// TCP addresses the plugin may connect to (`sockets`). Default: none.
+    /// Binding, listening and accepting need [`Grants::tcp_listen`].
     pub tcp: Vec<SocketPattern>,
     /// UDP addresses the plugin may send to or bind (`sockets`). Default: none.
     pub udp: Vec<SocketPattern>,
@@ -101,6 +102,11 @@ pub struct Grants {
     /// imports ([`HostCapability`](crate::HostCapability)), granted by name.
     /// Default: none.
     pub host: BTreeSet<String>,
+    /// Local TCP addresses the plugin may bind and listen on, accepting
+    /// connections from any peer (`sockets`). Separate from
+    /// [`Grants::tcp`], so that a plugin allowed to connect somewhere
+    /// cannot also open a server. Default: none.
+    pub tcp_listen: Vec<SocketPattern>,
 }
 
 /// A host directory made visible to the guest at a path of its own.

@@ -41,6 +41,7 @@ mod capabilities;
 mod deadline;
 mod epoch;
 mod error;
+mod footprint;
 mod fsutil;
 mod grants;
 mod instance;

@@ -27,8 +27,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Elements any one table may hold. Default: 100,000.
     pub table_elements: u64,
-    /// Core instances a plugin may create; a component needs a fixed number
-    /// (its modules plus adapters). Default: 100.
+    /// Core instances each instance of the plugin may create; a component
+    /// needs a fixed number (its modules plus adapters), counted at load: a
+    /// component that needs more is refused with
+    /// [`Error::InvalidPlugin`](crate::Error::InvalidPlugin). Default: 100.
     pub instances: u32,
     /// Fuel each call may consume, or `None` for no fuel limit. Needs a
     /// runtime built with [`RuntimeBuilder::fuel`](crate::RuntimeBuilder::fuel).
@@ -62,6 +64,20 @@ pub struct Limits {
     /// live instances); further calls wait. Default: `None`, bounded only by
     /// the runtime's [`max_instances`](crate::RuntimeBuilder::max_instances).
     pub concurrency: Option<u32>,
+    /// Linear memories each instance of the plugin may define, whatever
+    /// their size (a memory of zero pages takes a pool slot too). Counted at
+    /// load: a component that defines more is refused with
+    /// [`Error::InvalidPlugin`](crate::Error::InvalidPlugin). Default: 2.
+    pub memories: u32,
+    /// Tables each instance of the plugin may define, counted at load like
+    /// [`Limits::memories`]. With [`Limits::table_elements`] it bounds the
+    /// host memory tables take: at most `tables × table_elements` pointers,
+    /// with or without pooling. Default: 4.
+    pub tables: u32,
+    /// Sockets (TCP and UDP, accepted connections included) an instance may
+    /// hold open at once; creating one more fails with `new-socket-limit`.
+    /// Only plugins granted `sockets` create any. Default: 100.
+    pub sockets: usize,
 }
 
 impl Limits {
@@ -85,6 +101,15 @@ impl Limits {
     pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
     /// Default for [`Limits::host_resources`].
     pub const DEFAULT_HOST_RESOURCES: usize = 10_000;
+    /// Default for [`Limits::memories`]: room for a module's memory and a
+    /// WASI adapter's (the toolchains Warden's tests build use one).
+    pub const DEFAULT_MEMORIES: u32 = 2;
+    /// Default for [`Limits::tables`]: a module's function table plus the
+    /// adapter's and shims', with room to spare.
+    pub const DEFAULT_TABLES: u32 = 4;
+    /// Default for [`Limits::sockets`]: enough for a client with a
+    /// connection pool, far below a process's descriptor limit.
+    pub const DEFAULT_SOCKETS: usize = 100;
 }
 
 impl Default for Limits {
@@ -103,6 +128,9 @@ impl Default for Limits {
             log_bytes: Self::DEFAULT_LOG_BYTES,
             host_resources: Self::DEFAULT_HOST_RESOURCES,
             concurrency: None,
+            memories: Self::DEFAULT_MEMORIES,
+            tables: Self::DEFAULT_TABLES,
+            sockets: Self::DEFAULT_SOCKETS,
         }
     }
 }
@@ -119,6 +147,10 @@ pub enum LimitedResource {
     Instances,
     /// Host resources held by the instance (handles in its resource table).
     HostResources,
+    /// Linear memories defined by the instance.
+    Memories,
+    /// Tables defined by the instance.
+    Tables,
 }
 
 /// A growth the host refused because it would exceed a [`Limits`] field.
@@ -160,6 +192,16 @@ impl fmt::Display for LimitRefusal {
                 "the instance holds {} host resources (files, streams, buckets, requests) and may not open more",
                 self.limit
             ),
+            LimitedResource::Memories => write!(
+                f,
+                "the plugin defines more than {} linear memories per instance",
+                self.limit
+            ),
+            LimitedResource::Tables => write!(
+                f,
+                "the plugin defines more than {} tables per instance",
+                self.limit
+            ),
         }
     }
 }
@@ -172,6 +214,8 @@ pub(crate) struct StoreLimiter {
     memory_limit: u64,
     table_limit: u64,
     instance_limit: u32,
+    memory_count_limit: u32,
+    table_count_limit: u32,
     /// Linear memory held by the store right now. Memories never shrink, so
     /// this is also the peak.
     memory_bytes: u64,
@@ -186,6 +230,8 @@ impl StoreLimiter {
             memory_limit: limits.memory_bytes,
             table_limit: limits.table_elements,
             instance_limit: limits.instances,
+            memory_count_limit: limits.memories,
+            table_count_limit: limits.tables,
             memory_bytes: 0,
             pending_growth: 0,
             refusal: None,
@@ -256,6 +302,17 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
 
     fn instances(&self) -> usize {
         self.instance_limit as usize
+    }
+
+    // Wasmtime counts the memories and tables each instantiation defines,
+    // whatever the allocator: without pooling this is what bounds the host
+    // memory of tables (each at most `table_limit` elements).
+    fn memories(&self) -> usize {
+        self.memory_count_limit as usize
+    }
+
+    fn tables(&self) -> usize {
+        self.table_count_limit as usize
     }
 }
 

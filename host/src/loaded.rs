@@ -2,7 +2,8 @@
 //! component's facts, its sandbox, and the resources its grants opened.
 //!
 //! Loading reads top to bottom: check the bytes are a component (or, for a
-//! program, a WASI preview 1 module), compile, describe, then — after the
+//! program, a WASI preview 1 module), count what a component's instances take
+//! from the pools, compile, describe, then — after the
 //! caller has linked the component against its world — admit it: apply
 //! `strict` and open what the grants name.
 
@@ -15,6 +16,7 @@ use wasmtime::{Module, Store};
 
 use crate::capabilities::{self, CapabilityUse, InstanceOptions, PluginResources, Risk};
 use crate::error::Error;
+use crate::footprint::Footprint;
 use crate::grants::Sandbox;
 use crate::metrics::Metrics;
 use crate::preview1;
@@ -178,6 +180,9 @@ impl Checked {
 
     /// Compiles a component, or takes it from the compile cache.
     async fn compile_component(self) -> Result<Compiled, Error> {
+        // Before compiling: a component too big for its share of the pools
+        // costs nothing but this parse.
+        Footprint::of_component(&self.bytes)?.check(&self.sandbox.limits)?;
         let sha256: [u8; 32] = Sha256::digest(&self.bytes).into();
         let engine = self.runtime.engine().clone();
         let cache = self.runtime.compile_cache().cloned();

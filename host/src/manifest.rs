@@ -17,12 +17,16 @@
 //! memory = "32MiB"
 //! fuel = 10000000
 //! concurrency = 8            # instances of this plugin at once
+//! memories = 2               # linear memories per instance (checked at load)
+//! tables = 4                 # tables per instance (checked at load)
+//! sockets = 100              # open sockets per instance
 //!
 //! [plugins.hello.grants]
 //! dirs = ["data::/data:ro"]
 //! env = { GREETING = "hi" }
 //! allow_http = ["https://api.example.com"]
-//! allow_tcp = ["127.0.0.1:6379"]
+//! allow_tcp = ["127.0.0.1:6379"]    # connect only
+//! allow_tcp_listen = ["127.0.0.1:8081"]  # bind, listen and accept
 //! kv = { path = "kv.sqlite" }   # or `kv = true` for the default location,
 //!                                # or `redis = "redis://127.0.0.1:6379/0"`
 //!
@@ -305,6 +309,9 @@ struct RawLimits {
     log_bytes: Option<u64>,
     host_resources: Option<usize>,
     concurrency: Option<u32>,
+    memories: Option<u32>,
+    tables: Option<u32>,
+    sockets: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -326,6 +333,8 @@ struct RawGrants {
     allow_tcp: Vec<SocketPattern>,
     #[serde(default, deserialize_with = "parsed_list")]
     allow_udp: Vec<SocketPattern>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    allow_tcp_listen: Vec<SocketPattern>,
     kv: Option<RawKv>,
     /// Host-defined capabilities granted by name.
     #[serde(default)]
@@ -486,6 +495,9 @@ impl RawLimits {
             log_bytes: self.log_bytes.or(defaults.log_bytes),
             host_resources: self.host_resources.or(defaults.host_resources),
             concurrency: self.concurrency.or(defaults.concurrency),
+            memories: self.memories.or(defaults.memories),
+            tables: self.tables.or(defaults.tables),
+            sockets: self.sockets.or(defaults.sockets),
         }
     }
 
@@ -527,6 +539,15 @@ impl RawLimits {
             limits.host_resources = resources;
         }
         limits.concurrency = self.concurrency;
+        if let Some(memories) = self.memories {
+            limits.memories = memories;
+        }
+        if let Some(tables) = self.tables {
+            limits.tables = tables;
+        }
+        if let Some(sockets) = self.sockets {
+            limits.sockets = sockets;
+        }
         limits
     }
 }
@@ -573,6 +594,7 @@ impl RawGrants {
             kv,
             deterministic,
             host: self.host,
+            tcp_listen: self.allow_tcp_listen,
         })
     }
 }
@@ -687,12 +709,16 @@ mod tests {
             [plugins.hello.limits]
             memory = "16MiB"
             fuel = 1000
+            memories = 1
+            tables = 2
+            sockets = 10
 
             [plugins.hello.grants]
             dirs = ["data::/data:rw"]
             env = { GREETING = "hi" }
             allow_http = ["https://*.example.com"]
             allow_tcp = ["127.0.0.1:6379"]
+            allow_tcp_listen = ["127.0.0.1:8081"]
             kv = { path = "state/kv.sqlite", max_keys = 10, max_value = "1KiB" }
 
             [plugins.hello.config]
@@ -714,12 +740,21 @@ mod tests {
         );
         assert_eq!(sandbox.limits.memory_bytes, 16 << 20, "the plugin's own");
         assert_eq!(sandbox.limits.fuel, Some(1000));
+        assert_eq!(
+            (
+                sandbox.limits.memories,
+                sandbox.limits.tables,
+                sandbox.limits.sockets
+            ),
+            (1, 2, 10)
+        );
         let grants = &sandbox.grants;
         assert!(grants.deterministic);
         assert_eq!(grants.dirs, [Preopen::read_write("/srv/app/data", "/data")]);
         assert_eq!(grants.env, [("GREETING".to_owned(), "hi".to_owned())]);
         assert_eq!(grants.http.allow.len(), 1);
         assert_eq!(grants.tcp.len(), 1);
+        assert_eq!(grants.tcp_listen, ["127.0.0.1:8081".parse().unwrap()]);
         let kv = grants.kv.as_ref().unwrap();
         assert_eq!(kv.store, KvStore::File("/srv/app/state/kv.sqlite".into()));
         assert_eq!(kv.quotas.max_keys, 10);

@@ -55,6 +55,8 @@ struct RuntimeInner {
     max_instances: usize,
     max_memory_bytes: u64,
     max_table_elements: u64,
+    /// What each pooled instance slot holds, when pooling is on.
+    pool_slot: Option<PoolSlot>,
 }
 
 /// Where the compile cache lives.
@@ -134,6 +136,11 @@ impl RuntimeBuilder {
     /// Allocates instances from pre-reserved pools, with copy-on-write memory
     /// images, instead of mapping memory for each one: instantiation takes
     /// microseconds. Default: on.
+    ///
+    /// Each instance takes at most the default [`Limits`](crate::Limits)
+    /// counts from the pools (100 core instances, 2 memories, 4 tables), so
+    /// a plugin whose limits ask for more is refused at load; without
+    /// pooling, plugins may raise them.
     pub fn pooling(&mut self, enable: bool) -> &mut Self {
         self.pooling = enable;
         self
@@ -232,6 +239,7 @@ impl RuntimeBuilder {
                 } else {
                     u64::MAX
                 },
+                pool_slot: self.pooling.then_some(PoolSlot::PER_COMPONENT),
             }),
         })
     }
@@ -288,9 +296,28 @@ const POOL_TABLE_ELEMENTS: usize = 100_000;
 /// pass this budget, in which case slots shrink and bounds checks come back.
 const POOL_ADDRESS_SPACE: u64 = 16 << 40;
 
-/// How the pooling allocator is sized for a number of instances. A
-/// component holds several core instances (its modules, adapters and shims)
-/// and usually one or two memories.
+/// The share of the pools one component instance may take. The pools hold
+/// `max_instances` such shares, and the runtime never lets more than
+/// `max_instances` instances exist, so no plugin can take a slot another
+/// plugin's call needs: at worst that call waits for an instance slot.
+#[derive(Clone, Copy, Debug)]
+struct PoolSlot {
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+impl PoolSlot {
+    /// The default [`Limits`](crate::Limits) counts: every plugin within
+    /// them fits, and a plugin may ask for less but not for more.
+    const PER_COMPONENT: PoolSlot = PoolSlot {
+        core_instances: crate::Limits::DEFAULT_INSTANCES,
+        memories: crate::Limits::DEFAULT_MEMORIES,
+        tables: crate::Limits::DEFAULT_TABLES,
+    };
+}
+
+/// How the pooling allocator is sized for a number of instances.
 struct PoolSizes {
     instances: u32,
     memory_slot_bytes: u64,
@@ -302,9 +329,9 @@ impl PoolSizes {
     /// saves page faults on the next instance. (Doing the same for memories
     /// and stacks measured no faster: zeroing them costs what the faults do.)
     const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-    const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
-    const MEMORIES_PER_COMPONENT: u32 = 2;
-    const TABLES_PER_COMPONENT: u32 = 4;
+    const CORE_INSTANCES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.core_instances;
+    const MEMORIES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.memories;
+    const TABLES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.tables;
 
     fn for_instances(instances: u32, max_memory_bytes: u64) -> Self {
         let memories = u64::from(instances) * u64::from(Self::MEMORIES_PER_COMPONENT);
@@ -325,6 +352,12 @@ impl PoolSizes {
             .total_memories(self.instances.saturating_mul(Self::MEMORIES_PER_COMPONENT))
             .total_tables(self.instances.saturating_mul(Self::TABLES_PER_COMPONENT))
             .total_stacks(self.instances)
+            // Wasmtime's own check of the same per-component shares, when a
+            // component is compiled or deserialized: the pools hold whatever
+            // Warden's load-time count of a component missed.
+            .max_core_instances_per_component(Self::CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(Self::MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(Self::TABLES_PER_COMPONENT)
             .max_memories_per_module(Self::MEMORIES_PER_COMPONENT)
             .max_tables_per_module(Self::TABLES_PER_COMPONENT)
             .table_elements(POOL_TABLE_ELEMENTS)
@@ -474,6 +507,27 @@ impl Runtime {
                 "the plugin's table limit ({} elements) is larger than this runtime's table slots ({} elements)",
                 limits.table_elements, self.inner.max_table_elements
             )));
+        }
+        if let Some(slot) = self.inner.pool_slot {
+            let counts = [
+                (
+                    limits.instances,
+                    slot.core_instances,
+                    "instances",
+                    "core instances",
+                ),
+                (limits.memories, slot.memories, "memories", "memories"),
+                (limits.tables, slot.tables, "tables", "tables"),
+            ];
+            for (limit, share, field, what) in counts {
+                if limit > share {
+                    return Err(Error::InvalidConfig(format!(
+                        "the plugin's `{field}` limit ({limit}) is more than the {share} {what} each \
+                         instance may take from this runtime's pools; lower it, or build the \
+                         runtime without pooling (RuntimeBuilder::pooling(false))"
+                    )));
+                }
+            }
         }
         Ok(())
     }

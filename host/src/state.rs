@@ -161,6 +161,8 @@ pub(crate) struct CallScope {
     fuel_budget: Option<u64>,
     instances: u32,
     host_resources: usize,
+    memories: u32,
+    tables: u32,
 }
 
 impl CallScope {
@@ -193,6 +195,8 @@ impl CallScope {
             fuel_budget,
             instances: limits.instances,
             host_resources: limits.host_resources,
+            memories: limits.memories,
+            tables: limits.tables,
         })
     }
 
@@ -216,6 +220,8 @@ impl CallScope {
             fuel: self.fuel_budget,
             instances: self.instances,
             host_resources: self.host_resources,
+            memories: self.memories,
+            tables: self.tables,
         }
         .classify(err)
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use warden::{
-    Error, ErrorKind, Grants, KvGrant, OriginPattern, Plugin, PluginError, Preopen, Risk, Runtime,
-    Sandbox, Source,
+    Error, ErrorKind, Grants, KvGrant, Limits, OriginPattern, Plugin, PluginError, Preopen, Risk,
+    Runtime, Sandbox, Source,
 };
 use warden_tests::{
     HTTP_BIG_BODY, HTTP_GREETING, HttpServer, TcpPong, UdpSink, guest_bytes, guests,
@@ -105,6 +105,75 @@ async fn http_without_a_grant_or_to_another_origin_is_denied() {
     let https = format!("https://{}", server.addr);
     let plugin = probe(sandbox(|grants| grants.http.allow.push(origin(&https)))).await;
     assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
+}
+
+/// Asserts that a call was refused for `http` with exactly `detail`, and
+/// that the guest saw `HttpRequestDenied`.
+async fn assert_http_denied(plugin: &Plugin, url: &str, detail: &str) {
+    let outcome = plugin.execute("http-get", url.as_bytes()).await;
+    match outcome.result {
+        Err(Error::Denied { denial, then }) => {
+            assert_eq!(denial.capability, "http");
+            assert_eq!(denial.detail, detail);
+            assert!(then.to_string().contains("HttpRequestDenied"), "{then}");
+        }
+        other => panic!("{url}: expected an http denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn http_to_internal_addresses_needs_a_grant_that_names_them() {
+    let server = HttpServer::start();
+    let port = server.addr.port();
+    let internal = "an internal address (loopback, private or link-local) that the grant does \
+                    not name; grant it by address to allow it";
+    // Any host on the port: neither a name that resolves to loopback nor
+    // the loopback address itself is reached.
+    let wildcard = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&format!("http://*:{port}")))
+    }))
+    .await;
+    let by_name = format!("http://localhost:{port}/");
+    let resolved = tokio::net::lookup_host(("localhost", port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip();
+    assert_http_denied(
+        &wildcard,
+        &by_name,
+        &format!("GET {by_name} resolves to {resolved}, {internal}"),
+    )
+    .await;
+    assert_http_denied(
+        &wildcard,
+        &server.url("/"),
+        &format!("GET {} resolves to 127.0.0.1, {internal}", server.url("/")),
+    )
+    .await;
+    // Named by address, or as localhost: allowed.
+    let by_address = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()))
+    }))
+    .await;
+    assert_eq!(
+        call(&by_address, "http-get", &server.url("/"))
+            .await
+            .unwrap(),
+        HTTP_GREETING
+    );
+    let localhost = probe(sandbox(|grants| {
+        grants
+            .http
+            .allow
+            .push(origin(&format!("http://localhost:{port}")))
+    }))
+    .await;
+    assert_eq!(
+        call(&localhost, "http-get", &by_name).await.unwrap(),
+        HTTP_GREETING
+    );
 }
 
 #[tokio::test]
@@ -338,6 +407,184 @@ async fn udp_to_a_granted_address_works_and_others_are_denied() {
     let ungranted = probe(sandbox(|_| {})).await;
     assert_denied(&ungranted, "udp-send", &address, "sockets").await;
     assert_eq!(sink.next(Duration::from_millis(200)), None);
+}
+
+/// The descriptors this process has open now.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("listing /proc/self/fd")
+        .count()
+}
+
+/// Runs `call` while another thread samples the process's open descriptors;
+/// returns its result and the most descriptors seen open meanwhile.
+async fn with_peak_descriptors<T>(call: impl Future<Output = T>) -> (T, usize) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = open_descriptors();
+        while !sampling.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(open_descriptors());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        peak.max(open_descriptors())
+    });
+    let result = call.await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (result, sampler.join().expect("the sampler thread"))
+}
+
+#[tokio::test]
+async fn sockets_are_never_created_without_a_grant() {
+    let runtime = runtime();
+    // A UDP grant is no TCP grant, and the other way round.
+    for (action, grant, detail) in [
+        (
+            "tcp-sockets",
+            None,
+            "creating a TCP socket without a --allow-tcp or --allow-tcp-listen grant",
+        ),
+        (
+            "tcp-sockets",
+            Some("udp"),
+            "creating a TCP socket without a --allow-tcp or --allow-tcp-listen grant",
+        ),
+        (
+            "udp-sockets",
+            None,
+            "creating a UDP socket without a --allow-udp grant",
+        ),
+        (
+            "udp-sockets",
+            Some("tcp"),
+            "creating a UDP socket without a --allow-udp grant",
+        ),
+    ] {
+        let plugin = probe_in(
+            &runtime,
+            "probe",
+            sandbox(|grants| match grant {
+                Some("udp") => grants.udp.push("127.0.0.1:9".parse().unwrap()),
+                Some(_) => grants.tcp.push("127.0.0.1:9".parse().unwrap()),
+                None => {}
+            }),
+        )
+        .await;
+        let before = open_descriptors();
+        let (outcome, peak) = with_peak_descriptors(plugin.execute(action, b"10000")).await;
+        assert_eq!(
+            String::from_utf8(outcome.result.unwrap()).unwrap(),
+            "created 0, failed 10000 (first: access-denied)",
+            "{action} with {grant:?}"
+        );
+        assert_eq!(
+            outcome.report.denials[0],
+            warden::Denial {
+                capability: "sockets",
+                detail: detail.to_owned(),
+            }
+        );
+        // Other tests in this process open descriptors too; 10,000 sockets
+        // (or the process's whole descriptor limit) would not fit in this.
+        assert!(
+            peak <= before + 64,
+            "{action}: {before} descriptors open before, {peak} during the call"
+        );
+        assert_eq!(runtime.instances_in_use(), 0);
+    }
+    let plugin = probe_in(&runtime, "probe", sandbox(|_| {})).await;
+    assert_eq!(call(&plugin, "random", "100").await.unwrap(), "100");
+}
+
+#[tokio::test]
+async fn granted_sockets_are_capped_per_instance() {
+    let runtime = runtime();
+    for action in ["tcp-sockets", "udp-sockets"] {
+        let mut sandbox = sandbox(|grants| {
+            grants.tcp.push("127.0.0.1:9".parse().unwrap());
+            grants.udp.push("127.0.0.1:9".parse().unwrap());
+        });
+        // Two calls on one instance: the first call's sockets are dropped
+        // when it returns, and count no more.
+        sandbox.calls_per_instance = 2;
+        let plugin = probe_in(&runtime, "probe", sandbox).await;
+        let mut instance = plugin.instantiate().await.result.unwrap();
+        for _ in 0..2 {
+            let outcome = instance.execute(action, b"150").await;
+            assert_eq!(
+                String::from_utf8(outcome.result.unwrap()).unwrap(),
+                format!(
+                    "created {}, failed 50 (first: new-socket-limit)",
+                    Limits::DEFAULT_SOCKETS
+                ),
+                "{action}"
+            );
+            assert_eq!(outcome.report.denials, []);
+        }
+        drop(instance);
+        assert_eq!(runtime.instances_in_use(), 0);
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn listening_needs_its_own_grant() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let connect_only = probe(sandbox(|grants| grants.tcp.push(address.parse().unwrap()))).await;
+    let outcome = connect_only.execute("tcp-listen", address.as_bytes()).await;
+    match outcome.result {
+        Err(Error::Denied { denial, then }) => {
+            assert_eq!(
+                denial,
+                warden::Denial {
+                    capability: "sockets",
+                    detail: format!("TCP bind on {address}"),
+                }
+            );
+            assert!(
+                matches!(&*then, Error::Plugin(PluginError::Failed(code)) if code == "access-denied"),
+                "{then:?}"
+            );
+        }
+        other => panic!("expected a sockets denial, got {other:?}"),
+    }
+
+    let listener = probe(sandbox(|grants| {
+        grants.tcp_listen.push(address.parse().unwrap())
+    }))
+    .await;
+    let client = std::thread::spawn(move || {
+        use std::io::Read;
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(mut stream) => {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(20)))
+                        .unwrap();
+                    let mut reply = String::new();
+                    stream.read_to_string(&mut reply).unwrap();
+                    return reply;
+                }
+                Err(err) if std::time::Instant::now() > until => panic!("never connected: {err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    assert_eq!(
+        call(&listener, "tcp-listen", &address).await.unwrap(),
+        "accepted"
+    );
+    assert_eq!(client.join().unwrap(), "pong");
 }
 
 #[tokio::test]

@@ -15,7 +15,10 @@ use warden::{
     Error, ErrorKind, Grants, KvGrant, LimitedResource, Limits, OriginPattern, Outcome, Preopen,
     Runtime, Sandbox, Source,
 };
-use warden_tests::{HttpServer, TcpPong, UdpSink, guest_bytes, guests, malformed_abi_plugin};
+use warden_tests::{
+    HttpServer, TcpPong, UdpSink, guest_bytes, guests, malformed_abi_plugin,
+    with_extra_core_instances,
+};
 
 /// The timeout of every hostile case: short, because many cases hit it.
 const HOSTILE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -195,6 +198,9 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         .unwrap();
     let tcp = fixture.tcp.addr.to_string();
     let udp = fixture.udp.addr.to_string();
+    let any_host: OriginPattern = format!("http://*:{}", fixture.http.addr.port())
+        .parse()
+        .unwrap();
     let mut kv_quota = fixture.kv();
     kv_quota.quotas.max_value_bytes = 16;
 
@@ -551,6 +557,42 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             "",
             Fails(ErrorKind::Trap),
         ),
+        case(
+            "a thousand sockets without a grant",
+            &probe,
+            plain(),
+            "tcp-sockets",
+            "1000",
+            Contained(|outcome| {
+                expect_output(outcome, "created 0, failed 1000 (first: access-denied)")
+            }),
+        ),
+        case(
+            "more sockets than the per-instance cap",
+            &probe,
+            sandbox(|_, grants| grants.udp.push("127.0.0.1:9".parse().unwrap())),
+            "udp-sockets",
+            "150",
+            Contained(|outcome| {
+                expect_output(outcome, "created 100, failed 50 (first: new-socket-limit)")
+            }),
+        ),
+        case(
+            "listening with only a connect grant",
+            &probe,
+            sandbox(|_, grants| grants.tcp.push("127.0.0.1:9".parse().unwrap())),
+            "tcp-listen",
+            "127.0.0.1:9",
+            Denied("sockets"),
+        ),
+        case(
+            "HTTP through a wildcard grant to a name that resolves to loopback",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            "http-get",
+            format!("http://localhost:{}/", fixture.http.addr.port()),
+            Denied("http"),
+        ),
     ];
     // Each plugin has its own kv namespace: these two are strangers to the
     // plugin named `owner` that holds the secret.
@@ -560,6 +602,14 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         }
     }
     cases
+}
+
+/// Checks that a contained call answered exactly `expected`.
+fn expect_output(outcome: &Outcome<Vec<u8>>, expected: &str) -> Result<(), String> {
+    match &outcome.result {
+        Ok(output) if output == expected.as_bytes() => Ok(()),
+        other => Err(format!("expected {expected:?}, got {other:?}")),
+    }
 }
 
 /// Stores a secret under the plugin name `owner`, for the namespace case.
@@ -654,4 +704,54 @@ async fn every_hostile_behaviour_is_contained() {
         .unwrap();
     let keys = intruder.execute("kv-list", b"").await.result.unwrap();
     assert_eq!(String::from_utf8(keys).unwrap(), "a,b,c");
+}
+
+/// A plugin whose core instances define 128 memories of zero pages (which no
+/// byte limit sees) would take 64 plugins' share of the pools with each
+/// call, and four calls at once would leave other plugins none. It is
+/// refused at load, before compilation, naming the count and the limit; so
+/// are too many core instances, and too many tables, which without pooling
+/// would be host memory no limit counted. The hostile guest itself creates
+/// 3 core instances, 1 memory and 2 tables.
+#[tokio::test]
+async fn a_plugin_over_its_share_of_the_pools_is_refused_at_load() {
+    let cases: [(&str, u32, &str); 3] = [
+        (
+            "(memory 0) (memory 0)",
+            64,
+            "each instance of this component would create 129 linear memories, more than its \
+             limit of 2 (Limits::memories, `memories` in the manifest's limits)",
+        ),
+        (
+            "",
+            98,
+            "each instance of this component would create 101 core instances, more than its \
+             limit of 100 (Limits::instances, `instances` in the manifest's limits)",
+        ),
+        (
+            "(table 100000 funcref)",
+            16,
+            "each instance of this component would create 18 tables, more than its limit of 4 \
+             (Limits::tables, `tables` in the manifest's limits)",
+        ),
+    ];
+    for pooling in [true, false] {
+        let runtime = Runtime::builder().pooling(pooling).build().unwrap();
+        for (module, count, expected) in cases {
+            let plugin =
+                with_extra_core_instances(guest_bytes(guests::HOSTILE), &[(module, count)]);
+            match runtime
+                .load(Source::new("greedy", plugin), Sandbox::default())
+                .await
+            {
+                Err(Error::InvalidPlugin { reason }) => {
+                    assert_eq!(reason, expected, "pooling {pooling}");
+                }
+                Err(other) => panic!("pooling {pooling}, {count} × {module:?}: got {other:?}"),
+                Ok(_) => panic!("pooling {pooling}, {count} × {module:?}: it loaded"),
+            }
+            good_call(&runtime).await.unwrap();
+            assert_eq!(runtime.instances_in_use(), 0);
+        }
+    }
 }

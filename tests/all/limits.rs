@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use warden::{Error, LimitedResource, Limits, Sandbox};
+use warden::{Error, ErrorKind, LimitedResource, Limits, Sandbox};
 use warden_tests::guests;
 
 use crate::{
@@ -214,16 +214,17 @@ async fn log_floods_are_capped_by_count_and_by_bytes() {
 }
 
 #[tokio::test]
-async fn too_few_instances_is_a_limit_not_a_crash() {
+async fn too_few_instances_is_refused_at_load_not_a_crash() {
     let runtime = runtime();
     let mut limits = tight_limits();
     limits.instances = 1;
-    let plugin = hostile(&runtime, limits).await;
-    let err = plugin.execute("calls", b"").await.result.unwrap_err();
-    let Error::MemoryLimit(refusal) = &err else {
-        panic!("expected a memory limit, got {err:?}");
-    };
-    assert_eq!(refusal.resource, LimitedResource::Instances);
+    let err = runtime
+        .load_file(guests::HOSTILE, Sandbox::with_limits(limits))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidPlugin, "{err}");
+    assert!(err.to_string().contains("3 core instances"), "{err}");
     assert_runtime_serves(&runtime).await;
 }
 
@@ -236,4 +237,59 @@ async fn a_plugin_whose_memory_never_fits_fails_at_instantiation() {
     let err = plugin.execute("echo", b"x").await.result.unwrap_err();
     assert!(matches!(err, Error::MemoryLimit(_)), "{err:?}");
     assert_runtime_serves(&runtime).await;
+}
+
+/// Memories and tables a component creates only through a module it passes
+/// to a nested component are not in the load-time count; wasmtime counts
+/// them when it compiles the component for the pools, and without pooling
+/// the store's limiter counts them at instantiation, so that table memory
+/// stays bounded by `tables × table_elements` there too.
+#[tokio::test]
+async fn memories_and_tables_hidden_in_nested_components_are_still_counted() {
+    let cases = [
+        (
+            "(memory 0) (memory 0)",
+            LimitedResource::Memories,
+            2,
+            "memories",
+        ),
+        (
+            "(table 100000 funcref) (table 100000 funcref) (table 100000 funcref)",
+            LimitedResource::Tables,
+            4,
+            "tables",
+        ),
+    ];
+    for (module, resource, limit, what) in cases {
+        let plugin = warden_tests::with_module_passed_to_a_nested_component(
+            std::fs::read(guests::HOSTILE).unwrap(),
+            module,
+        );
+        let unpooled = warden::Runtime::builder().pooling(false).build().unwrap();
+        let loaded = unpooled
+            .load(
+                warden::Source::new("nested", plugin.clone()),
+                Sandbox::default(),
+            )
+            .await
+            .unwrap();
+        match loaded.execute("calls", b"").await.result {
+            Err(Error::MemoryLimit(refusal)) => {
+                assert_eq!((refusal.resource, refusal.limit), (resource, limit));
+            }
+            other => panic!("{what} without pooling: expected a memory limit, got {other:?}"),
+        }
+        assert_runtime_serves(&unpooled).await;
+        assert_eq!(unpooled.instances_in_use(), 0);
+
+        let pooled = runtime();
+        let err = pooled
+            .load(warden::Source::new("nested", plugin), Sandbox::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPlugin, "{what}: {err}");
+        assert!(err.to_string().contains(what), "{err}");
+        assert_runtime_serves(&pooled).await;
+    }
 }

@@ -76,6 +76,82 @@ pub fn wrap_core_module(mut module: Vec<u8>, extra_wit: Option<&str>, world: &st
         .expect("the module wraps into a component")
 }
 
+/// Adds to a component a nested component that imports a core module and
+/// instantiates it, and an instance of that nested component given the core
+/// module whose fields `module` holds (WAT; it must import nothing). What
+/// the module defines is created only through the import, where a count of
+/// the binary's own instantiations does not see it.
+///
+/// # Panics
+///
+/// If the component or the WAT does not parse: a bug in the test.
+pub fn with_module_passed_to_a_nested_component(component: Vec<u8>, module: &str) -> Vec<u8> {
+    let (modules, components) = index_space_sizes(&component);
+    append_sections(
+        component,
+        &format!(
+            "(core module {module})
+             (component (import \"m\" (core module)) (core instance (instantiate 0)))
+             (instance (instantiate {components} (with \"m\" (core module {modules}))))"
+        ),
+    )
+}
+
+/// How many core modules and components a component defines at its top level.
+fn index_space_sizes(component: &[u8]) -> (usize, usize) {
+    let mut depth = 0;
+    let (mut modules, mut components) = (0, 0);
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload.expect("the component parses") {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ModuleSection { .. } if depth == 1 => modules += 1,
+            wasmparser::Payload::ComponentSection { .. } if depth == 1 => components += 1,
+            _ => {}
+        }
+    }
+    (modules, components)
+}
+
+/// Appends the sections of a component written in WAT (`fields`, its
+/// contents) to `component`; indices in `fields` count the component's own
+/// definitions first.
+fn append_sections(mut component: Vec<u8>, fields: &str) -> Vec<u8> {
+    let sections = wat::parse_str(format!("(component {fields})")).expect("the sections parse");
+    // Everything after the 8-byte header is sections, which a component may
+    // carry in any number and order.
+    component.extend_from_slice(&sections[8..]);
+    component
+}
+
+/// Adds core instances to a component: for each `(module, count)`, the core
+/// module whose fields `module` holds (WAT, e.g. `(memory 0) (memory 0)`;
+/// it must import nothing) and `count` instantiations of it. Every instance
+/// of the component then creates them too, whatever its world: a plugin that
+/// takes much more of the runtime's pools than its own code suggests.
+///
+/// # Panics
+///
+/// If the component or the WAT does not parse: a bug in the test.
+pub fn with_extra_core_instances(component: Vec<u8>, extra: &[(&str, u32)]) -> Vec<u8> {
+    // The appended modules come after the component's own in its module
+    // index space.
+    let (modules, _) = index_space_sizes(&component);
+    let mut fields = String::new();
+    for (module, _) in extra {
+        fields.push_str(&format!("(core module {module})"));
+    }
+    for (index, (_, count)) in extra.iter().enumerate() {
+        for _ in 0..*count {
+            fields.push_str(&format!(
+                "(core instance (instantiate {}))",
+                modules + index
+            ));
+        }
+    }
+    append_sections(component, &fields)
+}
+
 /// The body of `GET /` on [`HttpServer`].
 pub const HTTP_GREETING: &str = "hello from the test server";
 /// The size of `GET /big` on [`HttpServer`].

@@ -13,6 +13,11 @@
 //! - `config-get KEY`, `config-all`;
 //! - `tcp-echo HOST:PORT`: connects, sends `ping`, returns what comes back;
 //! - `udp-send HOST:PORT`: sends one datagram;
+//! - `tcp-sockets N`, `udp-sockets N`: tries to create N sockets, holding
+//!   every one it gets until the call ends; answers `created C, failed F`,
+//!   followed by ` (first: ERROR-CODE)` when some failed;
+//! - `tcp-listen IPV4:PORT`: binds and listens there, accepts one
+//!   connection and writes `pong` to it; answers `accepted`;
 //! - `resolve NAME`: the addresses the name resolves to;
 //! - `env NAME`;
 //! - `clock`: the wall clock (seconds) and two monotonic readings;
@@ -55,6 +60,9 @@ const ACTIONS: &[&str] = &[
     "config-all",
     "tcp-echo",
     "udp-send",
+    "tcp-sockets",
+    "udp-sockets",
+    "tcp-listen",
     "resolve",
     "env",
     "clock",
@@ -161,6 +169,8 @@ impl Guest for Probe {
                 socket.send_to(b"ping", &input).map_err(failed)?;
                 "sent".to_owned()
             }
+            "tcp-sockets" | "udp-sockets" => create_sockets(&action, &input)?,
+            "tcp-listen" => tcp_listen(&input).map_err(PluginError::Failed)?,
             "resolve" => (input.as_str(), 0)
                 .to_socket_addrs()
                 .map_err(failed)?
@@ -253,6 +263,75 @@ fn tcp_echo(address: &str) -> std::io::Result<String> {
     let mut reply = [0u8; 64];
     let read = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..read]).into_owned())
+}
+
+/// Creates up to `count` sockets of the action's protocol, holding them all
+/// until it returns.
+fn create_sockets(action: &str, count: &str) -> Result<String, PluginError> {
+    use wasi::sockets::network::{ErrorCode, IpAddressFamily};
+    use wasi::sockets::{tcp_create_socket, udp_create_socket};
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| PluginError::InvalidInput("expected a socket count".into()))?;
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut failed = 0;
+    let mut first_error: Option<ErrorCode> = None;
+    for _ in 0..count {
+        let created = if action == "tcp-sockets" {
+            tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)
+                .map(|socket| tcp.push(socket))
+        } else {
+            udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4)
+                .map(|socket| udp.push(socket))
+        };
+        if let Err(code) = created {
+            failed += 1;
+            first_error.get_or_insert(code);
+        }
+    }
+    let mut answer = format!("created {}, failed {failed}", tcp.len() + udp.len());
+    if let Some(code) = first_error {
+        answer.push_str(&format!(" (first: {})", code.name()));
+    }
+    Ok(answer)
+}
+
+/// Listens on `address`, accepts one connection and answers it `pong`.
+fn tcp_listen(address: &str) -> Result<String, String> {
+    use wasi::sockets::instance_network::instance_network;
+    use wasi::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasi::sockets::tcp_create_socket::create_tcp_socket;
+    let address: std::net::SocketAddrV4 = address.parse().map_err(|_| "expected IPV4:PORT")?;
+    let name = |code: ErrorCode| code.name().to_owned();
+    let [a, b, c, d] = address.ip().octets();
+    let local = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+        port: address.port(),
+        address: (a, b, c, d),
+    });
+    let socket = create_tcp_socket(IpAddressFamily::Ipv4).map_err(name)?;
+    let ready = socket.subscribe();
+    socket
+        .start_bind(&instance_network(), local)
+        .map_err(name)?;
+    ready.block();
+    socket.finish_bind().map_err(name)?;
+    socket.start_listen().map_err(name)?;
+    ready.block();
+    socket.finish_listen().map_err(name)?;
+    let (client, input, output) = loop {
+        match socket.accept() {
+            Ok(accepted) => break accepted,
+            Err(ErrorCode::WouldBlock) => ready.block(),
+            Err(code) => return Err(name(code)),
+        }
+    };
+    output
+        .blocking_write_and_flush(b"pong")
+        .map_err(|err| format!("{err:?}"))?;
+    drop((input, output, client));
+    Ok("accepted".to_owned())
 }
 
 /// Writes `K1=V1,K2=V2` to the default bucket in one batch.

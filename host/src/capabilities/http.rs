@@ -6,12 +6,20 @@
 //! recorded as a denial. Allowed requests are bounded by the grant's connect
 //! timeout, total timeout and response-size cap (as well as by the call's own
 //! timeout).
+//!
+//! Origins match names, and DNS is not trusted: a name under a wildcard
+//! grant could resolve to the host itself or its private network. So the
+//! host resolves the name, refuses (and records as a denial) every address
+//! that is loopback, private, link-local, unspecified, broadcast or multicast
+//! unless the matching grant names that address, or `localhost`, explicitly,
+//! and connects to the address it checked: nothing is resolved twice.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{Pin, pin};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,8 +27,11 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::Linker;
+use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
@@ -136,6 +147,16 @@ impl OriginPattern {
             PortMatch::Any => true,
         };
         scheme_matches && host_matches && port_matches
+    }
+
+    /// Whether the pattern names one host by its address, or `localhost`:
+    /// only such a grant lets a request reach a loopback, private or
+    /// link-local address.
+    fn names_address(&self) -> bool {
+        match &self.host {
+            HostMatch::Exact(host) => host == "localhost" || host.parse::<IpAddr>().is_ok(),
+            HostMatch::Any | HostMatch::SubdomainOf(_) => false,
+        }
     }
 }
 
@@ -254,24 +275,107 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// Where an allowed request goes.
+struct Destination {
+    host: String,
+    port: u16,
+    tls: bool,
+    /// Whether a grant that matches names this host by its address (or
+    /// `localhost`), so that it may resolve to an internal address.
+    internal_granted: bool,
+}
+
 impl HttpHooks {
-    fn allows(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else {
-            return false;
-        };
+    /// Where the request goes, if some origin of the grant allows it.
+    fn destination(&self, uri: &http::Uri) -> Option<Destination> {
+        let host = uri.host()?;
         let scheme = uri.scheme_str().unwrap_or("https");
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme.eq_ignore_ascii_case("http") {
-                80
-            } else {
-                443
-            });
-        self.grant
+        let tls = !scheme.eq_ignore_ascii_case("http");
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let mut matching = self
+            .grant
             .allow
             .iter()
-            .any(|origin| origin.matches(scheme, host, port))
+            .filter(|origin| origin.matches(scheme, host, port))
+            .peekable();
+        matching.peek()?;
+        Some(Destination {
+            host: host.to_owned(),
+            port,
+            tls,
+            internal_granted: matching.any(OriginPattern::names_address),
+        })
+    }
+}
+
+impl Destination {
+    /// Resolves the host and keeps the addresses the grant allows, in the
+    /// resolver's order. Refusing internal addresses records a denial.
+    async fn addresses(
+        &self,
+        what: &str,
+        denials: &DenialLog,
+    ) -> Result<Vec<SocketAddr>, HttpError> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|_| HttpError::DnsError {
+                rcode: None,
+                info_code: None,
+            })?
+            .collect();
+        if self.internal_granted {
+            return Ok(resolved);
+        }
+        let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+            .into_iter()
+            .partition(|addr| !is_internal(addr.ip()));
+        if allowed.is_empty()
+            && let Some(refused) = refused.first()
+        {
+            denials.record(
+                "http",
+                format!(
+                    "{what} resolves to {}, an internal address (loopback, private or \
+                     link-local) that the grant does not name; grant it by address to allow it",
+                    refused.ip()
+                ),
+            );
+            return Err(HttpError::HttpRequestDenied);
+        }
+        Ok(allowed)
+    }
+}
+
+/// Whether an address belongs to the host itself or a network behind it, or
+/// is not a destination at all: what a name from outside must never lead to.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [first, second, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                // 0.0.0.0/8 ("this network") reaches the host itself.
+                || first == 0
+                // 100.64.0.0/10, carrier-grade NAT's shared space.
+                || (first == 100 && (second & 0xc0) == 64)
+        }
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(mapped) => is_internal(IpAddr::V4(mapped)),
+            None => {
+                let first = ip.segments()[0];
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || ip.is_multicast()
+                    // fc00::/7, unique local addresses.
+                    || (first & 0xfe00) == 0xfc00
+                    // fe80::/10, link-local.
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
     }
 }
 
@@ -282,47 +386,161 @@ impl WasiHttpHooks for HttpHooks {
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        if !self.allows(request.uri()) {
-            self.denials.record(
-                "http",
-                format!(
-                    "{} {} is not an allowed origin",
-                    request.method(),
-                    request.uri()
-                ),
-            );
+        let what = format!("{} {}", request.method(), request.uri());
+        let Some(destination) = self.destination(request.uri()) else {
+            self.denials
+                .record("http", format!("{what} is not an allowed origin"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
+        };
         let grant = self.grant.clone();
+        let denials = self.denials.clone();
         let options = bounded_options(options, &grant);
         Box::new(async move {
             let deadline = Instant::now() + grant.total_timeout;
-            let sent = tokio::time::timeout_at(
-                deadline,
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
+            let sent = tokio::time::timeout_at(deadline, async {
+                let addresses = destination.addresses(&what, &denials).await?;
+                send(request, &destination, &addresses, &options).await
+            })
             .await
             .map_err(|_elapsed| HttpError::HttpResponseTimeout)?;
             let (response, connection) = sent?;
+            let between_bytes = options.between_bytes_timeout.unwrap_or(grant.total_timeout);
             let response = response.map(|body| {
                 BoundedBody {
-                    inner: body.boxed_unsync(),
+                    inner: body,
                     remaining: grant.max_response_bytes,
                     limit: grant.max_response_bytes,
                     deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                    between_bytes,
+                    idle: Box::pin(tokio::time::sleep(between_bytes)),
                 }
                 .boxed_unsync()
             });
-            Ok((
-                response,
-                Box::new(connection) as Box<dyn Future<Output = _> + Send>,
-            ))
+            Ok((response, connection))
         })
     }
 
     fn is_supported_scheme(&mut self, scheme: &Scheme) -> bool {
         *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
     }
+}
+
+/// A connection's byte stream, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+type Worker = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+/// Sends `request` over a connection to the first of `addresses` that
+/// answers (HTTP/1.1, TLS for `https` with the host name as the server
+/// name), as wasmtime-wasi-http's default sender does, but to addresses
+/// already checked. Returns the response and the future that drives the
+/// connection until the body is read.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    destination: &Destination,
+    addresses: &[SocketAddr],
+    options: &RequestOptions,
+) -> Result<(http::Response<WasiBody>, Worker), HttpError> {
+    let connect_timeout = options.connect_timeout.unwrap_or(Duration::MAX);
+    let first_byte_timeout = options.first_byte_timeout.unwrap_or(Duration::MAX);
+    let tcp = tokio::time::timeout(connect_timeout, connect(addresses))
+        .await
+        .map_err(|_elapsed| HttpError::ConnectionTimeout)??;
+    let stream: Box<dyn Connection> = if destination.tls {
+        let server_name =
+            rustls::pki_types::ServerName::try_from(destination.host.as_str())?.to_owned();
+        let tls = tokio::time::timeout(
+            connect_timeout,
+            tokio_rustls::TlsConnector::from(tls_config()).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_elapsed| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, connection) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_elapsed| HttpError::ConnectionTimeout)??;
+    // The request line carries the path only; the scheme and authority are
+    // for proxies (the `host` header names the host).
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    // Drive the connection while waiting for the response head; then hand
+    // it to the caller, which drives it while the body is read.
+    let mut response = pin!(tokio::time::timeout(
+        first_byte_timeout,
+        sender.send_request(request)
+    ));
+    let mut connection = Some(connection);
+    let response = poll_fn(|cx| {
+        if let Poll::Ready(response) = response.as_mut().poll(cx) {
+            return Poll::Ready(response);
+        }
+        if let Some(driving) = connection.as_mut()
+            && let Poll::Ready(ended) = Pin::new(driving).poll(cx)
+        {
+            connection = None;
+            if let Err(err) = ended {
+                return Poll::Ready(Ok(Err(err)));
+            }
+            return response.as_mut().poll(cx);
+        }
+        Poll::Pending
+    })
+    .await
+    .map_err(|_elapsed| HttpError::ConnectionReadTimeout)??;
+    let worker = async move {
+        match connection {
+            Some(connection) => connection.await.map_err(HttpError::from),
+            None => Ok(()),
+        }
+    };
+    Ok((
+        response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
+        Box::new(worker),
+    ))
+}
+
+/// Connects to the first address that accepts, in order.
+async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, HttpError> {
+    let mut last_error = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.map_or(HttpError::DestinationNotFound, HttpError::Connect))
+}
+
+/// TLS as wasmtime-wasi-http's default sender sets it up: the web PKI's
+/// roots, no client certificate. Built once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
 }
 
 /// The guest's request options, with no timeout longer than the grant's.
@@ -338,12 +556,15 @@ fn bounded_options(options: Option<RequestOptions>, grant: &HttpGrant) -> Reques
     }
 }
 
-/// A response body that fails once it exceeds the size cap or the deadline.
+/// A response body that fails once it exceeds the size cap or the deadline,
+/// or when no bytes arrive for the between-bytes timeout.
 struct BoundedBody {
     inner: WasiBody,
     remaining: u64,
     limit: u64,
     deadline: Pin<Box<Sleep>>,
+    between_bytes: Duration,
+    idle: Pin<Box<Sleep>>,
 }
 
 impl Body for BoundedBody {
@@ -359,8 +580,13 @@ impl Body for BoundedBody {
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+            }
             other => return other,
         };
+        let next_idle = Instant::now() + self.between_bytes;
+        self.idle.as_mut().reset(next_idle);
         if let Some(data) = frame.data_ref() {
             let size = data.len() as u64;
             if size > self.remaining {
@@ -432,6 +658,44 @@ mod tests {
         ] {
             assert!(bad.parse::<OriginPattern>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn internal_addresses_are_told_apart() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "100.128.0.1", "2606:4700::1111"] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_named_explicitly() {
+        assert!(origin("http://127.0.0.1:8080").names_address());
+        assert!(origin("http://[::1]:8080").names_address());
+        assert!(origin("http://localhost:*").names_address());
+        assert!(!origin("http://*:8080").names_address());
+        assert!(!origin("https://*.example.com").names_address());
+        assert!(!origin("https://api.example.com").names_address());
     }
 
     #[test]

@@ -359,7 +359,7 @@ impl InstanceState {
         env::configure(&mut wasi, grants);
         let clock = clocks::configure(&mut wasi, grants);
         random::configure(&mut wasi, grants);
-        let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials);
+        let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials, limits.sockets);
         let wasi = if options.preview1 {
             let mut preview1 = wasi.build_p1();
             let view = preview1.ctx();

@@ -1,11 +1,24 @@
 //! The `sockets` capability: `wasi:sockets`, denied unless granted with
 //! `HOST:PORT` patterns ([`Grants::tcp`](crate::Grants::tcp),
-//! [`Grants::udp`](crate::Grants::udp), `--allow-tcp`, `--allow-udp`).
+//! [`Grants::tcp_listen`](crate::Grants::tcp_listen),
+//! [`Grants::udp`](crate::Grants::udp), `--allow-tcp`, `--allow-tcp-listen`,
+//! `--allow-udp`).
+//!
+//! A plugin without a TCP grant cannot create a TCP socket, nor one without
+//! a UDP grant a UDP socket: the refusal comes before any descriptor is
+//! opened, with `access-denied`, and is recorded as a denial. With a grant,
+//! an instance holds at most [`Limits::sockets`](crate::Limits::sockets)
+//! sockets at once (accepted connections included); one more fails with
+//! `new-socket-limit`.
 //!
 //! Every bind, connect, accept and datagram is checked against the patterns;
 //! a refused address fails with `access-denied` and is recorded as a denial.
-//! Name lookups are allowed only for host names that appear in a pattern, so
-//! an ungranted plugin cannot even use DNS as a side channel.
+//! A connect grant ([`Grants::tcp`](crate::Grants::tcp)) does not allow
+//! binding, listening or accepting: that is
+//! [`Grants::tcp_listen`](crate::Grants::tcp_listen), which names the local
+//! address and accepts connections from any peer. Name lookups are allowed
+//! only for host names that appear in a pattern, so an ungranted plugin
+//! cannot even use DNS as a side channel.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -13,11 +26,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::bindings::sockets;
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily, Network};
+use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
+use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, SocketError, TcpSocket, UdpSocket};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSockets, WasiSocketsView};
 
 use super::{Capability, DenialLog, Risk};
@@ -25,8 +41,13 @@ use crate::grants::Grants;
 use crate::state::HostState;
 use crate::units::ParseError;
 
-/// The WASI version whose name-lookup function Warden filters.
+/// The WASI version of the interfaces whose functions Warden wraps; the
+/// linker's semver matching serves older 0.2 imports from them too.
 const IP_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+const TCP: &str = "wasi:sockets/tcp@0.2.12";
+const TCP_CREATE_SOCKET: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+const UDP: &str = "wasi:sockets/udp@0.2.12";
+const UDP_CREATE_SOCKET: &str = "wasi:sockets/udp-create-socket@0.2.12";
 
 pub(crate) const CAPABILITY: Capability = Capability {
     name: "sockets",
@@ -40,8 +61,11 @@ pub(crate) const CAPABILITY: Capability = Capability {
         "wasi:sockets/ip-name-lookup",
     ],
     risk: |_| Risk::High,
-    granted: |sandbox| !sandbox.grants.tcp.is_empty() || !sandbox.grants.udp.is_empty(),
-    how_to_grant: "--allow-tcp HOST:PORT or --allow-udp HOST:PORT",
+    granted: |sandbox| {
+        let grants = &sandbox.grants;
+        !grants.tcp.is_empty() || !grants.tcp_listen.is_empty() || !grants.udp.is_empty()
+    },
+    how_to_grant: "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT",
     add_to_linker,
 };
 
@@ -54,13 +78,117 @@ fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     sockets::instance_network::add_to_linker::<_, WasiSockets>(linker, getter)?;
     sockets::network::add_to_linker::<_, WasiSockets>(linker, &Default::default(), getter)?;
     ip_name_lookup::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    // Replace the lookup with one that asks the grants first.
+    // Replace the lookup and socket creation with versions that ask the
+    // grants first and count live sockets, and the sockets' destructors with
+    // ones that count them out.
     linker.allow_shadowing(true);
-    let result = linker
-        .instance(IP_NAME_LOOKUP)?
-        .func_wrap("resolve-addresses", resolve_addresses);
+    let result = shadow_socket_functions(linker);
     linker.allow_shadowing(false);
     result
+}
+
+fn shadow_socket_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker
+        .instance(IP_NAME_LOOKUP)?
+        .func_wrap("resolve-addresses", resolve_addresses)?;
+    linker
+        .instance(TCP_CREATE_SOCKET)?
+        .func_wrap("create-tcp-socket", create_tcp_socket)?;
+    linker
+        .instance(UDP_CREATE_SOCKET)?
+        .func_wrap_async("create-udp-socket", |store, (family,)| {
+            Box::new(create_udp_socket(store, family))
+        })?;
+    let mut tcp = linker.instance(TCP)?;
+    tcp.resource(
+        "tcp-socket",
+        ResourceType::host::<TcpSocket>(),
+        drop_tcp_socket,
+    )?;
+    tcp.func_wrap("[method]tcp-socket.accept", accept)?;
+    linker.instance(UDP)?.resource(
+        "udp-socket",
+        ResourceType::host::<UdpSocket>(),
+        drop_udp_socket,
+    )?;
+    Ok(())
+}
+
+/// A guest-facing result: domain errors go back to the guest, anything else
+/// traps.
+fn guest_result<T>(result: Result<T, SocketError>) -> wasmtime::Result<(Result<T, ErrorCode>,)> {
+    match result {
+        Ok(value) => Ok((Ok(value),)),
+        Err(err) => err.downcast().map(|code| (Err(code),)),
+    }
+}
+
+fn create_tcp_socket(
+    mut store: StoreContextMut<'_, HostState>,
+    (family,): (IpAddressFamily,),
+) -> wasmtime::Result<(Result<Resource<TcpSocket>, ErrorCode>,)> {
+    let state = store.data_mut();
+    if let Err(code) = state.caps.sockets.admit(Protocol::Tcp, &state.caps.denials) {
+        return Ok((Err(code),));
+    }
+    let created = sockets::tcp_create_socket::Host::create_tcp_socket(&mut state.sockets(), family);
+    if created.is_ok() {
+        state.caps.sockets.live += 1;
+    }
+    guest_result(created)
+}
+
+async fn create_udp_socket(
+    mut store: StoreContextMut<'_, HostState>,
+    family: IpAddressFamily,
+) -> wasmtime::Result<(Result<Resource<UdpSocket>, ErrorCode>,)> {
+    let state = store.data_mut();
+    if let Err(code) = state.caps.sockets.admit(Protocol::Udp, &state.caps.denials) {
+        return Ok((Err(code),));
+    }
+    let created =
+        sockets::udp_create_socket::Host::create_udp_socket(&mut state.sockets(), family).await;
+    if created.is_ok() {
+        state.caps.sockets.live += 1;
+    }
+    guest_result(created)
+}
+
+type Accepted = (
+    Resource<TcpSocket>,
+    Resource<DynInputStream>,
+    Resource<DynOutputStream>,
+);
+
+/// Accepts a connection if the instance may hold one more socket; a
+/// connection left waiting stays in the listener's backlog.
+fn accept(
+    mut store: StoreContextMut<'_, HostState>,
+    (listener,): (Resource<TcpSocket>,),
+) -> wasmtime::Result<(Result<Accepted, ErrorCode>,)> {
+    let state = store.data_mut();
+    if state.caps.sockets.at_limit() {
+        return Ok((Err(ErrorCode::NewSocketLimit),));
+    }
+    let accepted = HostTcpSocket::accept(&mut state.sockets(), listener);
+    if accepted.is_ok() {
+        state.caps.sockets.live += 1;
+    }
+    guest_result(accepted)
+}
+
+fn drop_tcp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
+    let state = store.data_mut();
+    HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
+    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
+    Ok(())
+}
+
+fn drop_udp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
+    let state = store.data_mut();
+    HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
+    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
+    Ok(())
 }
 
 type LookupResult = Result<Resource<ResolveAddressStream>, ErrorCode>;
@@ -200,19 +328,36 @@ impl fmt::Display for SocketPattern {
 #[derive(Debug, Default)]
 pub(crate) struct SocketPolicy {
     tcp: Vec<SocketPattern>,
+    tcp_listen: Vec<SocketPattern>,
     udp: Vec<SocketPattern>,
+}
+
+/// The two kinds of socket a guest can create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Tcp,
+    Udp,
 }
 
 impl SocketPolicy {
     pub(crate) fn new(grants: &Grants) -> Self {
         SocketPolicy {
             tcp: grants.tcp.clone(),
+            tcp_listen: grants.tcp_listen.clone(),
             udp: grants.udp.clone(),
         }
     }
 
     fn patterns(&self) -> impl Iterator<Item = &SocketPattern> {
-        self.tcp.iter().chain(&self.udp)
+        self.tcp.iter().chain(&self.tcp_listen).chain(&self.udp)
+    }
+
+    /// Whether any grant lets the plugin create a socket of `protocol`.
+    fn may_create(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Tcp => !self.tcp.is_empty() || !self.tcp_listen.is_empty(),
+            Protocol::Udp => !self.udp.is_empty(),
+        }
     }
 
     /// Names may be looked up only when a pattern names them (or allows any host).
@@ -228,16 +373,17 @@ impl SocketPolicy {
     async fn allows(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
         // Binding an ephemeral port on every interface is how any outgoing
         // socket starts; what it may then reach is checked on connect, send
-        // and receive.
+        // and receive, and listening on it needs a listen grant.
         let ephemeral = addr.port() == 0 && addr.ip().is_unspecified();
         if ephemeral && matches!(use_, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) {
             return true;
         }
         let patterns = match use_ {
-            SocketAddrUse::TcpBind
-            | SocketAddrUse::TcpListen
-            | SocketAddrUse::TcpAccept
-            | SocketAddrUse::TcpConnect => &self.tcp,
+            SocketAddrUse::TcpConnect => &self.tcp,
+            SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => &self.tcp_listen,
+            // The listener passed the listen check for its local address;
+            // a listen grant does not restrict who may connect to it.
+            SocketAddrUse::TcpAccept => return !self.tcp_listen.is_empty(),
             SocketAddrUse::UdpBind | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
                 &self.udp
             }
@@ -255,11 +401,39 @@ impl SocketPolicy {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SocketState {
     policy: Arc<SocketPolicy>,
+    /// Sockets the instance holds now.
+    live: usize,
+    /// The most it may hold at once ([`Limits::sockets`](crate::Limits::sockets)).
+    limit: usize,
 }
 
 impl SocketState {
     fn may_resolve(&self, name: &str) -> bool {
         self.policy.may_resolve(name)
+    }
+
+    fn at_limit(&self) -> bool {
+        self.live >= self.limit
+    }
+
+    /// Whether the instance may create one more socket of `protocol`: an
+    /// ungranted protocol is a denial, a full quota `new-socket-limit`.
+    fn admit(&self, protocol: Protocol, denials: &DenialLog) -> Result<(), ErrorCode> {
+        if !self.policy.may_create(protocol) {
+            let (what, grant) = match protocol {
+                Protocol::Tcp => ("TCP", "--allow-tcp or --allow-tcp-listen"),
+                Protocol::Udp => ("UDP", "--allow-udp"),
+            };
+            denials.record(
+                "sockets",
+                format!("creating a {what} socket without a {grant} grant"),
+            );
+            return Err(ErrorCode::AccessDenied);
+        }
+        if self.at_limit() {
+            return Err(ErrorCode::NewSocketLimit);
+        }
+        Ok(())
     }
 }
 
@@ -267,14 +441,15 @@ pub(crate) fn configure(
     wasi: &mut WasiCtxBuilder,
     policy: &Arc<SocketPolicy>,
     denials: &DenialLog,
+    limit: usize,
 ) -> SocketState {
     let check_policy = policy.clone();
     let denials = denials.clone();
-    // Sockets can always be created; every address they use goes through
-    // the check, so an ungranted plugin is refused (and the refusal recorded)
-    // at the first connect, send or bind.
-    wasi.allow_tcp(true)
-        .allow_udp(true)
+    // Warden's wrappers refuse (and record) socket creation without a grant
+    // before wasmtime-wasi sees it; these switches say the same to
+    // wasmtime-wasi. Every address a socket uses then goes through the check.
+    wasi.allow_tcp(policy.may_create(Protocol::Tcp))
+        .allow_udp(policy.may_create(Protocol::Udp))
         .allow_ip_name_lookup(true)
         .socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -289,6 +464,8 @@ pub(crate) fn configure(
         });
     SocketState {
         policy: policy.clone(),
+        live: 0,
+        limit,
     }
 }
 
@@ -357,5 +534,43 @@ mod tests {
                 .allows("127.0.0.1:81".parse().unwrap(), SocketAddrUse::TcpConnect)
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn a_connect_grant_does_not_allow_listening() {
+        let addr: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let connect_only = SocketPolicy::new(&Grants {
+            tcp: vec!["127.0.0.1:8081".parse().unwrap()],
+            ..Grants::default()
+        });
+        for use_ in [
+            SocketAddrUse::TcpBind,
+            SocketAddrUse::TcpListen,
+            SocketAddrUse::TcpAccept,
+        ] {
+            assert!(!connect_only.allows(addr, use_).await, "{use_:?}");
+        }
+        let listen = SocketPolicy::new(&Grants {
+            tcp_listen: vec!["127.0.0.1:8081".parse().unwrap()],
+            ..Grants::default()
+        });
+        assert!(listen.allows(addr, SocketAddrUse::TcpBind).await);
+        assert!(listen.allows(addr, SocketAddrUse::TcpListen).await);
+        let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        assert!(listen.allows(peer, SocketAddrUse::TcpAccept).await);
+        assert!(!listen.allows(addr, SocketAddrUse::TcpConnect).await);
+        let anywhere: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        assert!(!listen.allows(anywhere, SocketAddrUse::TcpListen).await);
+    }
+
+    #[test]
+    fn creation_needs_a_grant_of_the_protocol() {
+        let tcp_only = SocketPolicy::new(&Grants {
+            tcp: vec!["127.0.0.1:80".parse().unwrap()],
+            ..Grants::default()
+        });
+        assert!(tcp_only.may_create(Protocol::Tcp));
+        assert!(!tcp_only.may_create(Protocol::Udp));
+        assert!(!SocketPolicy::default().may_create(Protocol::Tcp));
     }
 }

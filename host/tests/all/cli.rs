@@ -1048,7 +1048,23 @@ fn sockets_are_granted_by_address() {
     ]);
     assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "pong");
+    // Without a grant no socket is even created.
     let (value, code) = json(&["run", guests::PROBE, "tcp-echo", "--input", &address]);
+    assert_status(&value, code, "denied", 30);
+    assert_eq!(
+        value["denials"][0]["detail"],
+        "creating a TCP socket without a --allow-tcp or --allow-tcp-listen grant"
+    );
+    let elsewhere = format!("127.0.0.1:{}", server.addr.port() + 1);
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "tcp-echo",
+        "--input",
+        &address,
+        "--allow-tcp",
+        &elsewhere,
+    ]);
     assert_status(&value, code, "denied", 30);
     assert_eq!(
         value["denials"][0]["detail"],

@@ -1236,3 +1236,76 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
         started.elapsed()
     );
 }
+
+/// The hostile guest grown to the largest share of the instance pools a
+/// plugin may take: 100 core instances, 2 memories and 4 tables.
+fn pool_heavy_plugin() -> Vec<u8> {
+    warden_tests::with_extra_core_instances(
+        std::fs::read(guests::HOSTILE).unwrap(),
+        &[
+            ("", 96),
+            ("(memory 0) (table 0 funcref) (table 0 funcref)", 1),
+        ],
+    )
+}
+
+#[test]
+fn a_plugin_hammering_the_pools_never_makes_another_plugins_call_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let heavy = dir.path().join("heavy.wasm");
+    std::fs::write(&heavy, pool_heavy_plugin()).unwrap();
+    let manifest = dir.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults.trust]\nunsigned = \"allow\"\ntrust_store = \"trust.toml\"\n\n\
+             [plugins.hello]\npath = \"{hello}\"\n\n\
+             [plugins.heavy]\npath = \"{heavy}\"\n[plugins.heavy.limits]\ntimeout = \"60s\"\n",
+            hello = guests::HELLO,
+            heavy = heavy.display(),
+        ),
+    )
+    .unwrap();
+    // Enough calls at once that, were each plugin's share not bounded, the
+    // heavy plugin's instances would take every core instance of the pools.
+    let server = Arc::new(Server::start(
+        &manifest,
+        &[
+            "--no-cache",
+            "--max-concurrent",
+            "200",
+            "--max-queue",
+            "400",
+        ],
+    ));
+    let hammers: Vec<_> = (0..160)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                (0..2)
+                    // `nap` holds the instance, and its share, for a while.
+                    .map(|_| server.post("/plugins/heavy/nap", b"300").status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let hello: Vec<(u16, String)> = (0..20)
+        .map(|_| {
+            let reply = server.post("/plugins/hello/count-vowels", b"hello world");
+            (reply.status, reply.text())
+        })
+        .collect();
+    let heavy: Vec<u16> = hammers
+        .into_iter()
+        .flat_map(|hammer| hammer.join().unwrap())
+        .collect();
+    assert!(
+        hello.iter().all(|reply| *reply == (200, "3".to_owned())),
+        "{hello:?}"
+    );
+    assert!(heavy.iter().all(|status| *status == 200), "{heavy:?}");
+    assert_eq!(
+        server.post("/plugins/hello/count-vowels", b"aei").text(),
+        "3"
+    );
+}

@@ -607,13 +607,17 @@ pub struct SandboxArgs {
     /// on several machines can share.
     #[arg(long, value_name = "PATH|URL")]
     pub kv_store: Option<KvStore>,
-    /// Allow TCP connections to (or binds on) HOST:PORT, e.g. 127.0.0.1:6379
-    /// or db.internal:5432. Repeatable.
+    /// Allow TCP connections to HOST:PORT, e.g. 127.0.0.1:6379 or
+    /// db.internal:5432 (listening needs --allow-tcp-listen). Repeatable.
     #[arg(long = "allow-tcp", value_name = "HOST:PORT")]
     pub allow_tcp: Vec<SocketPattern>,
     /// Allow UDP datagrams to (or binds on) HOST:PORT. Repeatable.
     #[arg(long = "allow-udp", value_name = "HOST:PORT")]
     pub allow_udp: Vec<SocketPattern>,
+    /// Allow binding and listening for TCP connections on ADDR (HOST:PORT,
+    /// e.g. 127.0.0.1:8081), and accepting them from any peer. Repeatable.
+    #[arg(long = "allow-tcp-listen", value_name = "ADDR")]
+    pub allow_tcp_listen: Vec<SocketPattern>,
     /// Refuse to load a plugin that imports a high-risk capability it is not
     /// granted (instead of denying it at call time).
     #[arg(long)]
@@ -714,6 +718,9 @@ impl SandboxArgs {
         grants.config.extend(self.config.iter().cloned());
         grants.tcp.extend(self.allow_tcp.iter().cloned());
         grants.udp.extend(self.allow_udp.iter().cloned());
+        grants
+            .tcp_listen
+            .extend(self.allow_tcp_listen.iter().cloned());
         if let Some(store) = &self.kv_store {
             grants.kv = Some(KvGrant::new(store.clone()));
         } else if self.kv {
@@ -788,6 +795,8 @@ mod tests {
             "k=v",
             "--allow-tcp",
             "127.0.0.1:6379",
+            "--allow-tcp-listen",
+            "127.0.0.1:8081",
             "--kv-store",
             "/tmp/kv.sqlite",
             "--strict",
@@ -806,6 +815,10 @@ mod tests {
         assert_eq!(sandbox.grants.http.allow.len(), 1);
         assert_eq!(sandbox.grants.config["k"], "v");
         assert_eq!(sandbox.grants.tcp.len(), 1);
+        assert_eq!(
+            sandbox.grants.tcp_listen,
+            ["127.0.0.1:8081".parse().unwrap()]
+        );
         assert_eq!(sandbox.grants.kv, Some(KvGrant::at("/tmp/kv.sqlite")));
         assert!(sandbox.strict && sandbox.grants.deterministic);
     }
