@@ -707,6 +707,22 @@ fn open_descriptors(pid: u32) -> usize {
         .count()
 }
 
+/// The descriptors a server holds once the connections its client just
+/// closed are gone too: the same count twice, 100 ms apart.
+fn settled_descriptors(pid: u32) -> usize {
+    let mut settled = open_descriptors(pid);
+    wait_until(
+        "the server's descriptors settle",
+        Duration::from_secs(10),
+        || {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = open_descriptors(pid);
+            std::mem::replace(&mut settled, now) == now
+        },
+    );
+    settled
+}
+
 /// A process's resident memory, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -804,7 +820,7 @@ fn idle_connections_are_closed_and_those_beyond_the_cap_wait_in_the_backlog() {
         Duration::from_secs(10),
         || server.metric("warden_http_connections_open") == Some(1.0),
     );
-    let baseline = open_descriptors(pid);
+    let baseline = settled_descriptors(pid);
 
     let started = Instant::now();
     let mut clients: Vec<_> = (0..CLIENTS)
@@ -916,7 +932,7 @@ fn a_client_that_never_reads_a_large_response_is_dropped_after_the_write_timeout
         Duration::from_secs(10),
         || server.metric("warden_http_connections_open") == Some(1.0),
     );
-    let descriptors = open_descriptors(pid);
+    let descriptors = settled_descriptors(pid);
     let resident = resident_bytes(pid);
 
     let started = Instant::now();
