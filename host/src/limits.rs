@@ -62,6 +62,14 @@ pub struct Limits {
     /// live instances); further calls wait. Default: `None`, bounded only by
     /// the runtime's [`max_instances`](crate::RuntimeBuilder::max_instances).
     pub concurrency: Option<u32>,
+    /// Bytes of host memory an instance may make the host hold on its
+    /// behalf, outside its linear memory: the `wasi:http` header maps,
+    /// requests and responses it builds and keeps, and the log and denial
+    /// records of the current call. Past it, the host builds nothing more
+    /// for the guest and the call fails with
+    /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) (host memory).
+    /// Default: 64 MiB ([`Limits::DEFAULT_HOST_MEMORY_BYTES`]).
+    pub host_memory_bytes: u64,
 }
 
 impl Limits {
@@ -85,6 +93,10 @@ impl Limits {
     pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
     /// Default for [`Limits::host_resources`].
     pub const DEFAULT_HOST_RESOURCES: usize = 10_000;
+    /// Default for [`Limits::host_memory_bytes`]: as much as the default
+    /// linear memory, so that a plugin can make the host hold at most about
+    /// twice what its memory limit says.
+    pub const DEFAULT_HOST_MEMORY_BYTES: u64 = 64 << 20;
 }
 
 impl Default for Limits {
@@ -103,6 +115,7 @@ impl Default for Limits {
             log_bytes: Self::DEFAULT_LOG_BYTES,
             host_resources: Self::DEFAULT_HOST_RESOURCES,
             concurrency: None,
+            host_memory_bytes: Self::DEFAULT_HOST_MEMORY_BYTES,
         }
     }
 }
@@ -119,6 +132,9 @@ pub enum LimitedResource {
     Instances,
     /// Host resources held by the instance (handles in its resource table).
     HostResources,
+    /// Bytes of host memory held on the instance's behalf
+    /// ([`Limits::host_memory_bytes`]).
+    HostMemory,
 }
 
 /// A growth the host refused because it would exceed a [`Limits`] field.
@@ -160,6 +176,20 @@ impl fmt::Display for LimitRefusal {
                 "the instance holds {} host resources (files, streams, buckets, requests) and may not open more",
                 self.limit
             ),
+            LimitedResource::HostMemory => {
+                write!(
+                    f,
+                    "the host memory held for the instance (HTTP header maps, requests, records)"
+                )?;
+                if let Some(requested) = self.requested {
+                    write!(f, " would reach {}", format_bytes(requested))?;
+                }
+                write!(
+                    f,
+                    ", past its budget of {}; raise --host-memory (host_memory in a manifest) if the plugin needs more",
+                    format_bytes(self.limit)
+                )
+            }
         }
     }
 }
@@ -200,6 +230,12 @@ impl StoreLimiter {
     /// The refusal recorded since the last call to this method, if any.
     pub(crate) fn take_refusal(&mut self) -> Option<LimitRefusal> {
         self.refusal.take()
+    }
+
+    /// Records a refusal made outside the limiter (the host-memory budget),
+    /// so that it explains the trap that usually follows.
+    pub(crate) fn record_refusal(&mut self, refusal: LimitRefusal) {
+        self.refusal = Some(refusal);
     }
 }
 

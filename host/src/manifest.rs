@@ -218,6 +218,8 @@ struct RawLimits {
     log_bytes: Option<u64>,
     host_resources: Option<usize>,
     concurrency: Option<u32>,
+    #[serde(default, deserialize_with = "size")]
+    host_memory: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -267,6 +269,9 @@ struct RawKvStore {
     #[serde(default, deserialize_with = "size")]
     max_total: Option<u64>,
     max_keys: Option<u64>,
+    max_batch_keys: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_batch_bytes: Option<u64>,
 }
 
 impl RawPlugin {
@@ -361,6 +366,7 @@ impl RawLimits {
             log_bytes: self.log_bytes.or(defaults.log_bytes),
             host_resources: self.host_resources.or(defaults.host_resources),
             concurrency: self.concurrency.or(defaults.concurrency),
+            host_memory: self.host_memory.or(defaults.host_memory),
         }
     }
 
@@ -402,6 +408,9 @@ impl RawLimits {
             limits.host_resources = resources;
         }
         limits.concurrency = self.concurrency;
+        if let Some(bytes) = self.host_memory {
+            limits.host_memory_bytes = bytes;
+        }
         limits
     }
 }
@@ -481,6 +490,10 @@ impl RawKvStore {
                 max_value_bytes: self.max_value.map_or(defaults.max_value_bytes, saturating),
                 max_total_bytes: self.max_total.unwrap_or(defaults.max_total_bytes),
                 max_keys: self.max_keys.unwrap_or(defaults.max_keys),
+                max_batch_keys: self.max_batch_keys.unwrap_or(defaults.max_batch_keys),
+                max_batch_bytes: self
+                    .max_batch_bytes
+                    .map_or(defaults.max_batch_bytes, saturating),
             },
         })
     }

@@ -14,6 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::{InstanceOptions, InstanceState};
 use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
+use crate::host_memory::{HostMemory, truncate_record_text};
 use crate::limits::StoreLimiter;
 use crate::loaded::Loaded;
 use crate::report::{Outcome, Report};
@@ -29,6 +30,8 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) caps: InstanceState,
     limiter: StoreLimiter,
+    /// What the host holds on the instance's behalf outside its memory.
+    host_memory: HostMemory,
     /// When the current call must stop; checked on every epoch tick.
     deadline: Instant,
     /// Host-defined capabilities the sandbox grants, by name (shared by
@@ -48,7 +51,14 @@ impl WasiView for HostState {
 }
 
 impl WasiHttpView for HostState {
+    /// Every `wasi:http` call starts here, which makes it the place to keep
+    /// what the guest builds within its host-memory budget.
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let allowance = self.host_memory.before_http_call(&mut self.table);
+        if let Some(refusal) = allowance.refusal {
+            self.limiter.record_refusal(refusal);
+        }
+        self.caps.http.allow(allowance);
         WasiHttpCtxView {
             ctx: &mut self.caps.http.ctx,
             table: &mut self.table,
@@ -79,12 +89,18 @@ impl HostState {
         self.extension = Some(extension);
     }
 
+    /// When the current call must end.
+    pub(crate) fn call_deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Checks, at call time, that the plugin was granted the host-defined
     /// capability `capability`. When it was not, the denial is recorded in
     /// the call's report and an error is returned: return it from the host
     /// function (with `?`) and the call fails with
     /// [`Error::Denied`](crate::Error::Denied). `detail` says what was
-    /// refused, e.g. the argument.
+    /// refused, e.g. the argument; it is cut to
+    /// [`MAX_RECORD_TEXT_BYTES`](crate::MAX_RECORD_TEXT_BYTES).
     pub fn require(
         &mut self,
         capability: &'static str,
@@ -94,6 +110,7 @@ impl HostState {
             return Ok(());
         }
         let detail = detail.into();
+        let detail = truncate_record_text(&detail);
         self.caps.denials.record(capability, detail.clone());
         Err(wasmtime::Error::msg(format!(
             "the {capability} capability is not granted: {detail}"
@@ -108,10 +125,18 @@ impl HostState {
     ) -> Result<Store<HostState>, Error> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(loaded.sandbox.limits.host_resources);
+        let host_memory = HostMemory::new(&loaded.sandbox.limits);
         let state = HostState {
             table,
-            caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
+            caps: InstanceState::new(
+                &loaded.name,
+                &loaded.sandbox,
+                &loaded.resources,
+                options,
+                &host_memory,
+            )?,
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
+            host_memory,
             deadline: Instant::now(),
             host_grants: loaded.resources.host_grants.clone(),
             extension: None,
@@ -224,7 +249,8 @@ impl CallScope {
             dropped_logs,
             denials: state.caps.denials.take(),
         };
-        let result = result.map_err(|err| err.after_denials(&report.denials));
+        let result =
+            result.map_err(|err| err.with_bounded_guest_text().after_denials(&report.denials));
         Outcome { result, report }
     }
 }

@@ -26,7 +26,14 @@
 //!   then returns how many pages it got (a refused growth is `-1` to the
 //!   guest, not a trap);
 //! - `leak-handles`: creates timer pollables and never drops them;
-//! - `log-huge BYTES`: emits one log record with a BYTES-byte message.
+//! - `log-huge BYTES`: emits one log record with a BYTES-byte message;
+//! - `header-maps COUNT`: builds COUNT `wasi:http` header maps of 100 KiB
+//!   each and keeps them all (host memory its memory limit does not see);
+//!   panics if the host refuses one;
+//! - `config-keys BYTES`: looks up five `wasi:config` keys of BYTES bytes
+//!   each (denied without a grant; each denial quotes the key);
+//! - `kv-batch COUNT`: writes COUNT small pairs to the `default` bucket in
+//!   one `wasi:keyvalue/batch` call.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -69,6 +76,9 @@ const ACTIONS: &[&str] = &[
     "memory-grow",
     "leak-handles",
     "log-huge",
+    "header-maps",
+    "config-keys",
+    "kv-batch",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -170,9 +180,39 @@ impl Guest for Hostile {
                 log(Level::Info, "huge", &"h".repeat(parse_size(&input)?));
                 Ok(b"done".to_vec())
             }
+            "header-maps" => keep_header_maps(parse_size(&input)?),
+            "config-keys" => {
+                let key = "k".repeat(parse_size(&input)?);
+                for _ in 0..5 {
+                    let _ = black_box(wasi::config::store::get(&key));
+                }
+                Ok(b"looked up".to_vec())
+            }
+            "kv-batch" => {
+                let pairs: Vec<(String, Vec<u8>)> = (0..parse_size(&input)?)
+                    .map(|index| (format!("k{index:08}"), b"v".to_vec()))
+                    .collect();
+                let bucket = wasi::keyvalue::store::open("default")
+                    .map_err(|err| failed(format!("{err:?}")))?;
+                wasi::keyvalue::batch::set_many(&bucket, &pairs)
+                    .map_err(|err| failed(format!("kv: {err:?}")))?;
+                Ok(b"written".to_vec())
+            }
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
+}
+
+/// Builds `count` header maps of 100 KiB and keeps every one.
+fn keep_header_maps(count: usize) -> Result<Vec<u8>, PluginError> {
+    let value = vec![b'h'; 100 << 10];
+    let mut kept = Vec::with_capacity(count);
+    for _ in 0..count {
+        let fields = wasi::http::types::Fields::from_list(&[("x-bulk".to_owned(), value.clone())])
+            .expect("the host refused a header map");
+        kept.push(fields);
+    }
+    Ok(format!("kept {}", kept.len()).into_bytes())
 }
 
 fn spin_forever() -> ! {

@@ -3,6 +3,10 @@
 //! Keeping them here means a SQLite file and a Redis server refuse the same
 //! writes with the same messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
 use super::KvQuotas;
 
 /// Keys returned by one `list-keys` page.
@@ -29,6 +33,12 @@ pub(crate) enum StoreError {
     Overflow { key: String },
     #[error("kv store busy: other writers kept changing the namespace for {seconds}s")]
     Contended { seconds: u64 },
+    #[error("kv batch too large: {0}")]
+    BatchTooLarge(String),
+    #[error(
+        "kv operation stopped: its call was cancelled or ran out of time, and nothing was changed"
+    )]
+    Interrupted,
     #[error("kv store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("kv store error: {0}")]
@@ -47,21 +57,35 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
         Ok(self.get(place, key)?.is_some())
     }
 
-    /// The values of several keys, read at one moment.
-    fn get_many(&self, place: Place<'_>, keys: &[String])
-    -> Result<Vec<Option<Entry>>, StoreError>;
+    /// The values of several keys, read at one moment; refused when they
+    /// add up to more than [`KvQuotas::max_batch_bytes`].
+    fn get_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+        quotas: &KvQuotas,
+        interrupt: &Interrupt,
+    ) -> Result<Vec<Option<Entry>>, StoreError>;
 
     /// Writes every pair, all or nothing, within the namespace's quotas. When
-    /// a key is given twice the last value wins.
+    /// a key is given twice the last value wins. An interrupt stops it with
+    /// nothing written.
     fn set_many(
         &self,
         place: Place<'_>,
         pairs: &[Entry],
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<(), StoreError>;
 
-    /// Deletes every key that exists; missing keys are not an error.
-    fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), StoreError>;
+    /// Deletes every key that exists, all or nothing; missing keys are not
+    /// an error. An interrupt stops it with nothing deleted.
+    fn delete_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<(), StoreError>;
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
     /// returns the new value.
@@ -71,6 +95,7 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
         key: &str,
         delta: u64,
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<u64, StoreError>;
 
     /// One page of at most [`LIST_PAGE`] keys in byte order, starting
@@ -92,9 +117,60 @@ pub(crate) fn into_page(mut keys: Vec<String>, offset: u64) -> (Vec<String>, Opt
     (keys, next)
 }
 
-/// What an entry counts against the total-bytes quota.
-pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
-    (key.len() + value_len) as u64
+/// What an entry counts against the total-bytes quota: its bucket's name
+/// (stored with every entry), its key and its value.
+pub(crate) fn entry_size(place: Place<'_>, key: &str, value_len: usize) -> u64 {
+    (place.bucket.len() + key.len() + value_len) as u64
+}
+
+/// Tells a blocking kv operation to stop: its call was cancelled (the future
+/// waiting for it was dropped) or reached its deadline. Operations check it
+/// between rows and before waiting again for a lock, and give up with
+/// [`StoreError::Interrupted`], rolling back what they started.
+#[derive(Clone, Debug)]
+pub(crate) struct Interrupt {
+    cancelled: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl Interrupt {
+    /// An interrupt that comes when [`Interrupt::cancel`] is called or at
+    /// `deadline`.
+    pub(crate) fn at(deadline: Instant) -> Self {
+        Interrupt {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            deadline: Some(deadline),
+        }
+    }
+
+    /// An interrupt that never comes, for operators' tools.
+    pub(crate) fn never() -> Self {
+        Interrupt {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            deadline: None,
+        }
+    }
+
+    /// Asks the operation to stop.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the operation should stop.
+    pub(crate) fn is_due(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+            || self
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// `Err(Interrupted)` when the operation should stop.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.is_due() {
+            return Err(StoreError::Interrupted);
+        }
+        Ok(())
+    }
 }
 
 /// The counter after adding `delta` to `current` (the stored value, if any),
@@ -171,6 +247,30 @@ impl KvQuotas {
                 "a value of {} bytes is larger than {} bytes",
                 value.len(),
                 self.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch call naming more than [`KvQuotas::max_batch_keys`]
+    /// keys or carrying more than [`KvQuotas::max_batch_bytes`] bytes.
+    pub(crate) fn check_batch(&self, keys: usize, bytes: usize) -> Result<(), StoreError> {
+        if keys > self.max_batch_keys {
+            return Err(StoreError::BatchTooLarge(format!(
+                "{keys} keys in one call, at most {}; split it into smaller batches",
+                self.max_batch_keys
+            )));
+        }
+        self.check_batch_bytes(bytes)
+    }
+
+    /// Refuses a batch whose keys and values add up to more than
+    /// [`KvQuotas::max_batch_bytes`].
+    pub(crate) fn check_batch_bytes(&self, bytes: usize) -> Result<(), StoreError> {
+        if bytes > self.max_batch_bytes {
+            return Err(StoreError::BatchTooLarge(format!(
+                "more than {} bytes of keys and values in one call; split it into smaller batches",
+                self.max_batch_bytes
             )));
         }
         Ok(())
