@@ -623,6 +623,36 @@ mod tests {
     }
 
     #[test]
+    fn host_memory_and_kv_batch_bounds_are_manifest_keys() {
+        let manifest = parse(
+            r#"
+            [defaults.limits]
+            host_memory = "8MiB"
+
+            [plugins.bulk]
+            path = "bulk.wasm"
+            [plugins.bulk.grants]
+            kv = { max_batch_keys = 50, max_batch_bytes = "1MiB" }
+
+            [plugins.other]
+            path = "other.wasm"
+            [plugins.other.limits]
+            host_memory = 1024
+            "#,
+        )
+        .unwrap();
+        let bulk = &manifest.plugin("bulk").unwrap().sandbox;
+        assert_eq!(bulk.limits.host_memory_bytes, 8 << 20, "from the defaults");
+        let quotas = &bulk.grants.kv.as_ref().unwrap().quotas;
+        assert_eq!(
+            (quotas.max_batch_keys, quotas.max_batch_bytes),
+            (50, 1 << 20)
+        );
+        let other = &manifest.plugin("other").unwrap().sandbox;
+        assert_eq!(other.limits.host_memory_bytes, 1024);
+    }
+
+    #[test]
     fn errors_point_at_the_line_and_key() {
         for (text, expected) in [
             (

@@ -792,6 +792,44 @@ mod tests {
     }
 
     #[test]
+    fn host_memory_and_the_kv_namespace_are_the_operators() {
+        let args = run_args(&[
+            "--host-memory",
+            "8MiB",
+            "--kv-store",
+            "/tmp/kv.sqlite",
+            "--kv-namespace",
+            "wallet",
+        ]);
+        let target = args.sandbox.target(&args.plugin).unwrap();
+        assert_eq!(target.sandbox.limits.host_memory_bytes, 8 << 20);
+        let source = Source::new("p", b"\0asm".to_vec());
+        let kv = target.sandbox_for(&source).grants.kv.unwrap();
+        assert_eq!(kv.namespace.as_deref(), Some("wallet"));
+
+        // Unnamed, a plugin file's namespace comes from what it is.
+        let args = run_args(&["--kv-store", "/tmp/kv.sqlite"]);
+        let target = args.sandbox.target(&args.plugin).unwrap();
+        let namespace = |bytes: &[u8]| {
+            let source = Source::new("p", bytes.to_vec());
+            target
+                .sandbox_for(&source)
+                .grants
+                .kv
+                .unwrap()
+                .namespace
+                .unwrap()
+        };
+        assert!(namespace(b"one").starts_with("p@sha256:"));
+        assert_eq!(namespace(b"one").len(), "p@sha256:".len() + 16);
+        assert_ne!(namespace(b"one"), namespace(b"two"));
+
+        let args = run_args(&["--kv-namespace", "wallet"]);
+        let err = args.sandbox.target(&args.plugin).err().unwrap();
+        assert!(format!("{err:#}").contains("--kv-namespace needs a kv grant"));
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         for bad in [
             &["--timeout", "5"][..],
