@@ -2,11 +2,14 @@
 //! what the host holds on a guest's behalf outside its linear memory, which
 //! the guest's memory limit does not see.
 //!
-//! Two kinds of holdings count against it:
+//! Three kinds of holdings count against it:
 //!
 //! - records of the current call (log records and denials), charged when
 //!   they are kept and released when the call's report takes them; a record
 //!   that does not fit is dropped and counted, like one past the log limits;
+//! - directory listings (`read-directory` streams), charged when listed and
+//!   released when the guest drops the stream; a listing that does not fit
+//!   is refused;
 //! - what the guest builds through `wasi:http` and keeps in its resource
 //!   table (header maps, requests, responses). Every `wasi:http` call passes
 //!   through [`HostMemory::before_http_call`], which knows the most one call
@@ -96,6 +99,8 @@ struct Shared {
     limit: u64,
     /// Bytes of the current call's records.
     records: AtomicU64,
+    /// Bytes of the directory listings the guest holds.
+    listings: AtomicU64,
     /// Bytes of resources at the last measurement, plus the most that
     /// `wasi:http` calls since then can have added.
     resources: AtomicU64,
@@ -119,6 +124,7 @@ impl HostMemory {
             shared: Arc::new(Shared {
                 limit: limits.host_memory_bytes,
                 records: AtomicU64::new(0),
+                listings: AtomicU64::new(0),
                 resources: AtomicU64::new(0),
                 measured: AtomicU64::new(0),
             }),
@@ -126,17 +132,62 @@ impl HostMemory {
     }
 
     /// Charges `bytes` of a record the current call keeps, if they fit
-    /// beside the resources last measured.
+    /// beside the listings and the resources last measured.
     pub(crate) fn try_hold_record(&self, bytes: usize) -> bool {
         let bytes = bytes as u64;
-        let resources = self.shared.measured.load(Ordering::Relaxed);
+        let others = self.shared.listings.load(Ordering::Relaxed)
+            + self.shared.measured.load(Ordering::Relaxed);
         self.shared
             .records
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |records| {
-                let total = records.saturating_add(bytes).saturating_add(resources);
+                let total = records.saturating_add(bytes).saturating_add(others);
                 (total <= self.shared.limit).then_some(records + bytes)
             })
             .is_ok()
+    }
+
+    /// What the budget has room for now, by the last measurement.
+    pub(crate) fn room(&self) -> u64 {
+        self.shared
+            .limit
+            .saturating_sub(self.held_by_last_measure())
+    }
+
+    fn held_by_last_measure(&self) -> u64 {
+        let shared = &self.shared;
+        shared.records.load(Ordering::Relaxed)
+            + shared.listings.load(Ordering::Relaxed)
+            + shared.measured.load(Ordering::Relaxed)
+    }
+
+    /// The refusal of `bytes` more, which do not fit.
+    pub(crate) fn refusal(&self, bytes: u64) -> LimitRefusal {
+        LimitRefusal {
+            resource: LimitedResource::HostMemory,
+            requested: Some(self.held_by_last_measure().saturating_add(bytes)),
+            limit: self.shared.limit,
+        }
+    }
+
+    /// Charges a directory listing of `bytes`, or refuses it.
+    pub(crate) fn hold_listing(&self, bytes: usize) -> Result<(), LimitRefusal> {
+        let bytes = bytes as u64;
+        if bytes > self.room() {
+            return Err(self.refusal(bytes));
+        }
+        self.shared.listings.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back a listing's `bytes` when the guest drops it.
+    pub(crate) fn release_listing(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        let _ =
+            self.shared
+                .listings
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |listings| {
+                    Some(listings.saturating_sub(bytes))
+                });
     }
 
     /// Gives back `bytes` of records that the call's report has taken.
@@ -156,7 +207,8 @@ impl HostMemory {
     /// room for the call.
     pub(crate) fn before_http_call(&self, table: &mut ResourceTable) -> HttpAllowance {
         let shared = &self.shared;
-        let records = shared.records.load(Ordering::Relaxed);
+        let records =
+            shared.records.load(Ordering::Relaxed) + shared.listings.load(Ordering::Relaxed);
         let mut resources = shared.resources.load(Ordering::Relaxed);
         if records + resources + MAX_HTTP_CALL_GROWTH > shared.limit {
             resources = table_bytes(table);

@@ -64,8 +64,9 @@ pub struct Limits {
     pub concurrency: Option<u32>,
     /// Bytes of host memory an instance may make the host hold on its
     /// behalf, outside its linear memory: the `wasi:http` header maps,
-    /// requests and responses it builds and keeps, and the log and denial
-    /// records of the current call. Past it, the host builds nothing more
+    /// requests and responses it builds and keeps, the directory listings
+    /// behind its `read-directory` streams, and the log and denial records
+    /// of the current call. Past it, the host builds nothing more
     /// for the guest and the call fails with
     /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) (host memory).
     /// Default: 64 MiB ([`Limits::DEFAULT_HOST_MEMORY_BYTES`]).
@@ -179,7 +180,7 @@ impl fmt::Display for LimitRefusal {
             LimitedResource::HostMemory => {
                 write!(
                     f,
-                    "the host memory held for the instance (HTTP header maps, requests, records)"
+                    "the host memory held for the instance (HTTP header maps, requests, directory listings, records)"
                 )?;
                 if let Some(requested) = self.requested {
                     write!(f, " would reach {}", format_bytes(requested))?;

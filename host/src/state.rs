@@ -15,7 +15,7 @@ use crate::capabilities::{InstanceOptions, InstanceState};
 use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
 use crate::host_memory::{HostMemory, truncate_record_text};
-use crate::limits::StoreLimiter;
+use crate::limits::{LimitRefusal, StoreLimiter};
 use crate::loaded::Loaded;
 use crate::report::{Outcome, Report};
 
@@ -92,6 +92,17 @@ impl HostState {
     /// When the current call must end.
     pub(crate) fn call_deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The instance's host-memory budget.
+    pub(crate) fn host_memory(&self) -> &HostMemory {
+        &self.host_memory
+    }
+
+    /// Records that the host-memory budget refused something, so that the
+    /// trap which usually follows is reported as that limit.
+    pub(crate) fn refuse_host_memory(&mut self, refusal: LimitRefusal) {
+        self.limiter.record_refusal(refusal);
     }
 
     /// Checks, at call time, that the plugin was granted the host-defined

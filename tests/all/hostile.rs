@@ -579,6 +579,19 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             }),
         ),
         case(
+            "directory listings kept past the host-memory budget",
+            &hostile,
+            {
+                let mut listed = data_dir(fixture, false);
+                // Room for a few listings of the small granted directory.
+                listed.limits.host_memory_bytes = 1 << 10;
+                listed
+            },
+            "dir-streams",
+            "100",
+            Refused(LimitedResource::HostMemory),
+        ),
+        case(
             "kv batch past its bounds",
             &hostile,
             sandbox(|_, grants| grants.kv = Some(fixture.kv())),

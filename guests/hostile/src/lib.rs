@@ -33,7 +33,10 @@
 //! - `config-keys BYTES`: looks up five `wasi:config` keys of BYTES bytes
 //!   each (denied without a grant; each denial quotes the key);
 //! - `kv-batch COUNT`: writes COUNT small pairs to the `default` bucket in
-//!   one `wasi:keyvalue/batch` call.
+//!   one `wasi:keyvalue/batch` call;
+//! - `dir-streams COUNT`: opens COUNT `read-directory` streams on the
+//!   directory granted at `/data` and keeps them all, unread; panics if the
+//!   host refuses one.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -79,6 +82,7 @@ const ACTIONS: &[&str] = &[
     "header-maps",
     "config-keys",
     "kv-batch",
+    "dir-streams",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -198,6 +202,7 @@ impl Guest for Hostile {
                     .map_err(|err| failed(format!("kv: {err:?}")))?;
                 Ok(b"written".to_vec())
             }
+            "dir-streams" => keep_directory_streams(parse_size(&input)?),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -211,6 +216,22 @@ fn keep_header_maps(count: usize) -> Result<Vec<u8>, PluginError> {
         let fields = wasi::http::types::Fields::from_list(&[("x-bulk".to_owned(), value.clone())])
             .expect("the host refused a header map");
         kept.push(fields);
+    }
+    Ok(format!("kept {}", kept.len()).into_bytes())
+}
+
+/// Opens `count` listings of `/data` and keeps every one.
+fn keep_directory_streams(count: usize) -> Result<Vec<u8>, PluginError> {
+    let (data, _) = wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == "/data")
+        .ok_or_else(|| failed("no directory is granted at /data"))?;
+    let mut kept = Vec::with_capacity(count);
+    for _ in 0..count {
+        kept.push(
+            data.read_directory()
+                .expect("the host refused a directory listing"),
+        );
     }
     Ok(format!("kept {}", kept.len()).into_bytes())
 }

@@ -39,7 +39,10 @@ fn risk(sandbox: &Sandbox) -> Risk {
 fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let getter = <HostState as WasiFilesystemView>::filesystem;
     filesystem::types::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
-    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)
+    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
+    // Directory listings within the host-memory budget, stopping with
+    // their call.
+    super::dir_listing::add_to_linker(linker)
 }
 
 /// Refuses directory grants that cannot work, before anything is compiled.

@@ -23,9 +23,11 @@
 
 pub(crate) mod clocks;
 pub(crate) mod config;
+mod dir_listing;
 pub(crate) mod env;
 pub(crate) mod fs;
 pub(crate) mod http;
+pub(crate) mod interrupt;
 pub(crate) mod kv;
 pub(crate) mod logging;
 pub(crate) mod random;

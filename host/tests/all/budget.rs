@@ -222,6 +222,93 @@ fn denials_quoting_huge_keys_keep_the_report_and_memory_small() {
     );
 }
 
+/// 500 `read-directory` streams over a directory of 3,000 long names, kept
+/// unread under an 8 MiB memory limit: each listing is charged to the host
+/// memory budget until the guest drops it, so the host refuses the streams
+/// past the budget instead of holding hundreds of megabytes of names.
+#[test]
+fn directory_listings_count_against_the_host_memory_budget() {
+    let scratch = Scratch::new();
+    let listed = scratch.dir.path().join("listed");
+    std::fs::create_dir(&listed).unwrap();
+    for index in 0..3000 {
+        let name = format!("{index:05}-{}", "n".repeat(200));
+        std::fs::write(listed.join(name), b"").unwrap();
+    }
+    let grant = format!("{}::/data", listed.display());
+    let command = scratch.command(&[
+        "run",
+        "--json",
+        guests::HOSTILE,
+        "dir-streams",
+        "--input",
+        "500",
+        "--dir",
+        &grant,
+        "--memory",
+        "8MiB",
+        "--unsigned",
+        "allow",
+    ]);
+    let (output, peak) = run_measuring_peak_memory(command);
+    let (value, code) = report(&output);
+    assert_eq!(
+        (value["status"].as_str(), code),
+        (Some("memory-limit"), 22),
+        "{value}"
+    );
+    assert!(
+        value["error"].to_string().contains("host memory"),
+        "{value}"
+    );
+    assert!(
+        peak < 256 * MIB,
+        "warden reached {} MiB resident",
+        peak / MIB
+    );
+
+    let (value, code) = scratch.json(&[
+        guests::HOSTILE,
+        "dir-streams",
+        "--input",
+        "20",
+        "--dir",
+        &grant,
+        "--unsigned",
+        "allow",
+    ]);
+    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_eq!(value["output"], "kept 20");
+}
+
+/// Listings are Warden's own: every entry arrives, with its type, and a
+/// granted directory lists as before.
+#[test]
+fn directory_listings_hold_every_entry_with_its_type() {
+    let scratch = Scratch::new();
+    let listed = scratch.dir.path().join("listed");
+    std::fs::create_dir_all(listed.join("sub")).unwrap();
+    std::fs::write(listed.join("a.txt"), b"a").unwrap();
+    std::os::unix::fs::symlink("a.txt", listed.join("link")).unwrap();
+    let grant = format!("{}::/data", listed.display());
+    let output = scratch.run(&[
+        "exec",
+        guests::COMMAND,
+        "--dir",
+        &grant,
+        "--unsigned",
+        "allow",
+        "--",
+        "ls",
+        "/data",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "a.txt file\nlink other\nsub dir\n"
+    );
+}
+
 /// A batch of a million keys is refused before it reaches the store: the
 /// guest gets a kv error naming the bound, and nothing is written.
 #[test]

@@ -542,8 +542,8 @@ pub struct SandboxArgs {
     #[arg(long, help_heading = "Compile cache")]
     pub no_cache: bool,
     /// Host memory an instance may make the host hold outside its linear
-    /// memory (HTTP header maps and requests it builds, log and denial
-    /// records), e.g. 64MiB [default: 64MiB].
+    /// memory (HTTP header maps and requests it builds, directory listings,
+    /// log and denial records), e.g. 64MiB [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = warden::units::parse_size, help_heading = "Limits and grants")]
     pub host_memory: Option<u64>,
     /// The kv namespace the plugin's keys live in [default: the manifest's

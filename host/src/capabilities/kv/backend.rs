@@ -3,11 +3,8 @@
 //! Keeping them here means a SQLite file and a Redis server refuse the same
 //! writes with the same messages.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-
 use super::KvQuotas;
+use crate::capabilities::interrupt::{Interrupt, Interrupted};
 
 /// Keys returned by one `list-keys` page.
 pub(crate) const LIST_PAGE: usize = 1000;
@@ -43,6 +40,12 @@ pub(crate) enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("kv store error: {0}")]
     Redis(#[from] redis::RedisError),
+}
+
+impl From<Interrupted> for StoreError {
+    fn from(_: Interrupted) -> Self {
+        StoreError::Interrupted
+    }
 }
 
 /// A place that stores plugins' keys. Every operation is atomic: it happens
@@ -121,56 +124,6 @@ pub(crate) fn into_page(mut keys: Vec<String>, offset: u64) -> (Vec<String>, Opt
 /// (stored with every entry), its key and its value.
 pub(crate) fn entry_size(place: Place<'_>, key: &str, value_len: usize) -> u64 {
     (place.bucket.len() + key.len() + value_len) as u64
-}
-
-/// Tells a blocking kv operation to stop: its call was cancelled (the future
-/// waiting for it was dropped) or reached its deadline. Operations check it
-/// between rows and before waiting again for a lock, and give up with
-/// [`StoreError::Interrupted`], rolling back what they started.
-#[derive(Clone, Debug)]
-pub(crate) struct Interrupt {
-    cancelled: Arc<AtomicBool>,
-    deadline: Option<Instant>,
-}
-
-impl Interrupt {
-    /// An interrupt that comes when [`Interrupt::cancel`] is called or at
-    /// `deadline`.
-    pub(crate) fn at(deadline: Instant) -> Self {
-        Interrupt {
-            cancelled: Arc::new(AtomicBool::new(false)),
-            deadline: Some(deadline),
-        }
-    }
-
-    /// An interrupt that never comes, for operators' tools.
-    pub(crate) fn never() -> Self {
-        Interrupt {
-            cancelled: Arc::new(AtomicBool::new(false)),
-            deadline: None,
-        }
-    }
-
-    /// Asks the operation to stop.
-    pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the operation should stop.
-    pub(crate) fn is_due(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
-            || self
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-    }
-
-    /// `Err(Interrupted)` when the operation should stop.
-    pub(crate) fn check(&self) -> Result<(), StoreError> {
-        if self.is_due() {
-            return Err(StoreError::Interrupted);
-        }
-        Ok(())
-    }
 }
 
 /// The counter after adding `delta` to `current` (the stored value, if any),

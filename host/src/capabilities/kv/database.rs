@@ -17,9 +17,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::KvQuotas;
 use super::backend::{
-    Backend, Entry, Interrupt, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented,
-    into_page,
+    Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
 };
+use crate::capabilities::interrupt::Interrupt;
 
 /// How long an operation waits for another process's transaction before
 /// giving up. Longer than any sane transaction; shorter than forever.

@@ -35,9 +35,10 @@ use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use self::backend::{Backend, Interrupt, Place, StoreError};
+use self::backend::{Backend, Place, StoreError};
 use self::database::Database;
 use self::redis_store::RedisStore;
+use super::interrupt::{CancelOnDrop, Interrupt};
 use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
@@ -296,16 +297,6 @@ impl SharedStore {
         })
         .await?;
         Ok(result.map_err(|err| KvError::Other(err.to_string())))
-    }
-}
-
-/// Cancels its interrupt when dropped: when the future waiting for a
-/// blocking operation goes away, the operation has no one to answer.
-struct CancelOnDrop(Interrupt);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 

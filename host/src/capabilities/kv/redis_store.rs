@@ -24,10 +24,10 @@ use redis::{Client, Connection, Pipeline, Value};
 
 use super::KvQuotas;
 use super::backend::{
-    Backend, Entry, Interrupt, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented,
-    into_page,
+    Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
 };
 use super::database::BUSY_TIMEOUT;
+use crate::capabilities::interrupt::Interrupt;
 
 /// How long opening a connection may take: the server is expected on a
 /// nearby network, so seconds mean it is down.
