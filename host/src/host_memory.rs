@@ -181,25 +181,12 @@ impl HostMemory {
 
     /// Gives back a listing's `bytes` when the guest drops it.
     pub(crate) fn release_listing(&self, bytes: usize) {
-        let bytes = bytes as u64;
-        let _ =
-            self.shared
-                .listings
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |listings| {
-                    Some(listings.saturating_sub(bytes))
-                });
+        release(&self.shared.listings, bytes);
     }
 
     /// Gives back `bytes` of records that the call's report has taken.
     pub(crate) fn release_records(&self, bytes: usize) {
-        let bytes = bytes as u64;
-        // Saturating, though every release matches an earlier hold.
-        let _ = self
-            .shared
-            .records
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |records| {
-                Some(records.saturating_sub(bytes))
-            });
+        release(&self.shared.records, bytes);
     }
 
     /// Decides what the `wasi:http` call about to run may build, measuring
@@ -207,14 +194,14 @@ impl HostMemory {
     /// room for the call.
     pub(crate) fn before_http_call(&self, table: &mut ResourceTable) -> HttpAllowance {
         let shared = &self.shared;
-        let records =
+        let others =
             shared.records.load(Ordering::Relaxed) + shared.listings.load(Ordering::Relaxed);
         let mut resources = shared.resources.load(Ordering::Relaxed);
-        if records + resources + MAX_HTTP_CALL_GROWTH > shared.limit {
+        if others + resources + MAX_HTTP_CALL_GROWTH > shared.limit {
             resources = table_bytes(table);
             shared.measured.store(resources, Ordering::Relaxed);
         }
-        let held = records + resources;
+        let held = others + resources;
         let room = shared.limit.saturating_sub(held);
         shared
             .resources
@@ -234,6 +221,16 @@ impl HostMemory {
             refusal: None,
         }
     }
+}
+
+/// Takes `bytes` off a holding; saturating, though every release matches an
+/// earlier charge.
+fn release(holding: &AtomicU64, bytes: usize) {
+    let bytes = bytes as u64;
+    // The update always answers, so it cannot fail.
+    let _ = holding.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        Some(held.saturating_sub(bytes))
+    });
 }
 
 /// The bytes of what the guest built through `wasi:http` and still holds.
