@@ -469,6 +469,22 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     );
     let (value, _) = kv(&first, "kv-get", "secret", &[]);
     assert_eq!(value["output"], "first");
+    // `warden inspect` names the derived namespace, for `warden kv`.
+    let inspected = scratch.run(&["inspect", "--json", &first, "--kv-store", &store]);
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let namespace = inspected["kv_namespace"].as_str().unwrap().to_owned();
+    assert!(namespace.starts_with("wallet@sha256:"), "{namespace}");
+    let got = scratch.run(&[
+        "kv",
+        "wallet",
+        "get",
+        "secret",
+        "--store",
+        &store,
+        "--namespace",
+        &namespace,
+    ]);
+    assert_eq!(got.stdout, b"first", "{got:?}");
 
     // Named by the operator, a namespace is shared on purpose.
     let shared = ["--kv-namespace", "wallet"];
