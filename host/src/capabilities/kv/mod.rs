@@ -14,9 +14,8 @@
 //! and bytes of one batch call. The blocking work of an operation stops, and
 //! rolls back, when its call is cancelled or reaches its deadline, so a
 //! timed-out call never holds the store's write lock for long. Both backends
-//! behave the same, down to
-//! the error messages, the counter format (decimal text) and the pages of
-//! `list-keys` (1000 keys, in byte order).
+//! behave the same, down to the error messages, the counter format (decimal
+//! text) and the pages of `list-keys` (1000 keys, in byte order).
 //!
 //! A plugin without the grant gets `access-denied` from `open`, recorded as a
 //! denial.
