@@ -7,6 +7,7 @@ use wasmtime::{Trap, WasmBacktrace};
 
 use crate::PluginError;
 use crate::capabilities::{CapabilityUse, Denial};
+use crate::host_memory::truncate_record_text;
 use crate::limits::{LimitRefusal, LimitedResource};
 use crate::trust::{SignatureCheck, TrustFailure};
 
@@ -306,6 +307,35 @@ impl Error {
                 }
             }
             _ => self,
+        }
+    }
+
+    /// The same error with the text a guest wrote into it (its own error
+    /// message, a trap's message) cut to
+    /// [`MAX_RECORD_TEXT_BYTES`](crate::MAX_RECORD_TEXT_BYTES), so that no
+    /// report or response carries megabytes of it.
+    pub(crate) fn with_bounded_guest_text(self) -> Self {
+        fn bounded(text: String) -> String {
+            match truncate_record_text(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(cut) => cut,
+            }
+        }
+        fn bounded_plugin_error(err: PluginError) -> PluginError {
+            match err {
+                PluginError::InvalidInput(text) => PluginError::InvalidInput(bounded(text)),
+                PluginError::UnknownAction(text) => PluginError::UnknownAction(bounded(text)),
+                PluginError::Failed(text) => PluginError::Failed(bounded(text)),
+            }
+        }
+        match self {
+            Error::Plugin(err) => Error::Plugin(bounded_plugin_error(err)),
+            Error::InitFailed(err) => Error::InitFailed(bounded_plugin_error(err)),
+            Error::Trap { message, backtrace } => Error::Trap {
+                message: bounded(message),
+                backtrace,
+            },
+            other => other,
         }
     }
 

@@ -78,6 +78,15 @@ pub struct Limits {
     /// hold open at once; creating one more fails with `new-socket-limit`.
     /// Only plugins granted `sockets` create any. Default: 100.
     pub sockets: usize,
+    /// Bytes of host memory an instance may make the host hold on its
+    /// behalf, outside its linear memory: the `wasi:http` header maps,
+    /// requests and responses it builds and keeps, the directory listings
+    /// behind its `read-directory` streams, and the log and denial records
+    /// of the current call. Past it, the host builds nothing more
+    /// for the guest and the call fails with
+    /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) (host memory).
+    /// Default: 64 MiB ([`Limits::DEFAULT_HOST_MEMORY_BYTES`]).
+    pub host_memory_bytes: u64,
 }
 
 impl Limits {
@@ -110,6 +119,10 @@ impl Limits {
     /// Default for [`Limits::sockets`]: enough for a client with a
     /// connection pool, far below a process's descriptor limit.
     pub const DEFAULT_SOCKETS: usize = 100;
+    /// Default for [`Limits::host_memory_bytes`]: as much as the default
+    /// linear memory, so that a plugin can make the host hold at most about
+    /// twice what its memory limit says.
+    pub const DEFAULT_HOST_MEMORY_BYTES: u64 = 64 << 20;
 }
 
 impl Default for Limits {
@@ -131,6 +144,7 @@ impl Default for Limits {
             memories: Self::DEFAULT_MEMORIES,
             tables: Self::DEFAULT_TABLES,
             sockets: Self::DEFAULT_SOCKETS,
+            host_memory_bytes: Self::DEFAULT_HOST_MEMORY_BYTES,
         }
     }
 }
@@ -151,6 +165,9 @@ pub enum LimitedResource {
     Memories,
     /// Tables defined by the instance.
     Tables,
+    /// Bytes of host memory held on the instance's behalf
+    /// ([`Limits::host_memory_bytes`]).
+    HostMemory,
 }
 
 /// A growth the host refused because it would exceed a [`Limits`] field.
@@ -202,6 +219,20 @@ impl fmt::Display for LimitRefusal {
                 "the plugin defines more than {} tables per instance",
                 self.limit
             ),
+            LimitedResource::HostMemory => {
+                write!(
+                    f,
+                    "the host memory held for the instance (HTTP header maps, requests, directory listings, records)"
+                )?;
+                if let Some(requested) = self.requested {
+                    write!(f, " would reach {}", format_bytes(requested))?;
+                }
+                write!(
+                    f,
+                    ", past its budget of {}; raise --host-memory (host_memory in a manifest) if the plugin needs more",
+                    format_bytes(self.limit)
+                )
+            }
         }
     }
 }
@@ -246,6 +277,12 @@ impl StoreLimiter {
     /// The refusal recorded since the last call to this method, if any.
     pub(crate) fn take_refusal(&mut self) -> Option<LimitRefusal> {
         self.refusal.take()
+    }
+
+    /// Records a refusal made outside the limiter (the host-memory budget),
+    /// so that it explains the trap that usually follows.
+    pub(crate) fn record_refusal(&mut self, refusal: LimitRefusal) {
+        self.refusal = Some(refusal);
     }
 }
 

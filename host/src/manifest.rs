@@ -312,6 +312,8 @@ struct RawLimits {
     memories: Option<u32>,
     tables: Option<u32>,
     sockets: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    host_memory: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -363,6 +365,9 @@ struct RawKvStore {
     #[serde(default, deserialize_with = "size")]
     max_total: Option<u64>,
     max_keys: Option<u64>,
+    max_batch_keys: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_batch_bytes: Option<u64>,
 }
 
 impl RawPlugin {
@@ -498,6 +503,7 @@ impl RawLimits {
             memories: self.memories.or(defaults.memories),
             tables: self.tables.or(defaults.tables),
             sockets: self.sockets.or(defaults.sockets),
+            host_memory: self.host_memory.or(defaults.host_memory),
         }
     }
 
@@ -547,6 +553,9 @@ impl RawLimits {
         }
         if let Some(sockets) = self.sockets {
             limits.sockets = sockets;
+        }
+        if let Some(bytes) = self.host_memory {
+            limits.host_memory_bytes = bytes;
         }
         limits
     }
@@ -628,6 +637,10 @@ impl RawKvStore {
                 max_value_bytes: self.max_value.map_or(defaults.max_value_bytes, saturating),
                 max_total_bytes: self.max_total.unwrap_or(defaults.max_total_bytes),
                 max_keys: self.max_keys.unwrap_or(defaults.max_keys),
+                max_batch_keys: self.max_batch_keys.unwrap_or(defaults.max_batch_keys),
+                max_batch_bytes: self
+                    .max_batch_bytes
+                    .map_or(defaults.max_batch_bytes, saturating),
             },
         })
     }
@@ -767,6 +780,36 @@ mod tests {
         assert_eq!(other.sandbox.limits.memory_bytes, 32 << 20);
         assert_eq!(other.sandbox.grants, Grants::default());
         assert_eq!(other.sandbox.trust.unsigned, UnsignedPolicy::Warn);
+    }
+
+    #[test]
+    fn host_memory_and_kv_batch_bounds_are_manifest_keys() {
+        let manifest = parse(
+            r#"
+            [defaults.limits]
+            host_memory = "8MiB"
+
+            [plugins.bulk]
+            path = "bulk.wasm"
+            [plugins.bulk.grants]
+            kv = { max_batch_keys = 50, max_batch_bytes = "1MiB" }
+
+            [plugins.other]
+            path = "other.wasm"
+            [plugins.other.limits]
+            host_memory = 1024
+            "#,
+        )
+        .unwrap();
+        let bulk = &manifest.plugin("bulk").unwrap().sandbox;
+        assert_eq!(bulk.limits.host_memory_bytes, 8 << 20, "from the defaults");
+        let quotas = &bulk.grants.kv.as_ref().unwrap().quotas;
+        assert_eq!(
+            (quotas.max_batch_keys, quotas.max_batch_bytes),
+            (50, 1 << 20)
+        );
+        let other = &manifest.plugin("other").unwrap().sandbox;
+        assert_eq!(other.limits.host_memory_bytes, 1024);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::{InstanceOptions, InstanceState, WasiContext};
 use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
-use crate::limits::StoreLimiter;
+use crate::host_memory::{HostMemory, truncate_record_text};
+use crate::limits::{LimitRefusal, StoreLimiter};
 use crate::loaded::Loaded;
 use crate::report::{Outcome, Report};
 
@@ -30,6 +31,8 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) caps: InstanceState,
     limiter: StoreLimiter,
+    /// What the host holds on the instance's behalf outside its memory.
+    host_memory: HostMemory,
     /// When the current call must stop; checked on every epoch tick.
     deadline: Instant,
     /// Host-defined capabilities the sandbox grants, by name (shared by
@@ -52,7 +55,14 @@ impl WasiView for HostState {
 }
 
 impl WasiHttpView for HostState {
+    /// Every `wasi:http` call starts here, which makes it the place to keep
+    /// what the guest builds within its host-memory budget.
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let allowance = self.host_memory.before_http_call(&mut self.table);
+        if let Some(refusal) = allowance.refusal {
+            self.limiter.record_refusal(refusal);
+        }
+        self.caps.http.allow(allowance);
         WasiHttpCtxView {
             ctx: &mut self.caps.http.ctx,
             table: &mut self.table,
@@ -99,12 +109,29 @@ impl HostState {
         }
     }
 
+    /// When the current call must end.
+    pub(crate) fn call_deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The instance's host-memory budget.
+    pub(crate) fn host_memory(&self) -> &HostMemory {
+        &self.host_memory
+    }
+
+    /// Records that the host-memory budget refused something, so that the
+    /// trap which usually follows is reported as that limit.
+    pub(crate) fn refuse_host_memory(&mut self, refusal: LimitRefusal) {
+        self.limiter.record_refusal(refusal);
+    }
+
     /// Checks, at call time, that the plugin was granted the host-defined
     /// capability `capability`. When it was not, the denial is recorded in
     /// the call's report and an error is returned: return it from the host
     /// function (with `?`) and the call fails with
     /// [`Error::Denied`](crate::Error::Denied). `detail` says what was
-    /// refused, e.g. the argument.
+    /// refused, e.g. the argument; it is cut to
+    /// [`MAX_RECORD_TEXT_BYTES`](crate::MAX_RECORD_TEXT_BYTES).
     pub fn require(
         &mut self,
         capability: &'static str,
@@ -114,6 +141,7 @@ impl HostState {
             return Ok(());
         }
         let detail = detail.into();
+        let detail = truncate_record_text(&detail);
         self.caps.denials.record(capability, detail.clone());
         Err(wasmtime::Error::msg(format!(
             "the {capability} capability is not granted: {detail}"
@@ -128,10 +156,18 @@ impl HostState {
     ) -> Result<Store<HostState>, Error> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(loaded.sandbox.limits.host_resources);
+        let host_memory = HostMemory::new(&loaded.sandbox.limits);
         let state = HostState {
             table,
-            caps: InstanceState::new(&loaded.name, &loaded.sandbox, &loaded.resources, options)?,
+            caps: InstanceState::new(
+                &loaded.name,
+                &loaded.sandbox,
+                &loaded.resources,
+                options,
+                &host_memory,
+            )?,
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
+            host_memory,
             deadline: Instant::now(),
             host_grants: loaded.resources.host_grants.clone(),
             extension: None,
@@ -250,7 +286,8 @@ impl CallScope {
             dropped_logs,
             denials: state.caps.denials.take(),
         };
-        let result = result.map_err(|err| err.after_denials(&report.denials));
+        let result =
+            result.map_err(|err| err.with_bounded_guest_text().after_denials(&report.denials));
         Outcome { result, report }
     }
 }

@@ -593,6 +593,54 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             format!("http://localhost:{}/", fixture.http.addr.port()),
             Denied("http"),
         ),
+        case(
+            "header maps built and kept past the host-memory budget",
+            &hostile,
+            // A small budget, reached well within the short timeout.
+            sandbox(|limits, _| limits.host_memory_bytes = 8 << 20),
+            "header-maps",
+            "10000",
+            Refused(LimitedResource::HostMemory),
+        ),
+        case(
+            "denials quoting huge config keys",
+            &hostile,
+            plain(),
+            "config-keys",
+            (1 << 20).to_string(),
+            Contained(|outcome| {
+                let denials = &outcome.report.denials;
+                let longest = denials.iter().map(|d| d.detail.len()).max();
+                match (denials.len(), longest) {
+                    (5, Some(longest)) if longest < 2 * warden::MAX_RECORD_TEXT_BYTES => Ok(()),
+                    _ => Err(format!(
+                        "{} denials, the longest {longest:?} bytes",
+                        denials.len()
+                    )),
+                }
+            }),
+        ),
+        case(
+            "directory listings kept past the host-memory budget",
+            &hostile,
+            {
+                let mut listed = data_dir(fixture, false);
+                // Room for a few listings of the small granted directory.
+                listed.limits.host_memory_bytes = 1 << 10;
+                listed
+            },
+            "dir-streams",
+            "100",
+            Refused(LimitedResource::HostMemory),
+        ),
+        case(
+            "kv batch past its bounds",
+            &hostile,
+            sandbox(|_, grants| grants.kv = Some(fixture.kv())),
+            "kv-batch",
+            "20000",
+            GuestFails("kv batch too large: 20000 keys in one call, at most 10000"),
+        ),
     ];
     // Each plugin has its own kv namespace: these two are strangers to the
     // plugin named `owner` that holds the secret.

@@ -103,7 +103,9 @@ async fn redis_kv_refuses_what_sqlite_refuses_with_the_same_errors() {
     let mut quotas = KvQuotas::default();
     quotas.max_key_bytes = 8;
     quotas.max_value_bytes = 8;
-    quotas.max_total_bytes = 24;
+    // Bucket names count toward the total: 7 bytes of `default` for each
+    // of the three keys the namespace may hold.
+    quotas.max_total_bytes = 24 + 3 * 7;
     quotas.max_keys = 3;
     let calls = [
         ("kv-set", "a=1"),
@@ -112,7 +114,7 @@ async fn redis_kv_refuses_what_sqlite_refuses_with_the_same_errors() {
         ("kv-set", "b=22"),
         // Over the key count: the whole batch is refused.
         ("kv-set-many", "c=3,d=4"),
-        // Over the byte total: three entries of 9 bytes.
+        // Over the byte total: three entries of 9 bytes, 16 with their bucket.
         ("kv-set-many", "c=12345678,a=12345678,b=12345678"),
         // A key given twice: the last value counts.
         ("kv-set-many", "c=1,c=333"),

@@ -16,7 +16,9 @@
 //!   number each operation returned;
 //! - `exit CODE`: exits with CODE (0 to 255);
 //! - `loop`: spins forever;
-//! - `grow`: allocates until memory runs out.
+//! - `grow`: allocates until memory runs out;
+//! - `ls PATH`: prints each entry of the directory, sorted, with `dir`,
+//!   `file` or `other` (exits 6 when it cannot list it).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -99,6 +101,30 @@ fn run() -> u8 {
                 blocks.push(black_box(vec![1u8; 1 << 20]));
             }
         }
+        ["ls", path] => match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut lines = Vec::new();
+                for entry in entries {
+                    let Ok(entry) = entry else {
+                        return 6;
+                    };
+                    let kind = match entry.file_type() {
+                        Ok(kind) if kind.is_dir() => "dir",
+                        Ok(kind) if kind.is_file() => "file",
+                        _ => "other",
+                    };
+                    lines.push(format!("{} {kind}", entry.file_name().to_string_lossy()));
+                }
+                lines.sort();
+                for line in lines {
+                    println!("{line}");
+                }
+            }
+            Err(err) => {
+                eprintln!("cannot list {path}: {err}");
+                return 6;
+            }
+        },
         other => {
             eprintln!("unknown arguments: {other:?}");
             return 2;

@@ -32,6 +32,16 @@
 //! - `stat PATH`: the file's modification time in seconds, as `stat-at` on
 //!   its directory and as `stat` on the open file report it, then its
 //!   access time.
+//! - `header-maps COUNT`: builds COUNT `wasi:http` header maps of 100 KiB
+//!   each and keeps them all (host memory its memory limit does not see);
+//!   panics if the host refuses one;
+//! - `config-keys BYTES`: looks up five `wasi:config` keys of BYTES bytes
+//!   each (denied without a grant; each denial quotes the key);
+//! - `kv-batch COUNT`: writes COUNT small pairs to the `default` bucket in
+//!   one `wasi:keyvalue/batch` call;
+//! - `dir-streams COUNT`: opens COUNT `read-directory` streams on the
+//!   directory granted at `/data` and keeps them all, unread; panics if the
+//!   host refuses one.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -76,6 +86,10 @@ const ACTIONS: &[&str] = &[
     "log-huge",
     "symlink",
     "stat",
+    "header-maps",
+    "config-keys",
+    "kv-batch",
+    "dir-streams",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -204,9 +218,56 @@ impl Guest for Hostile {
                 );
                 Ok(times.into_bytes())
             }
+            "header-maps" => keep_header_maps(parse_size(&input)?),
+            "config-keys" => {
+                let key = "k".repeat(parse_size(&input)?);
+                for _ in 0..5 {
+                    let _ = black_box(wasi::config::store::get(&key));
+                }
+                Ok(b"looked up".to_vec())
+            }
+            "kv-batch" => {
+                let pairs: Vec<(String, Vec<u8>)> = (0..parse_size(&input)?)
+                    .map(|index| (format!("k{index:08}"), b"v".to_vec()))
+                    .collect();
+                let bucket = wasi::keyvalue::store::open("default")
+                    .map_err(|err| failed(format!("{err:?}")))?;
+                wasi::keyvalue::batch::set_many(&bucket, &pairs)
+                    .map_err(|err| failed(format!("kv: {err:?}")))?;
+                Ok(b"written".to_vec())
+            }
+            "dir-streams" => keep_directory_streams(parse_size(&input)?),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
+}
+
+/// Builds `count` header maps of 100 KiB and keeps every one.
+fn keep_header_maps(count: usize) -> Result<Vec<u8>, PluginError> {
+    let value = vec![b'h'; 100 << 10];
+    let mut kept = Vec::with_capacity(count);
+    for _ in 0..count {
+        let fields = wasi::http::types::Fields::from_list(&[("x-bulk".to_owned(), value.clone())])
+            .expect("the host refused a header map");
+        kept.push(fields);
+    }
+    Ok(format!("kept {}", kept.len()).into_bytes())
+}
+
+/// Opens `count` listings of `/data` and keeps every one.
+fn keep_directory_streams(count: usize) -> Result<Vec<u8>, PluginError> {
+    let (data, _) = wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == "/data")
+        .ok_or_else(|| failed("no directory is granted at /data"))?;
+    let mut kept = Vec::with_capacity(count);
+    for _ in 0..count {
+        kept.push(
+            data.read_directory()
+                .expect("the host refused a directory listing"),
+        );
+    }
+    Ok(format!("kept {}", kept.len()).into_bytes())
 }
 
 fn spin_forever() -> ! {

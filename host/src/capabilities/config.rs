@@ -11,6 +11,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::config::store::{self, Error};
+use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
 
 pub(crate) const CAPABILITY: Capability = Capability {
@@ -55,7 +56,7 @@ impl ConfigState {
 impl store::Host for ConfigState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
         Ok(self
-            .granted(|| format!("reading `{key}`"))
+            .granted(|| format!("reading `{}`", truncate_record_text(&key)))
             .map(|()| self.values.get(&key).cloned()))
     }
 

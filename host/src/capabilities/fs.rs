@@ -92,7 +92,7 @@ fn risk(sandbox: &Sandbox) -> Risk {
 
 /// The `wasi:filesystem/types` instance wasmtime-wasi 48 defines; guests
 /// built against earlier 0.2 versions are linked to it by semver.
-const TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(super) const TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let getter = <HostState as WasiFilesystemView>::filesystem;
@@ -103,7 +103,10 @@ fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let result = add_stat_functions(linker);
     linker.allow_shadowing(false);
-    result
+    result?;
+    // Directory listings within the host-memory budget, stopping with
+    // their call.
+    super::dir_listing::add_to_linker(linker)
 }
 
 fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -37,6 +37,7 @@ use wasmtime_wasi_http::{
 };
 
 use super::{Capability, DenialLog, Risk};
+use crate::host_memory::{HttpAllowance, truncate_record_text};
 use crate::state::HostState;
 use crate::units::ParseError;
 
@@ -253,14 +254,26 @@ impl HttpState {
             hooks: HttpHooks {
                 grant: grant.clone(),
                 denials: denials.clone(),
+                over_budget: false,
             },
         }
+    }
+
+    /// Applies what the instance's host-memory budget allows the next call
+    /// to build: the size of new header maps, and whether any header may be
+    /// added at all.
+    pub(crate) fn allow(&mut self, allowance: HttpAllowance) {
+        self.ctx.set_field_size_limit(allowance.field_bytes);
+        self.hooks.over_budget = allowance.refusal.is_some();
     }
 }
 
 pub(crate) struct HttpHooks {
     grant: Arc<HttpGrant>,
     denials: DenialLog,
+    /// Set while the instance's host-memory budget has no room: every header
+    /// is refused (as forbidden), so that no header map grows.
+    over_budget: bool,
 }
 
 type ResponseFuture = Box<
@@ -386,7 +399,11 @@ impl WasiHttpHooks for HttpHooks {
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        let what = format!("{} {}", request.method(), request.uri());
+        let what = format!(
+            "{} {}",
+            truncate_record_text(request.method().as_str()),
+            truncate_record_text(&request.uri().to_string())
+        );
         let Some(destination) = self.destination(request.uri()) else {
             self.denials
                 .record("http", format!("{what} is not an allowed origin"));
@@ -422,6 +439,10 @@ impl WasiHttpHooks for HttpHooks {
 
     fn is_supported_scheme(&mut self, scheme: &Scheme) -> bool {
         *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
+    }
+
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        self.over_budget || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
     }
 }
 

@@ -3,9 +3,10 @@
 //! Records go into the call's [`Report`](crate::Report) and to `tracing`
 //! (target `warden::plugin`, with the plugin's name), bounded per call by
 //! [`Limits::log_records`](crate::Limits::log_records) and
-//! [`Limits::log_bytes`](crate::Limits::log_bytes): past either bound a
-//! record is counted and dropped, so a log flood costs the host nothing but
-//! the time the guest spends producing it.
+//! [`Limits::log_bytes`](crate::Limits::log_bytes), and charged to the
+//! instance's host-memory budget: past any of them a record is counted and
+//! dropped, so a log flood costs the host nothing but the time the guest
+//! spends producing it.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::{Capability, Risk};
 use crate::bindings::wasi::logging::logging::{self, Level};
+use crate::host_memory::HostMemory;
 use crate::limits::Limits;
 use crate::report::{LogLevel, LogRecord};
 use crate::state::HostState;
@@ -39,10 +41,11 @@ pub(crate) struct LogCapture {
     records: Vec<LogRecord>,
     bytes: usize,
     dropped: u64,
+    host_memory: HostMemory,
 }
 
 impl LogCapture {
-    pub(crate) fn new(plugin: Arc<str>, limits: &Limits) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, limits: &Limits, host_memory: &HostMemory) -> Self {
         LogCapture {
             plugin,
             max_records: limits.log_records,
@@ -50,12 +53,14 @@ impl LogCapture {
             records: Vec::new(),
             bytes: 0,
             dropped: 0,
+            host_memory: host_memory.clone(),
         }
     }
 
     /// Takes the records of the call so far and how many were dropped.
     pub(crate) fn take(&mut self) -> (Vec<LogRecord>, u64) {
-        self.bytes = 0;
+        self.host_memory
+            .release_records(std::mem::take(&mut self.bytes));
         (
             std::mem::take(&mut self.records),
             std::mem::take(&mut self.dropped),
@@ -72,7 +77,10 @@ impl logging::Host for LogCapture {
     ) -> wasmtime::Result<()> {
         let level = LogLevel::from(level);
         let size = context.len() + message.len();
-        if self.records.len() >= self.max_records || self.bytes + size > self.max_bytes {
+        if self.records.len() >= self.max_records
+            || self.bytes + size > self.max_bytes
+            || !self.host_memory.try_hold_record(size)
+        {
             self.dropped += 1;
             return Ok(());
         }

@@ -23,9 +23,11 @@
 
 pub(crate) mod clocks;
 pub(crate) mod config;
+mod dir_listing;
 pub(crate) mod env;
 pub(crate) mod fs;
 pub(crate) mod http;
+pub(crate) mod interrupt;
 pub(crate) mod kv;
 pub(crate) mod logging;
 pub(crate) mod random;
@@ -43,6 +45,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 
 use crate::error::Error;
 use crate::grants::Sandbox;
+use crate::host_memory::{HostMemory, MAX_RECORD_TEXT_BYTES, RECORD_WORDS_BYTES, truncate_text};
 use crate::state::HostState;
 
 /// How much authority a capability hands to a plugin.
@@ -224,9 +227,10 @@ impl fmt::Display for Denial {
 
 /// Denials seen during the current call. Shared with callbacks that run
 /// outside the store (socket address checks, HTTP hooks).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct DenialLog {
     denials: Arc<Mutex<Vec<Denial>>>,
+    host_memory: HostMemory,
 }
 
 /// Denials kept per call; a guest retrying in a loop should not grow the
@@ -234,17 +238,36 @@ pub(crate) struct DenialLog {
 const MAX_DENIALS: usize = 100;
 
 impl DenialLog {
+    pub(crate) fn new(host_memory: &HostMemory) -> Self {
+        DenialLog {
+            denials: Arc::default(),
+            host_memory: host_memory.clone(),
+        }
+    }
+
+    /// Records a denial. The detail usually quotes the guest (a key, a URI),
+    /// which the caller cuts with
+    /// [`truncate_record_text`](crate::truncate_record_text); whatever a
+    /// caller did, the detail is cut to that size plus room for the host's
+    /// own words. It is charged to the instance's host-memory budget, and a
+    /// denial that does not fit is logged but not kept.
     pub(crate) fn record(&self, capability: &'static str, detail: impl Into<String>) {
         let detail = detail.into();
+        let detail =
+            truncate_text(&detail, MAX_RECORD_TEXT_BYTES + RECORD_WORDS_BYTES).into_owned();
         tracing::debug!(target: "warden::denied", capability, %detail, "capability denied");
         let mut denials = self.denials.lock().unwrap_or_else(PoisonError::into_inner);
-        if denials.len() < MAX_DENIALS {
+        if denials.len() < MAX_DENIALS && self.host_memory.try_hold_record(detail.len()) {
             denials.push(Denial { capability, detail });
         }
     }
 
     pub(crate) fn take(&self) -> Vec<Denial> {
-        std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner))
+        let denials =
+            std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner));
+        self.host_memory
+            .release_records(denials.iter().map(|denial| denial.detail.len()).sum());
+        denials
     }
 }
 
@@ -348,10 +371,11 @@ impl InstanceState {
         sandbox: &Sandbox,
         resources: &PluginResources,
         options: &InstanceOptions,
+        host_memory: &HostMemory,
     ) -> Result<Self, Error> {
         let limits = &sandbox.limits;
         let grants = &sandbox.grants;
-        let denials = DenialLog::default();
+        let denials = DenialLog::new(host_memory);
         let (stdout, stderr) = stdio::streams(limits, options.stdio);
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&options.args);
@@ -380,7 +404,7 @@ impl InstanceState {
             config: config::ConfigState::new(&resources.config, &denials),
             sockets,
             clock,
-            logs: logging::LogCapture::new(plugin_name.clone(), limits),
+            logs: logging::LogCapture::new(plugin_name.clone(), limits, host_memory),
             stdout,
             stderr,
             denials,

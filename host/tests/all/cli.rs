@@ -770,6 +770,10 @@ fn a_killed_run_leaves_only_whole_kv_batches() {
             "1000000",
             "--kv-store",
             &store,
+            // A plugin file's own namespace is derived from its hash; this
+            // one is named, so that `warden kv probe` finds it.
+            "--kv-namespace",
+            "probe",
             "--timeout",
             "10m",
             "--unsigned",
@@ -934,6 +938,10 @@ fn kv_persists_across_processes_and_operators_can_look_inside() {
         "colour=blue",
         "--kv-store",
         &store,
+        // Named, so that `warden kv probe` finds it (a plugin file's own
+        // namespace is derived from its hash).
+        "--kv-namespace",
+        "probe",
     ]);
     assert_status(&value, code, "ok", 0);
     let (value, code) = json(&[
@@ -944,6 +952,8 @@ fn kv_persists_across_processes_and_operators_can_look_inside() {
         "colour",
         "--kv-store",
         &store,
+        "--kv-namespace",
+        "probe",
     ]);
     assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "blue");
@@ -1001,6 +1011,8 @@ fn kv_increments_from_concurrent_processes_are_exact() {
                         "hits",
                         "--kv-store",
                         &store,
+                        "--kv-namespace",
+                        "probe",
                     ]);
                     assert_status(&value, code, "ok", 0);
                 }

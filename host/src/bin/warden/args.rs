@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use warden::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPolicy};
+use sha2::{Digest, Sha256};
+use warden::trust::{
+    PublicKey, SignatureStatus, SignerPolicy, TrustPolicy, TrustStore, UnsignedPolicy,
+};
 use warden::{
     KvGrant, KvStore, Limits, Manifest, OriginPattern, Preopen, Sandbox, SocketPattern, Source,
 };
@@ -531,7 +534,9 @@ pub struct KvArgs {
     /// Read the plugin's store and namespace from this manifest.
     #[arg(long, value_name = "PATH", global = true)]
     pub manifest: Option<PathBuf>,
-    /// The namespace [default: the plugin's name].
+    /// The namespace [default: the plugin's name, as a manifest names it; a
+    /// plugin run from its file without --kv-namespace has a derived one,
+    /// see `warden run --help`].
     #[arg(long, global = true)]
     pub namespace: Option<String>,
     /// The bucket.
@@ -650,6 +655,16 @@ pub struct SandboxArgs {
         help_heading = "Compile cache"
     )]
     pub cache_key: Option<PathBuf>,
+    /// Host memory an instance may make the host hold outside its linear
+    /// memory (HTTP header maps and requests it builds, directory listings,
+    /// log and denial records), e.g. 64MiB [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = warden::units::parse_size, help_heading = "Limits and grants")]
+    pub host_memory: Option<u64>,
+    /// The kv namespace the plugin's keys live in [default: the manifest's
+    /// plugin name; for a plugin file, NAME@key:KEYID when a key Warden knows
+    /// signed it, else NAME@sha256:HASH (the first 16 hex digits)].
+    #[arg(long, value_name = "NAME", help_heading = "Limits and grants")]
+    pub kv_namespace: Option<String>,
 }
 
 /// A component named on the command line, with the sandbox it runs in.
@@ -658,6 +673,53 @@ pub struct Target {
     pub name: String,
     pub path: PathBuf,
     pub sandbox: Sandbox,
+    /// Whether its kv namespace is derived from the component when it is
+    /// read (a file granted kv, outside any manifest, without
+    /// --kv-namespace).
+    derives_kv_namespace: bool,
+}
+
+impl Target {
+    /// The sandbox to load `source` (this target's component) in: with the
+    /// kv namespace derived from the component when no one named it.
+    pub fn sandbox_for(&self, source: &Source) -> Sandbox {
+        let mut sandbox = self.sandbox.clone();
+        if self.derives_kv_namespace
+            && let Some(kv) = &mut sandbox.grants.kv
+        {
+            kv.namespace = Some(derived_kv_namespace(&self.name, source, &sandbox.trust));
+        }
+        sandbox
+    }
+}
+
+/// The kv namespace of a plugin file that neither a manifest nor
+/// --kv-namespace names one for. The file's name alone is the plugin
+/// author's choice, so another component shipped under the same name would
+/// read its keys; the namespace adds who stands behind the component:
+///
+/// - `NAME@key:KEYID` when a key Warden knows (the trust store's, or a
+///   --key) validly signed it, the smallest such key id: a new version
+///   signed by the same key keeps its data, and no one without that key can
+///   share it;
+/// - else `NAME@sha256:HASH`, the first 16 hex digits of the component's
+///   SHA-256: a different component never shares it by accident, and a new
+///   unsigned version starts empty (name the namespace with --kv-namespace
+///   to keep its data).
+pub fn derived_kv_namespace(name: &str, source: &Source, trust: &TrustPolicy) -> String {
+    let signer = warden::trust::inspect_signatures(source, trust)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|check| check.status == SignatureStatus::Valid)
+        .filter_map(|check| check.key_id)
+        .min();
+    match signer {
+        Some(key_id) => format!("{name}@key:{key_id}"),
+        None => {
+            let digest = hex::encode(Sha256::digest(source.bytes()));
+            format!("{name}@sha256:{}", &digest[..16])
+        }
+    }
 }
 
 impl SandboxArgs {
@@ -687,10 +749,13 @@ impl SandboxArgs {
         };
         self.apply(&mut sandbox)
             .with_context(|| format!("preparing the sandbox of `{name}`"))?;
+        let derives_kv_namespace =
+            self.manifest.is_none() && self.kv_namespace.is_none() && sandbox.grants.kv.is_some();
         Ok(Target {
             name,
             path,
             sandbox,
+            derives_kv_namespace,
         })
     }
 
@@ -711,6 +776,9 @@ impl SandboxArgs {
         if let Some(max_output) = self.max_output {
             limits.max_output_bytes = max_output;
         }
+        if let Some(bytes) = self.host_memory {
+            limits.host_memory_bytes = bytes;
+        }
         let grants = &mut sandbox.grants;
         grants.dirs.extend(self.dirs.iter().cloned());
         grants.env.extend(self.env.iter().cloned());
@@ -728,6 +796,13 @@ impl SandboxArgs {
                 "--kv needs HOME or XDG_DATA_HOME to place the store; use --kv-store PATH",
             )?;
             grants.kv = Some(KvGrant::at(path));
+        }
+        if let Some(namespace) = &self.kv_namespace {
+            let kv = grants
+                .kv
+                .as_mut()
+                .context("--kv-namespace needs a kv grant: add --kv or --kv-store PATH|URL")?;
+            kv.namespace = Some(namespace.clone());
         }
         grants.deterministic |= self.deterministic;
         sandbox.strict |= self.strict;
@@ -875,6 +950,44 @@ mod tests {
                 "{extra:?}"
             );
         }
+    }
+
+    #[test]
+    fn host_memory_and_the_kv_namespace_are_the_operators() {
+        let args = run_args(&[
+            "--host-memory",
+            "8MiB",
+            "--kv-store",
+            "/tmp/kv.sqlite",
+            "--kv-namespace",
+            "wallet",
+        ]);
+        let target = args.sandbox.target(&args.plugin).unwrap();
+        assert_eq!(target.sandbox.limits.host_memory_bytes, 8 << 20);
+        let source = Source::new("p", b"\0asm".to_vec());
+        let kv = target.sandbox_for(&source).grants.kv.unwrap();
+        assert_eq!(kv.namespace.as_deref(), Some("wallet"));
+
+        // Unnamed, a plugin file's namespace comes from what it is.
+        let args = run_args(&["--kv-store", "/tmp/kv.sqlite"]);
+        let target = args.sandbox.target(&args.plugin).unwrap();
+        let namespace = |bytes: &[u8]| {
+            let source = Source::new("p", bytes.to_vec());
+            target
+                .sandbox_for(&source)
+                .grants
+                .kv
+                .unwrap()
+                .namespace
+                .unwrap()
+        };
+        assert!(namespace(b"one").starts_with("p@sha256:"));
+        assert_eq!(namespace(b"one").len(), "p@sha256:".len() + 16);
+        assert_ne!(namespace(b"one"), namespace(b"two"));
+
+        let args = run_args(&["--kv-namespace", "wallet"]);
+        let err = args.sandbox.target(&args.plugin).err().unwrap();
+        assert!(format!("{err:#}").contains("--kv-namespace needs a kv grant"));
     }
 
     #[test]

@@ -33,7 +33,8 @@ async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Er
         .await?
         .named(target.name.clone());
     let runtime = sandbox_args.runtime(&target.sandbox)?;
-    let program = runtime.load_program(source, target.sandbox.clone()).await?;
+    let sandbox = target.sandbox_for(&source);
+    let program = runtime.load_program(source, sandbox).await?;
     output::warn_if_unverified(program.info(), program.sandbox());
     Ok(program)
 }

@@ -60,6 +60,17 @@ fn error_text<T>(result: &Result<T, Error>) -> Value {
     }
 }
 
+/// The namespace the plugin's kv keys live in, when it is granted kv: what
+/// an operator gives `warden kv --namespace`.
+fn kv_namespace(plugin: &Plugin) -> Option<String> {
+    let kv = plugin.sandbox().grants.kv.as_ref()?;
+    Some(
+        kv.namespace
+            .clone()
+            .unwrap_or_else(|| plugin.name().to_owned()),
+    )
+}
+
 fn print_json(
     plugin: &Plugin,
     result: &Result<Metadata, Error>,
@@ -82,6 +93,7 @@ fn print_json(
         output::signatures_json(&info.trust.signatures),
     );
     object.insert("trusted".into(), info.trust.trusted.into());
+    object.insert("kv_namespace".into(), kv_namespace(plugin).into());
     let metadata = match result {
         Ok(metadata) => json!({
             "name": metadata.name,
@@ -132,6 +144,9 @@ fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
     }
     for signature in &info.trust.signatures {
         println!("  {}", output::describe_signature(signature));
+    }
+    if let Some(namespace) = kv_namespace(plugin) {
+        println!("kv namespace: {namespace}");
     }
     println!("size:    {} ({} bytes)", format_bytes(info.size), info.size);
     println!("sha256:  {}", info.sha256);

@@ -44,8 +44,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// SIGTERM. Exits with the code of the last run.
 async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(args.sandbox.runtime(&target.sandbox)?);
+    // A derived kv namespace comes from the version first loaded, and stays
+    // the same across reloads: they are new versions of the same plugin.
+    let sandbox = match args.sandbox.trust.keys.source(&target.path).await {
+        Ok(source) => target.sandbox_for(&source),
+        Err(err) => return finish(&args, &target.name, Err(err), None),
+    };
     if let Err(err) = registry
-        .load_file(&target.name, &target.path, target.sandbox.clone())
+        .load_file(&target.name, &target.path, sandbox)
         .await
     {
         return finish(&args, &target.name, Err(err), None);
@@ -195,7 +201,8 @@ pub async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin,
         .await?
         .named(target.name.clone());
     let runtime = sandbox_args.runtime(&target.sandbox)?;
-    let plugin = runtime.load(source, target.sandbox.clone()).await?;
+    let sandbox = target.sandbox_for(&source);
+    let plugin = runtime.load(source, sandbox).await?;
     output::warn_if_unverified(plugin.info(), plugin.sandbox());
     Ok(plugin)
 }

@@ -4,6 +4,7 @@
 //! writes with the same messages.
 
 use super::KvQuotas;
+use crate::capabilities::interrupt::{Interrupt, Interrupted};
 
 /// Keys returned by one `list-keys` page.
 pub(crate) const LIST_PAGE: usize = 1000;
@@ -29,6 +30,12 @@ pub(crate) enum StoreError {
     Overflow { key: String },
     #[error("kv store busy: other writers kept changing the namespace for {seconds}s")]
     Contended { seconds: u64 },
+    #[error("kv batch too large: {0}")]
+    BatchTooLarge(String),
+    #[error(
+        "kv operation stopped: its call was cancelled or ran out of time, and nothing was changed"
+    )]
+    Interrupted,
     #[error("kv store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("kv store error: {0}")]
@@ -36,6 +43,12 @@ pub(crate) enum StoreError {
     /// The store's file could have been written by another user.
     #[error("refusing the kv store: {0}")]
     Exposed(String),
+}
+
+impl From<Interrupted> for StoreError {
+    fn from(_: Interrupted) -> Self {
+        StoreError::Interrupted
+    }
 }
 
 /// A place that stores plugins' keys. Every operation is atomic: it happens
@@ -50,21 +63,35 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
         Ok(self.get(place, key)?.is_some())
     }
 
-    /// The values of several keys, read at one moment.
-    fn get_many(&self, place: Place<'_>, keys: &[String])
-    -> Result<Vec<Option<Entry>>, StoreError>;
+    /// The values of several keys, read at one moment; refused when they
+    /// add up to more than [`KvQuotas::max_batch_bytes`].
+    fn get_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+        quotas: &KvQuotas,
+        interrupt: &Interrupt,
+    ) -> Result<Vec<Option<Entry>>, StoreError>;
 
     /// Writes every pair, all or nothing, within the namespace's quotas. When
-    /// a key is given twice the last value wins.
+    /// a key is given twice the last value wins. An interrupt stops it with
+    /// nothing written.
     fn set_many(
         &self,
         place: Place<'_>,
         pairs: &[Entry],
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<(), StoreError>;
 
-    /// Deletes every key that exists; missing keys are not an error.
-    fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), StoreError>;
+    /// Deletes every key that exists, all or nothing; missing keys are not
+    /// an error. An interrupt stops it with nothing deleted.
+    fn delete_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<(), StoreError>;
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
     /// returns the new value.
@@ -74,6 +101,7 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
         key: &str,
         delta: u64,
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<u64, StoreError>;
 
     /// One page of at most [`LIST_PAGE`] keys in byte order, starting
@@ -95,9 +123,10 @@ pub(crate) fn into_page(mut keys: Vec<String>, offset: u64) -> (Vec<String>, Opt
     (keys, next)
 }
 
-/// What an entry counts against the total-bytes quota.
-pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
-    (key.len() + value_len) as u64
+/// What an entry counts against the total-bytes quota: its bucket's name
+/// (stored with every entry), its key and its value.
+pub(crate) fn entry_size(place: Place<'_>, key: &str, value_len: usize) -> u64 {
+    (place.bucket.len() + key.len() + value_len) as u64
 }
 
 /// The counter after adding `delta` to `current` (the stored value, if any),
@@ -174,6 +203,30 @@ impl KvQuotas {
                 "a value of {} bytes is larger than {} bytes",
                 value.len(),
                 self.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch call naming more than [`KvQuotas::max_batch_keys`]
+    /// keys or carrying more than [`KvQuotas::max_batch_bytes`] bytes.
+    pub(crate) fn check_batch(&self, keys: usize, bytes: usize) -> Result<(), StoreError> {
+        if keys > self.max_batch_keys {
+            return Err(StoreError::BatchTooLarge(format!(
+                "{keys} keys in one call, at most {}; split it into smaller batches",
+                self.max_batch_keys
+            )));
+        }
+        self.check_batch_bytes(bytes)
+    }
+
+    /// Refuses a batch whose keys and values add up to more than
+    /// [`KvQuotas::max_batch_bytes`].
+    pub(crate) fn check_batch_bytes(&self, bytes: usize) -> Result<(), StoreError> {
+        if bytes > self.max_batch_bytes {
+            return Err(StoreError::BatchTooLarge(format!(
+                "more than {} bytes of keys and values in one call; split it into smaller batches",
+                self.max_batch_bytes
             )));
         }
         Ok(())

@@ -5,8 +5,10 @@
 //! (`BEGIN IMMEDIATE`) so that concurrent writers, in this process or in
 //! others, queue for it instead of failing. WAL journaling keeps readers off
 //! the writers' backs and makes a killed process lose at most its own
-//! uncommitted transaction.
+//! uncommitted transaction. A batch checks its call's [`Interrupt`] between
+//! rows and while it waits for the lock, and rolls back when it comes.
 
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -19,10 +21,63 @@ use super::KvQuotas;
 use super::backend::{
     Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
 };
+use crate::capabilities::interrupt::Interrupt;
 
 /// How long an operation waits for another process's transaction before
 /// giving up. Longer than any sane transaction; shorter than forever.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a writer sleeps between two looks at a lock that another
+/// connection holds: short next to a call's timeout, so a cancelled call
+/// stops waiting promptly.
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// The interrupt of the operation running on this thread, for
+    /// [`wait_while_busy`] (SQLite's busy handler is a plain function).
+    static CURRENT_INTERRUPT: RefCell<Option<Interrupt>> = const { RefCell::new(None) };
+}
+
+/// SQLite's busy handler: wait [`BUSY_PAUSE`] and try again, until
+/// [`BUSY_TIMEOUT`] has passed or the operation's call is interrupted.
+fn wait_while_busy(attempts: i32) -> bool {
+    let interrupted = CURRENT_INTERRUPT
+        .with_borrow(|interrupt| interrupt.as_ref().is_some_and(Interrupt::is_due));
+    let waited = BUSY_PAUSE.saturating_mul(u32::try_from(attempts).unwrap_or(u32::MAX));
+    if interrupted || waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_PAUSE);
+    true
+}
+
+/// Makes `interrupt` the one [`wait_while_busy`] looks at, until dropped.
+struct InterruptScope<'a> {
+    interrupt: &'a Interrupt,
+}
+
+impl<'a> InterruptScope<'a> {
+    fn enter(interrupt: &'a Interrupt) -> Self {
+        CURRENT_INTERRUPT.set(Some(interrupt.clone()));
+        InterruptScope { interrupt }
+    }
+
+    /// A failure while interrupted is the interrupt: SQLite reports a busy
+    /// wait it gave up on as "database is locked".
+    fn explain(&self, err: StoreError) -> StoreError {
+        if self.interrupt.is_due() {
+            StoreError::Interrupted
+        } else {
+            err
+        }
+    }
+}
+
+impl Drop for InterruptScope<'_> {
+    fn drop(&mut self) {
+        CURRENT_INTERRUPT.set(None);
+    }
+}
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS entries (
@@ -73,7 +128,7 @@ impl Database {
                 .map_err(StoreError::Exposed)?;
         }
         let connection = Connection::open(path)?;
-        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.busy_handler(Some(wait_while_busy))?;
         // Another process creating the file or switching it to WAL at the
         // same moment can make the set-up fail with "database is locked" at
         // once, without SQLite's busy handler: retry it for as long as an
@@ -131,70 +186,109 @@ impl Backend for Database {
         place: Place<'_>,
         pairs: &[Entry],
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<(), StoreError> {
         for (key, value) in pairs {
             quotas.check_entry(key, value)?;
         }
+        let scope = InterruptScope::enter(interrupt);
         let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut usage = read_usage(&transaction, place.namespace)?;
-        for (key, value) in pairs {
-            let old = stored_size(&transaction, place, key)?;
-            usage.replace(
-                old.map(|old| entry_size(key, old)),
-                Some(entry_size(key, value.len())),
-            );
-            transaction.execute(
-                "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-                params![place.namespace, place.bucket, key, value],
-            )?;
-        }
-        usage.check(quotas)?;
-        write_usage(&transaction, place.namespace, &usage)?;
-        transaction.commit()?;
-        Ok(())
-    }
-
-    fn delete_many(&self, place: Place<'_>, keys: &[String]) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut usage = read_usage(&transaction, place.namespace)?;
-        for key in keys {
-            if let Some(old) = stored_size(&transaction, place, key)? {
-                usage.replace(Some(entry_size(key, old)), None);
+        // Dropping the transaction on an error (the interrupt included)
+        // rolls it back: a batch is written whole or not at all.
+        let mut write = || -> Result<(), StoreError> {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut usage = read_usage(&transaction, place.namespace)?;
+            for (key, value) in pairs {
+                interrupt.check()?;
+                let old = stored_size(&transaction, place, key)?;
+                usage.replace(
+                    old.map(|old| entry_size(place, key, old)),
+                    Some(entry_size(place, key, value.len())),
+                );
                 transaction.execute(
-                    "DELETE FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                    params![place.namespace, place.bucket, key],
+                    "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+                    params![place.namespace, place.bucket, key, value],
                 )?;
             }
-        }
-        write_usage(&transaction, place.namespace, &usage)?;
-        transaction.commit()?;
-        Ok(())
+            usage.check(quotas)?;
+            write_usage(&transaction, place.namespace, &usage)?;
+            interrupt.check()?;
+            transaction.commit()?;
+            Ok(())
+        };
+        write().map_err(|err| scope.explain(err))
+    }
+
+    fn delete_many(
+        &self,
+        place: Place<'_>,
+        keys: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<(), StoreError> {
+        let scope = InterruptScope::enter(interrupt);
+        let mut connection = self.connection();
+        let mut delete = || -> Result<(), StoreError> {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut usage = read_usage(&transaction, place.namespace)?;
+            for key in keys {
+                interrupt.check()?;
+                if let Some(old) = stored_size(&transaction, place, key)? {
+                    usage.replace(Some(entry_size(place, key, old)), None);
+                    transaction.execute(
+                        "DELETE FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                        params![place.namespace, place.bucket, key],
+                    )?;
+                }
+            }
+            write_usage(&transaction, place.namespace, &usage)?;
+            interrupt.check()?;
+            transaction.commit()?;
+            Ok(())
+        };
+        delete().map_err(|err| scope.explain(err))
     }
 
     fn get_many(
         &self,
         place: Place<'_>,
         keys: &[String],
+        quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
+        let scope = InterruptScope::enter(interrupt);
         let mut connection = self.connection();
-        // One read transaction, so the values come from one snapshot.
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value: Option<Vec<u8>> = transaction
-                .query_row(
-                    "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                    params![place.namespace, place.bucket, key],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            values.push(value.map(|value| (key.clone(), value)));
-        }
-        transaction.commit()?;
-        Ok(values)
+        let mut read = || -> Result<Vec<Option<Entry>>, StoreError> {
+            // One read transaction, so the values come from one snapshot.
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let mut values = Vec::with_capacity(keys.len());
+            let mut bytes = 0;
+            for key in keys {
+                interrupt.check()?;
+                // The size first, so that values past the batch's bound are
+                // never read into memory.
+                let Some(size) = stored_size(&transaction, place, key)? else {
+                    values.push(None);
+                    continue;
+                };
+                bytes += key.len() + size;
+                quotas.check_batch_bytes(bytes)?;
+                let value: Option<Vec<u8>> = transaction
+                    .query_row(
+                        "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                        params![place.namespace, place.bucket, key],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                values.push(value.map(|value| (key.clone(), value)));
+            }
+            transaction.commit()?;
+            Ok(values)
+        };
+        read().map_err(|err| scope.explain(err))
     }
 
     fn list_keys(
@@ -228,33 +322,39 @@ impl Backend for Database {
         key: &str,
         delta: u64,
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<u64, StoreError> {
+        let scope = InterruptScope::enter(interrupt);
         let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<Vec<u8>> = transaction
-            .query_row(
-                "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                params![place.namespace, place.bucket, key],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let old_size = current.as_ref().map(Vec::len);
-        let (next, value) = incremented(key, current.as_deref(), delta)?;
-        quotas.check_entry(key, &value)?;
-        let mut usage = read_usage(&transaction, place.namespace)?;
-        usage.replace(
-            old_size.map(|old| entry_size(key, old)),
-            Some(entry_size(key, value.len())),
-        );
-        usage.check(quotas)?;
-        transaction.execute(
-            "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-            params![place.namespace, place.bucket, key, value],
-        )?;
-        write_usage(&transaction, place.namespace, &usage)?;
-        transaction.commit()?;
-        Ok(next)
+        let mut add = || -> Result<u64, StoreError> {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = transaction
+                .query_row(
+                    "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                    params![place.namespace, place.bucket, key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let old_size = current.as_ref().map(Vec::len);
+            let (next, value) = incremented(key, current.as_deref(), delta)?;
+            quotas.check_entry(key, &value)?;
+            let mut usage = read_usage(&transaction, place.namespace)?;
+            usage.replace(
+                old_size.map(|old| entry_size(place, key, old)),
+                Some(entry_size(place, key, value.len())),
+            );
+            usage.check(quotas)?;
+            transaction.execute(
+                "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+                params![place.namespace, place.bucket, key, value],
+            )?;
+            write_usage(&transaction, place.namespace, &usage)?;
+            transaction.commit()?;
+            Ok(next)
+        };
+        add().map_err(|err| scope.explain(err))
     }
 }
 
@@ -324,7 +424,12 @@ mod tests {
         value: &[u8],
         quotas: &KvQuotas,
     ) -> Result<(), StoreError> {
-        database.set_many(place, &[(key.to_owned(), value.to_vec())], quotas)
+        database.set_many(
+            place,
+            &[(key.to_owned(), value.to_vec())],
+            quotas,
+            &Interrupt::never(),
+        )
     }
 
     #[test]
@@ -360,11 +465,13 @@ mod tests {
     #[test]
     fn quotas_hold_and_failed_writes_leave_nothing_behind() {
         let (_dir, database) = database();
+        // Bucket names count: `default` is 7 bytes per entry.
         let quotas = KvQuotas {
             max_key_bytes: 8,
             max_value_bytes: 16,
-            max_total_bytes: 40,
+            max_total_bytes: 40 + 3 * 7,
             max_keys: 3,
+            ..KvQuotas::default()
         };
         assert!(matches!(
             set(&database, A, "a-long-key", b"v", &quotas),
@@ -382,7 +489,7 @@ mod tests {
             ("k4".to_owned(), vec![4; 16]),
         ];
         assert!(matches!(
-            database.set_many(A, &batch, &quotas),
+            database.set_many(A, &batch, &quotas, &Interrupt::never()),
             Err(StoreError::Quota(_))
         ));
         assert_eq!(
@@ -393,7 +500,11 @@ mod tests {
         // Overwriting frees the old value's bytes first.
         set(&database, A, "k1", &[9; 4], &quotas).unwrap();
         database
-            .delete_many(A, &["k1".to_owned(), "missing".to_owned()])
+            .delete_many(
+                A,
+                &["k1".to_owned(), "missing".to_owned()],
+                &Interrupt::never(),
+            )
             .unwrap();
         set(&database, A, "k3", &[3; 16], &quotas).unwrap();
         set(&database, A, "k4", &[4; 1], &quotas).unwrap();
@@ -410,12 +521,22 @@ mod tests {
     fn counters_increment_from_zero_and_refuse_non_numbers() {
         let (_dir, database) = database();
         let quotas = KvQuotas::default();
-        assert_eq!(database.increment(A, "hits", 1, &quotas).unwrap(), 1);
-        assert_eq!(database.increment(A, "hits", 41, &quotas).unwrap(), 42);
+        assert_eq!(
+            database
+                .increment(A, "hits", 1, &quotas, &Interrupt::never())
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            database
+                .increment(A, "hits", 41, &quotas, &Interrupt::never())
+                .unwrap(),
+            42
+        );
         assert_eq!(database.get(A, "hits").unwrap().unwrap(), b"42");
         set(&database, A, "text", b"hello", &quotas).unwrap();
         assert!(matches!(
-            database.increment(A, "text", 1, &quotas),
+            database.increment(A, "text", 1, &quotas, &Interrupt::never()),
             Err(StoreError::NotACounter { .. })
         ));
         set(
@@ -427,7 +548,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            database.increment(A, "max", 1, &quotas),
+            database.increment(A, "max", 1, &quotas, &Interrupt::never()),
             Err(StoreError::Overflow { .. })
         ));
     }
@@ -438,7 +559,9 @@ mod tests {
         let pairs: Vec<(String, Vec<u8>)> = (0..LIST_PAGE + 5)
             .map(|index| (format!("key{index:05}"), vec![]))
             .collect();
-        database.set_many(A, &pairs, &KvQuotas::default()).unwrap();
+        database
+            .set_many(A, &pairs, &KvQuotas::default(), &Interrupt::never())
+            .unwrap();
         let (first, next) = database.list_keys(A, 0).unwrap();
         assert_eq!(first.len(), LIST_PAGE);
         assert_eq!(first[0], "key00000");
@@ -447,5 +570,100 @@ mod tests {
         assert_eq!(last, None);
         assert_eq!(database.list_keys(A, u64::MAX).unwrap().0.len(), 0);
         assert_eq!(database.buckets("a").unwrap(), ["default"]);
+    }
+
+    #[test]
+    fn bucket_names_count_toward_the_total_bytes() {
+        let (_dir, database) = database();
+        let quotas = KvQuotas {
+            max_total_bytes: 100,
+            ..KvQuotas::default()
+        };
+        let long_bucket = "b".repeat(100);
+        let place = Place {
+            namespace: "a",
+            bucket: &long_bucket,
+        };
+        assert!(matches!(
+            set(&database, place, "k", b"", &quotas),
+            Err(StoreError::Quota(_))
+        ));
+        let short = Place {
+            namespace: "a",
+            bucket: "b",
+        };
+        set(&database, short, "k", b"", &quotas).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_batch_writes_nothing() {
+        let (_dir, database) = database();
+        let pairs: Vec<Entry> = (0..100)
+            .map(|index| (format!("key{index}"), vec![1]))
+            .collect();
+        let interrupt = Interrupt::never();
+        interrupt.cancel();
+        assert!(matches!(
+            database.set_many(A, &pairs, &KvQuotas::default(), &interrupt),
+            Err(StoreError::Interrupted)
+        ));
+        assert!(matches!(
+            database.delete_many(A, &["key1".to_owned()], &interrupt),
+            Err(StoreError::Interrupted)
+        ));
+        assert_eq!(database.list_keys(A, 0).unwrap().0.len(), 0);
+        // The store is not left locked: a write goes through at once.
+        set(&database, A, "after", b"1", &KvQuotas::default()).unwrap();
+        let past = Interrupt::at(Instant::now());
+        assert!(matches!(
+            database.get_many(A, &["after".to_owned()], &KvQuotas::default(), &past),
+            Err(StoreError::Interrupted)
+        ));
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_waited_for_only_until_the_interrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.sqlite");
+        let holder = Database::open(&path).unwrap();
+        let waiter = Database::open(&path).unwrap();
+        let mut connection = holder.connection();
+        let _held = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let started = Instant::now();
+        let interrupt = Interrupt::at(started + Duration::from_millis(200));
+        let result = waiter.set_many(
+            A,
+            &[("k".to_owned(), b"v".to_vec())],
+            &KvQuotas::default(),
+            &interrupt,
+        );
+        assert!(matches!(result, Err(StoreError::Interrupted)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn get_many_refuses_values_past_the_batch_bytes() {
+        let (_dir, database) = database();
+        let quotas = KvQuotas {
+            max_batch_bytes: 100,
+            ..KvQuotas::default()
+        };
+        set(&database, A, "a", &[0; 60], &quotas).unwrap();
+        set(&database, A, "b", &[0; 60], &quotas).unwrap();
+        let one = database
+            .get_many(A, &["a".to_owned()], &quotas, &Interrupt::never())
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(matches!(
+            database.get_many(
+                A,
+                &["a".to_owned(), "b".to_owned()],
+                &quotas,
+                &Interrupt::never()
+            ),
+            Err(StoreError::BatchTooLarge(_))
+        ));
     }
 }

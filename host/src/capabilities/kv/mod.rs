@@ -9,10 +9,13 @@
 //! one. Every operation is one transaction: a batch is all or nothing, an
 //! increment is exact even with other processes incrementing the same key,
 //! and a plugin that traps or is killed mid-call leaves only whole
-//! transactions behind. Quotas bound key size, value size, total bytes and
-//! the number of keys per namespace. Both backends behave the same, down to
-//! the error messages, the counter format (decimal text) and the pages of
-//! `list-keys` (1000 keys, in byte order).
+//! transactions behind. Quotas bound key size, value size, total bytes
+//! (bucket names included) and the number of keys per namespace, and the keys
+//! and bytes of one batch call. The blocking work of an operation stops, and
+//! rolls back, when its call is cancelled or reaches its deadline, so a
+//! timed-out call never holds the store's write lock for long. Both backends
+//! behave the same, down to the error messages, the counter format (decimal
+//! text) and the pages of `list-keys` (1000 keys, in byte order).
 //!
 //! A plugin without the grant gets `access-denied` from `open`, recorded as a
 //! denial.
@@ -27,16 +30,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use self::backend::{Backend, Place, StoreError};
 use self::database::Database;
 use self::redis_store::RedisStore;
+use super::interrupt::{CancelOnDrop, Interrupt};
 use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::error::Error;
+use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
 
 pub(crate) const CAPABILITY: Capability = Capability {
@@ -55,6 +61,7 @@ pub(crate) const CAPABILITY: Capability = Capability {
 fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     fn view(state: &mut HostState) -> KvView<'_> {
         KvView {
+            deadline: state.call_deadline(),
             table: &mut state.table,
             state: &state.caps.kv,
         }
@@ -184,7 +191,7 @@ fn without_password(url: &str) -> Cow<'_, str> {
     }
 }
 
-/// Bounds on one namespace of the key-value store.
+/// Bounds on one namespace of the key-value store, and on one batch call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KvQuotas {
@@ -192,10 +199,30 @@ pub struct KvQuotas {
     pub max_key_bytes: usize,
     /// Largest value, in bytes. Default: 1 MiB.
     pub max_value_bytes: usize,
-    /// Keys plus values across the namespace, in bytes. Default: 64 MiB.
+    /// Bucket names, keys and values across the namespace, in bytes (each
+    /// entry counts its bucket's name, which is stored with it). Default:
+    /// 64 MiB.
     pub max_total_bytes: u64,
     /// Keys across the namespace. Default: 100,000.
     pub max_keys: u64,
+    /// Keys one `wasi:keyvalue/batch` call may name (`get-many`,
+    /// `set-many`, `delete-many`); a larger batch is refused before it
+    /// reaches the store. Default: [`KvQuotas::DEFAULT_MAX_BATCH_KEYS`].
+    pub max_batch_keys: usize,
+    /// Bytes of keys and values one batch call may carry (`set-many`) or
+    /// return (`get-many`). Default: [`KvQuotas::DEFAULT_MAX_BATCH_BYTES`].
+    pub max_batch_bytes: usize,
+}
+
+impl KvQuotas {
+    /// Default for [`KvQuotas::max_batch_keys`]: 10,000. A batch is one
+    /// transaction holding the store's write lock, so its length bounds how
+    /// long every other writer of the store waits.
+    pub const DEFAULT_MAX_BATCH_KEYS: usize = 10_000;
+    /// Default for [`KvQuotas::max_batch_bytes`]: 16 MiB, the default
+    /// input and output limit of a call, so that a batch never holds more
+    /// host memory than a call's own data.
+    pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 }
 
 impl Default for KvQuotas {
@@ -205,6 +232,8 @@ impl Default for KvQuotas {
             max_value_bytes: 1 << 20,
             max_total_bytes: 64 << 20,
             max_keys: 100_000,
+            max_batch_keys: Self::DEFAULT_MAX_BATCH_KEYS,
+            max_batch_bytes: Self::DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -238,21 +267,32 @@ impl SharedStore {
         })
     }
 
-    /// Runs one store operation off the async threads.
+    /// Runs one store operation off the async threads. The operation is
+    /// interrupted when this future is dropped (its call was cancelled or
+    /// timed out) or at `deadline`, the call's own, so that no blocking work
+    /// outlives its call by more than a row.
     async fn run<T: Send + 'static>(
         &self,
         bucket: String,
-        operation: impl FnOnce(&dyn Backend, Place<'_>, &KvQuotas) -> Result<T, StoreError>
+        deadline: Instant,
+        operation: impl FnOnce(&dyn Backend, Place<'_>, &KvQuotas, &Interrupt) -> Result<T, StoreError>
         + Send
         + 'static,
     ) -> wasmtime::Result<Result<T, KvError>> {
         let store = self.clone();
+        let interrupt = CancelOnDrop(Interrupt::at(deadline));
+        let blocking_interrupt = interrupt.0.clone();
         let result = tokio::task::spawn_blocking(move || {
             let place = Place {
                 namespace: &store.namespace,
                 bucket: &bucket,
             };
-            operation(store.backend.as_ref(), place, &store.quotas)
+            operation(
+                store.backend.as_ref(),
+                place,
+                &store.quotas,
+                &blocking_interrupt,
+            )
         })
         .await?;
         Ok(result.map_err(|err| KvError::Other(err.to_string())))
@@ -314,6 +354,8 @@ impl KvState {
 
 /// What the kv host functions borrow from the store's state.
 struct KvView<'a> {
+    /// When the current call must end; its kv work stops then too.
+    deadline: Instant,
     table: &'a mut ResourceTable,
     state: &'a KvState,
 }
@@ -337,15 +379,25 @@ impl KvView<'_> {
     }
 }
 
+/// Refuses a batch call beyond the quotas' batch bounds before any of it
+/// reaches the store.
+fn check_batch(store: &SharedStore, keys: usize, bytes: usize) -> Result<(), KvError> {
+    store
+        .quotas
+        .check_batch(keys, bytes)
+        .map_err(|err| KvError::Other(err.to_string()))
+}
+
 impl store::Host for KvView<'_> {
     async fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, KvError>> {
         if self.state.store.is_none() {
-            self.state
-                .denials
-                .record("kv", format!("opening bucket `{identifier}`"));
+            self.state.denials.record(
+                "kv",
+                format!("opening bucket `{}`", truncate_record_text(&identifier)),
+            );
             return Ok(Err(KvError::AccessDenied));
         }
         if identifier.is_empty() || identifier.len() > MAX_BUCKET_NAME_BYTES {
@@ -363,7 +415,9 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, move |db, place, _| db.get(place, &key))
+            .run(name, self.deadline, move |db, place, _, _| {
+                db.get(place, &key)
+            })
             .await
     }
 
@@ -375,8 +429,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, move |db, place, quotas| {
-                db.set_many(place, &[(key, value)], quotas)
+            .run(name, self.deadline, move |db, place, quotas, interrupt| {
+                db.set_many(place, &[(key, value)], quotas, interrupt)
             })
             .await
     }
@@ -388,7 +442,9 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, move |db, place, _| db.delete_many(place, &[key]))
+            .run(name, self.deadline, move |db, place, _, interrupt| {
+                db.delete_many(place, &[key], interrupt)
+            })
             .await
     }
 
@@ -399,7 +455,9 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<bool, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, move |db, place, _| db.exists(place, &key))
+            .run(name, self.deadline, move |db, place, _, _| {
+                db.exists(place, &key)
+            })
             .await
     }
 
@@ -410,7 +468,7 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<KeyResponse, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         let page = store
-            .run(name, move |db, place, _| {
+            .run(name, self.deadline, move |db, place, _, _| {
                 db.list_keys(place, cursor.unwrap_or(0))
             })
             .await?;
@@ -432,8 +490,8 @@ impl atomics::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<u64, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, move |db, place, quotas| {
-                db.increment(place, &key, delta, quotas)
+            .run(name, self.deadline, move |db, place, quotas, interrupt| {
+                db.increment(place, &key, delta, quotas, interrupt)
             })
             .await
     }
@@ -446,8 +504,14 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
+        let bytes = keys.iter().map(String::len).sum();
+        if let Err(err) = check_batch(&store, keys.len(), bytes) {
+            return Ok(Err(err));
+        }
         store
-            .run(name, move |db, place, _| db.get_many(place, &keys))
+            .run(name, self.deadline, move |db, place, quotas, interrupt| {
+                db.get_many(place, &keys, quotas, interrupt)
+            })
             .await
     }
 
@@ -457,9 +521,16 @@ impl batch::Host for KvView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
+        let bytes = key_values
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        if let Err(err) = check_batch(&store, key_values.len(), bytes) {
+            return Ok(Err(err));
+        }
         store
-            .run(name, move |db, place, quotas| {
-                db.set_many(place, &key_values, quotas)
+            .run(name, self.deadline, move |db, place, quotas, interrupt| {
+                db.set_many(place, &key_values, quotas, interrupt)
             })
             .await
     }
@@ -470,8 +541,14 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
+        let bytes = keys.iter().map(String::len).sum();
+        if let Err(err) = check_batch(&store, keys.len(), bytes) {
+            return Ok(Err(err));
+        }
         store
-            .run(name, move |db, place, _| db.delete_many(place, &keys))
+            .run(name, self.deadline, move |db, place, _, interrupt| {
+                db.delete_many(place, &keys, interrupt)
+            })
             .await
     }
 }
@@ -547,7 +624,7 @@ impl KvInspector {
         let place = self.place(bucket);
         let existed = self.database.exists(place, key).map_err(inspection_error)?;
         self.database
-            .delete_many(place, &[key.to_owned()])
+            .delete_many(place, &[key.to_owned()], &Interrupt::never())
             .map_err(inspection_error)?;
         Ok(existed)
     }

@@ -27,6 +27,7 @@ use super::backend::{
     Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
 };
 use super::database::BUSY_TIMEOUT;
+use crate::capabilities::interrupt::Interrupt;
 
 /// How long opening a connection may take: the server is expected on a
 /// nearby network, so seconds mean it is down.
@@ -136,16 +137,19 @@ impl RedisStore {
 
     /// Runs a write as an optimistic transaction on `watched`: `plan` reads
     /// what it needs and returns the commands, which commit only if no
-    /// watched key changed meanwhile; otherwise it is planned again.
+    /// watched key changed meanwhile; otherwise it is planned again, unless
+    /// the call was interrupted meanwhile.
     fn transaction<T>(
         &self,
         watched: &[&str],
+        interrupt: &Interrupt,
         mut plan: impl FnMut(&mut Connection) -> Result<Plan<T>, StoreError>,
     ) -> Result<T, StoreError> {
         self.with_connection(|connection| {
             let started = Instant::now();
             let mut attempt = 0;
             loop {
+                interrupt.check()?;
                 redis::cmd("WATCH").arg(watched).exec(connection)?;
                 let (mut pipeline, answer) = match plan(connection) {
                     Ok(Plan::Write(pipeline, answer)) => (pipeline, answer),
@@ -303,13 +307,25 @@ impl Backend for RedisStore {
         &self,
         place: Place<'_>,
         requested: &[String],
+        quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
         if requested.is_empty() {
             return Ok(Vec::new());
         }
+        interrupt.check()?;
         let keys = Keys::new(place);
-        // One command, so the values come from one moment.
+        // The sizes first, so that values past the batch's bound are never
+        // read into memory, then the values in one command, so that they
+        // come from one moment.
         let values: Vec<Option<Vec<u8>>> = self.with_connection(|connection| {
+            let sizes = keys.stored_sizes(connection, requested.iter().map(String::as_str))?;
+            let bytes = requested
+                .iter()
+                .zip(sizes)
+                .filter_map(|(key, size)| Some(key.len() + size?))
+                .sum();
+            quotas.check_batch_bytes(bytes)?;
             Ok(redis::cmd("HMGET")
                 .arg(&keys.values)
                 .arg(requested)
@@ -327,6 +343,7 @@ impl Backend for RedisStore {
         place: Place<'_>,
         pairs: &[Entry],
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<(), StoreError> {
         for (key, value) in pairs {
             quotas.check_entry(key, value)?;
@@ -340,13 +357,13 @@ impl Backend for RedisStore {
             return Ok(());
         }
         let keys = Keys::new(place);
-        self.transaction(&keys.watched(), |connection| {
+        self.transaction(&keys.watched(), interrupt, |connection| {
             let mut usage = keys.read_usage(connection)?;
             let old_sizes = keys.stored_sizes(connection, latest.keys().copied())?;
             for ((key, value), old) in latest.iter().zip(old_sizes) {
                 usage.replace(
-                    old.map(|old| entry_size(key, old)),
-                    Some(entry_size(key, value.len())),
+                    old.map(|old| entry_size(place, key, old)),
+                    Some(entry_size(place, key, value.len())),
                 );
             }
             usage.check(quotas)?;
@@ -360,13 +377,18 @@ impl Backend for RedisStore {
         })
     }
 
-    fn delete_many(&self, place: Place<'_>, requested: &[String]) -> Result<(), StoreError> {
+    fn delete_many(
+        &self,
+        place: Place<'_>,
+        requested: &[String],
+        interrupt: &Interrupt,
+    ) -> Result<(), StoreError> {
         let unique: BTreeSet<&str> = requested.iter().map(String::as_str).collect();
         if unique.is_empty() {
             return Ok(());
         }
         let keys = Keys::new(place);
-        self.transaction(&keys.watched(), |connection| {
+        self.transaction(&keys.watched(), interrupt, |connection| {
             let mut usage = keys.read_usage(connection)?;
             let old_sizes = keys.stored_sizes(connection, unique.iter().copied())?;
             let existing: Vec<&str> = unique
@@ -374,7 +396,7 @@ impl Backend for RedisStore {
                 .zip(old_sizes)
                 .filter_map(|(key, old)| {
                     let old = old?;
-                    usage.replace(Some(entry_size(key, old)), None);
+                    usage.replace(Some(entry_size(place, key, old)), None);
                     Some(*key)
                 })
                 .collect();
@@ -400,9 +422,10 @@ impl Backend for RedisStore {
         key: &str,
         delta: u64,
         quotas: &KvQuotas,
+        interrupt: &Interrupt,
     ) -> Result<u64, StoreError> {
         let keys = Keys::new(place);
-        self.transaction(&keys.watched(), |connection| {
+        self.transaction(&keys.watched(), interrupt, |connection| {
             let current: Option<Vec<u8>> = redis::cmd("HGET")
                 .arg(&keys.values)
                 .arg(key)
@@ -411,8 +434,8 @@ impl Backend for RedisStore {
             quotas.check_entry(key, &value)?;
             let mut usage = keys.read_usage(connection)?;
             usage.replace(
-                current.map(|old| entry_size(key, old.len())),
-                Some(entry_size(key, value.len())),
+                current.map(|old| entry_size(place, key, old.len())),
+                Some(entry_size(place, key, value.len())),
             );
             usage.check(quotas)?;
             let mut pipeline = redis::pipe();
