@@ -604,7 +604,7 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         ),
         case(
             "denials quoting huge config keys",
-            &hostile,
+            &probe,
             plain(),
             "config-keys",
             (1 << 20).to_string(),
@@ -635,7 +635,7 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         ),
         case(
             "kv batch past its bounds",
-            &hostile,
+            &probe,
             sandbox(|_, grants| grants.kv = Some(fixture.kv())),
             "kv-batch",
             "20000",

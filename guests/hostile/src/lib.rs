@@ -35,10 +35,6 @@
 //! - `header-maps COUNT`: builds COUNT `wasi:http` header maps of 100 KiB
 //!   each and keeps them all (host memory its memory limit does not see);
 //!   panics if the host refuses one;
-//! - `config-keys BYTES`: looks up five `wasi:config` keys of BYTES bytes
-//!   each (denied without a grant; each denial quotes the key);
-//! - `kv-batch COUNT`: writes COUNT small pairs to the `default` bucket in
-//!   one `wasi:keyvalue/batch` call;
 //! - `dir-streams COUNT`: opens COUNT `read-directory` streams on the
 //!   directory granted at `/data` and keeps them all, unread; panics if the
 //!   host refuses one.
@@ -87,8 +83,6 @@ const ACTIONS: &[&str] = &[
     "symlink",
     "stat",
     "header-maps",
-    "config-keys",
-    "kv-batch",
     "dir-streams",
 ];
 
@@ -219,23 +213,6 @@ impl Guest for Hostile {
                 Ok(times.into_bytes())
             }
             "header-maps" => keep_header_maps(parse_size(&input)?),
-            "config-keys" => {
-                let key = "k".repeat(parse_size(&input)?);
-                for _ in 0..5 {
-                    let _ = black_box(wasi::config::store::get(&key));
-                }
-                Ok(b"looked up".to_vec())
-            }
-            "kv-batch" => {
-                let pairs: Vec<(String, Vec<u8>)> = (0..parse_size(&input)?)
-                    .map(|index| (format!("k{index:08}"), b"v".to_vec()))
-                    .collect();
-                let bucket = wasi::keyvalue::store::open("default")
-                    .map_err(|err| failed(format!("{err:?}")))?;
-                wasi::keyvalue::batch::set_many(&bucket, &pairs)
-                    .map_err(|err| failed(format!("kv: {err:?}")))?;
-                Ok(b"written".to_vec())
-            }
             "dir-streams" => keep_directory_streams(parse_size(&input)?),
             _ => Err(PluginError::UnknownAction(action)),
         }

@@ -10,7 +10,11 @@
 //!   panics;
 //! - `kv-batches N`: writes N batches of 100 keys each (`bBATCH-KEY`, the
 //!   value is the batch number), one `set-many` per batch;
+//! - `kv-batch COUNT`: writes COUNT small pairs to the `default` bucket in
+//!   one `wasi:keyvalue/batch` call;
 //! - `config-get KEY`, `config-all`;
+//! - `config-keys BYTES`: looks up five `wasi:config` keys of BYTES bytes
+//!   each (denied without a grant; each denial quotes the key);
 //! - `tcp-echo HOST:PORT`: connects, sends `ping`, returns what comes back;
 //! - `udp-send HOST:PORT`: sends one datagram;
 //! - `tcp-sockets N`, `udp-sockets N`: tries to create N sockets, holding
@@ -56,8 +60,10 @@ const ACTIONS: &[&str] = &[
     "kv-set-many",
     "kv-set-many-then-panic",
     "kv-batches",
+    "kv-batch",
     "config-get",
     "config-all",
+    "config-keys",
     "tcp-echo",
     "udp-send",
     "tcp-sockets",
@@ -154,6 +160,14 @@ impl Guest for Probe {
                 }
                 "ok".to_owned()
             }
+            "kv-batch" => {
+                let pairs: Vec<(String, Vec<u8>)> = (0..input.parse().map_err(failed)?)
+                    .map(|index: usize| (format!("k{index:08}"), b"v".to_vec()))
+                    .collect();
+                let bucket = store::open("default").map_err(kv_error)?;
+                batch::set_many(&bucket, &pairs).map_err(kv_error)?;
+                "written".to_owned()
+            }
             "config-get" => wasi::config::store::get(&input)
                 .map_err(|err| PluginError::Failed(format!("{err:?}")))?
                 .ok_or_else(|| PluginError::Failed(format!("no config value {input}")))?,
@@ -163,6 +177,14 @@ impl Guest for Probe {
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect::<Vec<_>>()
                 .join(","),
+            "config-keys" => {
+                let key = "k".repeat(input.parse().map_err(failed)?);
+                for _ in 0..5 {
+                    // Refused without a grant; the result is not the point.
+                    let _ = wasi::config::store::get(&key);
+                }
+                "looked up".to_owned()
+            }
             "tcp-echo" => tcp_echo(&input).map_err(failed)?,
             "udp-send" => {
                 let socket = UdpSocket::bind("0.0.0.0:0").map_err(failed)?;

@@ -186,7 +186,7 @@ fn denials_quoting_huge_keys_keep_the_report_and_memory_small() {
     let command = scratch.command(&[
         "run",
         "--json",
-        guests::HOSTILE,
+        guests::PROBE,
         "config-keys",
         "--input",
         "33554432",
@@ -317,7 +317,7 @@ fn a_kv_batch_past_its_bounds_is_refused_before_it_reaches_the_store() {
     let store = scratch.path("kv.sqlite");
     let started = Instant::now();
     let (value, code) = scratch.json(&[
-        guests::HOSTILE,
+        guests::PROBE,
         "kv-batch",
         "--input",
         "1000000",
@@ -363,7 +363,7 @@ fn a_timed_out_kv_batch_stops_and_other_plugins_write_meanwhile() {
         format!(
             r#"
 [plugins.bulk]
-path = "{hostile}"
+path = "{probe}"
 [plugins.bulk.limits]
 timeout = "1s"
 memory = "512MiB"
@@ -379,7 +379,6 @@ kv = {{ path = "{store}" }}
 [plugins.probe.trust]
 unsigned = "allow"
 "#,
-            hostile = guests::HOSTILE,
             probe = guests::PROBE,
         ),
     )
