@@ -1325,3 +1325,31 @@ fn a_plugin_hammering_the_pools_never_makes_another_plugins_call_fail() {
         "3"
     );
 }
+
+#[test]
+fn a_client_cannot_make_an_access_log_line_large() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    // A 32 KiB action name: the reply says there is no such action, and the
+    // log line quotes the path and the action cut to a record's size.
+    let action = "a".repeat(32 << 10);
+    let reply = server.post(&format!("/plugins/hello/{action}"), b"");
+    assert_eq!(json(&reply)["error"], "unknown-action", "{}", reply.status);
+    let logged = server.wait_for_event(|line| {
+        line["event"] == "request" && line["status"] == reply.status && line["plugin"] == "hello"
+    });
+    let line = logged.to_string();
+    assert!(
+        line.len() < 4 * warden::MAX_RECORD_TEXT_BYTES,
+        "a {} byte log line",
+        line.len()
+    );
+    assert!(
+        logged["path"].as_str().unwrap().ends_with(&format!(
+            "({} bytes in all)",
+            "/plugins/hello/".len() + action.len()
+        )),
+        "{logged}"
+    );
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+}

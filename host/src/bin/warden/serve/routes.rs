@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use warden::{Error, ErrorKind, Outcome, PluginError, Report};
+use warden::{Error, ErrorKind, Outcome, PluginError, Report, truncate_record_text};
 
 use super::{Server, log_event};
 
@@ -76,10 +76,10 @@ pub(super) async fn handle(
         log_event(json!({
             "event": "call-failed",
             "remote": peer.to_string(),
-            "path": path,
+            "path": truncate_record_text(&path),
             "status": status,
-            "plugin": entry.plugin,
-            "action": entry.action,
+            "plugin": entry.plugin.as_deref().map(truncate_record_text),
+            "action": entry.action.as_deref().map(truncate_record_text),
             "error": entry.error,
             "message": detail,
         }));
@@ -504,11 +504,13 @@ fn access_log(
         "event": "request",
         "remote": peer.to_string(),
         "method": method.as_str(),
-        "path": path,
+        // The path, and the plugin and action named in it, are the
+        // client's text: bounded like every other record.
+        "path": truncate_record_text(path),
         "status": status,
         "duration_ms": started.elapsed().as_micros() as f64 / 1000.0,
-        "plugin": entry.plugin,
-        "action": entry.action,
+        "plugin": entry.plugin.as_deref().map(truncate_record_text),
+        "action": entry.action.as_deref().map(truncate_record_text),
         "bytes_in": entry.bytes_in,
         "bytes_out": bytes_out,
         "error": entry.error,
