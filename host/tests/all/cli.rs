@@ -1471,6 +1471,85 @@ fn guest_text_is_escaped_on_a_terminal() {
     }
 }
 
+/// A right-to-left override around text: a terminal that lays out text
+/// bidirectionally shows what follows reversed, Warden's own words included.
+const BIDI_ATTACK: &str = "\u{202e}kO\u{202c}";
+
+/// What a pseudo-terminal was sent while `sh -c command` ran on it with
+/// `envs` and a private home, or `None` without util-linux `script`.
+fn shown_on_a_terminal(command: &str, envs: &[(&str, &Path)], home: &Path) -> Option<String> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+        .envs(envs.iter().map(|(name, value)| (name, value.as_os_str())))
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting script");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn bidi_overrides_and_load_errors_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    // wasmparser quotes an invalid import name in its error, so the load
+    // error carries the binary's own bytes.
+    let bad = home.path().join("bad.wasm");
+    std::fs::write(
+        &bad,
+        wat::parse_str(r#"(component (import "a\1b[2J" (func)))"#).unwrap(),
+    )
+    .unwrap();
+    let manifest = home.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugins.bad]\npath = {:?}\n[plugins.bad.trust]\nunsigned = \"allow\"\n",
+            bad.display().to_string()
+        ),
+    )
+    .unwrap();
+    let bidi = home.path().join("bidi.txt");
+    std::fs::write(&bidi, BIDI_ATTACK).unwrap();
+    let envs = [
+        ("HELLO", Path::new(guests::HELLO)),
+        ("MANIFEST", manifest.as_path()),
+        ("BIDI", bidi.as_path()),
+    ];
+    for (what, command, expected) in [
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input-file "$BIDI""#,
+            r"\u{202e}kO\u{202c}",
+        ),
+        (
+            "serve's load error",
+            r#""$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+            r"import name `a\x1b[2J`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\u{202e}', '\u{202c}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+}
+
 /// Waits for `child` at most `limit`, killing it if it takes longer.
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
     let started = Instant::now();
