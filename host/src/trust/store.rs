@@ -87,16 +87,18 @@ impl TrustStore {
                 path.display()
             ))
         };
-        let mut file = match File::open(path) {
-            Ok(file) => file,
+        // The checks look at the file that was opened, not at the path again.
+        let (mut file, metadata) = match fsutil::open_without_blocking(path) {
+            Ok(opened) => opened,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(err) => return Err(cannot_use(err.to_string())),
         };
-        // The checks look at the file that was opened, not at the path again.
-        let metadata = file.metadata().map_err(|err| cannot_use(err.to_string()))?;
         fsutil::check_not_writable_by_others(path, &metadata).map_err(|problem| {
             Error::InvalidConfig(format!("refusing the trust store: {problem}"))
         })?;
+        if !metadata.is_file() {
+            return Err(cannot_use("it is not a regular file".to_owned()));
+        }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut file, &mut text)
             .map_err(|err| cannot_use(err.to_string()))?;
@@ -470,6 +472,25 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(TrustStore::open(&path).unwrap().keys().count(), 1);
+    }
+
+    #[test]
+    fn a_named_pipe_planted_as_the_store_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        crate::fsutil::tests::make_fifo(&path);
+        let err = crate::fsutil::tests::within_bound(path.clone(), TrustStore::open).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a regular file"), "{message}");
+        let edited =
+            crate::fsutil::tests::within_bound(path, |path| TrustStore::edit(&path, |_| Ok(())));
+        assert_eq!(
+            edited.unwrap_err().to_string(),
+            message,
+            "edits refuse it too"
+        );
     }
 
     #[test]
