@@ -1550,6 +1550,65 @@ fn bidi_overrides_and_load_errors_are_escaped_on_a_terminal() {
     }
 }
 
+#[test]
+fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let store = home.path().join("kv.sqlite");
+    let key = "\x1b[2Jkey\u{202e}";
+    let input = format!("{key}=\x1b]0;value\x07");
+    let output = warden(&[
+        "run",
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        &input,
+        "--unsigned",
+        "allow",
+        "--kv-store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let key_file = home.path().join("key.txt");
+    std::fs::write(&key_file, key).unwrap();
+    let envs = [("STORE", store.as_path()), ("KEY_FILE", key_file.as_path())];
+    for (what, command, expected) in [
+        (
+            "kv list",
+            r#""$WARDEN" kv probe list --store "$STORE""#,
+            r"\x1b[2Jkey\u{202e}",
+        ),
+        (
+            "kv get",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")" --store "$STORE""#,
+            r"\x1b]0;value\x07",
+        ),
+        (
+            "kv get of a missing key",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")x" --store "$STORE""#,
+            r"no key `\x1b[2Jkey\u{202e}x`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\x07', '\u{202e}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+    // Piped, the value is the plugin's bytes exactly.
+    let piped = warden(&[
+        "kv",
+        "probe",
+        "get",
+        key,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(piped.stdout, b"\x1b]0;value\x07");
+}
+
 /// Waits for `child` at most `limit`, killing it if it takes longer.
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
     let started = Instant::now();
