@@ -624,9 +624,9 @@ mod tests {
         let cache = dir.path().join("compiled");
         let key = dir.path().join("data/cache.key");
         std::fs::create_dir(key.parent().unwrap()).unwrap();
-        crate::fsutil::tests::make_fifo(&key);
+        fsutil::tests::make_fifo(&key);
         let (is_unsafe, message) =
-            crate::fsutil::tests::within_bound(key.clone(), move |key| open_err(cache, &key));
+            fsutil::tests::within_bound(key.clone(), move |key| open_err(cache, &key));
         assert!(is_unsafe, "{message}");
         assert!(message.contains(&key.display().to_string()), "{message}");
         assert!(message.contains("is not a compile cache key"), "{message}");

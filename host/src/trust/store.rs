@@ -478,14 +478,13 @@ mod tests {
     fn a_named_pipe_planted_as_the_store_is_refused_without_hanging() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trust.toml");
-        crate::fsutil::tests::make_fifo(&path);
-        let err = crate::fsutil::tests::within_bound(path.clone(), TrustStore::open).unwrap_err();
+        fsutil::tests::make_fifo(&path);
+        let err = fsutil::tests::within_bound(path.clone(), TrustStore::open).unwrap_err();
         assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("not a regular file"), "{message}");
-        let edited =
-            crate::fsutil::tests::within_bound(path, |path| TrustStore::edit(&path, |_| Ok(())));
+        let edited = fsutil::tests::within_bound(path, |path| TrustStore::edit(&path, |_| Ok(())));
         assert_eq!(
             edited.unwrap_err().to_string(),
             message,
