@@ -343,9 +343,8 @@ impl CacheKey {
         let unavailable = |err| {
             OpenFailure::Unavailable(Error::io(format!("cannot read `{}`", path.display()), err))
         };
-        let mut file = std::fs::File::open(path).map_err(unavailable)?;
         // The checks look at the file that was opened, not at the path again.
-        let metadata = file.metadata().map_err(unavailable)?;
+        let (mut file, metadata) = fsutil::open_without_blocking(path).map_err(unavailable)?;
         fsutil::check_secret(path, &metadata).map_err(|problem| {
             OpenFailure::Unsafe(Error::InvalidConfig(format!(
                 "refusing the compile cache key: {problem}"
@@ -617,6 +616,20 @@ mod tests {
             is_unsafe && message.contains("exactly 32 bytes"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_named_pipe_planted_as_the_key_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("compiled");
+        let key = dir.path().join("data/cache.key");
+        std::fs::create_dir(key.parent().unwrap()).unwrap();
+        fsutil::tests::make_fifo(&key);
+        let (is_unsafe, message) =
+            fsutil::tests::within_bound(key.clone(), move |key| open_err(cache, &key));
+        assert!(is_unsafe, "{message}");
+        assert!(message.contains(&key.display().to_string()), "{message}");
+        assert!(message.contains("is not a compile cache key"), "{message}");
     }
 
     #[test]

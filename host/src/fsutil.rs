@@ -1,8 +1,8 @@
 //! File-system helpers shared by the parts of Warden that write files.
 
-use std::fs::Metadata;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::Error;
@@ -82,6 +82,20 @@ pub(crate) fn create_private_file_exclusively(path: &Path, bytes: &[u8]) -> Resu
     }
 }
 
+/// Opens `path` for reading without waiting on it: a named pipe that nothing
+/// writes (planted where a trust store or key should be, say) would
+/// otherwise block the open, and Warden with it, forever. Returns the file
+/// and its metadata, read from the open file, for the caller to check
+/// before it reads (a pipe or device is not [`Metadata::is_file`]).
+pub(crate) fn open_without_blocking(path: &Path) -> std::io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    Ok((file, metadata))
+}
+
 /// Checks that only the user running Warden can change a file or directory
 /// Warden trusts: it belongs to that user or to root, and neither its group
 /// nor other users may write it. The problem, naming `path` and the fix,
@@ -129,4 +143,37 @@ pub(crate) fn check_secret(path: &Path, metadata: &Metadata) -> Result<(), Strin
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Makes a named pipe at `path`, readable and writable by its owner.
+    pub(crate) fn make_fifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    /// Runs `open` on `path` in a thread and returns its result, failing the
+    /// test if it has not returned within a generous bound (a hang).
+    pub(crate) fn within_bound<T: Send + 'static>(
+        path: PathBuf,
+        open: impl FnOnce(PathBuf) -> T + Send + 'static,
+    ) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(open(path));
+        });
+        receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("opening a named pipe hung")
+    }
 }

@@ -427,12 +427,21 @@ impl RawTrust {
     /// This plugin's trust settings, with `defaults` filling in what they
     /// leave out (except the pin, which is the plugin's own). A plugin's own
     /// `signed_by = "trusted"` implies `unsigned = "deny"` over the
-    /// defaults' `unsigned`, as a more specific setting should.
+    /// defaults' `unsigned`, as a more specific setting should; and the
+    /// `unsigned = "deny"` that the defaults' `signed_by = "trusted"`
+    /// implies is inherited like one they state, so a plugin that only says
+    /// `signed_by = "any"` still needs a valid signature (as `--signed-by
+    /// any` does on the command line) unless it says `unsigned` too.
     fn or(self, defaults: &RawTrust) -> RawTrust {
+        let defaults_unsigned = match (defaults.unsigned, defaults.signed_by) {
+            (Some(unsigned), _) => Some(unsigned),
+            (None, Some(SignerPolicy::Trusted)) => Some(UnsignedPolicy::Deny),
+            (None, _) => None,
+        };
         let unsigned = match (self.unsigned, self.signed_by) {
             (Some(unsigned), _) => Some(unsigned),
             (None, Some(SignerPolicy::Trusted)) => Some(UnsignedPolicy::Deny),
-            (None, _) => defaults.unsigned,
+            (None, _) => defaults_unsigned,
         };
         RawTrust {
             unsigned,
@@ -905,6 +914,29 @@ mod tests {
                 (result, expected) => panic!("{text}: expected {expected:?}, got {result:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_plugin_that_only_says_signed_by_any_keeps_the_defaults_implied_deny() {
+        let policy = |own: &str| {
+            let text = format!(
+                "[defaults.trust]\ntrust_store = \"none.toml\"\nsigned_by = \"trusted\"\n\
+                 [plugins.a]\npath = \"a.wasm\"\n[plugins.a.trust]\n{own}\n"
+            );
+            let trust = parse(&text).unwrap().plugins["a"].sandbox.trust.clone();
+            (trust.signed_by, trust.unsigned)
+        };
+        // Any known key's valid signature, as `--signed-by any` over such a
+        // manifest gives: not the development tier.
+        assert_eq!(
+            policy(r#"signed_by = "any""#),
+            (SignerPolicy::Any, UnsignedPolicy::Deny)
+        );
+        // Loosening further takes saying so.
+        assert_eq!(
+            policy("signed_by = \"any\"\nunsigned = \"warn\""),
+            (SignerPolicy::Any, UnsignedPolicy::Warn)
+        );
     }
 
     #[test]

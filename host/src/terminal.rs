@@ -8,11 +8,21 @@
 //! for a carriage return, `\xNN` for other C0 controls, DEL and bytes that
 //! are not UTF-8, `\u{NN}` for C1 controls. Text written to a pipe or a file,
 //! and JSON, is left unchanged.
+//!
+//! Unicode's bidirectional formatting characters (the `Bidi_Control`
+//! property: U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) are
+//! escaped as `\u{NNNN}` too: a terminal that lays out text
+//! bidirectionally lets an override such as U+202E show the rest of the line,
+//! Warden's own report included, in an order that is not the order of its
+//! characters (the "Trojan Source" trick). Zero-width characters are left
+//! alone: they move nothing, and text needs them (U+200D joins emoji,
+//! U+200C shapes Persian).
 
 use std::borrow::Cow;
 
-/// `bytes` with every control character except `\n` and `\t` escaped, as
-/// they may be shown on a terminal. Borrows when there is nothing to escape.
+/// `bytes` with every control character except `\n` and `\t`, and every
+/// bidirectional formatting character, escaped, as they may be shown on a
+/// terminal. Borrows when there is nothing to escape.
 ///
 /// ```
 /// use warden::terminal::escape_controls;
@@ -62,9 +72,19 @@ impl StreamEscaper {
 }
 
 /// Whether a character is shown escaped: the Unicode control characters (C0,
-/// DEL and C1), except newline and tab.
+/// DEL and C1), except newline and tab, and the bidirectional formatting
+/// characters.
 fn is_escaped(c: char) -> bool {
-    c.is_control() && c != '\n' && c != '\t'
+    (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c)
+}
+
+/// Whether a character has Unicode's `Bidi_Control` property: the marks,
+/// embeddings, overrides and isolates that reorder how text is shown.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
@@ -121,6 +141,33 @@ mod tests {
         // U+009B is the one-character CSI; 0x9b alone is not UTF-8.
         assert_eq!(escaped("\u{9b}31m".as_bytes()), "\\u{9b}31m");
         assert_eq!(escaped(b"\x9b31m \xff"), "\\x9b31m \\xff");
+    }
+
+    #[test]
+    fn bidirectional_formatting_characters_are_escaped() {
+        // An override that would show the rest of the line reversed, and
+        // every other `Bidi_Control` character.
+        assert_eq!(
+            escaped("ok \u{202e}deliated\u{202c} · in 1 ms".as_bytes()),
+            "ok \\u{202e}deliated\\u{202c} · in 1 ms"
+        );
+        let controls =
+            "\u{61c}\u{200e}\u{200f}\u{202a}\u{202b}\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}";
+        assert_eq!(
+            escaped(controls.as_bytes()),
+            r"\u{61c}\u{200e}\u{200f}\u{202a}\u{202b}\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}"
+        );
+        let mut escaper = StreamEscaper::default();
+        let rlo = "\u{202e}".as_bytes();
+        let mut shown = escaper.escape(&rlo[..2]);
+        shown.extend(escaper.escape(&rlo[2..]));
+        assert_eq!(String::from_utf8(shown).unwrap(), r"\u{202e}");
+    }
+
+    #[test]
+    fn zero_width_joiners_and_right_to_left_text_are_unchanged() {
+        let text = "family 👨\u{200d}👩\u{200d}👧, می\u{200c}خواهم, שלום\n".as_bytes();
+        assert!(matches!(escape_controls(text), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //! trust add|remove` use) are serialised by an advisory lock on a file
 //! beside the store (`trust.toml.lock`): an edit waits at most
 //! [`EDIT_LOCK_WAIT`] for it, re-reads the store under it and replaces the
-//! file atomically. A store that is a symbolic link is edited through the
+//! file atomically. The lock file must be the user's own regular file that
+//! nobody else can open: one that is a symbolic link (which would make Warden
+//! create a file wherever it points) or that another user could open and hold
+//! is refused, naming the fix. A store that is a symbolic link is edited through the
 //! link: the file it finally points to is replaced, and the link stays.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -84,16 +87,18 @@ impl TrustStore {
                 path.display()
             ))
         };
-        let mut file = match File::open(path) {
-            Ok(file) => file,
+        // The checks look at the file that was opened, not at the path again.
+        let (mut file, metadata) = match fsutil::open_without_blocking(path) {
+            Ok(opened) => opened,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(err) => return Err(cannot_use(err.to_string())),
         };
-        // The checks look at the file that was opened, not at the path again.
-        let metadata = file.metadata().map_err(|err| cannot_use(err.to_string()))?;
         fsutil::check_not_writable_by_others(path, &metadata).map_err(|problem| {
             Error::InvalidConfig(format!("refusing the trust store: {problem}"))
         })?;
+        if !metadata.is_file() {
+            return Err(cannot_use("it is not a regular file".to_owned()));
+        }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut file, &mut text)
             .map_err(|err| cannot_use(err.to_string()))?;
@@ -239,7 +244,9 @@ struct EditLock {
 impl EditLock {
     /// Locks `STORE.lock` beside the store (created, owner-only, and never
     /// removed: removing a lock file lets two editors lock different files),
-    /// waiting at most `wait` for another editor to finish.
+    /// waiting at most `wait` for another editor to finish. A lock file that
+    /// is a symbolic link, or that another user owns or could open, is an
+    /// [`Error::InvalidConfig`] naming it.
     fn acquire(store: &Path, wait: Duration) -> Result<Self, Error> {
         let mut name = store.as_os_str().to_owned();
         name.push(".lock");
@@ -257,8 +264,25 @@ impl EditLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // Never through a link: that could create a file anywhere.
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
-            .map_err(failed)?;
+            .map_err(|err| {
+                if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    Error::InvalidConfig(format!(
+                        "refusing the trust store's lock file `{}`: it is a symbolic link; \
+                         remove it (Warden creates the lock file itself)",
+                        path.display()
+                    ))
+                } else {
+                    failed(err)
+                }
+            })?;
+        // The checks look at the file that was opened, not at the path again.
+        let metadata = file.metadata().map_err(failed)?;
+        check_lock_file(&path, &metadata).map_err(|problem| {
+            Error::InvalidConfig(format!("refusing the trust store's lock file: {problem}"))
+        })?;
         let started = Instant::now();
         loop {
             match file.try_lock() {
@@ -280,6 +304,37 @@ impl EditLock {
             }
         }
     }
+}
+
+/// Checks that a lock file is the user's own regular file and that nobody
+/// else may open it (whoever can open it can hold the lock and stall every
+/// edit). The problem, naming `path` and the fix, otherwise.
+fn check_lock_file(path: &Path, metadata: &Metadata) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    if !metadata.is_file() {
+        return Err(format!(
+            "`{}` is not a regular file; remove it (Warden creates the lock file itself)",
+            path.display()
+        ));
+    }
+    if metadata.uid() != me {
+        return Err(format!(
+            "`{}` belongs to user id {}, not to you (user id {me}), so its owner can hold \
+             the lock; remove it (Warden creates the lock file itself)",
+            path.display(),
+            metadata.uid()
+        ));
+    }
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "group or other users can open `{}` (mode {mode:04o}) and so hold the lock; run \
+             `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The file `path` names after following symbolic links (relative ones
@@ -420,6 +475,24 @@ mod tests {
     }
 
     #[test]
+    fn a_named_pipe_planted_as_the_store_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fsutil::tests::make_fifo(&path);
+        let err = fsutil::tests::within_bound(path.clone(), TrustStore::open).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a regular file"), "{message}");
+        let edited = fsutil::tests::within_bound(path, |path| TrustStore::edit(&path, |_| Ok(())));
+        assert_eq!(
+            edited.unwrap_err().to_string(),
+            message,
+            "edits refuse it too"
+        );
+    }
+
+    #[test]
     fn a_damaged_store_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trust.toml");
@@ -466,6 +539,47 @@ mod tests {
         let err = TrustStore::edit(&path, |store| store.remove("nobody")).unwrap_err();
         assert!(err.to_string().contains("no trusted key is named"), "{err}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_link_or_that_others_can_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        let lock = dir.path().join("trust.toml.lock");
+        let refused = |words: &str| {
+            let err = TrustStore::edit(&path, |store| store.add("alice", key(dir.path(), "alice")))
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+            let message = err.to_string();
+            assert!(message.contains(&lock.display().to_string()), "{message}");
+            assert!(message.contains(words), "{message}");
+            assert!(!path.exists(), "nothing was written: {message}");
+        };
+
+        // A link planted by someone who can write the store's directory,
+        // pointing where they want a file of the user's created.
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&planted, &lock).unwrap();
+        refused("is a symbolic link");
+        assert!(!planted.exists(), "no file was created through the link");
+        std::fs::remove_file(&lock).unwrap();
+
+        // A lock file anyone can open, so anyone can hold the lock.
+        std::fs::write(&lock, b"").unwrap();
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        refused("chmod 600");
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        const STRANGER: u32 = 4_000_000;
+        if std::os::unix::fs::chown(&lock, Some(STRANGER), None).is_ok() {
+            refused("belongs to user id 4000000");
+            std::fs::remove_file(&lock).unwrap();
+        } else {
+            eprintln!("skipped the owner check: changing a file's owner needs root");
+        }
+
+        TrustStore::edit(&path, |store| store.add("alice", key(dir.path(), "alice"))).unwrap();
+        assert_eq!(TrustStore::open(&path).unwrap().keys().count(), 1);
     }
 
     #[test]

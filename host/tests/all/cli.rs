@@ -1499,6 +1499,144 @@ fn guest_text_is_escaped_on_a_terminal() {
     }
 }
 
+/// A right-to-left override around text: a terminal that lays out text
+/// bidirectionally shows what follows reversed, Warden's own words included.
+const BIDI_ATTACK: &str = "\u{202e}kO\u{202c}";
+
+/// What a pseudo-terminal was sent while `sh -c command` ran on it with
+/// `envs` and a private home, or `None` without util-linux `script`.
+fn shown_on_a_terminal(command: &str, envs: &[(&str, &Path)], home: &Path) -> Option<String> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+        .envs(envs.iter().map(|(name, value)| (name, value.as_os_str())))
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting script");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn bidi_overrides_and_load_errors_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    // wasmparser quotes an invalid import name in its error, so the load
+    // error carries the binary's own bytes.
+    let bad = home.path().join("bad.wasm");
+    std::fs::write(
+        &bad,
+        wat::parse_str(r#"(component (import "a\1b[2J" (func)))"#).unwrap(),
+    )
+    .unwrap();
+    let manifest = home.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugins.bad]\npath = {:?}\n[plugins.bad.trust]\nunsigned = \"allow\"\n",
+            bad.display().to_string()
+        ),
+    )
+    .unwrap();
+    let bidi = home.path().join("bidi.txt");
+    std::fs::write(&bidi, BIDI_ATTACK).unwrap();
+    let envs = [
+        ("HELLO", Path::new(guests::HELLO)),
+        ("MANIFEST", manifest.as_path()),
+        ("BIDI", bidi.as_path()),
+    ];
+    for (what, command, expected) in [
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input-file "$BIDI""#,
+            r"\u{202e}kO\u{202c}",
+        ),
+        (
+            "serve's load error",
+            r#""$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+            r"import name `a\x1b[2J`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\u{202e}', '\u{202c}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+}
+
+#[test]
+fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let store = home.path().join("kv.sqlite");
+    let key = "\x1b[2Jkey\u{202e}";
+    let input = format!("{key}=\x1b]0;value\x07");
+    let output = warden(&[
+        "run",
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        &input,
+        "--unsigned",
+        "allow",
+        "--kv-store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let key_file = home.path().join("key.txt");
+    std::fs::write(&key_file, key).unwrap();
+    let envs = [("STORE", store.as_path()), ("KEY_FILE", key_file.as_path())];
+    for (what, command, expected) in [
+        (
+            "kv list",
+            r#""$WARDEN" kv probe list --store "$STORE""#,
+            r"\x1b[2Jkey\u{202e}",
+        ),
+        (
+            "kv get",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")" --store "$STORE""#,
+            r"\x1b]0;value\x07",
+        ),
+        (
+            "kv get of a missing key",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")x" --store "$STORE""#,
+            r"no key `\x1b[2Jkey\u{202e}x`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\x07', '\u{202e}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+    // Piped, the value is the plugin's bytes exactly.
+    let piped = warden(&[
+        "kv",
+        "probe",
+        "get",
+        key,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(piped.stdout, b"\x1b]0;value\x07");
+}
+
 /// Waits for `child` at most `limit`, killing it if it takes longer.
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
     let started = Instant::now();

@@ -1,6 +1,10 @@
 //! `warden kv`: an operator's look inside a plugin's key-value namespace.
+//!
+//! Bucket names, keys and values are the plugin's own text: on a terminal
+//! they are shown escaped ([`warden::terminal`]); piped, and in `--json`,
+//! they are written unchanged.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -20,7 +24,7 @@ pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
                 output::print_json(&json!(buckets))?;
             } else {
                 for bucket in buckets {
-                    println!("{bucket}");
+                    output::print_guest_text(&format!("{bucket}\n"));
                 }
             }
         }
@@ -30,34 +34,35 @@ pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
                 output::print_json(&json!(keys))?;
             } else {
                 for key in keys {
-                    println!("{key}");
+                    output::print_guest_text(&format!("{key}\n"));
                 }
             }
         }
         KvCommand::Get { key } => {
             let Some(value) = store.get(&args.bucket, key)? else {
-                eprintln!(
+                output::print_guest_line(&format!(
                     "warden: no key `{key}` in bucket `{}` of `{namespace}`",
                     args.bucket
-                );
+                ));
                 return Ok(ExitCode::FAILURE);
             };
             if args.json {
                 let (value, encoding) = output::encode_bytes(&value);
                 output::print_json(&json!({ "key": key, "value": value, "encoding": encoding }))?;
             } else {
-                std::io::stdout()
-                    .lock()
-                    .write_all(&value)
+                let mut stdout = std::io::stdout().lock();
+                let terminal = stdout.is_terminal();
+                stdout
+                    .write_all(&output::shown(&value, terminal))
                     .context("writing the value")?;
             }
         }
         KvCommand::Delete { key } => {
             if !store.delete(&args.bucket, key)? {
-                eprintln!(
+                output::print_guest_line(&format!(
                     "warden: no key `{key}` in bucket `{}` of `{namespace}`",
                     args.bucket
-                );
+                ));
                 return Ok(ExitCode::FAILURE);
             }
         }

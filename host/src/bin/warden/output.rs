@@ -131,7 +131,13 @@ pub fn capabilities_json(capabilities: &[CapabilityUse]) -> Value {
 
 /// Reports a failure that happened before any guest code ran.
 pub fn print_error(error: &Error) {
-    let line = format!("warden: {error}\n");
+    print_guest_line(&format!("warden: {error}"));
+}
+
+/// Writes one line that may quote guest text (a load error names the
+/// binary's imports, say) to stderr, escaped on a terminal.
+pub fn print_guest_line(line: &str) {
+    let line = format!("{line}\n");
     let terminal = std::io::stderr().is_terminal();
     // Best effort: if stderr is gone there is nowhere to report that.
     let _ = std::io::stderr().write_all(&shown(line.as_bytes(), terminal));

@@ -82,7 +82,7 @@ async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<
                     run = Some(spawn_run(&registry, &args, &name, &input));
                 }
                 Some(Reload::Failed { name, error }) => {
-                    eprintln!("warden: the new version of {name} was refused; the previous one keeps serving: {error}");
+                    output::print_guest_line(&format!("warden: the new version of {name} was refused; the previous one keeps serving: {error}"));
                 }
                 Some(_) => {}
                 None => break,

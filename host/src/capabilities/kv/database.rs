@@ -113,17 +113,28 @@ fn set_up(connection: &Connection) -> rusqlite::Result<()> {
 impl Database {
     /// Opens (creating if needed) the database at `path`. A new file is
     /// readable and writable by its owner only (SQLite gives its WAL and
-    /// shared-memory files the same mode); an existing one that another
+    /// shared-memory files the same mode), also when `path` is a symbolic
+    /// link to a file that does not exist yet; an existing one that another
     /// user could have written is refused.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         // Created here rather than by SQLite, which would use the umask's
-        // mode (usually 0644). Other failures are left for SQLite to report.
-        let _ = OpenOptions::new()
+        // mode (usually 0644): through a link planted where the store
+        // should be, that would leave every plugin's data readable by all.
+        // The checks look at the file that was opened; a file this process
+        // cannot open for writing is checked by its path. Other failures
+        // are left for SQLite to report.
+        let opened = OpenOptions::new()
+            .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(path);
-        if let Ok(metadata) = std::fs::metadata(path) {
+        let metadata = match opened {
+            Ok(file) => file.metadata(),
+            Err(_) => std::fs::metadata(path),
+        };
+        if let Ok(metadata) = metadata {
             crate::fsutil::check_not_writable_by_others(path, &metadata)
                 .map_err(StoreError::Exposed)?;
         }
@@ -450,6 +461,31 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         Database::open(&path).expect("readable by the group is the operator's choice");
+    }
+
+    #[test]
+    fn a_store_created_through_a_planted_link_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        // Someone who can write the store's directory links its name to a
+        // place of their choosing before the store exists.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let target = dir.path().join("elsewhere/stolen.sqlite");
+        let path = dir.path().join("kv.sqlite");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let database = Database::open(&path).unwrap();
+        set(&database, A, "token", b"secret", &KvQuotas::default()).unwrap();
+        drop(database);
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the plugins' data is readable by its owner only"
+        );
+        for journal in ["stolen.sqlite-wal", "stolen.sqlite-shm"] {
+            if let Ok(metadata) = std::fs::metadata(dir.path().join("elsewhere").join(journal)) {
+                assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{journal}");
+            }
+        }
     }
 
     #[test]

@@ -124,10 +124,10 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
     let app = match compose(&bytes, args.target) {
         Ok(app) => app,
         Err(err) => {
-            eprintln!(
+            output::print_guest_line(&format!(
                 "warden: cannot export `{name}` for {}: {err}",
                 target_name(args.target)
-            );
+            ));
             return Ok(ExitCode::from(err.exit_code()));
         }
     };

@@ -113,7 +113,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let loaded = registry.load_manifest(&args.manifest).await?;
     if let Some((name, err)) = loaded.failed.first() {
         for (name, err) in &loaded.failed {
-            eprintln!("warden: plugin `{name}` did not load: {err}");
+            output::print_guest_line(&format!("warden: plugin `{name}` did not load: {err}"));
         }
         eprintln!(
             "warden: not serving: {} of {} plugins failed to load (first: `{name}`)",
