@@ -1592,6 +1592,8 @@ fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
         &input,
         "--unsigned",
         "allow",
+        "--kv-namespace",
+        "probe",
         "--kv-store",
         store.to_str().unwrap(),
     ]);
