@@ -41,7 +41,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::error::Error;
-use crate::fsutil;
+use crate::fsutil::{self, UserDir};
 
 /// Identifies Warden's cache entries.
 const MAGIC: &[u8; 8] = b"WARDENC\x01";
@@ -170,30 +170,14 @@ impl CompileCache {
 
     /// `$XDG_CACHE_HOME/warden/compiled`, else `$HOME/.cache/warden/compiled`.
     pub(crate) fn default_dir() -> Option<PathBuf> {
-        let cache_home = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".cache"))
-            })?;
-        Some(cache_home.join("warden").join("compiled"))
+        UserDir::Cache.warden_path("compiled")
     }
 
     /// `$XDG_DATA_HOME/warden/cache.key`, else
     /// `$HOME/.local/share/warden/cache.key`: the user's data directory,
     /// which is not the cache directory.
     pub(crate) fn default_key_path() -> Option<PathBuf> {
-        let data_home = std::env::var_os("XDG_DATA_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".local/share"))
-            })?;
-        Some(data_home.join("warden").join("cache.key"))
+        UserDir::Data.warden_path("cache.key")
     }
 
     /// The compiled component for `bytes` (whose SHA-256 is `sha256`): from

@@ -3,9 +3,38 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+
+/// The base directories of the XDG specification that Warden keeps files in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UserDir {
+    /// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+    Cache,
+    /// `$XDG_CONFIG_HOME`, else `$HOME/.config`.
+    Config,
+    /// `$XDG_DATA_HOME`, else `$HOME/.local/share`.
+    Data,
+}
+
+impl UserDir {
+    /// `name` in Warden's folder of this base directory, e.g.
+    /// `$XDG_DATA_HOME/warden/kv.sqlite`. `None` when neither the XDG
+    /// variable nor `HOME` is set (an empty value counts as unset).
+    pub(crate) fn warden_path(self, name: &str) -> Option<PathBuf> {
+        let (variable, under_home) = match self {
+            UserDir::Cache => ("XDG_CACHE_HOME", ".cache"),
+            UserDir::Config => ("XDG_CONFIG_HOME", ".config"),
+            UserDir::Data => ("XDG_DATA_HOME", ".local/share"),
+        };
+        let set = |variable: &str| std::env::var_os(variable).filter(|value| !value.is_empty());
+        let base = set(variable)
+            .map(PathBuf::from)
+            .or_else(|| set("HOME").map(|home| Path::new(&home).join(under_home)))?;
+        Some(base.join("warden").join(name))
+    }
+}
 
 /// Replaces `path` with `bytes` atomically: readers see the old file or the
 /// new one, never a mix, even if the process dies half-way. A replaced

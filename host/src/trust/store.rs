@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use super::keys::PublicKey;
 use crate::error::Error;
-use crate::fsutil;
+use crate::fsutil::{self, UserDir};
 
 /// How long an edit waits for another editor's lock before giving up. An
 /// edit holds it for milliseconds, so only a stuck editor makes it trip.
@@ -65,15 +65,7 @@ impl TrustStore {
     /// Where the trust store lives unless told otherwise:
     /// `$XDG_CONFIG_HOME/warden/trust.toml`, else `$HOME/.config/warden/trust.toml`.
     pub fn default_path() -> Option<PathBuf> {
-        let config_home = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".config"))
-            })?;
-        Some(config_home.join("warden").join("trust.toml"))
+        UserDir::Config.warden_path("trust.toml")
     }
 
     /// Reads a trust store; a missing file is an empty store. A file that

@@ -42,6 +42,7 @@ use super::{Capability, DenialLog, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::error::Error;
+use crate::fsutil::UserDir;
 use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
 
@@ -108,15 +109,7 @@ impl KvGrant {
     /// else `$HOME/.local/share/warden/kv.sqlite`. `None` when neither
     /// variable is set.
     pub fn default_path() -> Option<PathBuf> {
-        let data_home = std::env::var_os("XDG_DATA_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|dir| !dir.is_empty())
-                    .map(|home| Path::new(&home).join(".local/share"))
-            })?;
-        Some(data_home.join("warden").join("kv.sqlite"))
+        UserDir::Data.warden_path("kv.sqlite")
     }
 }
 
