@@ -17,6 +17,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Value>>>,
+    /// The same lines as written, before parsing.
+    raw_log: Arc<Mutex<Vec<String>>>,
 }
 
 /// How long a server may take to load its plugins and start listening.
@@ -37,11 +39,14 @@ impl Server {
             .expect("starting warden serve");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let raw_log = Arc::new(Mutex::new(Vec::new()));
         let (addr_sender, addr_receiver) = std::sync::mpsc::channel();
         let lines = log.clone();
+        let raw_lines = raw_log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                raw_lines.lock().unwrap().push(line.clone());
                 // A line that is not JSON is kept as a string, for the
                 // tests to catch.
                 let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
@@ -63,7 +68,12 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            raw_log,
+        }
     }
 
     fn get(&self, path: &str) -> HttpReply {
@@ -1235,4 +1245,41 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
+    const CSI: char = '\u{9b}';
+    const DEL: char = '\u{7f}';
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    // A client's action name (percent-decoded) and a plugin's log record,
+    // each with the one-character CSI (clear the screen) and DEL.
+    let reply = server.post("/plugins/hello/%C2%9B2J%7F", b"");
+    assert_error(&reply, 404, "unknown-action");
+    let greeted = format!("{CSI}2J{DEL}");
+    assert_eq!(
+        server
+            .post("/plugins/hello/greet", greeted.as_bytes())
+            .status,
+        200
+    );
+    let logged = server.wait_for_event(|event| {
+        event["event"] == "plugin-log" && event["message"] == format!("greeted {greeted}")
+    });
+    assert_eq!(logged["plugin"], "hello");
+    let request = server.wait_for_event(|event| {
+        event["event"] == "request" && event["action"] == format!("{CSI}2J{DEL}")
+    });
+    assert_eq!(request["status"], 404);
+    // The values arrive whole; the lines carry them as `\u` escapes only.
+    let raw = server.raw_log.lock().unwrap();
+    let escaped: Vec<_> = raw
+        .iter()
+        .filter(|line| line.contains("\\u009b2J\\u007f"))
+        .collect();
+    assert_eq!(escaped.len(), 2, "{raw:#?}");
+    for line in raw.iter() {
+        assert!(!line.contains([CSI, DEL]), "a raw control in {line:?}");
+    }
 }

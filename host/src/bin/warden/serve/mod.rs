@@ -377,5 +377,52 @@ pub(crate) fn log_event(event: Value) {
     if let Value::Object(fields) = event {
         line.extend(fields);
     }
-    eprintln!("{}", Value::Object(line));
+    eprintln!("{}", log_line(&Value::Object(line)));
+}
+
+/// DEL and the C1 controls, which JSON lets a string carry raw. U+009B is
+/// a one-character CSI to a terminal, like ESC `[`.
+const RAW_IN_JSON_CONTROLS: std::ops::RangeInclusive<char> = '\u{7f}'..='\u{9f}';
+
+/// `event` as one line of JSON in which DEL and the C1 controls are written
+/// as `\u` escapes too, as JSON already writes the C0 controls.
+///
+/// The log carries text that clients (action names) and plugins (their log
+/// records and errors) choose, and it is read on terminals; the escaped line
+/// parses to the same value.
+fn log_line(event: &Value) -> String {
+    let line = event.to_string();
+    if !line.contains(|c| RAW_IN_JSON_CONTROLS.contains(&c)) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if RAW_IN_JSON_CONTROLS.contains(&c) {
+            // Outside strings JSON has only ASCII punctuation, so every
+            // such character is inside a string, where `\u` is valid.
+            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::log_line;
+
+    #[test]
+    fn log_lines_escape_del_and_c1_controls_and_keep_the_value() {
+        let event = json!({ "message": "\u{9b}2J \u{1b}[31m \u{7f} \u{85} é \u{a0}" });
+        let line = log_line(&event);
+        // U+00A0 (a no-break space) is printable and stays as it is.
+        assert_eq!(
+            line,
+            "{\"message\":\"\\u009b2J \\u001b[31m \\u007f \\u0085 é \u{a0}\"}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), event);
+    }
 }
