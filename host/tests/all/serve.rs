@@ -1283,3 +1283,86 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
         assert!(!line.contains([CSI, DEL]), "a raw control in {line:?}");
     }
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_request_pipelined_behind_a_slowly_read_response_is_served_after_it() {
+    use std::io::{Read, Write};
+
+    const OUTPUT: usize = 16 << 20;
+    const CHUNK: usize = 64 << 10;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.big]\npath = \"{}\"\n\
+         [plugins.big.limits]\nmemory = \"64MiB\"\nmax_output = \"16MiB\"\n",
+        guests::HOSTILE
+    ));
+    let server = Server::start(&manifest, &["--header-read-timeout", "1s"]);
+    let size = OUTPUT.to_string();
+    let mut client = stalled_client(
+        server.addr,
+        format!(
+            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{size}",
+            size.len()
+        )
+        .as_bytes(),
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Read at a pace that makes the response last several header-read
+    // timeouts (256 chunks, 20 ms apart). Once it has begun, the next
+    // request's whole head is sent: hyper parses it only after the
+    // response is written.
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = vec![0; CHUNK];
+    let mut next_sent = false;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the exchange did not end"
+        );
+        match client.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("after {} bytes: {err}", received.len()),
+        }
+        if !next_sent {
+            client
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            next_sent = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed > Duration::from_secs(2), "read in {elapsed:?}");
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let body = &received[head_end..(head_end + OUTPUT).min(received.len())];
+    assert_eq!(
+        (body.len(), body.iter().all(|&byte| byte == b'x')),
+        (OUTPUT, true),
+        "the first response was cut after {elapsed:?}"
+    );
+    let second = String::from_utf8_lossy(&received[head_end + OUTPUT..]);
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
+    assert!(second.ends_with(r#"{"status":"ok"}"#), "{second}");
+    assert_eq!(
+        server.metric(r#"warden_http_connections_closed_total{reason="header-read-timeout"}"#),
+        Some(0.0)
+    );
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    // A half-sent head still ends at the header-read timeout.
+    let mut half_sent = stalled_client(server.addr, b"GET /healthz HTTP/1.1\r\nHo");
+    assert!(read_until_closed(&mut half_sent, Duration::from_secs(30)).is_empty());
+    server.wait_for_metric(
+        r#"warden_http_connections_closed_total{reason="header-read-timeout"}"#,
+        1.0,
+    );
+}
