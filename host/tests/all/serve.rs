@@ -1251,13 +1251,16 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
 fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
     const CSI: char = '\u{9b}';
     const DEL: char = '\u{7f}';
+    const RIGHT_TO_LEFT_OVERRIDE: char = '\u{202e}';
     let (_dir, manifest) = manifest();
     let server = Server::start(&manifest, &[]);
     // A client's action name (percent-decoded) and a plugin's log record,
-    // each with the one-character CSI (clear the screen) and DEL.
-    let reply = server.post("/plugins/hello/%C2%9B2J%7F", b"");
+    // each with the one-character CSI (clear the screen), DEL and an
+    // override that shows the rest of the line reversed.
+    let attack = format!("{CSI}2J{DEL}{RIGHT_TO_LEFT_OVERRIDE}");
+    let reply = server.post("/plugins/hello/%C2%9B2J%7F%E2%80%AE", b"");
     assert_error(&reply, 404, "unknown-action");
-    let greeted = format!("{CSI}2J{DEL}");
+    let greeted = attack.clone();
     assert_eq!(
         server
             .post("/plugins/hello/greet", greeted.as_bytes())
@@ -1268,19 +1271,21 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
         event["event"] == "plugin-log" && event["message"] == format!("greeted {greeted}")
     });
     assert_eq!(logged["plugin"], "hello");
-    let request = server.wait_for_event(|event| {
-        event["event"] == "request" && event["action"] == format!("{CSI}2J{DEL}")
-    });
+    let request =
+        server.wait_for_event(|event| event["event"] == "request" && event["action"] == attack);
     assert_eq!(request["status"], 404);
     // The values arrive whole; the lines carry them as `\u` escapes only.
     let raw = server.raw_log.lock().unwrap();
     let escaped: Vec<_> = raw
         .iter()
-        .filter(|line| line.contains("\\u009b2J\\u007f"))
+        .filter(|line| line.contains("\\u009b2J\\u007f\\u202e"))
         .collect();
     assert_eq!(escaped.len(), 2, "{raw:#?}");
     for line in raw.iter() {
-        assert!(!line.contains([CSI, DEL]), "a raw control in {line:?}");
+        assert!(
+            !line.contains([CSI, DEL, RIGHT_TO_LEFT_OVERRIDE]),
+            "a raw control in {line:?}"
+        );
     }
 }
 

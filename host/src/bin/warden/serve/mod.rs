@@ -380,24 +380,38 @@ pub(crate) fn log_event(event: Value) {
     eprintln!("{}", log_line(&Value::Object(line)));
 }
 
-/// DEL and the C1 controls, which JSON lets a string carry raw. U+009B is
-/// a one-character CSI to a terminal, like ESC `[`.
-const RAW_IN_JSON_CONTROLS: std::ops::RangeInclusive<char> = '\u{7f}'..='\u{9f}';
+/// Whether a log line writes `c` as a `\u` escape although JSON lets a
+/// string carry it raw: DEL, the C1 controls (U+009B is a one-character CSI
+/// to a terminal, like ESC `[`) and Unicode's bidirectional formatting
+/// characters (U+202E shows the rest of a line reversed), as
+/// `warden::terminal` escapes them for a terminal.
+fn escaped_in_log_lines(c: char) -> bool {
+    matches!(
+        c,
+        '\u{7f}'..='\u{9f}'
+            | '\u{061c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+    )
+}
 
-/// `event` as one line of JSON in which DEL and the C1 controls are written
-/// as `\u` escapes too, as JSON already writes the C0 controls.
+/// `event` as one line of JSON in which the characters of
+/// [`escaped_in_log_lines`] are written as `\u` escapes too, as JSON
+/// already writes the C0 controls.
 ///
 /// The log carries text that clients (action names) and plugins (their log
 /// records and errors) choose, and it is read on terminals; the escaped line
 /// parses to the same value.
 fn log_line(event: &Value) -> String {
     let line = event.to_string();
-    if !line.contains(|c| RAW_IN_JSON_CONTROLS.contains(&c)) {
+    if !line.contains(escaped_in_log_lines) {
         return line;
     }
     let mut escaped = String::with_capacity(line.len() + 16);
     for c in line.chars() {
-        if RAW_IN_JSON_CONTROLS.contains(&c) {
+        if escaped_in_log_lines(c) {
             // Outside strings JSON has only ASCII punctuation, so every
             // such character is inside a string, where `\u` is valid.
             escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
@@ -415,13 +429,13 @@ mod tests {
     use super::log_line;
 
     #[test]
-    fn log_lines_escape_del_and_c1_controls_and_keep_the_value() {
-        let event = json!({ "message": "\u{9b}2J \u{1b}[31m \u{7f} \u{85} é \u{a0}" });
+    fn log_lines_escape_del_c1_and_bidi_controls_and_keep_the_value() {
+        let event = json!({ "message": "\u{9b}2J \u{1b}[31m \u{7f} \u{85} \u{202e}é\u{2069} \u{a0}\u{200d}" });
         let line = log_line(&event);
-        // U+00A0 (a no-break space) is printable and stays as it is.
+        // A no-break space and a zero-width joiner move nothing: kept.
         assert_eq!(
             line,
-            "{\"message\":\"\\u009b2J \\u001b[31m \\u007f \\u0085 é \u{a0}\"}"
+            "{\"message\":\"\\u009b2J \\u001b[31m \\u007f \\u0085 \\u202eé\\u2069 \u{a0}\u{200d}\"}"
         );
         assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), event);
     }
