@@ -1371,3 +1371,66 @@ fn a_request_pipelined_behind_a_slowly_read_response_is_served_after_it() {
         1.0,
     );
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn without_proc_a_grant_is_refused_naming_the_fix_and_never_opened_by_its_path() {
+    // /proc is unmounted in a mount namespace of the test's own, which
+    // needs root (or unprivileged user namespaces).
+    let private_mounts = ["--mount", "--propagation", "private"];
+    let can_unshare = Command::new("unshare")
+        .args(private_mounts)
+        .args(["umount", "-l", "/proc"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !can_unshare {
+        eprintln!("skipped: cannot unmount /proc in a mount namespace of our own");
+        return;
+    }
+    let (dir, manifest) = write_manifest(&format!(
+        "[plugins.reader]\npath = \"{}\"\n[plugins.reader.grants]\ndirs = [\"granted::/data:ro\"]\n",
+        guests::HOSTILE,
+    ));
+    std::fs::create_dir(dir.path().join("granted")).unwrap();
+    let child = Command::new("unshare")
+        .args(private_mounts)
+        .args([
+            "sh",
+            "-c",
+            r#"umount -l /proc && exec "$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+        ])
+        .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+        .env("MANIFEST", &manifest)
+        .env("HOME", dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting unshare");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("plugin `reader` did not load: invalid configuration")
+            && stderr.contains("`/proc/self/fd` does not exist")
+            && stderr.contains("mount /proc"),
+        "{stderr}"
+    );
+}
+
+/// Waits for `child` at most `limit`, killing it if it takes longer.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
