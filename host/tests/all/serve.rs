@@ -1434,3 +1434,56 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn request_bodies_held_at_once_are_bounded_by_the_body_memory() {
+    const HELD: usize = 700 << 10;
+    const DECLARED: usize = 800 << 10;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.hello]\npath = \"{}\"\n[plugins.hello.limits]\nmax_input = \"1MiB\"\n",
+        guests::HELLO
+    ));
+    let server = Server::start(&manifest, &["--max-body-memory", "1MiB"]);
+    let stalled_body = |connection: &str| {
+        let mut request = format!(
+            "POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Length: {DECLARED}\r\n\
+             Connection: {connection}\r\n\r\n"
+        )
+        .into_bytes();
+        request.resize(request.len() + HELD, b'a');
+        stalled_client(server.addr, &request)
+    };
+    // One client sends most of a large body, then stalls: the server holds
+    // what arrived.
+    let holder = stalled_body("keep-alive");
+    let second = vec![b'b'; 400 << 10];
+    wait_until(
+        "a body that does not fit beside the held one is refused",
+        Duration::from_secs(10),
+        || {
+            let reply = server.post("/plugins/hello/echo", &second);
+            reply.status == 503
+        },
+    );
+    let refused = server.post("/plugins/hello/echo", &second);
+    assert_error(&refused, 503, "saturated");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Eight more like it are refused at once rather than held.
+    for _ in 0..8 {
+        let mut client = stalled_body("close");
+        let reply = read_until_closed(&mut client, Duration::from_secs(10));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("\"error\":\"saturated\""), "{reply}");
+    }
+    // Small bodies still fit.
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+    // The held bytes return with their connection.
+    drop(holder);
+    wait_until(
+        "the large body is served once the held one is gone",
+        Duration::from_secs(10),
+        || server.post("/plugins/hello/echo", &second).body == second,
+    );
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+}

@@ -18,8 +18,9 @@
 //! each is closed after `--idle-timeout` without a request in progress or
 //! `--header-read-timeout` into a request head that does not complete, and
 //! a response the client stops reading is dropped after `--write-timeout`
-//! without progress. Memory held for requests is thereby bounded by the
-//! open connections times the largest plugin input limit. SIGTERM or
+//! without progress. The request bodies held at once, over all
+//! connections, are bounded by `--max-body-memory`: a body that would go
+//! past it is answered 503 at once. SIGTERM or
 //! SIGINT stops accepting connections, reports not ready, lets requests in
 //! flight finish for `--shutdown-grace`, then cancels what is left.
 
@@ -66,6 +67,9 @@ pub(crate) struct Server {
     admission: Semaphore,
     /// Calls running at once.
     running: Semaphore,
+    /// Bytes of request bodies held, over all connections: one permit per
+    /// byte. Never waited on; a body that finds too few is refused.
+    body_memory: Semaphore,
     /// Set on SIGTERM: `/readyz` fails so load balancers stop sending.
     draining: AtomicBool,
     stats: HttpStats,
@@ -107,6 +111,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "max_connections in [serve] of {} must be at least 1",
         args.manifest.display()
     );
+    let max_body_memory = args
+        .max_body_memory
+        .or(manifest.serve.max_body_memory)
+        .unwrap_or(ServeSettings::DEFAULT_MAX_BODY_MEMORY);
+    anyhow::ensure!(
+        max_body_memory > 0,
+        "max_body_memory in [serve] of {} must be at least 1 byte",
+        args.manifest.display()
+    );
     let registry = Registry::new(builder.build()?);
 
     // A replica with a plugin that does not load must not become ready.
@@ -146,6 +159,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         registry: registry.clone(),
         admission: Semaphore::new(max_concurrent + max_queue),
         running: Semaphore::new(max_concurrent),
+        body_memory: Semaphore::new(
+            usize::try_from(max_body_memory).map_or(Semaphore::MAX_PERMITS, |bytes| {
+                bytes.min(Semaphore::MAX_PERMITS)
+            }),
+        ),
         draining: AtomicBool::new(false),
         stats: HttpStats::default(),
         request_timeout: args.request_timeout,
@@ -158,6 +176,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "max_concurrent": max_concurrent,
         "max_queue": max_queue,
         "max_connections": max_connections,
+        "max_body_memory": max_body_memory,
         "header_read_timeout_ms": limits.header_read.as_millis() as u64,
         "idle_timeout_ms": limits.idle.as_millis() as u64,
         "write_timeout_ms": limits.write.as_millis() as u64,
