@@ -1487,3 +1487,50 @@ fn request_bodies_held_at_once_are_bounded_by_the_body_memory() {
     );
     assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_client_that_reads_a_large_response_a_little_at_a_time_is_dropped_after_the_write_timeout() {
+    use std::io::Read;
+
+    const OUTPUT: usize = 32 << 20;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.big]\npath = \"{}\"\n\
+         [plugins.big.limits]\nmemory = \"256MiB\"\nmax_output = \"32MiB\"\n",
+        guests::HOSTILE
+    ));
+    let server = Server::start(&manifest, &["--write-timeout", "1s"]);
+    let size = OUTPUT.to_string();
+    let mut client = stalled_client(
+        server.addr,
+        format!(
+            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{size}",
+            size.len()
+        )
+        .as_bytes(),
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // 4 KiB every 200 ms: always some progress, never enough to matter.
+    // The kernel wakes a blocked write only once much of the send buffer
+    // has drained, so the server sees no progress and drops the response.
+    let started = Instant::now();
+    let mut chunk = [0; 4 << 10];
+    let mut received = 0;
+    while server.metric(r#"warden_http_connections_closed_total{reason="write-timeout"}"#)
+        != Some(1.0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still writing after {:?} and {received} bytes",
+            started.elapsed()
+        );
+        received += client.read(&mut chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(received < OUTPUT / 2, "{received} bytes");
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    assert_eq!(server.post("/plugins/big/output", b"3").body, b"xxx");
+}
