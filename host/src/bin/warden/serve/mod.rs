@@ -70,6 +70,8 @@ pub(crate) struct Server {
     /// Bytes of request bodies held, over all connections: one permit per
     /// byte. Never waited on; a body that finds too few is refused.
     body_memory: Semaphore,
+    /// The permits `body_memory` started with.
+    body_memory_limit: usize,
     /// Set on SIGTERM: `/readyz` fails so load balancers stop sending.
     draining: AtomicBool,
     stats: HttpStats,
@@ -120,6 +122,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "max_body_memory in [serve] of {} must be at least 1 byte",
         args.manifest.display()
     );
+    let body_memory_limit = usize::try_from(max_body_memory)
+        .map_or(Semaphore::MAX_PERMITS, |bytes| {
+            bytes.min(Semaphore::MAX_PERMITS)
+        });
     let registry = Registry::new(builder.build()?);
 
     // A replica with a plugin that does not load must not become ready.
@@ -159,11 +165,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         registry: registry.clone(),
         admission: Semaphore::new(max_concurrent + max_queue),
         running: Semaphore::new(max_concurrent),
-        body_memory: Semaphore::new(
-            usize::try_from(max_body_memory).map_or(Semaphore::MAX_PERMITS, |bytes| {
-                bytes.min(Semaphore::MAX_PERMITS)
-            }),
-        ),
+        body_memory: Semaphore::new(body_memory_limit),
+        body_memory_limit,
         draining: AtomicBool::new(false),
         stats: HttpStats::default(),
         request_timeout: args.request_timeout,

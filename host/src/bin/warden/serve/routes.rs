@@ -110,7 +110,11 @@ async fn route(server: &Server, request: Request<Incoming>, entry: &mut Entry) -
             text_reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                super::prometheus::render(&server.registry, &server.stats),
+                super::prometheus::render(
+                    &server.registry,
+                    &server.stats,
+                    server.body_memory_limit - server.body_memory.available_permits(),
+                ),
             )
         }),
         "/plugins" | "/plugins/" => only_get(&method, || plugin_list(server)),
