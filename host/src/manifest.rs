@@ -47,6 +47,7 @@
 //! idle_timeout = "60s"         # a connection with no request in progress
 //! write_timeout = "30s"        # a response that the client stops reading
 //! max_connections = 512        # open at once; more wait in the listen backlog
+//! max_body_memory = "1GiB"     # request bodies held at once, all connections
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file, line and key.
@@ -104,6 +105,11 @@ pub struct ServeSettings {
     /// not accepted until one closes: they wait in the kernel's listen
     /// backlog. Default: [`ServeSettings::DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<u32>,
+    /// `max_body_memory`: bytes of request bodies the server holds at once,
+    /// over all connections, from their arrival until their call ends. A
+    /// body that would go past it is answered `503 saturated` at once.
+    /// Default: [`ServeSettings::DEFAULT_MAX_BODY_MEMORY`].
+    pub max_body_memory: Option<u64>,
 }
 
 impl ServeSettings {
@@ -119,6 +125,10 @@ impl ServeSettings {
     /// Default `max_connections`: 512, well under the common limit of 1,024
     /// open files, which plugins' files and sockets share.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+    /// Default `max_body_memory`: 1 GiB, as many bodies of the default
+    /// input limit (16 MiB) as calls run at once by default (64), instead of
+    /// one such body per open connection (8 GiB at 512 connections).
+    pub const DEFAULT_MAX_BODY_MEMORY: u64 = 1 << 30;
 }
 
 /// One plugin declared in a manifest.
@@ -231,6 +241,8 @@ struct RawServe {
     #[serde(default, deserialize_with = "duration")]
     write_timeout: Option<Duration>,
     max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "size")]
+    max_body_memory: Option<u64>,
 }
 
 impl RawServe {
@@ -240,6 +252,7 @@ impl RawServe {
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
+            max_body_memory: self.max_body_memory,
         }
     }
 }
@@ -990,7 +1003,7 @@ mod tests {
     fn serve_settings_are_read_and_unknown_ones_refused() {
         let manifest = parse(
             "[serve]\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
-             write_timeout = \"5s\"\nmax_connections = 64\n",
+             write_timeout = \"5s\"\nmax_connections = 64\nmax_body_memory = \"64MiB\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -1000,6 +1013,7 @@ mod tests {
         assert_eq!(manifest.serve.idle_timeout, Some(Duration::from_secs(60)));
         assert_eq!(manifest.serve.write_timeout, Some(Duration::from_secs(5)));
         assert_eq!(manifest.serve.max_connections, Some(64));
+        assert_eq!(manifest.serve.max_body_memory, Some(64 << 20));
         assert_eq!(parse("").unwrap().serve, ServeSettings::default());
         let err = parse("[serve]\nidle = \"1s\"\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `idle`"), "{err}");

@@ -80,7 +80,12 @@ fn is_escaped(c: char) -> bool {
 
 /// Whether a character has Unicode's `Bidi_Control` property: the marks,
 /// embeddings, overrides and isolates that reorder how text is shown.
-fn is_bidi_control(c: char) -> bool {
+///
+/// ```
+/// assert!(warden::terminal::is_bidi_control('\u{202e}'));
+/// assert!(!warden::terminal::is_bidi_control('\u{200d}'));
+/// ```
+pub fn is_bidi_control(c: char) -> bool {
     matches!(
         c,
         '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'

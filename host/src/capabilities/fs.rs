@@ -206,8 +206,21 @@ impl GrantedDirs {
             let held = descriptor_path(&dir);
             wasi.preopened_dir(&held, &preopen.guest, perms)
                 .map_err(|err| {
+                    let descriptors = held.parent().unwrap_or(&held);
+                    // Without it (/proc not mounted, as in some chroots and
+                    // containers) the grant fails: the path is never opened
+                    // instead, since that would bring back the race.
+                    let why = if descriptors.is_dir() {
+                        format!("{err:#}")
+                    } else {
+                        format!(
+                            "`{}` does not exist, and Warden hands every granted directory \
+                             to plugins through it; mount /proc (`mount -t proc proc /proc`)",
+                            descriptors.display()
+                        )
+                    };
                     Error::InvalidConfig(format!(
-                        "cannot open directory `{}` through `{}` to grant it as `{}`: {err:#}",
+                        "cannot open directory `{}` through `{}` to grant it as `{}`: {why}",
                         preopen.host.display(),
                         held.display(),
                         preopen.guest

@@ -17,6 +17,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Value>>>,
+    /// The same lines as written, before parsing.
+    raw_log: Arc<Mutex<Vec<String>>>,
 }
 
 /// How long a server may take to load its plugins and start listening.
@@ -37,11 +39,14 @@ impl Server {
             .expect("starting warden serve");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let raw_log = Arc::new(Mutex::new(Vec::new()));
         let (addr_sender, addr_receiver) = std::sync::mpsc::channel();
         let lines = log.clone();
+        let raw_lines = raw_log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                raw_lines.lock().unwrap().push(line.clone());
                 // A line that is not JSON is kept as a string, for the
                 // tests to catch.
                 let event = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
@@ -63,7 +68,12 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            raw_log,
+        }
     }
 
     fn get(&self, path: &str) -> HttpReply {
@@ -1352,4 +1362,282 @@ fn a_client_cannot_make_an_access_log_line_large() {
         "{logged}"
     );
     assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+}
+
+#[test]
+fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
+    const CSI: char = '\u{9b}';
+    const DEL: char = '\u{7f}';
+    const RIGHT_TO_LEFT_OVERRIDE: char = '\u{202e}';
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    // A client's action name (percent-decoded) and a plugin's log record,
+    // each with the one-character CSI (clear the screen), DEL and an
+    // override that shows the rest of the line reversed.
+    let attack = format!("{CSI}2J{DEL}{RIGHT_TO_LEFT_OVERRIDE}");
+    let reply = server.post("/plugins/hello/%C2%9B2J%7F%E2%80%AE", b"");
+    assert_error(&reply, 404, "unknown-action");
+    let greeted = attack.clone();
+    assert_eq!(
+        server
+            .post("/plugins/hello/greet", greeted.as_bytes())
+            .status,
+        200
+    );
+    let logged = server.wait_for_event(|event| {
+        event["event"] == "plugin-log" && event["message"] == format!("greeted {greeted}")
+    });
+    assert_eq!(logged["plugin"], "hello");
+    let request =
+        server.wait_for_event(|event| event["event"] == "request" && event["action"] == attack);
+    assert_eq!(request["status"], 404);
+    // The values arrive whole; the lines carry them as `\u` escapes only.
+    let raw = server.raw_log.lock().unwrap();
+    let escaped: Vec<_> = raw
+        .iter()
+        .filter(|line| line.contains("\\u009b2J\\u007f\\u202e"))
+        .collect();
+    assert_eq!(escaped.len(), 2, "{raw:#?}");
+    for line in raw.iter() {
+        assert!(
+            !line.contains([CSI, DEL, RIGHT_TO_LEFT_OVERRIDE]),
+            "a raw control in {line:?}"
+        );
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_request_pipelined_behind_a_slowly_read_response_is_served_after_it() {
+    use std::io::{Read, Write};
+
+    const OUTPUT: usize = 16 << 20;
+    const CHUNK: usize = 64 << 10;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.big]\npath = \"{}\"\n\
+         [plugins.big.limits]\nmemory = \"64MiB\"\nmax_output = \"16MiB\"\n",
+        guests::HOSTILE
+    ));
+    let server = Server::start(&manifest, &["--header-read-timeout", "1s"]);
+    let size = OUTPUT.to_string();
+    let mut client = stalled_client(
+        server.addr,
+        format!(
+            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{size}",
+            size.len()
+        )
+        .as_bytes(),
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Read at a pace that makes the response last several header-read
+    // timeouts (256 chunks, 20 ms apart). Once it has begun, the next
+    // request's whole head is sent: hyper parses it only after the
+    // response is written.
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = vec![0; CHUNK];
+    let mut next_sent = false;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the exchange did not end"
+        );
+        match client.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("after {} bytes: {err}", received.len()),
+        }
+        if !next_sent {
+            client
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            next_sent = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed > Duration::from_secs(2), "read in {elapsed:?}");
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let body = &received[head_end..(head_end + OUTPUT).min(received.len())];
+    assert_eq!(
+        (body.len(), body.iter().all(|&byte| byte == b'x')),
+        (OUTPUT, true),
+        "the first response was cut after {elapsed:?}"
+    );
+    let second = String::from_utf8_lossy(&received[head_end + OUTPUT..]);
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
+    assert!(second.ends_with(r#"{"status":"ok"}"#), "{second}");
+    assert_eq!(
+        server.metric(r#"warden_http_connections_closed_total{reason="header-read-timeout"}"#),
+        Some(0.0)
+    );
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    // A half-sent head still ends at the header-read timeout.
+    let mut half_sent = stalled_client(server.addr, b"GET /healthz HTTP/1.1\r\nHo");
+    assert!(read_until_closed(&mut half_sent, Duration::from_secs(30)).is_empty());
+    server.wait_for_metric(
+        r#"warden_http_connections_closed_total{reason="header-read-timeout"}"#,
+        1.0,
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn without_proc_a_grant_is_refused_naming_the_fix_and_never_opened_by_its_path() {
+    // /proc is unmounted in a mount namespace of the test's own, which
+    // needs root (or unprivileged user namespaces).
+    let private_mounts = ["--mount", "--propagation", "private"];
+    let can_unshare = Command::new("unshare")
+        .args(private_mounts)
+        .args(["umount", "-l", "/proc"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !can_unshare {
+        eprintln!("skipped: cannot unmount /proc in a mount namespace of our own");
+        return;
+    }
+    let (dir, manifest) = write_manifest(&format!(
+        "[plugins.reader]\npath = \"{}\"\n[plugins.reader.grants]\ndirs = [\"granted::/data:ro\"]\n",
+        guests::HOSTILE,
+    ));
+    std::fs::create_dir(dir.path().join("granted")).unwrap();
+    let child = Command::new("unshare")
+        .args(private_mounts)
+        .args([
+            "sh",
+            "-c",
+            r#"umount -l /proc && exec "$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+        ])
+        .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+        .env("MANIFEST", &manifest)
+        .env("HOME", dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting unshare");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("plugin `reader` did not load: invalid configuration")
+            && stderr.contains("`/proc/self/fd` does not exist")
+            && stderr.contains("mount /proc"),
+        "{stderr}"
+    );
+}
+
+/// Waits for `child` at most `limit`, killing it if it takes longer.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn request_bodies_held_at_once_are_bounded_by_the_body_memory() {
+    const HELD: usize = 700 << 10;
+    const DECLARED: usize = 800 << 10;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.hello]\npath = \"{}\"\n[plugins.hello.limits]\nmax_input = \"1MiB\"\n",
+        guests::HELLO
+    ));
+    let server = Server::start(&manifest, &["--max-body-memory", "1MiB"]);
+    let stalled_body = |connection: &str| {
+        let mut request = format!(
+            "POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Length: {DECLARED}\r\n\
+             Connection: {connection}\r\n\r\n"
+        )
+        .into_bytes();
+        request.resize(request.len() + HELD, b'a');
+        stalled_client(server.addr, &request)
+    };
+    // One client sends most of a large body, then stalls: the server holds
+    // what arrived.
+    let holder = stalled_body("keep-alive");
+    server.wait_for_metric("warden_http_request_body_bytes", HELD as f64);
+    let second = vec![b'b'; 400 << 10];
+    let refused = server.post("/plugins/hello/echo", &second);
+    assert_error(&refused, 503, "saturated");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Eight more like it are refused at once rather than held.
+    for _ in 0..8 {
+        let mut client = stalled_body("close");
+        let reply = read_until_closed(&mut client, Duration::from_secs(10));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("\"error\":\"saturated\""), "{reply}");
+    }
+    // Small bodies still fit.
+    assert_eq!(server.post("/plugins/hello/echo", b"x").body, b"x");
+    // The held bytes return with their connection.
+    drop(holder);
+    server.wait_for_metric("warden_http_request_body_bytes", 0.0);
+    assert_eq!(server.post("/plugins/hello/echo", &second).body, second);
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_client_that_reads_a_large_response_a_little_at_a_time_is_dropped_after_the_write_timeout() {
+    use std::io::Read;
+
+    const OUTPUT: usize = 32 << 20;
+    let (_dir, manifest) = write_manifest(&format!(
+        "[plugins.big]\npath = \"{}\"\n\
+         [plugins.big.limits]\nmemory = \"256MiB\"\nmax_output = \"32MiB\"\n",
+        guests::HOSTILE
+    ));
+    let server = Server::start(&manifest, &["--write-timeout", "1s"]);
+    let size = OUTPUT.to_string();
+    let mut client = stalled_client(
+        server.addr,
+        format!(
+            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{size}",
+            size.len()
+        )
+        .as_bytes(),
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // 4 KiB every 200 ms: always some progress, never enough to matter.
+    // The kernel wakes a blocked write only once much of the send buffer
+    // has drained, so the server sees no progress and drops the response.
+    let started = Instant::now();
+    let mut chunk = [0; 4 << 10];
+    let mut received = 0;
+    while server.metric(r#"warden_http_connections_closed_total{reason="write-timeout"}"#)
+        != Some(1.0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still writing after {:?} and {received} bytes",
+            started.elapsed()
+        );
+        received += client.read(&mut chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(received < OUTPUT / 2, "{received} bytes");
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    assert_eq!(server.post("/plugins/big/output", b"3").body, b"xxx");
 }

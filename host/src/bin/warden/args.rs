@@ -145,8 +145,9 @@ pub struct ExportHttpArgs {
 
 const SERVE_HELP: &str = "\
 Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
-500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation and
-shutdown 503 with Retry-After; a plugin whose signer is no longer trusted 503 (untrusted).
+500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation (call
+slots, or request bodies over --max-body-memory) and shutdown 503 with Retry-After; a plugin
+whose signer is no longer trusted 503 (untrusted).
 Errors are JSON: {\"error\": KIND, \"message\": TEXT}; a host-side failure's full text goes
 to the log only. Connections: --max-connections, --idle-timeout, --header-read-timeout and
 --write-timeout, or the manifest's [serve] table.
@@ -217,6 +218,12 @@ pub struct ServeArgs {
     /// else 512].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: Option<u32>,
+    /// Bytes of request bodies held at once over all connections, from
+    /// their arrival until their call ends; a body that would go past it is
+    /// answered 503 [default: the manifest's [serve] max_body_memory, else
+    /// 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = warden::units::parse_size)]
+    pub max_body_memory: Option<u64>,
 }
 
 #[derive(Debug, Args)]

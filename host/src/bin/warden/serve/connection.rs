@@ -10,7 +10,8 @@
 //! hyper drops the response body (taken whole, or abandoned), and
 //! [`Tracker::expired`] resolves when the phase the connection is in has
 //! lasted too long. Idle time counts from the last byte written, since
-//! hyper may still be writing a response whose body it has dropped.
+//! hyper may still be writing a response whose body it has dropped; so does
+//! the time of a pipelined head that arrived while it was.
 
 use std::io;
 use std::pin::Pin;
@@ -42,7 +43,8 @@ pub(super) struct ConnectionLimits {
 enum Phase {
     /// No request in progress since `since`.
     Idle { since: Instant },
-    /// The first bytes of a request head arrived at `since`.
+    /// The first bytes of a request head arrived at `since`, or the last
+    /// bytes of the response before it were written then, if later.
     ReadingHead { since: Instant },
     /// Requests parsed whose responses hyper still holds.
     Busy { requests: usize },
@@ -122,11 +124,15 @@ impl Tracker {
 
     /// A write made progress. hyper drops a response body once it has
     /// taken its last bytes, which may still be queued for the client: the
-    /// idle time counts from the last of them.
+    /// idle time counts from the last of them. So does the time of a head
+    /// that arrived meanwhile (a pipelined request), since hyper parses it
+    /// only once the response before it is written; until then the write
+    /// timeout bounds the connection.
     fn bytes_written(&self) {
-        if let Phase::Idle { since } = &mut *self.lock() {
+        match &mut *self.lock() {
             // Only later: the watchdog wakes at the old deadline and looks again.
-            *since = Instant::now();
+            Phase::Idle { since } | Phase::ReadingHead { since } => *since = Instant::now(),
+            Phase::Busy { .. } => {}
         }
     }
 

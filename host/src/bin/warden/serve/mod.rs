@@ -18,8 +18,9 @@
 //! each is closed after `--idle-timeout` without a request in progress or
 //! `--header-read-timeout` into a request head that does not complete, and
 //! a response the client stops reading is dropped after `--write-timeout`
-//! without progress. Memory held for requests is thereby bounded by the
-//! open connections times the largest plugin input limit. SIGTERM or
+//! without progress. The request bodies held at once, over all
+//! connections, are bounded by `--max-body-memory`: a body that would go
+//! past it is answered 503 at once. SIGTERM or
 //! SIGINT stops accepting connections, reports not ready, lets requests in
 //! flight finish for `--shutdown-grace`, then cancels what is left.
 
@@ -66,6 +67,11 @@ pub(crate) struct Server {
     admission: Semaphore,
     /// Calls running at once.
     running: Semaphore,
+    /// Bytes of request bodies held, over all connections: one permit per
+    /// byte. Never waited on; a body that finds too few is refused.
+    body_memory: Semaphore,
+    /// The permits `body_memory` started with.
+    body_memory_limit: usize,
     /// Set on SIGTERM: `/readyz` fails so load balancers stop sending.
     draining: AtomicBool,
     stats: HttpStats,
@@ -107,6 +113,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "max_connections in [serve] of {} must be at least 1",
         args.manifest.display()
     );
+    let max_body_memory = args
+        .max_body_memory
+        .or(manifest.serve.max_body_memory)
+        .unwrap_or(ServeSettings::DEFAULT_MAX_BODY_MEMORY);
+    anyhow::ensure!(
+        max_body_memory > 0,
+        "max_body_memory in [serve] of {} must be at least 1 byte",
+        args.manifest.display()
+    );
+    let body_memory_limit = usize::try_from(max_body_memory)
+        .map_or(Semaphore::MAX_PERMITS, |bytes| {
+            bytes.min(Semaphore::MAX_PERMITS)
+        });
     let registry = Registry::new(builder.build()?);
 
     // A replica with a plugin that does not load must not become ready.
@@ -146,6 +165,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         registry: registry.clone(),
         admission: Semaphore::new(max_concurrent + max_queue),
         running: Semaphore::new(max_concurrent),
+        body_memory: Semaphore::new(body_memory_limit),
+        body_memory_limit,
         draining: AtomicBool::new(false),
         stats: HttpStats::default(),
         request_timeout: args.request_timeout,
@@ -158,6 +179,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "max_concurrent": max_concurrent,
         "max_queue": max_queue,
         "max_connections": max_connections,
+        "max_body_memory": max_body_memory,
         "header_read_timeout_ms": limits.header_read.as_millis() as u64,
         "idle_timeout_ms": limits.idle.as_millis() as u64,
         "write_timeout_ms": limits.write.as_millis() as u64,
@@ -377,5 +399,58 @@ pub(crate) fn log_event(event: Value) {
     if let Value::Object(fields) = event {
         line.extend(fields);
     }
-    eprintln!("{}", Value::Object(line));
+    eprintln!("{}", log_line(&Value::Object(line)));
+}
+
+/// Whether a log line writes `c` as a `\u` escape although JSON lets a
+/// string carry it raw: DEL, the C1 controls (U+009B is a one-character CSI
+/// to a terminal, like ESC `[`) and Unicode's bidirectional formatting
+/// characters (U+202E shows the rest of a line reversed), as
+/// `warden::terminal` escapes them for a terminal.
+fn escaped_in_log_lines(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}') || warden::terminal::is_bidi_control(c)
+}
+
+/// `event` as one line of JSON in which the characters of
+/// [`escaped_in_log_lines`] are written as `\u` escapes too, as JSON
+/// already writes the C0 controls.
+///
+/// The log carries text that clients (action names) and plugins (their log
+/// records and errors) choose, and it is read on terminals; the escaped line
+/// parses to the same value.
+fn log_line(event: &Value) -> String {
+    let line = event.to_string();
+    if !line.contains(escaped_in_log_lines) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if escaped_in_log_lines(c) {
+            // Outside strings JSON has only ASCII punctuation, so every
+            // such character is inside a string, where `\u` is valid.
+            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::log_line;
+
+    #[test]
+    fn log_lines_escape_del_c1_and_bidi_controls_and_keep_the_value() {
+        let event = json!({ "message": "\u{9b}2J \u{1b}[31m \u{7f} \u{85} \u{202e}é\u{2069} \u{a0}\u{200d}" });
+        let line = log_line(&event);
+        // A no-break space and a zero-width joiner move nothing: kept.
+        assert_eq!(
+            line,
+            "{\"message\":\"\\u009b2J \\u001b[31m \\u007f \\u0085 \\u202eé\\u2069 \u{a0}\u{200d}\"}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), event);
+    }
 }

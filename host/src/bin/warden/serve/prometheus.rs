@@ -58,8 +58,9 @@ impl HttpStats {
     }
 }
 
-/// The whole exposition.
-pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
+/// The whole exposition; `body_bytes_held` is what request bodies hold of
+/// the server's body memory now.
+pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: usize) -> String {
     let mut text = String::new();
     header(
         &mut text,
@@ -113,6 +114,13 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats) -> String {
         "warden_http_connections_open {}",
         stats.connections_open.load(Ordering::Relaxed)
     );
+    header(
+        &mut text,
+        "warden_http_request_body_bytes",
+        "gauge",
+        "Bytes of request bodies held now, out of --max-body-memory.",
+    );
+    let _ = writeln!(text, "warden_http_request_body_bytes {body_bytes_held}");
     header(
         &mut text,
         "warden_http_connections_closed_total",

@@ -17,7 +17,8 @@
 //! its trust policy → 503 `untrusted`; saturation (`saturated`) and shutdown
 //! (`cancelled`) → 503 with `Retry-After`; a body that does not arrive
 //! within `--request-timeout` → 408, a call that does not finish within it
-//! → 504. The message of a host-side failure is one sentence from
+//! → 504; a body that would take the request bodies held over
+//! `--max-body-memory` → 503 `saturated`. The message of a host-side failure is one sentence from
 //! [`public_message`]; its full text, which may name host paths or carry a
 //! backtrace, goes to the log as a `call-failed` line.
 
@@ -33,6 +34,7 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use warden::{Error, ErrorKind, Outcome, PluginError, Report, truncate_record_text};
 
 use super::{Server, log_event};
@@ -108,7 +110,11 @@ async fn route(server: &Server, request: Request<Incoming>, entry: &mut Entry) -
             text_reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                super::prometheus::render(&server.registry, &server.stats),
+                super::prometheus::render(
+                    &server.registry,
+                    &server.stats,
+                    server.body_memory_limit - server.body_memory.available_permits(),
+                ),
             )
         }),
         "/plugins" | "/plugins/" => only_get(&method, || plugin_list(server)),
@@ -169,12 +175,14 @@ async fn plugin_route(
     // The body is read (bounded by the plugin's input limit and the request
     // timeout) before admission: a client that trickles its body must not
     // hold a call slot or a queue place while it does.
-    let body = if wants_metadata {
-        Bytes::new()
+    // The body's share of the server's body memory is held until the call ends.
+    let (body, _body_memory) = if wants_metadata {
+        (Bytes::new(), None)
     } else {
         entry.action = Some(action.clone());
         let limit = plugin.sandbox().limits.max_input_bytes;
-        match read_body(request, limit, deadline, server.request_timeout).await {
+        let budget = &server.body_memory;
+        match read_body(request, limit, budget, deadline, server.request_timeout).await {
             Ok(body) => body,
             Err((reply, error)) => {
                 entry.error = Some(error);
@@ -242,15 +250,26 @@ fn call_timed_out(server: &Server, entry: &mut Entry) -> Reply {
     )
 }
 
+/// Why reading a body stopped short.
+enum ReadFailure {
+    /// The connection failed, or the body went past the plugin's limit.
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The server's body memory is taken.
+    NoBodyMemory,
+}
+
 /// Reads the body up to `limit` bytes by `deadline` (the end of the
-/// request's `timeout`); on failure, the reply to send and the error name
+/// request's `timeout`), taking each chunk's bytes from `budget` as it
+/// arrives (so a body that trickles holds only what it has sent); the body
+/// and the bytes it holds. On failure, the reply to send and the error name
 /// for the log.
-async fn read_body(
+async fn read_body<'a>(
     request: Request<Incoming>,
     limit: usize,
+    budget: &'a Semaphore,
     deadline: tokio::time::Instant,
     timeout: Duration,
-) -> Result<Bytes, (Reply, &'static str)> {
+) -> Result<(Bytes, Option<SemaphorePermit<'a>>), (Reply, &'static str)> {
     let too_large = || {
         (
             error_reply(
@@ -269,12 +288,41 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let collected =
-        tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect());
-    match collected.await {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(err)) => Err((
+    let mut body = Limited::new(request.into_body(), limit);
+    let read = async move {
+        let mut held: Option<SemaphorePermit<'a>> = None;
+        let mut received = Vec::new();
+        while let Some(frame) = body.frame().await {
+            // Trailers are not part of the input.
+            let Ok(data) = frame.map_err(ReadFailure::Body)?.into_data() else {
+                continue;
+            };
+            let taken = u32::try_from(data.len())
+                .ok()
+                .and_then(|bytes| budget.try_acquire_many(bytes).ok())
+                .ok_or(ReadFailure::NoBodyMemory)?;
+            match &mut held {
+                Some(held) => held.merge(taken),
+                None => held = Some(taken),
+            }
+            received.extend_from_slice(&data);
+        }
+        Ok((Bytes::from(received), held))
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(ReadFailure::NoBodyMemory)) => Err((
+            unavailable(
+                "saturated",
+                "the server holds as many request bodies as its body memory allows \
+                 (--max-body-memory); retry shortly",
+            ),
+            "saturated",
+        )),
+        Ok(Err(ReadFailure::Body(err))) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(too_large())
+        }
+        Ok(Err(ReadFailure::Body(err))) => Err((
             error_reply(
                 StatusCode::BAD_REQUEST,
                 "bad-request",
