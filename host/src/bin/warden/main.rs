@@ -53,7 +53,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("warden: {err:#}");
+            // Errors may quote a plugin's text (its name, keys, metadata).
+            output::print_guest_line(&format!("warden: {err:#}"));
             ExitCode::from(exit::USAGE)
         }
     }
