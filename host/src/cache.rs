@@ -335,10 +335,10 @@ impl CacheKey {
             )))
         })?;
         let mut key = [0; KEY_LEN];
-        let mut rest = Vec::new();
+        // The size is checked before reading, so a huge file is never read.
         let complete = metadata.is_file()
-            && file.read_exact(&mut key).is_ok()
-            && file.read_to_end(&mut rest).is_ok_and(|extra| extra == 0);
+            && metadata.len() == KEY_LEN as u64
+            && file.read_exact(&mut key).is_ok();
         if !complete {
             return Err(OpenFailure::Unsafe(Error::InvalidConfig(format!(
                 "`{}` is not a compile cache key (it must hold exactly {KEY_LEN} bytes); remove it \
