@@ -1593,6 +1593,13 @@ fn request_bodies_held_at_once_are_bounded_by_the_body_memory() {
     server.wait_for_metric("warden_http_request_body_bytes", 0.0);
     assert_eq!(server.post("/plugins/hello/echo", &second).body, second);
     assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+
+    // Where the body memory is smaller than a plugin's input limit, a body
+    // that could never fit is too large, not a reason to retry.
+    let server = Server::start(&manifest, &["--max-body-memory", "512KiB"]);
+    let never_fits = server.post("/plugins/hello/echo", &vec![b'c'; 600 << 10]);
+    assert_error(&never_fits, 413, "payload-too-large");
+    assert_eq!(server.post("/plugins/hello/echo", &second).body, second);
 }
 
 #[test]

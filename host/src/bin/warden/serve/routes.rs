@@ -180,7 +180,13 @@ async fn plugin_route(
         (Bytes::new(), None)
     } else {
         entry.action = Some(action.clone());
-        let limit = plugin.sandbox().limits.max_input_bytes;
+        // A body larger than all of the body memory could never be held:
+        // that is a body too large, not a busy server.
+        let limit = plugin
+            .sandbox()
+            .limits
+            .max_input_bytes
+            .min(server.body_memory_limit);
         let budget = &server.body_memory;
         match read_body(request, limit, budget, deadline, server.request_timeout).await {
             Ok(body) => body,
@@ -275,7 +281,10 @@ async fn read_body<'a>(
             error_reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
-                &format!("the body is larger than this plugin's input limit of {limit} bytes"),
+                &format!(
+                    "the body is larger than {limit} bytes, the most this plugin takes here \
+                     (its input limit, or the server's --max-body-memory if that is smaller)"
+                ),
             ),
             "payload-too-large",
         )
