@@ -603,6 +603,15 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             Refused(LimitedResource::HostMemory),
         ),
         case(
+            "outgoing bodies filled and kept unsent past the host-memory budget",
+            &hostile,
+            // 24 bodies buffer 3 MiB at 64 KiB a write (48 MiB at 1 MiB).
+            sandbox(|limits, _| limits.host_memory_bytes = 2 << 20),
+            "body-buffers",
+            "24",
+            Refused(LimitedResource::HostMemory),
+        ),
+        case(
             "denials quoting huge config keys",
             &probe,
             plain(),

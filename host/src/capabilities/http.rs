@@ -240,6 +240,22 @@ impl fmt::Display for OriginPattern {
     }
 }
 
+/// The most one write to an outgoing body (request or response) may carry.
+/// 64 KiB rather than wasmtime-wasi-http's 1 MiB: a body whose request is
+/// never sent keeps what was written to it, and the host-memory budget
+/// counts each such body at the most it can hold.
+pub(crate) const OUTGOING_BODY_CHUNK_BYTES: usize = 64 << 10;
+
+/// Writes an outgoing body buffers before the guest must wait for them to be
+/// sent: wasmtime-wasi-http's default of one.
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 1;
+
+/// The most an outgoing body that nobody reads holds: wasmtime-wasi-http's
+/// channel keeps one slot more than the chunks it buffers, each of at most
+/// [`OUTGOING_BODY_CHUNK_BYTES`].
+pub(crate) const OUTGOING_BODY_BUFFER_BYTES: usize =
+    (OUTGOING_BODY_BUFFER_CHUNKS + 1) * OUTGOING_BODY_CHUNK_BYTES;
+
 /// The HTTP state of one instance: wasmtime-wasi-http's context and the
 /// hooks that enforce the grant.
 pub(crate) struct HttpState {
@@ -443,6 +459,23 @@ impl WasiHttpHooks for HttpHooks {
 
     fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
         self.over_budget || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
+    /// The most one write to an outgoing body may carry, which bounds what
+    /// a body nobody reads holds ([`OUTGOING_BODY_BUFFER_BYTES`]). While the
+    /// host-memory budget has no room, a new body takes no bytes at all: a
+    /// guest that writes to it anyway traps, and the trap is reported as
+    /// the budget refusal already recorded.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        if self.over_budget {
+            0
+        } else {
+            OUTGOING_BODY_CHUNK_BYTES
+        }
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
     }
 }
 
