@@ -588,9 +588,17 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         case(
             "HTTP through a wildcard grant to a name that resolves to loopback",
             &probe,
-            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            sandbox(|_, grants| grants.http.allow.push(any_host.clone())),
             "http-get",
             format!("http://localhost:{}/", fixture.http.addr.port()),
+            Denied("http"),
+        ),
+        case(
+            "HTTP through a wildcard grant to loopback behind the NAT64 prefix",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            "http-get",
+            format!("http://[64:ff9b::7f00:1]:{}/", fixture.http.addr.port()),
             Denied("http"),
         ),
         case(

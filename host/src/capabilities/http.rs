@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -392,10 +392,10 @@ fn is_internal(ip: IpAddr) -> bool {
                 // 100.64.0.0/10, carrier-grade NAT's shared space.
                 || (first == 100 && (second & 0xc0) == 64)
         }
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_internal(IpAddr::V4(mapped)),
+        IpAddr::V6(ip) => match embedded_ipv4(ip) {
+            Some(embedded) => is_internal(IpAddr::V4(embedded)),
             None => {
-                let first = ip.segments()[0];
+                let [first, second, ..] = ip.segments();
                 ip.is_loopback()
                     || ip.is_unspecified()
                     || ip.is_multicast()
@@ -403,8 +403,36 @@ fn is_internal(ip: IpAddr) -> bool {
                     || (first & 0xfe00) == 0xfc00
                     // fe80::/10, link-local.
                     || (first & 0xffc0) == 0xfe80
+                    // fec0::/10, the deprecated site-local addresses.
+                    || (first & 0xffc0) == 0xfec0
+                    // 64:ff9b:1::/48, NAT64 prefixes of a local network's
+                    // own choosing (RFC 8215), translated to its addresses.
+                    || (first == 0x64 && second == 0xff9b && ip.segments()[2] == 1)
             }
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, where the IPv6 address is
+/// one that a host or its network delivers to that IPv4 address:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), the
+/// well-known NAT64 prefix (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4
+/// (`2002:aabb:ccdd::/48`, RFC 3056). Each must be judged by its IPv4
+/// address, or `64:ff9b::7f00:1` would reach 127.0.0.1 through a NAT64
+/// gateway while passing as a public IPv6 address.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = ip.segments();
+    let octets = ip.octets();
+    let low32 = || Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    match segments {
+        // `to_ipv4` covers both ::ffff:0:0/96 and ::/96; `::` and `::1` are
+        // judged as IPv6 (unspecified and loopback).
+        [0, 0, 0, 0, 0, 0 | 0xffff, ..] if !ip.is_unspecified() && !ip.is_loopback() => {
+            ip.to_ipv4()
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(low32()),
+        [0x2002, ..] => Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])),
+        _ => None,
     }
 }
 
@@ -734,10 +762,26 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "fec0::1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "100.128.0.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+        ] {
             assert!(!is_internal(public.parse().unwrap()), "{public}");
         }
     }
