@@ -602,6 +602,17 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             Denied("http"),
         ),
         case(
+            "HTTP requests held open past the socket limit",
+            &probe,
+            sandbox(|limits, grants| {
+                limits.sockets = 4;
+                grants.http.allow.push(origin.clone());
+            }),
+            "http-hold",
+            format!("10 {}", fixture.http.url("/")),
+            GuestFails("request 4: ErrorCode::ConnectionLimitReached"),
+        ),
+        case(
             "header maps built and kept past the host-memory budget",
             &hostile,
             // A small budget, reached well within the short timeout.

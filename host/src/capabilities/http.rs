@@ -36,6 +36,7 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
 
+use super::sockets::ConnectionSlots;
 use super::{Capability, DenialLog, Risk};
 use crate::host_memory::{HttpAllowance, truncate_record_text};
 use crate::state::HostState;
@@ -264,13 +265,18 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(grant: &Arc<HttpGrant>, denials: &DenialLog) -> Self {
+    pub(crate) fn new(
+        grant: &Arc<HttpGrant>,
+        denials: &DenialLog,
+        connections: ConnectionSlots,
+    ) -> Self {
         HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: HttpHooks {
                 grant: grant.clone(),
                 denials: denials.clone(),
                 over_budget: false,
+                connections,
             },
         }
     }
@@ -290,6 +296,9 @@ pub(crate) struct HttpHooks {
     /// Set while the instance's host-memory budget has no room: every header
     /// is refused (as forbidden), so that no header map grows.
     over_budget: bool,
+    /// Each request's connection holds one of the instance's sockets
+    /// ([`Limits::sockets`](crate::Limits::sockets)) until it ends.
+    connections: ConnectionSlots,
 }
 
 type ResponseFuture = Box<
@@ -453,6 +462,11 @@ impl WasiHttpHooks for HttpHooks {
                 .record("http", format!("{what} is not an allowed origin"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         };
+        // Without this, a guest holding unread responses would hold as many
+        // connections, and descriptors, as its resource table has room for.
+        let Some(slot) = self.connections.take() else {
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        };
         let grant = self.grant.clone();
         let denials = self.denials.clone();
         let options = bounded_options(options, &grant);
@@ -476,6 +490,12 @@ impl WasiHttpHooks for HttpHooks {
                     idle: Box::pin(tokio::time::sleep(between_bytes)),
                 }
                 .boxed_unsync()
+            });
+            // The socket is the instance's until the connection ends: when
+            // the response is read, or dropped with its body.
+            let connection: Worker = Box::new(async move {
+                let _slot = slot;
+                Pin::from(connection).await
             });
             Ok((response, connection))
         })
