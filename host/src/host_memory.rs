@@ -11,7 +11,8 @@
 //!   released when the guest drops the stream; a listing that does not fit
 //!   is refused;
 //! - what the guest builds through `wasi:http` and keeps in its resource
-//!   table (header maps, requests, responses). Every `wasi:http` call passes
+//!   table (header maps, requests, responses, and the bytes written to an
+//!   outgoing body whose request or response is not yet sent). Every `wasi:http` call passes
 //!   through [`HostMemory::before_http_call`], which knows the most one call
 //!   can add ([`MAX_HTTP_CALL_GROWTH`]) and measures the table again only
 //!   when the calls since the last measurement could have used up the room
@@ -35,6 +36,7 @@ use wasmtime_wasi_http::p2::types::{
     HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
 };
 
+use crate::capabilities::http::OUTGOING_BODY_BUFFER_BYTES;
 use crate::limits::{LimitRefusal, LimitedResource, Limits};
 
 /// Longest piece of guest-supplied text (a config key, a bucket name, a URI,
@@ -78,9 +80,13 @@ pub(crate) fn truncate_text(text: &str, max: usize) -> Cow<'_, str> {
 
 /// The most host memory one `wasi:http` call can add to what the guest
 /// holds: one header map at wasmtime-wasi-http's size limit (128 KiB), or
-/// one URI part at the `http` crate's length limit (64 KiB), with room for
-/// their bookkeeping.
+/// one URI part at the `http` crate's length limit (64 KiB), or one new
+/// outgoing body at the most it can hold (128 KiB), with room for their
+/// bookkeeping.
 pub(crate) const MAX_HTTP_CALL_GROWTH: u64 = 256 << 10;
+
+// A new outgoing body is one call's growth, written to later.
+const _: () = assert!(OUTGOING_BODY_BUFFER_BYTES as u64 <= MAX_HTTP_CALL_GROWTH);
 
 /// The largest header map a guest may build while its budget has room:
 /// wasmtime-wasi-http's own default.
@@ -250,15 +256,27 @@ fn resource_bytes(entry: &(dyn Any + Send)) -> usize {
     if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
         return header_bytes(&request.headers)
             + request.authority.as_ref().map_or(0, String::len)
-            + request.path_with_query.as_ref().map_or(0, String::len);
+            + request.path_with_query.as_ref().map_or(0, String::len)
+            + body_bytes(request.body.is_some());
     }
     if let Some(response) = entry.downcast_ref::<HostOutgoingResponse>() {
-        return header_bytes(&response.headers);
+        return header_bytes(&response.headers) + body_bytes(response.body.is_some());
     }
     if let Some(response) = entry.downcast_ref::<HostIncomingResponse>() {
         return header_bytes(&response.headers);
     }
     0
+}
+
+/// What an outgoing body not yet sent may hold: whatever the guest wrote to
+/// it, up to [`OUTGOING_BODY_BUFFER_BYTES`], stays with its request or
+/// response until that is sent or dropped.
+fn body_bytes(has_body: bool) -> usize {
+    if has_body {
+        OUTGOING_BODY_BUFFER_BYTES
+    } else {
+        0
+    }
 }
 
 /// A header map's size as wasmtime-wasi-http counts it against its own

@@ -76,7 +76,9 @@ pub struct Limits {
     pub tables: u32,
     /// Sockets (TCP and UDP, accepted connections included) an instance may
     /// hold open at once; creating one more fails with `new-socket-limit`.
-    /// Only plugins granted `sockets` create any. Default: 100.
+    /// The connections of its outgoing HTTP requests count too, each until
+    /// its response is read or dropped; one more request fails with
+    /// `connection-limit-reached`. Default: 100.
     pub sockets: usize,
     /// Bytes of host memory an instance may make the host hold on its
     /// behalf, outside its linear memory: the `wasi:http` header maps,

@@ -19,7 +19,7 @@
 //! concurrency = 8            # instances of this plugin at once
 //! memories = 2               # linear memories per instance (checked at load)
 //! tables = 4                 # tables per instance (checked at load)
-//! sockets = 100              # open sockets per instance
+//! sockets = 100              # open sockets per instance, HTTP connections included
 //!
 //! [plugins.hello.grants]
 //! dirs = ["data::/data:ro"]

@@ -588,10 +588,29 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
         case(
             "HTTP through a wildcard grant to a name that resolves to loopback",
             &probe,
-            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            sandbox(|_, grants| grants.http.allow.push(any_host.clone())),
             "http-get",
             format!("http://localhost:{}/", fixture.http.addr.port()),
             Denied("http"),
+        ),
+        case(
+            "HTTP through a wildcard grant to loopback behind the NAT64 prefix",
+            &probe,
+            sandbox(|_, grants| grants.http.allow.push(any_host)),
+            "http-get",
+            format!("http://[64:ff9b::7f00:1]:{}/", fixture.http.addr.port()),
+            Denied("http"),
+        ),
+        case(
+            "HTTP requests held open past the socket limit",
+            &probe,
+            sandbox(|limits, grants| {
+                limits.sockets = 4;
+                grants.http.allow.push(origin.clone());
+            }),
+            "http-hold",
+            format!("10 {}", fixture.http.url("/")),
+            GuestFails("request 4: ErrorCode::ConnectionLimitReached"),
         ),
         case(
             "header maps built and kept past the host-memory budget",
@@ -600,6 +619,15 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             sandbox(|limits, _| limits.host_memory_bytes = 8 << 20),
             "header-maps",
             "10000",
+            Refused(LimitedResource::HostMemory),
+        ),
+        case(
+            "outgoing bodies filled and kept unsent past the host-memory budget",
+            &hostile,
+            // 24 bodies buffer 3 MiB at 64 KiB a write (48 MiB at 1 MiB).
+            sandbox(|limits, _| limits.host_memory_bytes = 2 << 20),
+            "body-buffers",
+            "24",
             Refused(LimitedResource::HostMemory),
         ),
         case(

@@ -214,6 +214,7 @@ impl Guest for Hostile {
             }
             "header-maps" => keep_header_maps(parse_size(&input)?),
             "dir-streams" => keep_directory_streams(parse_size(&input)?),
+            "body-buffers" => keep_body_buffers(parse_size(&input)?),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -229,6 +230,39 @@ fn keep_header_maps(count: usize) -> Result<Vec<u8>, PluginError> {
         kept.push(fields);
     }
     Ok(format!("kept {}", kept.len()).into_bytes())
+}
+
+/// Builds `count` outgoing requests, fills each one's body with as much as
+/// the host buffers, and keeps them all unsent.
+fn keep_body_buffers(count: usize) -> Result<Vec<u8>, PluginError> {
+    use wasi::http::types::{Fields, OutgoingRequest};
+    let chunk = vec![b'b'; 1 << 20];
+    let mut kept = Vec::with_capacity(count);
+    let mut buffered = 0;
+    for _ in 0..count {
+        let request = OutgoingRequest::new(Fields::new());
+        let body = request.body().expect("a new request has a body");
+        let stream = body.write().expect("a new body has a stream");
+        let mut written = 0;
+        loop {
+            let room = stream
+                .check_write()
+                .map_err(|err| failed(format!("{err:?}")))? as usize;
+            if room == 0 {
+                break;
+            }
+            let len = room.min(chunk.len());
+            stream
+                .write(&chunk[..len])
+                .map_err(|err| failed(format!("{err:?}")))?;
+            written += len;
+        }
+        assert!(written > 0, "the host refused an outgoing body");
+        buffered += written;
+        // Children before their parents, for the drop at the end.
+        kept.push((stream, body, request));
+    }
+    Ok(format!("kept {} bodies holding {buffered} bytes", kept.len()).into_bytes())
 }
 
 /// Opens `count` listings of `/data` and keeps every one.

@@ -46,7 +46,7 @@ use exports::warden::plugin::guest::Guest;
 use warden::plugin::types::{Metadata, PluginError};
 use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{Fields, FutureIncomingResponse, OutgoingBody, OutgoingRequest, Scheme};
 use wasi::io::streams::StreamError;
 use wasi::keyvalue::{atomics, batch, store};
 
@@ -76,6 +76,7 @@ const ACTIONS: &[&str] = &[
     "timer",
     "nap",
     "poll-timers",
+    "http-hold",
 ];
 
 struct Probe;
@@ -95,6 +96,13 @@ impl Guest for Probe {
             String::from_utf8(input).map_err(|err| PluginError::InvalidInput(err.to_string()))?;
         let text = match action.as_str() {
             "http-get" => return http_get(&input).map_err(PluginError::Failed),
+            "http-hold" => {
+                let (count, url) = split(&input, ' ')?;
+                let count = count
+                    .parse()
+                    .map_err(|_| PluginError::InvalidInput(format!("`{count}` is not a count")))?;
+                return http_hold(url, count).map_err(PluginError::Failed);
+            }
             "kv-set" => {
                 let (place, value) = split(&input, '=')?;
                 let (bucket, key) = open(place)?;
@@ -367,27 +375,7 @@ fn set_many(input: &str) -> Result<(), PluginError> {
 }
 
 fn http_get(url: &str) -> Result<Vec<u8>, String> {
-    let (scheme, rest) = url.split_once("://").ok_or("expected scheme://host/path")?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let request = OutgoingRequest::new(Fields::new());
-    let scheme = if scheme == "https" {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| "bad scheme")?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|()| "bad authority")?;
-    let path = if path.is_empty() { "/" } else { path };
-    request
-        .set_path_with_query(Some(path))
-        .map_err(|()| "bad path")?;
-    let body = request.body().map_err(|()| "no request body")?;
-    let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
-    OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))?;
+    let response = start_get(url)?;
     let response = loop {
         match response.get() {
             Some(result) => {
@@ -412,6 +400,49 @@ fn http_get(url: &str) -> Result<Vec<u8>, String> {
         }
     }
     Ok(bytes)
+}
+
+/// Sends `count` GET requests to `url` at once and holds them all; once
+/// every one is answered, fails with the error of the first that failed.
+fn http_hold(url: &str, count: usize) -> Result<Vec<u8>, String> {
+    let held = (0..count)
+        .map(|_| start_get(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    for response in &held {
+        response.subscribe().block();
+    }
+    for (index, response) in held.iter().enumerate() {
+        if let Some(Ok(Err(code))) = response.get() {
+            return Err(format!("request {index}: {code:?}"));
+        }
+    }
+    Ok(format!("held {count} requests").into_bytes())
+}
+
+/// Sends a GET request to `url` with an empty body.
+fn start_get(url: &str) -> Result<FutureIncomingResponse, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("expected scheme://host/path")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    let path = if path.is_empty() { "/" } else { path };
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no request body")?;
+    let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))?;
+    Ok(response)
 }
 
 export!(Probe);

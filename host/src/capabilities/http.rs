@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -36,6 +36,7 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
 
+use super::sockets::ConnectionSlots;
 use super::{Capability, DenialLog, Risk};
 use crate::host_memory::{HttpAllowance, truncate_record_text};
 use crate::state::HostState;
@@ -240,6 +241,22 @@ impl fmt::Display for OriginPattern {
     }
 }
 
+/// The most one write to an outgoing body (request or response) may carry.
+/// 64 KiB rather than wasmtime-wasi-http's 1 MiB: a body whose request is
+/// never sent keeps what was written to it, and the host-memory budget
+/// counts each such body at the most it can hold.
+pub(crate) const OUTGOING_BODY_CHUNK_BYTES: usize = 64 << 10;
+
+/// Writes an outgoing body buffers before the guest must wait for them to be
+/// sent: wasmtime-wasi-http's default of one.
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 1;
+
+/// The most an outgoing body that nobody reads holds: wasmtime-wasi-http's
+/// channel keeps one slot more than the chunks it buffers, each of at most
+/// [`OUTGOING_BODY_CHUNK_BYTES`].
+pub(crate) const OUTGOING_BODY_BUFFER_BYTES: usize =
+    (OUTGOING_BODY_BUFFER_CHUNKS + 1) * OUTGOING_BODY_CHUNK_BYTES;
+
 /// The HTTP state of one instance: wasmtime-wasi-http's context and the
 /// hooks that enforce the grant.
 pub(crate) struct HttpState {
@@ -248,13 +265,18 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(grant: &Arc<HttpGrant>, denials: &DenialLog) -> Self {
+    pub(crate) fn new(
+        grant: &Arc<HttpGrant>,
+        denials: &DenialLog,
+        connections: ConnectionSlots,
+    ) -> Self {
         HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: HttpHooks {
                 grant: grant.clone(),
                 denials: denials.clone(),
                 over_budget: false,
+                connections,
             },
         }
     }
@@ -274,6 +296,9 @@ pub(crate) struct HttpHooks {
     /// Set while the instance's host-memory budget has no room: every header
     /// is refused (as forbidden), so that no header map grows.
     over_budget: bool,
+    /// Each request's connection holds one of the instance's sockets
+    /// ([`Limits::sockets`](crate::Limits::sockets)) until it ends.
+    connections: ConnectionSlots,
 }
 
 type ResponseFuture = Box<
@@ -376,10 +401,10 @@ fn is_internal(ip: IpAddr) -> bool {
                 // 100.64.0.0/10, carrier-grade NAT's shared space.
                 || (first == 100 && (second & 0xc0) == 64)
         }
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_internal(IpAddr::V4(mapped)),
+        IpAddr::V6(ip) => match embedded_ipv4(ip) {
+            Some(embedded) => is_internal(IpAddr::V4(embedded)),
             None => {
-                let first = ip.segments()[0];
+                let [first, second, ..] = ip.segments();
                 ip.is_loopback()
                     || ip.is_unspecified()
                     || ip.is_multicast()
@@ -387,8 +412,36 @@ fn is_internal(ip: IpAddr) -> bool {
                     || (first & 0xfe00) == 0xfc00
                     // fe80::/10, link-local.
                     || (first & 0xffc0) == 0xfe80
+                    // fec0::/10, the deprecated site-local addresses.
+                    || (first & 0xffc0) == 0xfec0
+                    // 64:ff9b:1::/48, NAT64 prefixes of a local network's
+                    // own choosing (RFC 8215), translated to its addresses.
+                    || (first == 0x64 && second == 0xff9b && ip.segments()[2] == 1)
             }
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, where the IPv6 address is
+/// one that a host or its network delivers to that IPv4 address:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), the
+/// well-known NAT64 prefix (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4
+/// (`2002:aabb:ccdd::/48`, RFC 3056). Each must be judged by its IPv4
+/// address, or `64:ff9b::7f00:1` would reach 127.0.0.1 through a NAT64
+/// gateway while passing as a public IPv6 address.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = ip.segments();
+    let octets = ip.octets();
+    let low32 = || Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    match segments {
+        // `to_ipv4` covers both ::ffff:0:0/96 and ::/96; `::` and `::1` are
+        // judged as IPv6 (unspecified and loopback).
+        [0, 0, 0, 0, 0, 0 | 0xffff, ..] if !ip.is_unspecified() && !ip.is_loopback() => {
+            ip.to_ipv4()
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(low32()),
+        [0x2002, ..] => Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])),
+        _ => None,
     }
 }
 
@@ -408,6 +461,11 @@ impl WasiHttpHooks for HttpHooks {
             self.denials
                 .record("http", format!("{what} is not an allowed origin"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        // Without this, a guest holding unread responses would hold as many
+        // connections, and descriptors, as its resource table has room for.
+        let Some(slot) = self.connections.take() else {
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
         };
         let grant = self.grant.clone();
         let denials = self.denials.clone();
@@ -433,6 +491,12 @@ impl WasiHttpHooks for HttpHooks {
                 }
                 .boxed_unsync()
             });
+            // The socket is the instance's until the connection ends: when
+            // the response is read, or dropped with its body.
+            let connection: Worker = Box::new(async move {
+                let _slot = slot;
+                Pin::from(connection).await
+            });
             Ok((response, connection))
         })
     }
@@ -443,6 +507,23 @@ impl WasiHttpHooks for HttpHooks {
 
     fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
         self.over_budget || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
+    /// The most one write to an outgoing body may carry, which bounds what
+    /// a body nobody reads holds ([`OUTGOING_BODY_BUFFER_BYTES`]). While the
+    /// host-memory budget has no room, a new body takes no bytes at all: a
+    /// guest that writes to it anyway traps, and the trap is reported as
+    /// the budget refusal already recorded.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        if self.over_budget {
+            0
+        } else {
+            OUTGOING_BODY_CHUNK_BYTES
+        }
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
     }
 }
 
@@ -701,10 +782,26 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "fec0::1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "100.128.0.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+        ] {
             assert!(!is_internal(public.parse().unwrap()), "{public}");
         }
     }

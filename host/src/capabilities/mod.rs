@@ -399,7 +399,7 @@ impl InstanceState {
         };
         Ok(InstanceState {
             wasi,
-            http: http::HttpState::new(&resources.http, &denials),
+            http: http::HttpState::new(&resources.http, &denials, sockets.connection_slots()),
             kv: kv::KvState::new(resources.kv.as_ref(), &denials),
             config: config::ConfigState::new(&resources.config, &denials),
             sockets,

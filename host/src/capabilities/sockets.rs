@@ -9,7 +9,8 @@
 //! opened, with `access-denied`, and is recorded as a denial. With a grant,
 //! an instance holds at most [`Limits::sockets`](crate::Limits::sockets)
 //! sockets at once (accepted connections included); one more fails with
-//! `new-socket-limit`.
+//! `new-socket-limit`. The connections of its outgoing HTTP requests take
+//! from the same count ([`ConnectionSlots`]).
 //!
 //! Every bind, connect, accept and datagram is checked against the patterns;
 //! a refused address fails with `access-denied` and is recorded as a denial.
@@ -24,6 +25,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType};
@@ -133,7 +135,7 @@ fn create_tcp_socket(
     }
     let created = sockets::tcp_create_socket::Host::create_tcp_socket(&mut state.sockets(), family);
     if created.is_ok() {
-        state.caps.sockets.live += 1;
+        state.caps.sockets.live.opened();
     }
     guest_result(created)
 }
@@ -149,7 +151,7 @@ async fn create_udp_socket(
     let created =
         sockets::udp_create_socket::Host::create_udp_socket(&mut state.sockets(), family).await;
     if created.is_ok() {
-        state.caps.sockets.live += 1;
+        state.caps.sockets.live.opened();
     }
     guest_result(created)
 }
@@ -172,7 +174,7 @@ fn accept(
     }
     let accepted = HostTcpSocket::accept(&mut state.sockets(), listener);
     if accepted.is_ok() {
-        state.caps.sockets.live += 1;
+        state.caps.sockets.live.opened();
     }
     guest_result(accepted)
 }
@@ -180,14 +182,14 @@ fn accept(
 fn drop_tcp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
+    state.caps.sockets.live.closed();
     Ok(())
 }
 
 fn drop_udp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live = state.caps.sockets.live.saturating_sub(1);
+    state.caps.sockets.live.closed();
     Ok(())
 }
 
@@ -397,12 +399,71 @@ impl SocketPolicy {
     }
 }
 
+/// How many sockets an instance holds open now: its `wasi:sockets` sockets
+/// and the connections its outgoing HTTP requests keep. Cloning shares the
+/// count, so a connection that ends on another thread gives its socket back.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OpenSockets(Arc<AtomicUsize>);
+
+impl OpenSockets {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn opened(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one socket closed; saturating, though every close matches an
+    /// earlier open, so that no mistake can turn the count into a huge one.
+    fn closed(&self) {
+        // The update always answers, so it cannot fail.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                Some(open.saturating_sub(1))
+            });
+    }
+}
+
+/// One socket an outgoing HTTP connection holds of its instance's
+/// [`Limits::sockets`](crate::Limits::sockets), given back when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot(OpenSockets);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// What the instance's outgoing HTTP connections take their sockets from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConnectionSlots {
+    open: OpenSockets,
+    limit: usize,
+}
+
+impl ConnectionSlots {
+    /// A socket for one more connection, unless the instance holds its
+    /// limit already.
+    pub(crate) fn take(&self) -> Option<ConnectionSlot> {
+        self.open
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < self.limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.open.clone()))
+    }
+}
+
 /// The socket state an instance keeps besides wasmtime-wasi's.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SocketState {
     policy: Arc<SocketPolicy>,
-    /// Sockets the instance holds now.
-    live: usize,
+    /// Sockets the instance holds now, HTTP connections included.
+    live: OpenSockets,
     /// The most it may hold at once ([`Limits::sockets`](crate::Limits::sockets)).
     limit: usize,
 }
@@ -413,7 +474,16 @@ impl SocketState {
     }
 
     fn at_limit(&self) -> bool {
-        self.live >= self.limit
+        self.live.count() >= self.limit
+    }
+
+    /// Where the instance's outgoing HTTP connections take their sockets
+    /// from: the same count and limit as its `wasi:sockets` sockets.
+    pub(crate) fn connection_slots(&self) -> ConnectionSlots {
+        ConnectionSlots {
+            open: self.live.clone(),
+            limit: self.limit,
+        }
     }
 
     /// Whether the instance may create one more socket of `protocol`: an
@@ -464,7 +534,7 @@ pub(crate) fn configure(
         });
     SocketState {
         policy: policy.clone(),
-        live: 0,
+        live: OpenSockets::default(),
         limit,
     }
 }
@@ -485,6 +555,29 @@ fn describe(use_: SocketAddrUse, addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_slots_share_the_socket_count_and_are_given_back_once() {
+        let state = SocketState {
+            limit: 2,
+            ..SocketState::default()
+        };
+        let slots = state.connection_slots();
+        let connection = slots.take().expect("a first connection fits");
+        state.live.opened();
+        assert!(state.at_limit(), "a connection and a socket fill 2");
+        assert!(slots.take().is_none(), "no third connection");
+        drop(connection);
+        assert!(
+            !state.at_limit(),
+            "the ended connection gave its socket back"
+        );
+        state.live.closed();
+        state.live.closed();
+        assert_eq!(state.live.count(), 0, "one close too many never wraps");
+        let connections: Vec<_> = (0..3).filter_map(|_| slots.take()).collect();
+        assert_eq!(connections.len(), 2);
+    }
 
     #[test]
     fn patterns_parse_and_print() {

@@ -177,6 +177,52 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
     assert_eq!(value["output"], "kept 100");
 }
 
+/// 600 outgoing requests with no grant, never sent, each body filled with
+/// all the host buffers: wasmtime-wasi-http's default 1 MiB writes would
+/// keep 1.2 GiB. Writes are 64 KiB, each unsent body counts against the
+/// budget at the most it can hold, and once the budget (64 MiB) is full a
+/// new body takes no bytes: the run ends in `memory-limit` naming host
+/// memory, and a handful of bodies still fits.
+#[test]
+fn outgoing_bodies_kept_unsent_past_the_host_memory_budget_are_a_memory_limit() {
+    let scratch = Scratch::new();
+    let command = scratch.command(&[
+        "run",
+        "--json",
+        guests::HOSTILE,
+        "body-buffers",
+        "--input",
+        "600",
+        "--unsigned",
+        "allow",
+    ]);
+    let (output, peak) = run_measuring_peak_memory(command);
+    let (value, code) = report(&output);
+    assert_eq!(
+        (value["status"].as_str(), code),
+        (Some("memory-limit"), 22),
+        "{value}"
+    );
+    let message = value["error"].to_string();
+    assert!(message.contains("host memory"), "{message}");
+    assert!(
+        peak < 256 * MIB,
+        "warden reached {} MiB resident",
+        peak / MIB
+    );
+
+    let (value, code) = scratch.json(&[
+        guests::HOSTILE,
+        "body-buffers",
+        "--input",
+        "10",
+        "--unsigned",
+        "allow",
+    ]);
+    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_eq!(value["output"], "kept 10 bodies holding 1310720 bytes");
+}
+
 /// Five `wasi:config` lookups with a 32 MiB key, without a grant: each
 /// denial quotes the key, cut to `MAX_RECORD_TEXT_BYTES`, so the report
 /// stays small and the process does not hold copies of the key.
