@@ -136,7 +136,8 @@ impl Server {
 
     /// Waits until a sample of /metrics has `value`.
     fn wait_for_metric(&self, sample: &str, value: f64) {
-        let until = Instant::now() + Duration::from_secs(30);
+        // Generous: a busy machine runs debug builds of the guests slowly.
+        let until = Instant::now() + Duration::from_secs(60);
         while self.metric(sample) != Some(value) {
             assert!(Instant::now() < until, "{sample} never reached {value}");
             std::thread::sleep(Duration::from_millis(10));
@@ -923,7 +924,7 @@ fn a_client_that_never_reads_a_large_response_is_dropped_after_the_write_timeout
     const CLIENTS: usize = 4;
     let (_dir, manifest) = write_manifest(&format!(
         "[plugins.big]\npath = \"{}\"\n\
-         [plugins.big.limits]\nmemory = \"256MiB\"\nmax_output = \"64MiB\"\n",
+         [plugins.big.limits]\nmemory = \"256MiB\"\nmax_output = \"64MiB\"\ntimeout = \"60s\"\n",
         guests::HOSTILE
     ));
     let server = Server::start(&manifest, &["--write-timeout", "1s"]);
@@ -955,7 +956,7 @@ fn a_client_that_never_reads_a_large_response_is_dropped_after_the_write_timeout
     );
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(30),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(60),
         "{elapsed:?}"
     );
     // The clients still hold their ends; the server holds nothing for them.
