@@ -68,9 +68,10 @@ pub(crate) struct CompileCache {
     key: CacheKey,
 }
 
-/// The secret that seals this host's cache entries.
+/// The secret that seals this host's cache entries, as HMAC state already
+/// keyed with it (the key schedule runs once, when the key is loaded).
 #[derive(Clone)]
-struct CacheKey([u8; KEY_LEN]);
+struct CacheKey(HmacSha256);
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -336,22 +337,24 @@ impl CacheKey {
         })?;
         let mut key = [0; KEY_LEN];
         // The size is checked before reading, so a huge file is never read.
-        let complete = metadata.is_file()
+        let keyed = (metadata.is_file()
             && metadata.len() == KEY_LEN as u64
-            && file.read_exact(&mut key).is_ok();
-        if !complete {
+            && file.read_exact(&mut key).is_ok())
+        .then(|| HmacSha256::new_from_slice(&key).ok())
+        .flatten();
+        let Some(keyed) = keyed else {
             return Err(OpenFailure::Unsafe(Error::InvalidConfig(format!(
                 "`{}` is not a compile cache key (it must hold exactly {KEY_LEN} bytes); remove it \
                  and Warden makes a new one (cached plugins are then compiled once more)",
                 path.display()
             ))));
-        }
-        Ok(CacheKey(key))
+        };
+        Ok(CacheKey(keyed))
     }
 
     /// The MAC state over an entry's sealed header and artifact.
     fn mac(&self, sealed_header: &[u8], artifact: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        let mut mac = self.0.clone();
         mac.update(sealed_header);
         mac.update(artifact);
         mac
@@ -629,12 +632,16 @@ mod tests {
     fn processes_creating_the_key_at_once_agree_on_one() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("data/cache.key");
-        let keys: Vec<[u8; KEY_LEN]> = std::thread::scope(|scope| {
+        // Each opener's tag over the same bytes: equal tags, equal keys.
+        let tag = |key: &CacheKey| -> [u8; 32] {
+            key.mac(b"header", b"code").finalize().into_bytes().into()
+        };
+        let tags: Vec<[u8; 32]> = std::thread::scope(|scope| {
             let openers: Vec<_> = (0..8)
                 .map(|index| {
                     let cache = dir.path().join(format!("compiled-{index}"));
                     let key = &key;
-                    scope.spawn(move || CompileCache::open(cache, key).unwrap().key.0)
+                    scope.spawn(move || tag(&CompileCache::open(cache, key).unwrap().key))
                 })
                 .collect();
             openers
@@ -642,7 +649,8 @@ mod tests {
                 .map(|opener| opener.join().unwrap())
                 .collect()
         });
-        assert!(keys.iter().all(|key| *key == keys[0]));
-        assert_eq!(std::fs::read(&key).unwrap(), keys[0]);
+        assert!(tags.iter().all(|tag| *tag == tags[0]));
+        let on_disk = CacheKey(HmacSha256::new_from_slice(&std::fs::read(&key).unwrap()).unwrap());
+        assert_eq!(tag(&on_disk), tags[0]);
     }
 }
