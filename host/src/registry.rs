@@ -838,14 +838,8 @@ async fn off_thread<T: Send + 'static>(
 /// is refused instead of waited on.
 fn read_regular_file(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, Error> {
     let context = || format!("cannot read {what} `{}`", path.display());
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options
-        .open(path)
-        .map_err(|err| Error::io(context(), err))?;
-    let metadata = file.metadata().map_err(|err| Error::io(context(), err))?;
+    let (file, metadata) =
+        crate::fsutil::open_without_blocking(path).map_err(|err| Error::io(context(), err))?;
     if !metadata.is_file() {
         return Err(Error::io(
             context(),
