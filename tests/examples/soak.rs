@@ -164,20 +164,7 @@ fn pick(mix: &[Call], index: usize) -> &Call {
 
 /// The process's resident set, from `/proc/self/status`.
 fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .expect("VmRSS in /proc/self/status")
+    warden_tests::proc_status_bytes("self", "VmRSS").expect("VmRSS in /proc/self/status")
 }
 
 #[derive(Default)]

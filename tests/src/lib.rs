@@ -16,6 +16,19 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// A size in bytes from `/proc/PROCESS/status` (`PROCESS` is a pid or
+/// `self`), e.g. `VmRSS` (resident now) or `VmHWM` (its peak); `None` when
+/// the process is gone or the field is missing.
+pub fn proc_status_bytes(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|value| value.trim().parse().ok())?;
+    Some(kib * 1024)
+}
+
 /// Reads a guest component's bytes.
 ///
 /// # Panics

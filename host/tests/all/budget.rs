@@ -76,26 +76,14 @@ fn run_measuring_peak_memory(mut command: Command) -> (Output, u64) {
         let mut bytes = Vec::new();
         stderr.read_to_end(&mut bytes).map(|_| bytes)
     });
-    let status_file = format!("/proc/{}/status", child.id());
+    let pid = child.id().to_string();
     let started = Instant::now();
     let mut peak = 0;
     let status = loop {
         // VmHWM is the high-water mark, so the last reading before the
         // process ends is its peak.
-        if let Ok(text) = std::fs::read_to_string(&status_file)
-            && let Some(kib) = text
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| {
-                    value
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        {
-            peak = peak.max(kib * 1024);
+        if let Some(bytes) = warden_tests::proc_status_bytes(&pid, "VmHWM") {
+            peak = peak.max(bytes);
         }
         if let Some(status) = child.try_wait().expect("waiting for warden") {
             break status;

@@ -736,14 +736,7 @@ fn settled_descriptors(pid: u32) -> usize {
 
 /// A process's resident memory, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|value| value.trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
+    warden_tests::proc_status_bytes(&pid.to_string(), "VmRSS").expect("VmRSS of a live process")
 }
 
 /// A connection that sends `bytes` and then neither sends nor reads more.
