@@ -526,6 +526,27 @@ async fn granted_sockets_are_capped_per_instance() {
     }
 }
 
+/// A socket's streams might keep it open after the guest drops the socket
+/// resource, past the count of live sockets; wasmtime-wasi makes the
+/// streams the socket's children, so dropping a socket that still has
+/// streams traps instead, and the plugin serves the next call.
+#[tokio::test]
+async fn a_socket_cannot_be_dropped_while_its_streams_live() {
+    let runtime = runtime();
+    let plugin = probe_in(
+        &runtime,
+        "probe",
+        sandbox(|grants| grants.udp.push("127.0.0.1:*".parse().unwrap())),
+    )
+    .await;
+    let outcome = plugin.execute("udp-streams", b"150").await;
+    let err = outcome.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trap, "{err}");
+    assert!(err.to_string().contains("resource has children"), "{err}");
+    assert_eq!(runtime.instances_in_use(), 0);
+    assert_eq!(call(&plugin, "random", "100").await.unwrap(), "100");
+}
+
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

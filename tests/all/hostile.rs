@@ -610,7 +610,10 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             }),
             "http-hold",
             format!("10 {}", fixture.http.url("/")),
-            GuestFails("request 4: ErrorCode::ConnectionLimitReached"),
+            // Which request is refused depends on how soon the fixture
+            // closes the first connections (each gives its socket back);
+            // without the limit all ten are held.
+            GuestFails(": ErrorCode::ConnectionLimitReached"),
         ),
         case(
             "header maps built and kept past the host-memory budget",

@@ -20,6 +20,10 @@
 //! - `tcp-sockets N`, `udp-sockets N`: tries to create N sockets, holding
 //!   every one it gets until the call ends; answers `created C, failed F`,
 //!   followed by ` (first: ERROR-CODE)` when some failed;
+//! - `udp-streams N`: binds N UDP sockets to loopback, keeps each one's
+//!   datagram streams and drops the socket (which wasmtime-wasi refuses
+//!   while the streams live); answers `kept K`, followed by
+//!   ` (first failure: ERROR-CODE)` when some failed;
 //! - `tcp-listen IPV4:PORT`: binds and listens there, accepts one
 //!   connection and writes `pong` to it; answers `accepted`;
 //! - `resolve NAME`: the addresses the name resolves to;
@@ -69,6 +73,7 @@ const ACTIONS: &[&str] = &[
     "tcp-sockets",
     "udp-sockets",
     "tcp-listen",
+    "udp-streams",
     "resolve",
     "env",
     "clock",
@@ -201,6 +206,7 @@ impl Guest for Probe {
             }
             "tcp-sockets" | "udp-sockets" => create_sockets(&action, &input)?,
             "tcp-listen" => tcp_listen(&input).map_err(PluginError::Failed)?,
+            "udp-streams" => udp_streams(&input)?,
             "resolve" => (input.as_str(), 0)
                 .to_socket_addrs()
                 .map_err(failed)?
@@ -324,6 +330,44 @@ fn create_sockets(action: &str, count: &str) -> Result<String, PluginError> {
     let mut answer = format!("created {}, failed {failed}", tcp.len() + udp.len());
     if let Some(code) = first_error {
         answer.push_str(&format!(" (first: {})", code.name()));
+    }
+    Ok(answer)
+}
+
+/// Binds COUNT UDP sockets to loopback, keeps each one's datagram streams
+/// and drops the socket itself, which the streams keep open.
+fn udp_streams(count: &str) -> Result<String, PluginError> {
+    use wasi::sockets::instance_network::instance_network;
+    use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasi::sockets::udp_create_socket::create_udp_socket;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| PluginError::InvalidInput("expected a socket count".into()))?;
+    let loopback = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+        port: 0,
+        address: (127, 0, 0, 1),
+    });
+    let mut kept = Vec::new();
+    let mut first_error = None;
+    for _ in 0..count {
+        let streams = create_udp_socket(IpAddressFamily::Ipv4).and_then(|socket| {
+            let ready = socket.subscribe();
+            socket.start_bind(&instance_network(), loopback)?;
+            ready.block();
+            socket.finish_bind()?;
+            socket.stream(None)
+        });
+        match streams {
+            Ok(streams) => kept.push(streams),
+            Err(code) => {
+                first_error.get_or_insert(code);
+            }
+        }
+    }
+    let mut answer = format!("kept {}", kept.len());
+    if let Some(code) = first_error {
+        answer.push_str(&format!(" (first failure: {})", code.name()));
     }
     Ok(answer)
 }
