@@ -29,6 +29,7 @@ mod prometheus;
 mod routes;
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -428,7 +429,8 @@ fn log_line(event: &Value) -> String {
         if escaped_in_log_lines(c) {
             // Outside strings JSON has only ASCII punctuation, so every
             // such character is inside a string, where `\u` is valid.
-            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+            // Writing to a String cannot fail.
+            let _ = write!(escaped, "\\u{:04x}", u32::from(c));
         } else {
             escaped.push(c);
         }

@@ -300,7 +300,9 @@ async fn read_body<'a>(
     let mut body = Limited::new(request.into_body(), limit);
     let read = async move {
         let mut held: Option<SemaphorePermit<'a>> = None;
-        let mut received = Vec::new();
+        // The chunks as they came: copying into one growing buffer could
+        // hold twice what the budget counts.
+        let mut received: Vec<Bytes> = Vec::new();
         while let Some(frame) = body.frame().await {
             // Trailers are not part of the input.
             let Ok(data) = frame.map_err(ReadFailure::Body)?.into_data() else {
@@ -314,9 +316,14 @@ async fn read_body<'a>(
                 Some(held) => held.merge(taken),
                 None => held = Some(taken),
             }
-            received.extend_from_slice(&data);
+            received.push(data);
         }
-        Ok((Bytes::from(received), held))
+        let body = match received.len() {
+            0 => Bytes::new(),
+            1 => received.swap_remove(0),
+            _ => Bytes::from(received.concat()),
+        };
+        Ok((body, held))
     };
     match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(read)) => Ok(read),
