@@ -28,15 +28,9 @@ pub(crate) struct DirectoryListing {
     bytes: usize,
 }
 
-/// Replaces wasmtime-wasi's `read-directory` and `directory-entry-stream`.
+/// Replaces wasmtime-wasi's `read-directory` and `directory-entry-stream`
+/// (the caller allows shadowing).
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let defined = define(linker);
-    linker.allow_shadowing(false);
-    defined
-}
-
-fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut types = linker.instance(super::fs::TYPES)?;
     types.resource(
         "directory-entry-stream",
@@ -142,6 +136,8 @@ fn list(
         let type_ = descriptor_type(&entry.file_type().map_err(Stopped::Io)?);
         entries.push(DirectoryEntry { type_, name });
     }
+    // What the budget counts is what is kept, without the spare capacity.
+    entries.shrink_to_fit();
     Ok((entries, bytes))
 }
 

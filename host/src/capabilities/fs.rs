@@ -99,14 +99,13 @@ fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     filesystem::types::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
     filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
     // Replace `stat` and `stat-at` with versions whose timestamps follow a
-    // deterministic instance's clock.
+    // deterministic instance's clock, and directory listings with ones
+    // within the host-memory budget that stop with their call.
     linker.allow_shadowing(true);
-    let result = add_stat_functions(linker);
+    let result =
+        add_stat_functions(linker).and_then(|()| super::dir_listing::add_to_linker(linker));
     linker.allow_shadowing(false);
-    result?;
-    // Directory listings within the host-memory budget, stopping with
-    // their call.
-    super::dir_listing::add_to_linker(linker)
+    result
 }
 
 fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
