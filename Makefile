@@ -114,12 +114,12 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path guests/Cargo.toml --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p warden --no-default-features --lib -- -D warnings
+	$(CARGO) clippy -p warden --lib -- -D warnings
 	$(CARGO) clippy $(GUEST_ARGS) --release --all-targets -- -D warnings
 
 ## doc: API documentation, warnings are errors
 doc:
-	RUSTDOCFLAGS='-D warnings' $(CARGO) doc -p warden --no-deps
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc -p warden -p warden-serve -p warden-export --no-deps
 
 clean:
 	$(CARGO) clean
@@ -153,10 +153,10 @@ wasmtime:
 load: setup wasmtime
 	@dpkg -s $(LOAD_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(LOAD_PACKAGES); }
 	$(CARGO) build --workspace
-	$(CARGO) build --release -p warden
+	$(CARGO) build --release -p warden-cli
 	bench/load.sh target/release/warden $(WASMTIME) $(GUESTS)/hello.wasm $(LOAD_SECONDS)
 
 ## fuzz: each fuzz target (load, execute, manifest, cli) for FUZZ_SECONDS; findings land in tests/fuzz/regressions/
 fuzz: setup
-	$(CARGO) build --release -p warden
+	$(CARGO) build --release -p warden-cli
 	$(CARGO) run --release -p warden-tests --example fuzz -- --seconds $(FUZZ_SECONDS) --warden target/release/warden

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "../host/build/c_bindings.rs"]
+#[path = "../host/build-support/c_bindings.rs"]
 mod c_bindings;
-#[path = "../host/build/guest_build.rs"]
+#[path = "../host/build-support/guest_build.rs"]
 mod guest_build;
 
 /// Every guest the tests use: (constant name, target, file name).

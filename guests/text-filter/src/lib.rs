@@ -1,5 +1,5 @@
 //! A text filter for the `example:filters/text-filter` world, which an
-//! application defines for itself (`host/examples/text-filter/wit`): a
+//! application defines for itself (`host/warden/examples/text-filter/wit`): a
 //! `pipeline` resource configured with replacement rules judges lines,
 //! asking the host's dictionary whether a word is banned.
 //!
@@ -8,7 +8,7 @@
 //! limits have to stop.
 
 wit_bindgen::generate!({
-    path: "../../host/examples/text-filter/wit",
+    path: "../../host/warden/examples/text-filter/wit",
     world: "text-filter",
 });
 

@@ -1,0 +1,4 @@
+//! The library's examples, end to end (the library's own behaviour is
+//! tested by the workspace's `tests/` crate, which shares its guests).
+
+mod text_filter;
