@@ -3,13 +3,13 @@
 use wasmtime::Store;
 
 use crate::Metadata;
-use crate::bindings;
-use crate::deadline::{self, DeadlinePassed};
+use crate::bindings::Plugin as PluginBindings;
+use crate::call::{self, GuestWork, NewInstance, Slot};
 use crate::error::{Error, ErrorKind};
-use crate::loaded::Slot;
-use crate::plugin::{Plugin, outcome_without_call};
+use crate::grants::Sandbox;
+use crate::plugin::{Action, Plugin};
 use crate::report::Outcome;
-use crate::state::{CallScope, HostState};
+use crate::state::HostState;
 
 /// A live instance of a plugin, created by [`Plugin::instantiate`].
 ///
@@ -21,30 +21,29 @@ use crate::state::{CallScope, HostState};
 pub struct Instance {
     plugin: Plugin,
     store: Store<HostState>,
-    guest: bindings::Plugin,
+    guest: PluginBindings,
     metadata: Metadata,
     discarded_after: Option<ErrorKind>,
     calls: u32,
-    /// Released, with the instance, when it is dropped.
+    /// Released, with the instance, when it is dropped (after the store).
     _slot: Slot,
 }
 
 impl Instance {
     pub(crate) fn new(
         plugin: Plugin,
-        store: Store<HostState>,
-        guest: bindings::Plugin,
+        instance: NewInstance,
+        guest: PluginBindings,
         metadata: Metadata,
-        slot: Slot,
     ) -> Self {
         Instance {
             plugin,
-            store,
+            store: instance.store,
             guest,
             metadata,
             discarded_after: None,
             calls: 0,
-            _slot: slot,
+            _slot: instance.slot,
         }
     }
 
@@ -70,48 +69,45 @@ impl Instance {
 
     /// Runs one action on this instance.
     pub async fn execute(&mut self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
-        let outcome = self.execute_uncounted(action, input).await;
-        self.plugin.loaded().metrics.record(&outcome);
-        outcome
-    }
-
-    /// [`Instance::execute`] without recording metrics, for callers that
-    /// record the call themselves.
-    pub(crate) async fn execute_uncounted(
-        &mut self,
-        action: &str,
-        input: &[u8],
-    ) -> Outcome<Vec<u8>> {
+        let loaded = self.plugin.loaded();
         if let Some(kind) = self.discarded_after {
-            return outcome_without_call(Error::InstanceDiscarded(kind));
+            return call::counted(
+                loaded,
+                Outcome::before_guest(Error::InstanceDiscarded(kind)),
+            );
         }
-        if let Err(err) = self.plugin.loaded().check_input(input) {
-            return outcome_without_call(err);
-        }
-        let call = match CallScope::begin(&mut self.store, self.plugin.loaded()) {
-            Ok(call) => call,
-            Err(err) => return outcome_without_call(err),
+        let call = KeptCall {
+            guest: &self.guest,
+            calls: &mut self.calls,
+            action: Action::new(action, input, &loaded.sandbox),
         };
-        self.calls += 1;
-        let run = self
-            .guest
-            .warden_plugin_guest()
-            .call_execute(&mut self.store, action, input);
-        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
-        let result = match finished {
-            Ok(returned) => self.plugin.output_from(
-                returned.map(|result| result.map_err(Error::Plugin)),
-                &call,
-                &mut self.store,
-            ),
-            Err(DeadlinePassed) => Err(call.timed_out()),
-        };
-        let outcome = call.finish(&mut self.store, result);
+        let outcome = call::in_instance(loaded, &mut self.store, call).await;
         if let Err(err) = &outcome.result
             && err.poisons_instance()
         {
             self.discarded_after = Some(err.kind());
         }
         outcome
+    }
+}
+
+/// A call into a live instance: `execute` alone, its `init` long done.
+struct KeptCall<'a> {
+    guest: &'a PluginBindings,
+    /// The instance's call count, raised once the call gets to run.
+    calls: &'a mut u32,
+    action: Action<'a>,
+}
+
+impl GuestWork for KeptCall<'_> {
+    type Output = Vec<u8>;
+
+    fn check(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        self.action.check_input(sandbox)
+    }
+
+    async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        *self.calls += 1;
+        self.action.run(self.guest, store).await
     }
 }

@@ -4,21 +4,18 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use wasmtime::Store;
-use wasmtime::component::Component;
-use wasmtime::component::types::ComponentItem;
 
 use crate::Metadata;
-use crate::bindings;
+use crate::bindings::{Plugin as PluginBindings, PluginPre as PluginBindingsPre};
+use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions};
-use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::instance::Instance;
-use crate::loaded::{Compiled, ComponentInfo, Loaded};
+use crate::load::{ComponentInfo, Loaded};
 use crate::metrics::MetricsSnapshot;
-use crate::report::{Outcome, Report};
-use crate::signature;
-use crate::state::{CallScope, HostState};
+use crate::report::Outcome;
+use crate::state::HostState;
 
 /// The export every plugin must provide.
 pub const GUEST_INTERFACE: &str = "warden:plugin/guest@0.1.0";
@@ -35,7 +32,7 @@ pub struct Plugin {
 
 struct PluginInner {
     loaded: Loaded,
-    pre: bindings::PluginPre<HostState>,
+    pre: PluginBindingsPre<HostState>,
     metadata: OnceLock<Metadata>,
     /// Kept instances waiting for their next call (with `calls_per_instance` > 1).
     idle: Mutex<Vec<Instance>>,
@@ -46,40 +43,16 @@ struct PluginInner {
 const MAX_IDLE_INSTANCES: usize = 8;
 
 impl Plugin {
-    /// Links a compiled component as a plugin: checks its exports and
-    /// imports, pre-instantiates it, then admits it under its sandbox.
-    pub(crate) fn link(compiled: Compiled) -> Result<Self, Error> {
-        let runtime = compiled.runtime.clone();
-        let engine = runtime.engine();
-        check_guest_export(&compiled.code, engine)?;
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&compiled.code)
-            .map_err(|err| {
-                Error::invalid_plugin(format!(
-                    "the plugin imports something Warden does not provide: {err:#}"
-                ))
-            })?;
-        if let Some(mismatch) = signature::guest_mismatch(&compiled.code, engine) {
-            return Err(Error::invalid_plugin(format!(
-                "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {mismatch} \
-                 (with `metadata` and `plugin-error` as defined in wit/plugin.wit)"
-            )));
-        }
-        let pre = bindings::PluginPre::new(instance_pre).map_err(|err| {
-            Error::invalid_plugin(format!(
-                "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {err:#}"
-            ))
-        })?;
-        let loaded = compiled.admit()?;
-        Ok(Plugin {
+    /// A plugin of a loaded component, linked as `pre`.
+    pub(crate) fn new(loaded: Loaded, pre: PluginBindingsPre<HostState>) -> Self {
+        Plugin {
             inner: Arc::new(PluginInner {
                 loaded,
                 pre,
                 metadata: OnceLock::new(),
                 idle: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     /// The name the plugin was loaded under.
@@ -126,41 +99,15 @@ impl Plugin {
     /// When the runtime or the plugin has no free instance slot, the call
     /// waits for one before its timeout starts.
     pub async fn execute(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
-        let outcome = if self.inner.loaded.sandbox.calls_per_instance > 1 {
-            self.execute_in_kept_instance(action, input).await
-        } else {
-            self.execute_in_fresh_instance(action, input).await
-        };
-        self.inner.loaded.metrics.record(&outcome);
-        outcome
-    }
-
-    async fn execute_in_fresh_instance(&self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
         let loaded = &self.inner.loaded;
-        if let Err(err) = loaded.check_input(input) {
-            return outcome_without_call(err);
+        if loaded.sandbox.calls_per_instance > 1 {
+            return self.execute_in_kept_instance(action, input).await;
         }
-        let _slot = loaded.slot().await;
-        let (mut store, call) = match loaded.start_instance(&InstanceOptions::default()) {
-            Ok(started) => started,
-            Err(err) => return outcome_without_call(err),
+        let call = FreshCall {
+            plugin: self,
+            action: Action::new(action, input, &loaded.sandbox),
         };
-        let run = async {
-            let guest = self.inner.pre.instantiate_async(&mut store).await?;
-            let exports = guest.warden_plugin_guest();
-            match exports.call_init(&mut store).await? {
-                Ok(metadata) => self.remember(metadata),
-                Err(err) => return Ok(Err(Error::InitFailed(err))),
-            };
-            let returned = exports.call_execute(&mut store, action, input).await?;
-            Ok(returned.map_err(Error::Plugin))
-        };
-        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
-        let result = match finished {
-            Ok(returned) => self.output_from(returned, &call, &mut store),
-            Err(DeadlinePassed) => Err(call.timed_out()),
-        };
-        call.finish(&mut store, result)
+        call::in_new_instance(loaded, &InstanceOptions::default(), call).await
     }
 
     /// Runs a call in an idle kept instance, or a new one, and keeps the
@@ -179,15 +126,16 @@ impl Plugin {
                 match created.result {
                     Ok(instance) => instance,
                     Err(err) => {
-                        return Outcome {
+                        let failed = Outcome {
                             result: Err(err),
                             report: created.report,
                         };
+                        return call::counted(&self.inner.loaded, failed);
                     }
                 }
             }
         };
-        let outcome = instance.execute_uncounted(action, input).await;
+        let outcome = instance.execute(action, input).await;
         let keep = !instance.is_discarded()
             && instance.calls() < self.inner.loaded.sandbox.calls_per_instance;
         if keep {
@@ -207,33 +155,12 @@ impl Plugin {
     /// state between [`Instance::execute`] calls, and holds an instance slot
     /// until it is dropped.
     pub async fn instantiate(&self) -> Outcome<Instance> {
-        let loaded = &self.inner.loaded;
-        let slot = loaded.slot().await;
-        let (mut store, call) = match loaded.start_instance(&InstanceOptions::default()) {
-            Ok(started) => started,
-            Err(err) => return outcome_without_call(err),
-        };
-        let run = async {
-            let guest = self.inner.pre.instantiate_async(&mut store).await?;
-            let init = guest.warden_plugin_guest().call_init(&mut store).await?;
-            Ok::<_, wasmtime::Error>((guest, init))
-        };
-        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
-        let result = match finished {
-            Ok(Ok((guest, Ok(metadata)))) => {
-                self.remember(metadata.clone());
-                Ok((guest, metadata))
-            }
-            Ok(Ok((_, Err(err)))) => Err(Error::InitFailed(err)),
-            Ok(Err(err)) => Err(call.failure(&mut store, err)),
-            Err(DeadlinePassed) => Err(call.timed_out()),
-        };
-        let Outcome { result, report } = call.finish(&mut store, result);
-        Outcome {
-            result: result
-                .map(|(guest, metadata)| Instance::new(self.clone(), store, guest, metadata, slot)),
-            report,
-        }
+        let init = Init { plugin: self };
+        call::new_instance(&self.inner.loaded, &InstanceOptions::default(), init)
+            .await
+            .map(|((guest, metadata), instance)| {
+                Instance::new(self.clone(), instance, guest, metadata)
+            })
     }
 
     /// Counters and distributions of this plugin's calls so far.
@@ -245,72 +172,105 @@ impl Plugin {
         &self.inner.loaded
     }
 
-    /// Turns what `execute` returned into the call's result, enforcing the
-    /// output limit.
-    pub(crate) fn output_from(
-        &self,
-        returned: wasmtime::Result<Result<Vec<u8>, Error>>,
-        call: &CallScope,
-        store: &mut Store<HostState>,
-    ) -> Result<Vec<u8>, Error> {
-        let output = returned.map_err(|err| call.failure(store, err))??;
-        let limit = self.inner.loaded.sandbox.limits.max_output_bytes;
-        if output.len() > limit {
-            return Err(Error::OutputTooLarge {
-                size: output.len(),
-                limit,
-            });
-        }
-        Ok(output)
-    }
-
     fn remember(&self, metadata: Metadata) {
         // Every instance describes the same plugin; the first answer stands.
         let _ = self.inner.metadata.set(metadata);
     }
 }
 
-/// An outcome for a call that failed before any guest code ran.
-pub(crate) fn outcome_without_call<T>(err: Error) -> Outcome<T> {
-    Outcome {
-        result: Err(err),
-        report: Report::default(),
+/// One `execute` call: the action, its input, and the output limit.
+pub(crate) struct Action<'a> {
+    name: &'a str,
+    input: &'a [u8],
+    max_output_bytes: usize,
+}
+
+impl<'a> Action<'a> {
+    pub(crate) fn new(name: &'a str, input: &'a [u8], sandbox: &Sandbox) -> Self {
+        Action {
+            name,
+            input,
+            max_output_bytes: sandbox.limits.max_output_bytes,
+        }
+    }
+
+    /// Refuses input larger than the limit before any guest code runs.
+    pub(crate) fn check_input(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        let limit = sandbox.limits.max_input_bytes;
+        if self.input.len() > limit {
+            return Err(Error::InputTooLarge {
+                size: self.input.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Calls the guest's `execute` and enforces the output limit.
+    pub(crate) async fn run(
+        &self,
+        guest: &PluginBindings,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let returned = guest
+            .warden_plugin_guest()
+            .call_execute(store, self.name, self.input)
+            .await?;
+        Ok(returned.map_err(Error::Plugin).and_then(|output| {
+            if output.len() > self.max_output_bytes {
+                return Err(Error::OutputTooLarge {
+                    size: output.len(),
+                    limit: self.max_output_bytes,
+                });
+            }
+            Ok(output)
+        }))
     }
 }
 
-/// Refuses a component without the `warden:plugin/guest` export, naming what
-/// it exports instead.
-fn check_guest_export(component: &Component, engine: &wasmtime::Engine) -> Result<(), Error> {
-    let ty = component.component_type();
-    if ty.get_export(engine, GUEST_INTERFACE).is_some() {
-        return Ok(());
+/// A call in a fresh instance: instantiate, `init`, then `execute`.
+struct FreshCall<'a> {
+    plugin: &'a Plugin,
+    action: Action<'a>,
+}
+
+impl GuestWork for FreshCall<'_> {
+    type Output = Vec<u8>;
+
+    fn check(&self, sandbox: &Sandbox) -> Result<(), Error> {
+        self.action.check_input(sandbox)
     }
-    let exported: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, item)| match item.ty {
-            ComponentItem::ComponentInstance(_) => name.to_owned(),
-            _ => format!("{name} (not an interface)"),
+
+    async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let guest = self.plugin.inner.pre.instantiate_async(&mut *store).await?;
+        match guest.warden_plugin_guest().call_init(&mut *store).await? {
+            Ok(metadata) => self.plugin.remember(metadata),
+            Err(err) => return Ok(Err(Error::InitFailed(err))),
+        }
+        self.action.run(&guest, store).await
+    }
+}
+
+/// Creating a live instance: instantiate and `init`.
+struct Init<'a> {
+    plugin: &'a Plugin,
+}
+
+impl GuestWork for Init<'_> {
+    type Output = (PluginBindings, Metadata);
+
+    async fn run(
+        self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Result<(PluginBindings, Metadata), Error>> {
+        let guest = self.plugin.inner.pre.instantiate_async(&mut *store).await?;
+        let init = guest.warden_plugin_guest().call_init(&mut *store).await?;
+        Ok(match init {
+            Ok(metadata) => {
+                self.plugin.remember(metadata.clone());
+                Ok((guest, metadata))
+            }
+            Err(err) => Err(Error::InitFailed(err)),
         })
-        .collect();
-    let hint = if exported
-        .iter()
-        .any(|name| name.starts_with("wasi:cli/run@"))
-    {
-        " (it is a wasi:cli command, not a plugin; run it with `warden exec`)"
-    } else if exported
-        .iter()
-        .any(|name| name.starts_with("warden:plugin/guest@"))
-    {
-        " (it targets another version of Warden's WIT)"
-    } else {
-        ""
-    };
-    let exported = if exported.is_empty() {
-        "nothing".to_owned()
-    } else {
-        exported.join(", ")
-    };
-    Err(Error::invalid_plugin(format!(
-        "the component does not export `{GUEST_INTERFACE}`{hint}; it exports {exported}"
-    )))
+    }
 }

@@ -4,19 +4,16 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::Component;
-use wasmtime::component::types::ComponentItem;
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions, Stdio};
-use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Compiled, CompiledProgram, ComponentInfo, Loaded};
+use crate::load::{ComponentInfo, Loaded};
 use crate::metrics::MetricsSnapshot;
-use crate::plugin::outcome_without_call;
 use crate::preview1;
 use crate::report::Outcome;
 use crate::state::HostState;
@@ -36,7 +33,7 @@ struct ProgramInner {
 }
 
 /// How a program is started.
-enum Entry {
+pub(crate) enum Entry {
     /// A component: `wasi:cli/run.run`.
     Command(CommandPre<HostState>),
     /// A WASI preview 1 module: its `_start` export.
@@ -44,32 +41,11 @@ enum Entry {
 }
 
 impl Program {
-    pub(crate) fn link(compiled: CompiledProgram) -> Result<Self, Error> {
-        let (compiled, entry) = match compiled {
-            CompiledProgram::Component(compiled) => {
-                let entry = link_command(&compiled)?;
-                (compiled.admit()?, entry)
-            }
-            CompiledProgram::Preview1(compiled) => {
-                preview1::check_command(&compiled.code)?;
-                let instance_pre = compiled
-                    .runtime
-                    .preview1_linker()
-                    .instantiate_pre(&compiled.code)
-                    .map_err(|err| {
-                        Error::invalid_plugin(format!(
-                            "the program imports something WASI preview 1 does not provide: {err:#}"
-                        ))
-                    })?;
-                (compiled.admit()?, Entry::Preview1(instance_pre))
-            }
-        };
-        Ok(Program {
-            inner: Arc::new(ProgramInner {
-                loaded: compiled,
-                entry,
-            }),
-        })
+    /// A program of a loaded component or module, started by `entry`.
+    pub(crate) fn new(loaded: Loaded, entry: Entry) -> Self {
+        Program {
+            inner: Arc::new(ProgramInner { loaded, entry }),
+        }
     }
 
     /// The name the program was loaded under.
@@ -103,19 +79,7 @@ impl Program {
     /// [`Stdio::Forward`] it goes to this process's stdout and stderr as it
     /// is written. Either way it is bounded by the limits.
     pub async fn run(&self, args: &[String], stdio: Stdio) -> Outcome<i32> {
-        let outcome = self.run_uncounted(args, stdio).await;
-        self.inner.loaded.metrics.record(&outcome);
-        outcome
-    }
-
-    /// Counters and distributions of this program's runs so far.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.loaded.metrics.snapshot()
-    }
-
-    async fn run_uncounted(&self, args: &[String], stdio: Stdio) -> Outcome<i32> {
         let loaded = &self.inner.loaded;
-        let _slot = loaded.slot().await;
         let options = InstanceOptions {
             args: std::iter::once(loaded.name.to_string())
                 .chain(args.iter().cloned())
@@ -123,21 +87,12 @@ impl Program {
             stdio,
             preview1: matches!(self.inner.entry, Entry::Preview1(_)),
         };
-        let (mut store, call) = match loaded.start_instance(&options) {
-            Ok(started) => started,
-            Err(err) => return outcome_without_call(err),
-        };
-        let run = self.inner.entry.run(&mut store);
-        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
-        let result = match finished {
-            Ok(Ok(code)) => Ok(code),
-            Ok(Err(err)) => match err.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) => Ok(*code),
-                None => Err(call.failure(&mut store, err)),
-            },
-            Err(DeadlinePassed) => Err(call.timed_out()),
-        };
-        call.finish(&mut store, result)
+        call::in_new_instance(loaded, &options, &self.inner.entry).await
+    }
+
+    /// Counters and distributions of this program's runs so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.loaded.metrics.snapshot()
     }
 }
 
@@ -146,7 +101,7 @@ impl Entry {
     /// the exit code of a program that returned (0, or 1 for a component
     /// whose `run` returned an error); one that called `exit` fails with
     /// [`I32Exit`].
-    async fn run(&self, store: &mut Store<HostState>) -> wasmtime::Result<i32> {
+    async fn start(&self, store: &mut Store<HostState>) -> wasmtime::Result<i32> {
         match self {
             Entry::Command(pre) => {
                 let command = pre.instantiate_async(&mut *store).await?;
@@ -164,54 +119,18 @@ impl Entry {
     }
 }
 
-/// Links a component that exports `wasi:cli/run`.
-fn link_command(compiled: &Compiled) -> Result<Entry, Error> {
-    check_run_export(&compiled.code, compiled.runtime.engine())?;
-    let instance_pre = compiled
-        .runtime
-        .linker()
-        .instantiate_pre(&compiled.code)
-        .map_err(|err| {
-            Error::invalid_plugin(format!(
-                "the program imports something Warden does not provide: {err:#}"
-            ))
-        })?;
-    let pre = CommandPre::new(instance_pre).map_err(|err| {
-        Error::invalid_plugin(format!(
-            "the program's `wasi:cli/run` export is not the one Warden runs: {err:#}"
-        ))
-    })?;
-    Ok(Entry::Command(pre))
-}
+/// Running a program is instantiating it and running it to its end; a
+/// program that called `exit` succeeded with the code it passed.
+impl GuestWork for &Entry {
+    type Output = i32;
 
-/// Refuses a component without `wasi:cli/run`, saying what it is instead.
-fn check_run_export(component: &Component, engine: &wasmtime::Engine) -> Result<(), Error> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    if exports
-        .iter()
-        .any(|name| name.starts_with("wasi:cli/run@0.2"))
-    {
-        return Ok(());
-    }
-    let hint = if exports
-        .iter()
-        .any(|name| name.starts_with("warden:plugin/guest@"))
-    {
-        " (it is a Warden plugin; run it with `warden run`)"
-    } else {
-        ""
-    };
-    Err(Error::invalid_plugin(format!(
-        "the component does not export `{RUN_INTERFACE}`{hint}; it exports {}",
-        if exports.is_empty() {
-            "nothing".to_owned()
-        } else {
-            exports.join(", ")
+    async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<i32, Error>> {
+        match self.start(store).await {
+            Ok(code) => Ok(Ok(code)),
+            Err(err) => match err.downcast_ref::<I32Exit>() {
+                Some(I32Exit(code)) => Ok(Ok(*code)),
+                None => Err(err),
+            },
         }
-    )))
+    }
 }

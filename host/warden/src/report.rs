@@ -23,6 +23,23 @@ impl<T> Outcome<T> {
     pub fn into_result(self) -> Result<T, Error> {
         self.result
     }
+
+    /// The outcome of a call refused before any guest code ran: it has
+    /// nothing to report.
+    pub(crate) fn before_guest(err: Error) -> Self {
+        Outcome {
+            result: Err(err),
+            report: Report::default(),
+        }
+    }
+
+    /// The same outcome with `f` applied to a successful result.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome {
+            result: self.result.map(f),
+            report: self.report,
+        }
+    }
 }
 
 /// Measurements and captured output of one call.

@@ -7,19 +7,21 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine};
 
 use crate::cache::{CompileCache, OpenFailure};
 use crate::capabilities;
+use crate::capacity::{Capacity, PoolSizes};
 use crate::epoch::{EpochTicker, TickGuard};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Compiled, CompiledProgram, ComponentInfo};
+use crate::load::{self, ComponentInfo};
 use crate::plugin::Plugin;
 use crate::preview1;
 use crate::program::Program;
 use crate::source::Source;
 use crate::state::HostState;
+use crate::world::{World, WorldPlugin};
 
 /// Loads and runs plugins. Cheap to clone; clones share the engine.
 ///
@@ -48,15 +50,12 @@ struct RuntimeInner {
     linker: Linker<HostState>,
     /// What WASI preview 1 programs are linked against.
     preview1_linker: wasmtime::Linker<HostState>,
-    fuel_metering: bool,
     ticker: EpochTicker,
     cache: Option<CompileCache>,
     slots: Arc<Semaphore>,
     max_instances: usize,
-    max_memory_bytes: u64,
-    max_table_elements: u64,
-    /// What each pooled instance slot holds, when pooling is on.
-    pool_slot: Option<PoolSlot>,
+    /// The limits a plugin may ask for.
+    capacity: Capacity,
 }
 
 /// Where the compile cache lives.
@@ -228,18 +227,11 @@ impl RuntimeBuilder {
                 engine,
                 linker,
                 preview1_linker,
-                fuel_metering: self.fuel,
                 ticker,
                 cache: self.open_cache()?,
                 slots: Arc::new(Semaphore::new(self.max_instances as usize)),
                 max_instances: self.max_instances as usize,
-                max_memory_bytes,
-                max_table_elements: if self.pooling {
-                    POOL_TABLE_ELEMENTS as u64
-                } else {
-                    u64::MAX
-                },
-                pool_slot: self.pooling.then_some(PoolSlot::PER_COMPONENT),
+                capacity: Capacity::new(self.fuel, self.pooling, max_memory_bytes),
             }),
         })
     }
@@ -287,88 +279,6 @@ impl RuntimeBuilder {
 /// Native stack reserved for host code on each guest fiber.
 const HOST_STACK_HEADROOM: usize = 1 << 20;
 
-/// Elements each pooled table slot holds (the default
-/// [`Limits::table_elements`](crate::Limits::table_elements)).
-const POOL_TABLE_ELEMENTS: usize = 100_000;
-
-/// Address space the pools may reserve in all. Each memory slot reserves
-/// 4 GiB (so that 32-bit memories need no bounds checks) unless that would
-/// pass this budget, in which case slots shrink and bounds checks come back.
-const POOL_ADDRESS_SPACE: u64 = 16 << 40;
-
-/// The share of the pools one component instance may take. The pools hold
-/// `max_instances` such shares, and the runtime never lets more than
-/// `max_instances` instances exist, so no plugin can take a slot another
-/// plugin's call needs: at worst that call waits for an instance slot.
-#[derive(Clone, Copy, Debug)]
-struct PoolSlot {
-    core_instances: u32,
-    memories: u32,
-    tables: u32,
-}
-
-impl PoolSlot {
-    /// The default [`Limits`](crate::Limits) counts: every plugin within
-    /// them fits, and a plugin may ask for less but not for more.
-    const PER_COMPONENT: PoolSlot = PoolSlot {
-        core_instances: crate::Limits::DEFAULT_INSTANCES,
-        memories: crate::Limits::DEFAULT_MEMORIES,
-        tables: crate::Limits::DEFAULT_TABLES,
-    };
-}
-
-/// How the pooling allocator is sized for a number of instances.
-struct PoolSizes {
-    instances: u32,
-    memory_slot_bytes: u64,
-}
-
-impl PoolSizes {
-    /// Bytes of each freed table that are zeroed in place rather than
-    /// returned to the kernel: a table is small, and keeping it resident
-    /// saves page faults on the next instance. (Doing the same for memories
-    /// and stacks measured no faster: zeroing them costs what the faults do.)
-    const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-    const CORE_INSTANCES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.core_instances;
-    const MEMORIES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.memories;
-    const TABLES_PER_COMPONENT: u32 = PoolSlot::PER_COMPONENT.tables;
-
-    fn for_instances(instances: u32, max_memory_bytes: u64) -> Self {
-        let memories = u64::from(instances) * u64::from(Self::MEMORIES_PER_COMPONENT);
-        let budget_per_slot = (POOL_ADDRESS_SPACE / memories.max(1)) & !0xffff;
-        PoolSizes {
-            instances,
-            memory_slot_bytes: max_memory_bytes.min(4 << 30).min(budget_per_slot),
-        }
-    }
-
-    fn configure(&self, config: &mut Config) {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(self.instances)
-            .total_core_instances(
-                self.instances
-                    .saturating_mul(Self::CORE_INSTANCES_PER_COMPONENT),
-            )
-            .total_memories(self.instances.saturating_mul(Self::MEMORIES_PER_COMPONENT))
-            .total_tables(self.instances.saturating_mul(Self::TABLES_PER_COMPONENT))
-            .total_stacks(self.instances)
-            // Wasmtime's own check of the same per-component shares, when a
-            // component is compiled or deserialized: the pools hold whatever
-            // Warden's load-time count of a component missed.
-            .max_core_instances_per_component(Self::CORE_INSTANCES_PER_COMPONENT)
-            .max_memories_per_component(Self::MEMORIES_PER_COMPONENT)
-            .max_tables_per_component(Self::TABLES_PER_COMPONENT)
-            .max_memories_per_module(Self::MEMORIES_PER_COMPONENT)
-            .max_tables_per_module(Self::TABLES_PER_COMPONENT)
-            .table_elements(POOL_TABLE_ELEMENTS)
-            .max_memory_size(self.memory_slot_bytes as usize)
-            .table_keep_resident(Self::TABLE_KEEP_RESIDENT);
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_reservation(self.memory_slot_bytes);
-    }
-}
-
 impl Default for RuntimeBuilder {
     fn default() -> Self {
         RuntimeBuilder {
@@ -403,7 +313,7 @@ impl Runtime {
 
     /// Whether this runtime meters fuel.
     pub fn fuel_metering(&self) -> bool {
-        self.inner.fuel_metering
+        self.inner.capacity.fuel_metering
     }
 
     /// Reads a plugin from a file and loads it; see [`Source::read`] and
@@ -424,8 +334,7 @@ impl Runtime {
     /// Compilation runs on Tokio's blocking pool; it can take seconds for
     /// large components.
     pub async fn load(&self, source: Source, sandbox: Sandbox) -> Result<Plugin, Error> {
-        let compiled = Compiled::compile(self, source, sandbox).await?;
-        Plugin::link(compiled)
+        load::plugin(self, source, sandbox).await
     }
 
     /// Checks a component against the trust policy and compiles it into the
@@ -433,8 +342,7 @@ impl Runtime {
     /// the same bytes then skip compilation. Takes plugins and programs
     /// alike. Returns what it learned about the component.
     pub async fn compile(&self, source: Source, sandbox: Sandbox) -> Result<ComponentInfo, Error> {
-        let compiled = CompiledProgram::compile(self, source, sandbox).await?;
-        Ok(compiled.into_info())
+        load::info(self, source, sandbox).await
     }
 
     /// How many instances exist right now (calls in flight and live
@@ -463,8 +371,22 @@ impl Runtime {
     /// `wasmtime run`, with the same limits, grants and report. The trust
     /// check applies to the bytes as given.
     pub async fn load_program(&self, source: Source, sandbox: Sandbox) -> Result<Program, Error> {
-        let compiled = CompiledProgram::compile(self, source, sandbox).await?;
-        Program::link(compiled)
+        load::program(self, source, sandbox).await
+    }
+
+    /// Loads a component of the application's own world: verifies it,
+    /// compiles it (or takes it from the compile cache), links it against
+    /// `world` and pre-instantiates it, then admits it under `sandbox`.
+    ///
+    /// Fails with [`Error::InvalidPlugin`] when the component imports
+    /// something `world` does not provide, naming it.
+    pub async fn load_world(
+        &self,
+        source: Source,
+        sandbox: Sandbox,
+        world: &World,
+    ) -> Result<WorldPlugin, Error> {
+        load::world(self, source, sandbox, world).await
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
@@ -493,42 +415,7 @@ impl Runtime {
         self.inner.cache.as_ref()
     }
 
-    /// Refuses limits this runtime cannot honour.
-    pub(crate) fn check_limits(&self, limits: &crate::Limits) -> Result<(), Error> {
-        if limits.memory_bytes > self.inner.max_memory_bytes {
-            return Err(Error::InvalidConfig(format!(
-                "the plugin's memory limit ({}) is larger than this runtime's memory slots ({}); raise RuntimeBuilder::max_memory_bytes",
-                crate::units::format_bytes(limits.memory_bytes),
-                crate::units::format_bytes(self.inner.max_memory_bytes)
-            )));
-        }
-        if limits.table_elements > self.inner.max_table_elements {
-            return Err(Error::InvalidConfig(format!(
-                "the plugin's table limit ({} elements) is larger than this runtime's table slots ({} elements)",
-                limits.table_elements, self.inner.max_table_elements
-            )));
-        }
-        if let Some(slot) = self.inner.pool_slot {
-            let counts = [
-                (
-                    limits.instances,
-                    slot.core_instances,
-                    "instances",
-                    "core instances",
-                ),
-                (limits.memories, slot.memories, "memories", "memories"),
-                (limits.tables, slot.tables, "tables", "tables"),
-            ];
-            for (limit, share, field, what) in counts {
-                if limit > share {
-                    return Err(Error::InvalidConfig(format!(
-                        "the plugin's `{field}` limit ({limit}) is more than the {share} {what} each \
-                         instance may take from this runtime's pools; lower it, or build the \
-                         runtime without pooling (RuntimeBuilder::pooling(false))"
-                    )));
-                }
-            }
-        }
-        Ok(())
+    pub(crate) fn capacity(&self) -> &Capacity {
+        &self.inner.capacity
     }
 }

@@ -17,7 +17,7 @@ use crate::epoch::TickGuard;
 use crate::error::{Error, FailureContext};
 use crate::host_memory::{HostMemory, truncate_record_text};
 use crate::limits::{LimitRefusal, StoreLimiter};
-use crate::loaded::Loaded;
+use crate::load::Loaded;
 use crate::report::{Outcome, Report};
 
 /// Everything a store holds for one instance: the resource table, every

@@ -18,16 +18,14 @@ use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre, Linker};
 
 use crate::CapabilityUse;
-use crate::capabilities::{self, HostCapability, InstanceOptions};
-use crate::deadline::{self, DeadlinePassed};
+use crate::call::{self, GuestWork};
+use crate::capabilities::{HostCapability, InstanceOptions};
 use crate::error::Error;
 use crate::grants::Sandbox;
-use crate::loaded::{Compiled, ComponentInfo, Loaded};
+use crate::load::{ComponentInfo, Loaded};
 use crate::metrics::MetricsSnapshot;
-use crate::plugin::outcome_without_call;
 use crate::report::Outcome;
 use crate::runtime::Runtime;
-use crate::source::Source;
 use crate::state::HostState;
 
 /// The imports an application offers plugins of its own world: Warden's
@@ -52,7 +50,7 @@ use crate::state::HostState;
 /// ```
 #[derive(Clone)]
 pub struct World {
-    linker: Linker<HostState>,
+    pub(crate) linker: Linker<HostState>,
     capabilities: Vec<HostCapability>,
 }
 
@@ -101,44 +99,14 @@ struct WorldPluginInner {
     pre: InstancePre<HostState>,
 }
 
-impl Runtime {
-    /// Loads a component of the application's own world: verifies it,
-    /// compiles it (or takes it from the compile cache), links it against
-    /// `world` and pre-instantiates it, then admits it under `sandbox`.
-    ///
-    /// Fails with [`Error::InvalidPlugin`] when the component imports
-    /// something `world` does not provide, naming it.
-    pub async fn load_world(
-        &self,
-        source: Source,
-        sandbox: Sandbox,
-        world: &World,
-    ) -> Result<WorldPlugin, Error> {
-        let mut compiled = Compiled::compile(self, source, sandbox).await?;
-        let defined = capabilities::host_capabilities_of(
-            &compiled.info.imports,
-            &compiled.sandbox,
-            &world.capabilities,
-        );
-        compiled.info.capabilities.extend(defined);
-        let pre = world
-            .linker
-            .instantiate_pre(&compiled.code)
-            .map_err(|err| {
-                Error::invalid_plugin(format!(
-                    "the component imports something this world does not provide: {err:#}"
-                ))
-            })?;
-        Ok(WorldPlugin {
-            inner: Arc::new(WorldPluginInner {
-                loaded: compiled.admit()?,
-                pre,
-            }),
-        })
-    }
-}
-
 impl WorldPlugin {
+    /// A plugin of a loaded component, linked against its world as `pre`.
+    pub(crate) fn new(loaded: Loaded, pre: InstancePre<HostState>) -> Self {
+        WorldPlugin {
+            inner: Arc::new(WorldPluginInner { loaded, pre }),
+        }
+    }
+
     /// The name it was loaded under.
     pub fn name(&self) -> &str {
         &self.inner.loaded.name
@@ -181,25 +149,33 @@ impl WorldPlugin {
         E: Any + Send,
         F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> CallFuture<'a, R>,
     {
-        let loaded = &self.inner.loaded;
-        let _slot = loaded.slot().await;
-        let (mut store, call) = match loaded.start_instance(&InstanceOptions::default()) {
-            Ok(started) => started,
-            Err(err) => return outcome_without_call(err),
+        let call = WorldCall {
+            pre: &self.inner.pre,
+            extension,
+            body,
         };
-        store.data_mut().set_extension(Box::new(extension));
-        let run = async {
-            let instance = self.inner.pre.instantiate_async(&mut store).await?;
-            body(&mut store, &instance).await
-        };
-        let finished = deadline::until(call.deadline(), std::pin::pin!(run)).await;
-        let result = match finished {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(call.failure(&mut store, err)),
-            Err(DeadlinePassed) => Err(call.timed_out()),
-        };
-        let outcome = call.finish(&mut store, result);
-        loaded.metrics.record(&outcome);
-        outcome
+        call::in_new_instance(&self.inner.loaded, &InstanceOptions::default(), call).await
+    }
+}
+
+/// A call of an application's world: the application's data, and its
+/// `body` run against a new instance.
+struct WorldCall<'a, E, F> {
+    pre: &'a InstancePre<HostState>,
+    extension: E,
+    body: F,
+}
+
+impl<E, R, F> GuestWork for WorldCall<'_, E, F>
+where
+    E: Any + Send,
+    F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> CallFuture<'a, R>,
+{
+    type Output = R;
+
+    async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>> {
+        store.data_mut().set_extension(Box::new(self.extension));
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        (self.body)(store, &instance).await.map(Ok)
     }
 }

@@ -1,9 +1,12 @@
-//! Checks, at load time, that a component's `warden:plugin/guest` export has
-//! the functions and types of Warden's WIT.
+//! Stage 4: the component exports what its world requires: a plugin's
+//! `warden:plugin/guest`, a program's `wasi:cli/run`. A component of another
+//! kind is told what it is before anything about its imports.
 //!
-//! The generated bindings would only find a mismatch when the first instance
-//! is created; checking the component's type up front refuses the plugin
-//! before any guest code runs, and says which function differs and how.
+//! The guest interface's functions and types are checked here too, but
+//! [while linking](super::link::plugin), once the imports are resolved: an
+//! import Warden cannot provide is the first thing to fix. The generated
+//! bindings would find a type mismatch too, but not say which function
+//! differs and how.
 
 use std::fmt;
 
@@ -11,7 +14,89 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 
+use crate::error::Error;
 use crate::plugin::GUEST_INTERFACE;
+use crate::program::RUN_INTERFACE;
+
+/// Refuses a plugin whose guest export differs from Warden's WIT, saying how.
+pub(crate) fn guest_types(component: &Component, engine: &Engine) -> Result<(), Error> {
+    match guest_mismatch(component, engine) {
+        Some(mismatch) => Err(Error::invalid_plugin(format!(
+            "the `{GUEST_INTERFACE}` export does not match Warden's WIT: {mismatch} \
+             (with `metadata` and `plugin-error` as defined in wit/plugin.wit)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a component without `wasi:cli/run`, saying what it is instead.
+pub(crate) fn command(component: &Component, engine: &Engine) -> Result<(), Error> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports
+        .iter()
+        .any(|name| name.starts_with("wasi:cli/run@0.2"))
+    {
+        return Ok(());
+    }
+    let hint = if exports
+        .iter()
+        .any(|name| name.starts_with("warden:plugin/guest@"))
+    {
+        " (it is a Warden plugin; run it with `warden run`)"
+    } else {
+        ""
+    };
+    Err(Error::invalid_plugin(format!(
+        "the component does not export `{RUN_INTERFACE}`{hint}; it exports {}",
+        if exports.is_empty() {
+            "nothing".to_owned()
+        } else {
+            exports.join(", ")
+        }
+    )))
+}
+
+/// Refuses a component without the `warden:plugin/guest` export, naming what
+/// it exports instead.
+pub(crate) fn plugin(component: &Component, engine: &Engine) -> Result<(), Error> {
+    let ty = component.component_type();
+    if ty.get_export(engine, GUEST_INTERFACE).is_some() {
+        return Ok(());
+    }
+    let exported: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, item)| match item.ty {
+            ComponentItem::ComponentInstance(_) => name.to_owned(),
+            _ => format!("{name} (not an interface)"),
+        })
+        .collect();
+    let hint = if exported
+        .iter()
+        .any(|name| name.starts_with("wasi:cli/run@"))
+    {
+        " (it is a wasi:cli command, not a plugin; run it with `warden exec`)"
+    } else if exported
+        .iter()
+        .any(|name| name.starts_with("warden:plugin/guest@"))
+    {
+        " (it targets another version of Warden's WIT)"
+    } else {
+        ""
+    };
+    let exported = if exported.is_empty() {
+        "nothing".to_owned()
+    } else {
+        exported.join(", ")
+    };
+    Err(Error::invalid_plugin(format!(
+        "the component does not export `{GUEST_INTERFACE}`{hint}; it exports {exported}"
+    )))
+}
 
 /// The subset of component-model types the guest interface uses.
 enum Shape {
@@ -45,19 +130,19 @@ const PLUGIN_ERROR: Shape = Shape::Variant(
 const BYTES: Shape = Shape::List(&Shape::U8);
 
 /// A function of the guest interface: its name, parameters and result.
-struct Signature {
+struct FunctionType {
     name: &'static str,
     params: &'static [(&'static str, Shape)],
     result: Shape,
 }
 
-const GUEST_FUNCTIONS: [Signature; 2] = [
-    Signature {
+const GUEST_FUNCTIONS: [FunctionType; 2] = [
+    FunctionType {
         name: "init",
         params: &[],
         result: Shape::Result(&METADATA, &PLUGIN_ERROR),
     },
-    Signature {
+    FunctionType {
         name: "execute",
         params: &[("action", Shape::String), ("input", BYTES)],
         result: Shape::Result(&BYTES, &PLUGIN_ERROR),
@@ -65,7 +150,7 @@ const GUEST_FUNCTIONS: [Signature; 2] = [
 ];
 
 /// Returns why the component's guest export differs from Warden's WIT, if it does.
-pub(crate) fn guest_mismatch(component: &Component, engine: &Engine) -> Option<String> {
+fn guest_mismatch(component: &Component, engine: &Engine) -> Option<String> {
     let ty = component.component_type();
     let Some(export) = ty.get_export(engine, GUEST_INTERFACE) else {
         return Some(format!("`{GUEST_INTERFACE}` is not exported"));
@@ -82,14 +167,14 @@ pub(crate) fn guest_mismatch(component: &Component, engine: &Engine) -> Option<S
             Some(_) => return Some(format!("`{}` is not a function", expected.name)),
             None => return Some(format!("the function `{}` is missing", expected.name)),
         };
-        if !signature_matches(&func, expected) {
+        if !function_matches(&func, expected) {
             return Some(format!("`{}` must be `{expected}`", expected.name));
         }
     }
     None
 }
 
-fn signature_matches(func: &ComponentFunc, expected: &Signature) -> bool {
+fn function_matches(func: &ComponentFunc, expected: &FunctionType) -> bool {
     let params: Vec<Type> = func.params().map(|(_, ty)| ty).collect();
     let results: Vec<Type> = func.results().collect();
     params.len() == expected.params.len()
@@ -146,7 +231,7 @@ impl fmt::Display for Shape {
     }
 }
 
-impl fmt::Display for Signature {
+impl fmt::Display for FunctionType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "func(")?;
         for (index, (name, shape)) in self.params.iter().enumerate() {

@@ -1,0 +1,61 @@
+//! Stage 6: admit the linked code under its sandbox: apply `strict` and open
+//! what the grants name. This comes after linking, so that a component of
+//! the wrong world is refused for that first.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::capabilities::{CapabilityUse, PluginResources, Risk};
+use crate::error::Error;
+use crate::grants::Sandbox;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+use super::compile::{Compiled, ComponentInfo};
+
+/// A component (or preview 1 module) admitted into a runtime under its
+/// sandbox: what every call into it needs besides the code itself.
+pub(crate) struct Loaded {
+    /// The runtime its calls run on: its engine, instance slots and epoch.
+    pub runtime: Runtime,
+    pub name: Arc<str>,
+    pub sandbox: Sandbox,
+    pub info: ComponentInfo,
+    pub resources: PluginResources,
+    pub metrics: Metrics,
+    /// Bounds this component's instances when its limits ask for that.
+    pub concurrency: Option<Arc<Semaphore>>,
+}
+
+/// Applies `strict`, opens what the grants name, and admits the compiled
+/// code for calls on `runtime`.
+pub(crate) fn admit<Code>(compiled: Compiled<Code>, runtime: &Runtime) -> Result<Loaded, Error> {
+    if compiled.sandbox.strict {
+        let missing: Vec<CapabilityUse> = compiled
+            .info
+            .capabilities
+            .iter()
+            .filter(|capability| capability.risk == Risk::High && !capability.granted)
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingGrants(missing));
+        }
+    }
+    let resources = PluginResources::prepare(&compiled.name, &compiled.sandbox)?;
+    let concurrency = compiled
+        .sandbox
+        .limits
+        .concurrency
+        .map(|permits| Arc::new(Semaphore::new(permits as usize)));
+    Ok(Loaded {
+        runtime: runtime.clone(),
+        name: compiled.name,
+        sandbox: compiled.sandbox,
+        info: compiled.info,
+        resources,
+        metrics: Metrics::default(),
+        concurrency,
+    })
+}

@@ -1,0 +1,162 @@
+//! Stage 3: compile, or take the compiled code from the compile cache, and
+//! describe it. Compiling runs on Tokio's blocking pool; it can take seconds
+//! for large components.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+use crate::cache::CompileCache;
+use crate::capabilities::{self, CapabilityUse};
+use crate::error::Error;
+use crate::footprint::Footprint;
+use crate::grants::Sandbox;
+use crate::preview1;
+use crate::trust::TrustVerdict;
+
+use super::verify::Verified;
+
+/// Facts about a component, known without running it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComponentInfo {
+    /// Size of the component (or preview 1 module) in bytes.
+    pub size: u64,
+    /// SHA-256 of the component, as lowercase hex.
+    pub sha256: String,
+    /// The interfaces (and functions) the component imports, by WIT name,
+    /// e.g. `wasi:cli/environment@0.2.12`; for a WASI preview 1 module, the
+    /// functions it imports, e.g. `wasi_snapshot_preview1::fd_write`.
+    pub imports: Vec<String>,
+    /// The interfaces (and functions) the component exports, by WIT name;
+    /// the extra `exports` instance componentize-py adds is left out.
+    pub exports: Vec<String>,
+    /// The capabilities behind the imports, with their risk and whether the
+    /// sandbox grants them.
+    pub capabilities: Vec<CapabilityUse>,
+    /// The component's signatures and what the trust policy made of them.
+    pub trust: TrustVerdict,
+    /// Whether the compiled code came from the compile cache.
+    pub cached: bool,
+    /// Whether this is a WASI preview 1 core module (a program) rather than
+    /// a component. Modules are compiled on every load, never cached.
+    pub preview1: bool,
+}
+
+/// Code compiled for an engine but not yet linked or admitted: a component,
+/// or (for programs) a WASI preview 1 core module.
+pub(crate) struct Compiled<Code = Component> {
+    pub name: Arc<str>,
+    pub sandbox: Sandbox,
+    pub info: ComponentInfo,
+    pub code: Code,
+}
+
+/// An export componentize-py adds beside the world's own (an instance that
+/// re-exports them); it is not part of the plugin's interface.
+const TOOLCHAIN_EXPORT: &str = "exports";
+
+/// Compiles a component, or takes it from `cache`.
+pub(crate) async fn component(
+    engine: &Engine,
+    cache: Option<&CompileCache>,
+    verified: Verified,
+) -> Result<Compiled, Error> {
+    // Before compiling: a component too big for its share of the pools
+    // costs nothing but this parse.
+    Footprint::of_component(&verified.bytes)?.check(&verified.sandbox.limits)?;
+    let sha256: [u8; 32] = Sha256::digest(&verified.bytes).into();
+    let cache = cache.cloned();
+    let (bytes, compiled) =
+        on_blocking_pool(engine, verified.bytes, move |engine, bytes| match &cache {
+            Some(cache) => cache.get_or_compile(engine, &sha256, bytes),
+            None => Component::new(engine, bytes).map(|component| (component, false)),
+        })
+        .await?;
+    let (component, cached) = compiled.map_err(|err| {
+        Error::invalid_plugin(format!(
+            "the component failed to validate or compile: {err:#}"
+        ))
+    })?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let info = ComponentInfo {
+        size: bytes.len() as u64,
+        sha256: hex::encode(sha256),
+        capabilities: capabilities::capabilities_of(&imports, &verified.sandbox),
+        imports,
+        exports: ty
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| name != TOOLCHAIN_EXPORT)
+            .collect(),
+        trust: verified.verdict,
+        cached,
+        preview1: false,
+    };
+    Ok(Compiled {
+        name: verified.name.into(),
+        sandbox: verified.sandbox,
+        info,
+        code: component,
+    })
+}
+
+/// Compiles a WASI preview 1 core module. Modules skip the compile cache:
+/// preview 1 programs are small and compile in milliseconds.
+pub(crate) async fn preview1(
+    engine: &Engine,
+    verified: Verified,
+) -> Result<Compiled<Module>, Error> {
+    let sha256: [u8; 32] = Sha256::digest(&verified.bytes).into();
+    let (bytes, compiled) = on_blocking_pool(engine, verified.bytes, |engine, bytes| {
+        Module::new(engine, bytes)
+    })
+    .await?;
+    let module = compiled.map_err(|err| {
+        Error::invalid_plugin(format!(
+            "this core module is not a valid WASI preview 1 command: {err:#}"
+        ))
+    })?;
+    let imports = preview1::imports(&module);
+    let info = ComponentInfo {
+        size: bytes.len() as u64,
+        sha256: hex::encode(sha256),
+        capabilities: preview1::capabilities_of(&imports, &verified.sandbox),
+        imports,
+        exports: module
+            .exports()
+            .map(|export| export.name().to_owned())
+            .collect(),
+        trust: verified.verdict,
+        cached: false,
+        preview1: true,
+    };
+    Ok(Compiled {
+        name: verified.name.into(),
+        sandbox: verified.sandbox,
+        info,
+        code: module,
+    })
+}
+
+/// Runs `compile` on Tokio's blocking pool and hands the bytes back with
+/// what it returned.
+async fn on_blocking_pool<T: Send + 'static>(
+    engine: &Engine,
+    bytes: Vec<u8>,
+    compile: impl FnOnce(&Engine, &[u8]) -> T + Send + 'static,
+) -> Result<(Vec<u8>, T), Error> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let compiled = compile(&engine, &bytes);
+        (bytes, compiled)
+    })
+    .await
+    .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))
+}

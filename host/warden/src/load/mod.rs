@@ -1,0 +1,143 @@
+//! Loading a plugin, a program or a component of an application's world,
+//! one stage per file, in the order they run:
+//!
+//! 1. [`read`]: what kind of binary the bytes are (a component or a core
+//!    module), from their header.
+//! 2. [`verify`]: the trust policy, before anything is compiled or looked up
+//!    in the compile cache.
+//! 3. [`compile`]: what one instance takes from the pools, then compile (or
+//!    take from the compile cache) and describe the code ([`ComponentInfo`]).
+//! 4. [`world_check`]: the component exports what the world it is loaded as
+//!    requires.
+//! 5. [`link`]: its imports against the linker, pre-instantiated; then the
+//!    types of its exports (a plugin's against Warden's WIT), bound.
+//! 6. [`admit`]: `strict`, and what the grants name opened, giving the
+//!    [`Loaded`] component every call runs against.
+//!
+//! Before the first stage the sandbox's limits are checked against what the
+//! runtime can honour ([`Capacity`](crate::capacity::Capacity)). Each stage
+//! gets what it needs (engine, cache, linker, limits) from the functions
+//! below, which are the only ones that see the [`Runtime`].
+
+mod admit;
+mod compile;
+mod link;
+mod read;
+mod verify;
+mod world_check;
+
+pub(crate) use admit::Loaded;
+pub use compile::ComponentInfo;
+
+use crate::capabilities;
+use crate::error::Error;
+use crate::grants::Sandbox;
+use crate::plugin::Plugin;
+use crate::preview1;
+use crate::program::{Entry, Program};
+use crate::runtime::Runtime;
+use crate::source::Source;
+use crate::world::{World, WorldPlugin};
+
+use compile::Compiled;
+use read::BinaryKind;
+use verify::Verified;
+
+/// Loads a plugin of Warden's own world.
+pub(crate) async fn plugin(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<Plugin, Error> {
+    let compiled = component(runtime, source, sandbox).await?;
+    world_check::plugin(&compiled.code, runtime.engine())?;
+    let pre = link::plugin(runtime.linker(), &compiled.code)?;
+    Ok(Plugin::new(admit::admit(compiled, runtime)?, pre))
+}
+
+/// Loads a program: a `wasi:cli/run` component or a WASI preview 1 command.
+pub(crate) async fn program(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<Program, Error> {
+    let verified = verify(runtime, source, sandbox)?;
+    match verified.kind {
+        BinaryKind::Component => {
+            let compiled =
+                compile::component(runtime.engine(), runtime.compile_cache(), verified).await?;
+            world_check::command(&compiled.code, runtime.engine())?;
+            let pre = link::command(runtime.linker(), &compiled.code)?;
+            Ok(Program::new(
+                admit::admit(compiled, runtime)?,
+                Entry::Command(pre),
+            ))
+        }
+        BinaryKind::CoreModule => {
+            let compiled = compile::preview1(runtime.engine(), verified).await?;
+            preview1::check_command(&compiled.code)?;
+            let pre = link::preview1(runtime.preview1_linker(), &compiled.code)?;
+            Ok(Program::new(
+                admit::admit(compiled, runtime)?,
+                Entry::Preview1(pre),
+            ))
+        }
+    }
+}
+
+/// Loads a component of an application's own world.
+pub(crate) async fn world(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+    world: &World,
+) -> Result<WorldPlugin, Error> {
+    let mut compiled = component(runtime, source, sandbox).await?;
+    let defined = capabilities::host_capabilities_of(
+        &compiled.info.imports,
+        &compiled.sandbox,
+        world.capabilities(),
+    );
+    compiled.info.capabilities.extend(defined);
+    let pre = link::world(&world.linker, &compiled.code)?;
+    Ok(WorldPlugin::new(admit::admit(compiled, runtime)?, pre))
+}
+
+/// Runs the stages up to compiling, which fill the compile cache, and says
+/// what they learned; takes plugins and programs alike.
+pub(crate) async fn info(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<ComponentInfo, Error> {
+    let verified = verify(runtime, source, sandbox)?;
+    Ok(match verified.kind {
+        BinaryKind::Component => {
+            compile::component(runtime.engine(), runtime.compile_cache(), verified)
+                .await?
+                .info
+        }
+        BinaryKind::CoreModule => compile::preview1(runtime.engine(), verified).await?.info,
+    })
+}
+
+/// Checks the limits against the runtime, then reads and verifies the bytes.
+fn verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Verified, Error> {
+    runtime.capacity().check(&sandbox.limits)?;
+    let kind = read::binary_kind(source.bytes())?;
+    verify::verify(source, kind, sandbox)
+}
+
+/// The stages up to compiling, for what must be a component.
+async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Compiled, Error> {
+    let verified = verify(runtime, source, sandbox)?;
+    match verified.kind {
+        BinaryKind::Component => {
+            compile::component(runtime.engine(), runtime.compile_cache(), verified).await
+        }
+        BinaryKind::CoreModule => Err(Error::invalid_plugin(
+            "this is a core WebAssembly module, not a component; build the plugin for \
+             `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
+        )),
+    }
+}
