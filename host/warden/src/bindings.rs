@@ -5,6 +5,10 @@
 //! `wasmtime-wasi-http`, so their host implementations are the ones wasmtime
 //! ships; `wasi:logging`, `wasi:config` and `wasi:keyvalue` are generated
 //! here and implemented by Warden's capabilities.
+//!
+//! The world's generated type is `bindings::Plugin` (bindgen names it after
+//! the world): typed access to one instance's exports, not a loaded
+//! [`crate::Plugin`]. Inside Warden it is imported as `PluginBindings`.
 
 #[expect(missing_docs, reason = "bindgen-generated code")]
 mod generated {

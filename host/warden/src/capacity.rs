@@ -29,7 +29,7 @@ pub(crate) struct PoolSlot {
 }
 
 impl PoolSlot {
-    /// The default [`Limits`](crate::Limits) counts: every plugin within
+    /// The default [`Limits`] counts: every plugin within
     /// them fits, and a plugin may ask for less but not for more.
     const PER_COMPONENT: PoolSlot = PoolSlot {
         core_instances: Limits::DEFAULT_INSTANCES,

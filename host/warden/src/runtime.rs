@@ -342,7 +342,7 @@ impl Runtime {
     /// the same bytes then skip compilation. Takes plugins and programs
     /// alike. Returns what it learned about the component.
     pub async fn compile(&self, source: Source, sandbox: Sandbox) -> Result<ComponentInfo, Error> {
-        load::info(self, source, sandbox).await
+        load::compile_only(self, source, sandbox).await
     }
 
     /// How many instances exist right now (calls in flight and live

@@ -29,8 +29,9 @@ pub(crate) struct Loaded {
 }
 
 /// Applies `strict`, opens what the grants name, and admits the compiled
-/// code for calls on `runtime`.
-pub(crate) fn admit<Code>(compiled: Compiled<Code>, runtime: &Runtime) -> Result<Loaded, Error> {
+/// code for calls on `runtime` (kept for those calls; admitting asks nothing
+/// of it).
+pub(crate) fn admit<Code>(compiled: Compiled<Code>, runtime: Runtime) -> Result<Loaded, Error> {
     if compiled.sandbox.strict {
         let missing: Vec<CapabilityUse> = compiled
             .info
@@ -50,7 +51,7 @@ pub(crate) fn admit<Code>(compiled: Compiled<Code>, runtime: &Runtime) -> Result
         .concurrency
         .map(|permits| Arc::new(Semaphore::new(permits as usize)));
     Ok(Loaded {
-        runtime: runtime.clone(),
+        runtime,
         name: compiled.name,
         sandbox: compiled.sandbox,
         info: compiled.info,

@@ -8,7 +8,7 @@
 //! 3. [`compile`]: what one instance takes from the pools, then compile (or
 //!    take from the compile cache) and describe the code ([`ComponentInfo`]).
 //! 4. [`world_check`]: the component exports what the world it is loaded as
-//!    requires.
+//!    requires (for a preview 1 module, [`preview1::check_command`]).
 //! 5. [`link`]: its imports against the linker, pre-instantiated; then the
 //!    types of its exports (a plugin's against Warden's WIT), bound.
 //! 6. [`admit`]: `strict`, and what the grants name opened, giving the
@@ -17,7 +17,8 @@
 //! Before the first stage the sandbox's limits are checked against what the
 //! runtime can honour ([`Capacity`](crate::capacity::Capacity)). Each stage
 //! gets what it needs (engine, cache, linker, limits) from the functions
-//! below, which are the only ones that see the [`Runtime`].
+//! below, which are the only ones that read the [`Runtime`]; [`admit`] keeps
+//! a clone of it for the calls to come.
 
 mod admit;
 mod compile;
@@ -52,7 +53,7 @@ pub(crate) async fn plugin(
     let compiled = component(runtime, source, sandbox).await?;
     world_check::plugin(&compiled.code, runtime.engine())?;
     let pre = link::plugin(runtime.linker(), &compiled.code)?;
-    Ok(Plugin::new(admit::admit(compiled, runtime)?, pre))
+    Ok(Plugin::new(admit::admit(compiled, runtime.clone())?, pre))
 }
 
 /// Loads a program: a `wasi:cli/run` component or a WASI preview 1 command.
@@ -61,7 +62,7 @@ pub(crate) async fn program(
     source: Source,
     sandbox: Sandbox,
 ) -> Result<Program, Error> {
-    let verified = verify(runtime, source, sandbox)?;
+    let verified = read_and_verify(runtime, source, sandbox)?;
     match verified.kind {
         BinaryKind::Component => {
             let compiled =
@@ -69,7 +70,7 @@ pub(crate) async fn program(
             world_check::command(&compiled.code, runtime.engine())?;
             let pre = link::command(runtime.linker(), &compiled.code)?;
             Ok(Program::new(
-                admit::admit(compiled, runtime)?,
+                admit::admit(compiled, runtime.clone())?,
                 Entry::Command(pre),
             ))
         }
@@ -78,7 +79,7 @@ pub(crate) async fn program(
             preview1::check_command(&compiled.code)?;
             let pre = link::preview1(runtime.preview1_linker(), &compiled.code)?;
             Ok(Program::new(
-                admit::admit(compiled, runtime)?,
+                admit::admit(compiled, runtime.clone())?,
                 Entry::Preview1(pre),
             ))
         }
@@ -100,17 +101,20 @@ pub(crate) async fn world(
     );
     compiled.info.capabilities.extend(defined);
     let pre = link::world(&world.linker, &compiled.code)?;
-    Ok(WorldPlugin::new(admit::admit(compiled, runtime)?, pre))
+    Ok(WorldPlugin::new(
+        admit::admit(compiled, runtime.clone())?,
+        pre,
+    ))
 }
 
-/// Runs the stages up to compiling, which fill the compile cache, and says
-/// what they learned; takes plugins and programs alike.
-pub(crate) async fn info(
+/// Runs the stages up to compiling (which fills the compile cache) and says
+/// what they learned, without linking; takes plugins and programs alike.
+pub(crate) async fn compile_only(
     runtime: &Runtime,
     source: Source,
     sandbox: Sandbox,
 ) -> Result<ComponentInfo, Error> {
-    let verified = verify(runtime, source, sandbox)?;
+    let verified = read_and_verify(runtime, source, sandbox)?;
     Ok(match verified.kind {
         BinaryKind::Component => {
             compile::component(runtime.engine(), runtime.compile_cache(), verified)
@@ -122,7 +126,7 @@ pub(crate) async fn info(
 }
 
 /// Checks the limits against the runtime, then reads and verifies the bytes.
-fn verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Verified, Error> {
+fn read_and_verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Verified, Error> {
     runtime.capacity().check(&sandbox.limits)?;
     let kind = read::binary_kind(source.bytes())?;
     verify::verify(source, kind, sandbox)
@@ -130,7 +134,7 @@ fn verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Verifie
 
 /// The stages up to compiling, for what must be a component.
 async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Compiled, Error> {
-    let verified = verify(runtime, source, sandbox)?;
+    let verified = read_and_verify(runtime, source, sandbox)?;
     match verified.kind {
         BinaryKind::Component => {
             compile::component(runtime.engine(), runtime.compile_cache(), verified).await
