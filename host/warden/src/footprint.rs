@@ -197,50 +197,55 @@ fn component_payload(stack: &mut [Frame], payload: Payload<'_>) -> Result<(), Er
         }
         Payload::ComponentAliasSection(section) => {
             for alias in section {
-                match alias.map_err(parse_error)? {
-                    ComponentAlias::InstanceExport { kind, .. } => match kind {
-                        ComponentExternalKind::Module => frame.modules.push(Footprint::default()),
-                        ComponentExternalKind::Component => {
-                            frame.components.push(Footprint::default());
-                        }
-                        _ => {}
-                    },
-                    ComponentAlias::Outer { kind, count, index } => {
-                        // `count` 0 is this component itself, 1 its parent, …
-                        let source = match count {
-                            0 => Some(&*frame),
-                            count => match outer.len().checked_sub(count as usize) {
-                                Some(depth) => match &outer[depth] {
-                                    Frame::Component(enclosing) => Some(enclosing),
-                                    Frame::Module(_) => None,
-                                },
-                                None => None,
-                            },
-                        };
-                        let footprint = |space: fn(&ComponentFrame) -> &[Footprint]| {
-                            source.map_or_else(Footprint::default, |source| {
-                                lookup(space(source), index)
-                            })
-                        };
-                        match kind {
-                            ComponentOuterAliasKind::CoreModule => {
-                                let module = footprint(|frame| &frame.modules);
-                                frame.modules.push(module);
-                            }
-                            ComponentOuterAliasKind::Component => {
-                                let component = footprint(|frame| &frame.components);
-                                frame.components.push(component);
-                            }
-                            _ => {}
-                        }
-                    }
-                    ComponentAlias::CoreInstanceExport { .. } => {}
-                }
+                follow_alias(outer, frame, alias.map_err(parse_error)?);
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Extends the index spaces of `frame` (inside the components `outer`) with
+/// what `alias` names: what an outer alias points at, or a zero footprint
+/// for an export of an instance, whose contents the binary does not say.
+fn follow_alias(outer: &[Frame], frame: &mut ComponentFrame, alias: ComponentAlias<'_>) {
+    match alias {
+        ComponentAlias::InstanceExport { kind, .. } => match kind {
+            ComponentExternalKind::Module => frame.modules.push(Footprint::default()),
+            ComponentExternalKind::Component => {
+                frame.components.push(Footprint::default());
+            }
+            _ => {}
+        },
+        ComponentAlias::Outer { kind, count, index } => {
+            // `count` 0 is this component itself, 1 its parent, …
+            let source = match count {
+                0 => Some(&*frame),
+                count => match outer.len().checked_sub(count as usize) {
+                    Some(depth) => match &outer[depth] {
+                        Frame::Component(enclosing) => Some(enclosing),
+                        Frame::Module(_) => None,
+                    },
+                    None => None,
+                },
+            };
+            let footprint = |space: fn(&ComponentFrame) -> &[Footprint]| {
+                source.map_or_else(Footprint::default, |source| lookup(space(source), index))
+            };
+            match kind {
+                ComponentOuterAliasKind::CoreModule => {
+                    let module = footprint(|frame| &frame.modules);
+                    frame.modules.push(module);
+                }
+                ComponentOuterAliasKind::Component => {
+                    let component = footprint(|frame| &frame.components);
+                    frame.components.push(component);
+                }
+                _ => {}
+            }
+        }
+        ComponentAlias::CoreInstanceExport { .. } => {}
+    }
 }
 
 /// The footprint at `index`, or none for an index the binary gets wrong
