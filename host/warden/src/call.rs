@@ -22,7 +22,6 @@ use wasmtime::Store;
 use crate::capabilities::InstanceOptions;
 use crate::deadline::{self, DeadlinePassed};
 use crate::error::Error;
-use crate::grants::Sandbox;
 use crate::load::Loaded;
 use crate::report::Outcome;
 use crate::state::{CallScope, HostState};
@@ -34,7 +33,7 @@ pub(crate) trait GuestWork {
 
     /// Refuses the call before any guest code runs (and before it waits for
     /// an instance slot). Nothing is refused by default.
-    fn check(&self, _sandbox: &Sandbox) -> Result<(), Error> {
+    fn check(&self) -> Result<(), Error> {
         Ok(())
     }
 
@@ -82,7 +81,7 @@ pub(crate) async fn new_instance<W: GuestWork>(
     options: &InstanceOptions,
     work: W,
 ) -> Outcome<(W::Output, NewInstance)> {
-    if let Err(err) = work.check(&loaded.sandbox) {
+    if let Err(err) = work.check() {
         return Outcome::before_guest(err);
     }
     let slot = slot(loaded).await;
@@ -101,7 +100,7 @@ pub(crate) async fn in_instance<W: GuestWork>(
     store: &mut Store<HostState>,
     work: W,
 ) -> Outcome<W::Output> {
-    if let Err(err) = work.check(&loaded.sandbox) {
+    if let Err(err) = work.check() {
         return counted(loaded, Outcome::before_guest(err));
     }
     let outcome = run(loaded, store, work).await;

@@ -6,7 +6,6 @@ use crate::Metadata;
 use crate::bindings::Plugin as PluginBindings;
 use crate::call::{self, GuestWork, NewInstance, Slot};
 use crate::error::{Error, ErrorKind};
-use crate::grants::Sandbox;
 use crate::plugin::{Action, Plugin};
 use crate::report::Outcome;
 use crate::state::HostState;
@@ -79,7 +78,7 @@ impl Instance {
         let call = KeptCall {
             guest: &self.guest,
             calls: &mut self.calls,
-            action: Action::new(action, input, &loaded.sandbox),
+            action: Action::new(action, input, &loaded.sandbox.limits),
         };
         let outcome = call::in_instance(loaded, &mut self.store, call).await;
         if let Err(err) = &outcome.result
@@ -102,8 +101,8 @@ struct KeptCall<'a> {
 impl GuestWork for KeptCall<'_> {
     type Output = Vec<u8>;
 
-    fn check(&self, sandbox: &Sandbox) -> Result<(), Error> {
-        self.action.check_input(sandbox)
+    fn check(&self) -> Result<(), Error> {
+        self.action.check_input()
     }
 
     async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<Vec<u8>, Error>> {

@@ -10,10 +10,9 @@ use crate::bindings::{Plugin as PluginBindings, PluginPre as PluginBindingsPre};
 use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions};
 use crate::error::Error;
-use crate::grants::Sandbox;
 use crate::instance::Instance;
-use crate::load::{ComponentInfo, Loaded};
-use crate::metrics::MetricsSnapshot;
+use crate::limits::Limits;
+use crate::load::{Loaded, loaded_accessors};
 use crate::report::Outcome;
 use crate::state::HostState;
 
@@ -55,25 +54,11 @@ impl Plugin {
         }
     }
 
-    /// The name the plugin was loaded under.
-    pub fn name(&self) -> &str {
-        &self.inner.loaded.name
-    }
-
-    /// Facts about the component: size, hash, imports, exports and the
-    /// capabilities they need.
-    pub fn info(&self) -> &ComponentInfo {
-        &self.inner.loaded.info
-    }
+    loaded_accessors!("plugin");
 
     /// The capabilities the plugin imports, with their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
         &self.inner.loaded.info.capabilities
-    }
-
-    /// The limits and grants every instance of this plugin runs under.
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.inner.loaded.sandbox
     }
 
     /// What the plugin says about itself, from its `init`.
@@ -90,10 +75,10 @@ impl Plugin {
 
     /// Runs one action.
     ///
-    /// By default ([`Sandbox::calls_per_instance`] of 1) the call gets a
-    /// fresh instance: instantiate, `init`, `execute`, then drop it. The
-    /// timeout and fuel budget cover all three, and the report includes what
-    /// `init` logged or printed. With a larger `calls_per_instance` the call
+    /// By default ([`Sandbox::calls_per_instance`](crate::Sandbox::calls_per_instance)
+    /// of 1) the call gets a fresh instance: instantiate, `init`, `execute`,
+    /// then drop it. The timeout and fuel budget cover all three, and the
+    /// report includes what `init` logged or printed. With a larger `calls_per_instance` the call
     /// runs in a kept instance when one is idle (its `init` ran earlier).
     ///
     /// When the runtime or the plugin has no free instance slot, the call
@@ -105,7 +90,7 @@ impl Plugin {
         }
         let call = FreshCall {
             plugin: self,
-            action: Action::new(action, input, &loaded.sandbox),
+            action: Action::new(action, input, &loaded.sandbox.limits),
         };
         call::in_new_instance(loaded, &InstanceOptions::default(), call).await
     }
@@ -163,11 +148,6 @@ impl Plugin {
             })
     }
 
-    /// Counters and distributions of this plugin's calls so far.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.loaded.metrics.snapshot()
-    }
-
     pub(crate) fn loaded(&self) -> &Loaded {
         &self.inner.loaded
     }
@@ -178,29 +158,30 @@ impl Plugin {
     }
 }
 
-/// One `execute` call: the action, its input, and the output limit.
+/// One `execute` call: the action, its input, and the limits on both.
 pub(crate) struct Action<'a> {
     name: &'a str,
     input: &'a [u8],
+    max_input_bytes: usize,
     max_output_bytes: usize,
 }
 
 impl<'a> Action<'a> {
-    pub(crate) fn new(name: &'a str, input: &'a [u8], sandbox: &Sandbox) -> Self {
+    pub(crate) fn new(name: &'a str, input: &'a [u8], limits: &Limits) -> Self {
         Action {
             name,
             input,
-            max_output_bytes: sandbox.limits.max_output_bytes,
+            max_input_bytes: limits.max_input_bytes,
+            max_output_bytes: limits.max_output_bytes,
         }
     }
 
     /// Refuses input larger than the limit before any guest code runs.
-    pub(crate) fn check_input(&self, sandbox: &Sandbox) -> Result<(), Error> {
-        let limit = sandbox.limits.max_input_bytes;
-        if self.input.len() > limit {
+    pub(crate) fn check_input(&self) -> Result<(), Error> {
+        if self.input.len() > self.max_input_bytes {
             return Err(Error::InputTooLarge {
                 size: self.input.len(),
-                limit,
+                limit: self.max_input_bytes,
             });
         }
         Ok(())
@@ -237,8 +218,8 @@ struct FreshCall<'a> {
 impl GuestWork for FreshCall<'_> {
     type Output = Vec<u8>;
 
-    fn check(&self, sandbox: &Sandbox) -> Result<(), Error> {
-        self.action.check_input(sandbox)
+    fn check(&self) -> Result<(), Error> {
+        self.action.check_input()
     }
 
     async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<Vec<u8>, Error>> {

@@ -11,9 +11,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions, Stdio};
 use crate::error::Error;
-use crate::grants::Sandbox;
-use crate::load::{ComponentInfo, Loaded};
-use crate::metrics::MetricsSnapshot;
+use crate::load::{Loaded, loaded_accessors};
 use crate::preview1;
 use crate::report::Outcome;
 use crate::state::HostState;
@@ -48,25 +46,15 @@ impl Program {
         }
     }
 
-    /// The name the program was loaded under.
-    pub fn name(&self) -> &str {
-        &self.inner.loaded.name
-    }
+    loaded_accessors!("program");
 
-    /// Facts about the component: size, hash, imports, exports and the
-    /// capabilities they need.
-    pub fn info(&self) -> &ComponentInfo {
-        &self.inner.loaded.info
+    fn loaded(&self) -> &Loaded {
+        &self.inner.loaded
     }
 
     /// The capabilities the program imports, with their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
         &self.inner.loaded.info.capabilities
-    }
-
-    /// The limits and grants every run of this program gets.
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.inner.loaded.sandbox
     }
 
     /// Runs the program in a fresh instance with `args` (not counting the
@@ -88,11 +76,6 @@ impl Program {
             preview1: matches!(self.inner.entry, Entry::Preview1(_)),
         };
         call::in_new_instance(loaded, &options, &self.inner.entry).await
-    }
-
-    /// Counters and distributions of this program's runs so far.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.loaded.metrics.snapshot()
     }
 }
 

@@ -21,9 +21,7 @@ use crate::CapabilityUse;
 use crate::call::{self, GuestWork};
 use crate::capabilities::{HostCapability, InstanceOptions};
 use crate::error::Error;
-use crate::grants::Sandbox;
-use crate::load::{ComponentInfo, Loaded};
-use crate::metrics::MetricsSnapshot;
+use crate::load::{Loaded, loaded_accessors};
 use crate::report::Outcome;
 use crate::runtime::Runtime;
 use crate::state::HostState;
@@ -107,31 +105,16 @@ impl WorldPlugin {
         }
     }
 
-    /// The name it was loaded under.
-    pub fn name(&self) -> &str {
-        &self.inner.loaded.name
-    }
+    loaded_accessors!("component");
 
-    /// Facts about the component: size, hash, imports, exports, trust and
-    /// capabilities.
-    pub fn info(&self) -> &ComponentInfo {
-        &self.inner.loaded.info
+    fn loaded(&self) -> &Loaded {
+        &self.inner.loaded
     }
 
     /// The capabilities it imports, Warden's and the application's, with
     /// their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
         &self.inner.loaded.info.capabilities
-    }
-
-    /// The limits and grants every instance runs under.
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.inner.loaded.sandbox
-    }
-
-    /// Counters and distributions of its calls so far.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.loaded.metrics.snapshot()
     }
 
     /// Runs `body` against a fresh instance, under the sandbox's limits.

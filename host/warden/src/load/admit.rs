@@ -28,6 +28,35 @@ pub(crate) struct Loaded {
     pub concurrency: Option<Arc<Semaphore>>,
 }
 
+/// The public accessors [`Plugin`](crate::Plugin), [`Program`](crate::Program)
+/// and [`WorldPlugin`](crate::WorldPlugin) share, read from the [`Loaded`]
+/// their `loaded()` returns; `$what` names the type in their docs.
+macro_rules! loaded_accessors {
+    ($what:literal) => {
+        #[doc = concat!("The name the ", $what, " was loaded under.")]
+        pub fn name(&self) -> &str {
+            &self.loaded().name
+        }
+
+        /// Facts about the component: size, hash, imports, exports, trust
+        /// and the capabilities they need.
+        pub fn info(&self) -> &$crate::ComponentInfo {
+            &self.loaded().info
+        }
+
+        #[doc = concat!("The limits and grants every instance of this ", $what, " runs under.")]
+        pub fn sandbox(&self) -> &$crate::Sandbox {
+            &self.loaded().sandbox
+        }
+
+        #[doc = concat!("Counters and distributions of this ", $what, "'s calls so far.")]
+        pub fn metrics(&self) -> $crate::MetricsSnapshot {
+            self.loaded().metrics.snapshot()
+        }
+    };
+}
+pub(crate) use loaded_accessors;
+
 /// Applies `strict`, opens what the grants name, and admits the compiled
 /// code for calls on `runtime` (kept for those calls; admitting asks nothing
 /// of it).

@@ -27,7 +27,7 @@ mod read;
 mod verify;
 mod world_check;
 
-pub(crate) use admit::Loaded;
+pub(crate) use admit::{Loaded, loaded_accessors};
 pub use compile::ComponentInfo;
 
 use crate::capabilities;
