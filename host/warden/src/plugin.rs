@@ -58,7 +58,7 @@ impl Plugin {
 
     /// The capabilities the plugin imports, with their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
-        &self.inner.loaded.info.capabilities
+        &self.loaded().info.capabilities
     }
 
     /// What the plugin says about itself, from its `init`.

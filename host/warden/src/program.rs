@@ -54,7 +54,7 @@ impl Program {
 
     /// The capabilities the program imports, with their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
-        &self.inner.loaded.info.capabilities
+        &self.loaded().info.capabilities
     }
 
     /// Runs the program in a fresh instance with `args` (not counting the

@@ -114,7 +114,7 @@ impl WorldPlugin {
     /// The capabilities it imports, Warden's and the application's, with
     /// their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
-        &self.inner.loaded.info.capabilities
+        &self.loaded().info.capabilities
     }
 
     /// Runs `body` against a fresh instance, under the sandbox's limits.
