@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request, http_request_chunked};
 
+use crate::support::report;
+
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 /// The largest request body the adapter accepts (16 MiB).
@@ -64,7 +66,7 @@ pub(crate) fn export_for(plugin: &str, target: &str, dir: &Path) -> (PathBuf, Va
         "export-http --target {target} {plugin} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let (report, _) = report(&output);
     assert_eq!(report["target"], target);
     (app, report)
 }
@@ -322,7 +324,7 @@ fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
         "--json",
     ]);
     assert!(output.status.success(), "{output:?}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let (report, _) = report(&output);
     let imports = report["imports"].as_array().expect("a list of imports");
     for interface in [
         "wasi:config/store@0.2.0-rc.1",
