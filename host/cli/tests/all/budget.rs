@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use warden_tests::guests;
 
-use crate::support::{Scratch, report};
+use crate::support::{Scratch, assert_status, report};
 
 /// Runs `command` to its end (at most a minute) and returns its output and
 /// its peak resident memory in bytes, read from `/proc` while it runs.
@@ -74,11 +74,7 @@ fn host_memory_runs_out(scratch: &Scratch, action: &str, input: &str) -> String 
     ]);
     let (output, peak) = run_measuring_peak_memory(command);
     let (value, code) = report(&output);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
+    assert_status(&value, code, "memory-limit", 22);
     let message = value["error"].to_string();
     assert!(message.contains("host memory"), "{message}");
     assert!(
@@ -110,11 +106,7 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
+    assert_status(&value, code, "memory-limit", 22);
     let (value, code) = scratch.run_json(&[
         guests::HOSTILE,
         "header-maps",
@@ -123,7 +115,7 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 100");
 }
 
@@ -146,7 +138,7 @@ fn outgoing_bodies_kept_unsent_past_the_host_memory_budget_are_a_memory_limit() 
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 10 bodies holding 1310720 bytes");
 }
 
@@ -175,7 +167,7 @@ fn denials_quoting_huge_keys_keep_the_report_and_memory_small() {
         output.stdout.len()
     );
     let (value, code) = report(&output);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let denials = value["denials"].as_array().expect("denials");
     assert_eq!(denials.len(), 5, "{value}");
     for denial in denials {
@@ -225,11 +217,7 @@ fn directory_listings_count_against_the_host_memory_budget() {
     ]);
     let (output, peak) = run_measuring_peak_memory(command);
     let (value, code) = report(&output);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
+    assert_status(&value, code, "memory-limit", 22);
     assert!(
         value["error"].to_string().contains("host memory"),
         "{value}"
@@ -250,7 +238,7 @@ fn directory_listings_count_against_the_host_memory_budget() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 20");
 }
 
@@ -305,11 +293,7 @@ fn a_kv_batch_past_its_bounds_is_refused_before_it_reaches_the_store() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("plugin-error"), 1),
-        "{value}"
-    );
+    assert_status(&value, code, "plugin-error", 1);
     let message = value["error"].to_string();
     assert!(
         message.contains("kv batch too large: 1000000 keys in one call, at most 10000"),
@@ -385,15 +369,11 @@ unsigned = "allow"
         "--input",
         "meanwhile=written",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let bulk = bulk.wait_with_output().expect("the bulk writer ends");
     let elapsed = started.elapsed();
     let (value, code) = report(&bulk);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("timeout"), 20),
-        "{value}"
-    );
+    assert_status(&value, code, "timeout", 20);
     // Unbounded, the batch writes for tens of seconds; stopped, the run
     // ends a few seconds after its timeout even on a busy machine.
     assert!(
@@ -440,7 +420,7 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     };
 
     let (value, code) = kv(&first, "kv-set", "secret=first", &[]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let (value, code) = kv(&stranger, "kv-get", "secret", &[]);
     assert_eq!(
         (value["status"].as_str(), code),
@@ -491,9 +471,9 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     let mallory = scratch.path("mallory.pub");
     let keys = ["--key", &alice, "--key", &mallory];
     let (value, code) = kv(&v1, "kv-set", "secret=signed", &keys);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let (value, code) = kv(&v2, "kv-get", "secret", &keys);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "signed", "the upgrade keeps its data");
     let (value, code) = kv(&by_mallory, "kv-get", "secret", &keys);
     assert_eq!(

@@ -11,16 +11,18 @@ use crate::support::{assert_status, json, json_at_home, warden};
 fn writing_into_a_read_only_preopen_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file.txt"), "original").unwrap();
-    let grant = format!("{}::/data", dir.path().display());
-    let (value, code) = json(&[
-        "run",
-        guests::HOSTILE,
-        "write-file",
-        "--input",
-        "/data/file.txt",
-        "--dir",
-        &grant,
-    ]);
+    let write_file_through = |grant: &str| {
+        json(&[
+            "run",
+            guests::HOSTILE,
+            "write-file",
+            "--input",
+            "/data/file.txt",
+            "--dir",
+            grant,
+        ])
+    };
+    let (value, code) = write_file_through(&format!("{}::/data", dir.path().display()));
     assert_status(&value, code, "plugin-error", 1);
     assert!(
         value["error"].as_str().unwrap().contains("not permitted"),
@@ -31,16 +33,7 @@ fn writing_into_a_read_only_preopen_is_refused() {
         "original"
     );
 
-    let grant = format!("{}::/data:rw", dir.path().display());
-    let (value, code) = json(&[
-        "run",
-        guests::HOSTILE,
-        "write-file",
-        "--input",
-        "/data/file.txt",
-        "--dir",
-        &grant,
-    ]);
+    let (value, code) = write_file_through(&format!("{}::/data:rw", dir.path().display()));
     assert_status(&value, code, "ok", 0);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("file.txt")).unwrap(),
@@ -155,34 +148,27 @@ fn http_is_allowed_per_origin_and_denied_otherwise() {
 fn sockets_are_granted_by_address() {
     let server = warden_tests::TcpPong::start();
     let address = server.addr.to_string();
-    let (value, code) = json(&[
-        "run",
-        guests::PROBE,
-        "tcp-echo",
-        "--input",
-        &address,
-        "--allow-tcp",
-        &address,
-    ]);
+    let echo = |grants: &[&str]| {
+        json(
+            &[
+                &["run", guests::PROBE, "tcp-echo", "--input", &address][..],
+                grants,
+            ]
+            .concat(),
+        )
+    };
+    let (value, code) = echo(&["--allow-tcp", &address]);
     assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "pong");
     // Without a grant no socket is even created.
-    let (value, code) = json(&["run", guests::PROBE, "tcp-echo", "--input", &address]);
+    let (value, code) = echo(&[]);
     assert_status(&value, code, "denied", 30);
     assert_eq!(
         value["denials"][0]["detail"],
         "creating a TCP socket without a --allow-tcp or --allow-tcp-listen grant"
     );
     let elsewhere = format!("127.0.0.1:{}", server.addr.port() + 1);
-    let (value, code) = json(&[
-        "run",
-        guests::PROBE,
-        "tcp-echo",
-        "--input",
-        &address,
-        "--allow-tcp",
-        &elsewhere,
-    ]);
+    let (value, code) = echo(&["--allow-tcp", &elsewhere]);
     assert_status(&value, code, "denied", 30);
     assert_eq!(
         value["denials"][0]["detail"],

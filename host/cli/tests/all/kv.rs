@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use warden_tests::guests;
 
-use crate::support::{assert_status, json, kv_store, refused, report, warden, write_file};
+use crate::support::{
+    assert_status, exit_code, json, kv_store, refused, report, warden, write_file,
+};
 
 /// `warden run` killed with SIGKILL in the middle of kv writes: the store
 /// opens afterwards and holds whole batches only, and takes new writes.
@@ -85,16 +87,20 @@ fn a_killed_run_leaves_only_whole_kv_batches() {
 #[test]
 fn kv_on_redis_is_shared_by_processes() {
     let server = warden_tests::RedisServer::start();
-    for expected in ["1", "2"] {
-        let (value, code) = json(&[
+    /// `warden run` of the probe counting a visit in `store`.
+    fn count_visit(store: &str) -> [&str; 7] {
+        [
             "run",
             guests::PROBE,
             "kv-incr",
             "--input",
             "visits",
             "--kv-store",
-            &server.url,
-        ]);
+            store,
+        ]
+    }
+    for expected in ["1", "2"] {
+        let (value, code) = json(&count_visit(&server.url));
         assert_status(&value, code, "ok", 0);
         assert_eq!(value["output"], expected);
     }
@@ -104,15 +110,7 @@ fn kv_on_redis_is_shared_by_processes() {
         .unwrap()
         .port();
     let unreachable = format!("redis://127.0.0.1:{closed_port}/0");
-    let (code, stderr) = refused(&[
-        "run",
-        guests::PROBE,
-        "kv-incr",
-        "--input",
-        "visits",
-        "--kv-store",
-        &unreachable,
-    ]);
+    let (code, stderr) = refused(&count_visit(&unreachable));
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot use the kv store `{unreachable}`")),
@@ -179,15 +177,11 @@ fn kv_persists_across_processes_and_operators_can_look_inside() {
     let output = warden(&["kv", "other-plugin", "list", "--store", &store]);
     assert!(output.stdout.is_empty(), "another namespace is empty");
     assert_eq!(
-        warden(&["kv", "probe", "delete", "colour", "--store", &store])
-            .status
-            .code(),
+        exit_code(&["kv", "probe", "delete", "colour", "--store", &store]),
         Some(0)
     );
     assert_eq!(
-        warden(&["kv", "probe", "get", "colour", "--store", &store])
-            .status
-            .code(),
+        exit_code(&["kv", "probe", "get", "colour", "--store", &store]),
         Some(1)
     );
     let missing = warden(&["kv", "probe", "list", "--store", "/no/such/kv.sqlite"]);

@@ -2,7 +2,8 @@
 //! manifest's trust table and its hash pin.
 
 use crate::support::{
-    Scratch, assert_status, json, report, stderr_of, warden, warden_at_home, write_file,
+    Scratch, assert_status, json, json_at_home, report, stderr_of, warden, warden_at_home,
+    write_file,
 };
 
 #[test]
@@ -57,19 +58,7 @@ fn signed_by_and_unsigned_flags_in_every_combination() {
         shop.keygen(name);
     }
     let store = shop.path("trust.toml");
-    let added = warden_at_home(
-        home,
-        &[
-            "trust",
-            "add",
-            &shop.path("alice.pub"),
-            "--name",
-            "alice",
-            "--trust-store",
-            &store,
-        ],
-    );
-    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    shop.trust("alice", "alice", &store);
     for (signer, file) in [
         ("mallory", "stranger.wasm"),
         ("bob", "known.wasm"),
@@ -172,19 +161,24 @@ fn nothing_loosens_a_manifests_signed_by_trusted() {
         );
         write_file(home, "warden.toml", text.as_bytes())
     };
+    /// `warden run --manifest MANIFEST hello echo --input x FLAGS…`
+    fn echo<'a>(manifest: &'a str, flags: &[&'a str]) -> Vec<&'a str> {
+        [
+            &[
+                "run",
+                "--manifest",
+                manifest,
+                "hello",
+                "echo",
+                "--input",
+                "x",
+            ][..],
+            flags,
+        ]
+        .concat()
+    }
     let contradicting = manifest("signed_by = \"trusted\"\nunsigned = \"warn\"");
-    let output = warden_at_home(
-        home,
-        &[
-            "run",
-            "--manifest",
-            &contradicting,
-            "hello",
-            "echo",
-            "--input",
-            "x",
-        ],
-    );
+    let output = warden_at_home(home, &echo(&contradicting, &[]));
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(
@@ -193,20 +187,7 @@ fn nothing_loosens_a_manifests_signed_by_trusted() {
     );
 
     let trusted_only = manifest("signed_by = \"trusted\"");
-    let output = warden_at_home(
-        home,
-        &[
-            "run",
-            "--manifest",
-            &trusted_only,
-            "hello",
-            "echo",
-            "--input",
-            "x",
-            "--unsigned",
-            "warn",
-        ],
-    );
+    let output = warden_at_home(home, &echo(&trusted_only, &["--unsigned", "warn"]));
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(
@@ -214,41 +195,12 @@ fn nothing_loosens_a_manifests_signed_by_trusted() {
         "{stderr}"
     );
 
-    let output = warden_at_home(
-        home,
-        &[
-            "run",
-            "--json",
-            "--manifest",
-            &trusted_only,
-            "hello",
-            "echo",
-            "--input",
-            "x",
-        ],
-    );
-    let (value, code) = report(&output);
+    let (value, code) = json_at_home(home, &echo(&trusted_only, &[]));
     assert_status(&value, code, "untrusted", 31);
 
     // Saying both explicitly is loosening on purpose.
-    let output = warden_at_home(
-        home,
-        &[
-            "run",
-            "--json",
-            "--manifest",
-            &trusted_only,
-            "hello",
-            "echo",
-            "--input",
-            "x",
-            "--signed-by",
-            "any",
-            "--unsigned",
-            "allow",
-        ],
-    );
-    let (value, code) = report(&output);
+    let loosened = ["--signed-by", "any", "--unsigned", "allow"];
+    let (value, code) = json_at_home(home, &echo(&trusted_only, &loosened));
     assert_status(&value, code, "ok", 0);
 }
 

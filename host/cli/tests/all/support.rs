@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::guests;
 
+/// The probe setting `a=1` in its kv store (the test guests are unsigned).
+pub const PROBE_KV_SET: [&str; 6] = [
+    guests::PROBE,
+    "kv-set",
+    "--input",
+    "a=1",
+    "--unsigned",
+    "allow",
+];
+
 /// Runs warden with `args` and an empty stdin.
 pub fn warden(args: &[&str]) -> Output {
     warden_with_stdin(args, b"")
@@ -109,6 +119,11 @@ pub fn refused(args: &[&str]) -> (i32, String) {
     (output.status.code().expect("exit code"), stderr)
 }
 
+/// The exit code of warden with `args`.
+pub fn exit_code(args: &[&str]) -> Option<i32> {
+    warden(args).status.code()
+}
+
 /// A command's stderr as text.
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -179,6 +194,21 @@ impl Scratch {
         let mut all = vec!["run", "--json"];
         all.extend_from_slice(args);
         report(&self.run(&all))
+    }
+
+    /// Trusts the public key `KEY.pub` as `name` in the trust store `store`.
+    pub fn trust(&self, key: &str, name: &str, store: &str) {
+        let public_key = self.path(&format!("{key}.pub"));
+        let added = self.run(&[
+            "trust",
+            "add",
+            &public_key,
+            "--name",
+            name,
+            "--trust-store",
+            store,
+        ]);
+        assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
     }
 
     /// Writes the key pair `name.key` and `name.pub`.

@@ -5,10 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warden_tests::guests;
-
 use crate::support::{
-    Scratch, assert_status, json, report, stderr_of, warden, warden_at_home, write_file,
+    PROBE_KV_SET, Scratch, assert_status, exit_code, json, report, stderr_of, warden,
+    warden_at_home, write_file,
 };
 
 #[test]
@@ -40,6 +39,23 @@ fn sign_trust_verify_run_from_the_command_line() {
     shop.keygen("alice");
     let store = shop.path("trust.toml");
     let plugin = shop.path("hello.wasm");
+    let verify_json = || {
+        report(&warden(&[
+            "verify",
+            &plugin,
+            "--trust-store",
+            &store,
+            "--json",
+        ]))
+    };
+    let only_trusted = [
+        "--unsigned",
+        "deny",
+        "--signed-by",
+        "trusted",
+        "--trust-store",
+        &store,
+    ];
 
     let output = warden(&["verify", &plugin, "--trust-store", &store]);
     assert_eq!(output.status.code(), Some(31), "unsigned does not verify");
@@ -50,18 +66,10 @@ fn sign_trust_verify_run_from_the_command_line() {
     );
 
     assert_eq!(
-        warden(&["sign", &plugin, "--key", &shop.path("alice.key")])
-            .status
-            .code(),
+        exit_code(&["sign", &plugin, "--key", &shop.path("alice.key")]),
         Some(0)
     );
-    let (value, code) = report(&warden(&[
-        "verify",
-        &plugin,
-        "--trust-store",
-        &store,
-        "--json",
-    ]));
+    let (value, code) = verify_json();
     assert_eq!(code, 31, "signed by a key nobody knows");
     assert_eq!(value["signatures"][0]["status"], "unknown-key");
 
@@ -102,13 +110,7 @@ fn sign_trust_verify_run_from_the_command_line() {
     ]);
     assert_eq!(duplicate.status.code(), Some(2));
 
-    let (value, code) = report(&warden(&[
-        "verify",
-        &plugin,
-        "--trust-store",
-        &store,
-        "--json",
-    ]));
+    let (value, code) = verify_json();
     assert_eq!(code, 0);
     assert_eq!(
         (&value["verified"], &value["trusted"]),
@@ -116,19 +118,8 @@ fn sign_trust_verify_run_from_the_command_line() {
     );
     assert_eq!(value["signatures"][0]["trusted_as"], "alice");
 
-    let (value, code) = json(&[
-        "run",
-        &plugin,
-        "count-vowels",
-        "--input",
-        "trusted",
-        "--unsigned",
-        "deny",
-        "--signed-by",
-        "trusted",
-        "--trust-store",
-        &store,
-    ]);
+    let run = [&plugin, "count-vowels", "--input", "trusted"];
+    let (value, code) = json(&[&["run"][..], &run, &only_trusted].concat());
     assert_status(&value, code, "ok", 0);
 
     let (value, code) = json(&["inspect", &plugin, "--trust-store", &store]);
@@ -137,22 +128,10 @@ fn sign_trust_verify_run_from_the_command_line() {
     assert_eq!(value["signatures"][0]["trusted_as"], "alice");
 
     assert_eq!(
-        warden(&["trust", "remove", "alice", "--trust-store", &store])
-            .status
-            .code(),
+        exit_code(&["trust", "remove", "alice", "--trust-store", &store]),
         Some(0)
     );
-    let (value, code) = json(&[
-        "run",
-        &plugin,
-        "count-vowels",
-        "--unsigned",
-        "deny",
-        "--signed-by",
-        "trusted",
-        "--trust-store",
-        &store,
-    ]);
+    let (value, code) = json(&[&["run", &plugin, "count-vowels"][..], &only_trusted].concat());
     assert_status(&value, code, "untrusted", 31);
     assert!(
         value["error"]
@@ -162,9 +141,7 @@ fn sign_trust_verify_run_from_the_command_line() {
         "{value}"
     );
     assert_eq!(
-        warden(&["trust", "remove", "alice", "--trust-store", &store])
-            .status
-            .code(),
+        exit_code(&["trust", "remove", "alice", "--trust-store", &store]),
         Some(2)
     );
 }
@@ -191,9 +168,7 @@ fn signing_to_another_file_and_detached_signatures() {
         "-o leaves the input alone"
     );
     assert_eq!(
-        warden(&["verify", &signed, "--key", &shop.path("alice.pub")])
-            .status
-            .code(),
+        exit_code(&["verify", &signed, "--key", &shop.path("alice.pub")]),
         Some(0)
     );
 
@@ -212,9 +187,7 @@ fn signing_to_another_file_and_detached_signatures() {
     );
     assert!(Path::new(&format!("{plugin}.sig")).exists());
     assert_eq!(
-        warden(&["verify", &plugin, "--key", &shop.path("alice.pub")])
-            .status
-            .code(),
+        exit_code(&["verify", &plugin, "--key", &shop.path("alice.pub")]),
         Some(0)
     );
     let (value, code) = json(&[
@@ -365,19 +338,7 @@ fn a_linked_trust_store_is_edited_through_the_link() {
     let link = shop.path("trust.toml");
     let target = shop.path("dotfiles/trust.toml");
     std::os::unix::fs::symlink("dotfiles/trust.toml", &link).unwrap();
-    let added = warden_at_home(
-        home,
-        &[
-            "trust",
-            "add",
-            &shop.path("alice.pub"),
-            "--name",
-            "alice",
-            "--trust-store",
-            &link,
-        ],
-    );
-    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    shop.trust("alice", "alice", &link);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert_eq!(trusted_names(&target), ["alice"]);
     let removed = warden_at_home(home, &["trust", "remove", "alice", "--trust-store", &link]);
@@ -504,19 +465,7 @@ fn trust_kv_and_cache_files_are_private_and_refused_when_others_can_write_them()
     shop.keygen("alice");
     let store = shop.path("trust.toml");
     let plugin = shop.path("hello.wasm");
-    let added = warden_at_home(
-        home,
-        &[
-            "trust",
-            "add",
-            &shop.path("alice.pub"),
-            "--name",
-            "alice",
-            "--trust-store",
-            &store,
-        ],
-    );
-    assert_eq!(added.status.code(), Some(0), "{}", stderr_of(&added));
+    shop.trust("alice", "alice", &store);
     assert_eq!(file_mode(&store), 0o600);
     set_file_mode(&store, 0o666);
     for args in [
@@ -541,16 +490,7 @@ fn trust_kv_and_cache_files_are_private_and_refused_when_others_can_write_them()
     }
 
     let kv = shop.path("kv.sqlite");
-    let probe = [
-        guests::PROBE,
-        "kv-set",
-        "--input",
-        "a=1",
-        "--unsigned",
-        "allow",
-        "--kv-store",
-        &kv,
-    ];
+    let probe = [&PROBE_KV_SET[..], &["--kv-store", &kv]].concat();
     let output = warden_at_home(home, &[&["run"][..], &probe].concat());
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_eq!(file_mode(&kv), 0o600);

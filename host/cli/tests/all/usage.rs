@@ -5,7 +5,7 @@ use std::path::Path;
 
 use warden_tests::guests;
 
-use crate::support::{refused, warden, write_file};
+use crate::support::{PROBE_KV_SET, refused, warden, write_file};
 
 #[test]
 fn bad_flags_are_usage_errors() {
@@ -61,14 +61,7 @@ fn operator_mistakes_are_clear_errors() {
     let not_a_store = write_file(dir.path(), "garbage.sqlite", b"not a database");
     let under_a_file = format!("{file}/cache");
     let hello = [guests::HELLO, "count-vowels", "--unsigned", "allow"];
-    let probe = [
-        guests::PROBE,
-        "kv-set",
-        "--input",
-        "a=1",
-        "--unsigned",
-        "allow",
-    ];
+    let probe = PROBE_KV_SET;
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (
             vec!["run", "--manifest", &unclosed, "hello"],
