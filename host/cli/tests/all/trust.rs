@@ -118,8 +118,8 @@ fn sign_trust_verify_run_from_the_command_line() {
     );
     assert_eq!(value["signatures"][0]["trusted_as"], "alice");
 
-    let run = [&plugin, "count-vowels", "--input", "trusted"];
-    let (value, code) = json(&[&["run"][..], &run, &only_trusted].concat());
+    let run = ["run", &plugin, "count-vowels", "--input", "trusted"];
+    let (value, code) = json(&[&run[..], &only_trusted].concat());
     assert_status(&value, code, "ok", 0);
 
     let (value, code) = json(&["inspect", &plugin, "--trust-store", &store]);
