@@ -82,7 +82,7 @@ pub fn report(output: &Output) -> (Value, i32) {
         "exactly one JSON line on stdout, got {stdout:?}; stderr: {stderr}"
     );
     let value = serde_json::from_str(lines[0])
-        .unwrap_or_else(|err| panic!("stdout is not one JSON object ({err}); stderr: {stderr}"));
+        .unwrap_or_else(|err| panic!("stdout is not JSON ({err}); stderr: {stderr}"));
     (value, output.status.code().expect("an exit code"))
 }
 
