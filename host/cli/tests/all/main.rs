@@ -18,4 +18,5 @@ mod serve;
 mod support;
 mod terminal;
 mod trust;
+mod trust_store;
 mod usage;
