@@ -11,6 +11,7 @@ use crate::args::CompileArgs;
 use crate::exit;
 use crate::output;
 
+/// `warden compile`: compiles a plugin into the compile cache.
 pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
     let runtime = args.sandbox.runtime(&target.sandbox)?;

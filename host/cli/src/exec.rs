@@ -4,15 +4,18 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use warden::{Error, Outcome, Program, Report, Stdio};
+use warden::{Error, Outcome, Report, Stdio};
 
-use crate::args::{ExecArgs, SandboxArgs, Target};
+use crate::args::ExecArgs;
 use crate::exit;
+use crate::load;
 use crate::output;
 
+/// `warden exec`: loads the program and runs it with its arguments; its
+/// exit code becomes warden's.
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.program)?;
-    let program = match load(&target, &args.sandbox).await {
+    let program = match load::program(&target, &args.sandbox).await {
         Ok(program) => program,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -23,20 +26,6 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let Outcome { result, report } = program.run(&args.args, stdio).await;
     finish(&args, program.name(), result, Some(&report))
-}
-
-async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
-    let source = sandbox_args
-        .trust
-        .keys
-        .source(&target.path)
-        .await?
-        .named(target.name.clone());
-    let runtime = sandbox_args.runtime(&target.sandbox)?;
-    let sandbox = target.sandbox_for(&source);
-    let program = runtime.load_program(source, sandbox).await?;
-    output::warn_if_unverified(program.info(), program.sandbox());
-    Ok(program)
 }
 
 /// Reports the run; `report` is `None` when the program never started.

@@ -24,6 +24,8 @@ fn exit_code(err: &ExportError) -> u8 {
     }
 }
 
+/// `warden export-http`: composes a plugin into a `wasi:http` app for the
+/// chosen target.
 pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
     let name = args.plugin.file_stem().map_or_else(
         || "plugin".to_owned(),

@@ -9,12 +9,13 @@ use warden::{Error, Metadata, Plugin, Report};
 
 use crate::args::InspectArgs;
 use crate::exit;
+use crate::load;
 use crate::output;
-use crate::run;
 
+/// `warden inspect`: loads the plugin, runs its `init` and prints what it is.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
-    let plugin = match run::load(&target, &args.sandbox).await {
+    let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => {
             if args.json {

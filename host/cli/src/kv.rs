@@ -14,6 +14,7 @@ use warden::{KvGrant, KvInspector, KvStore, Manifest};
 use crate::args::{KvArgs, KvCommand};
 use crate::output;
 
+/// `warden kv`: lists buckets or keys, or reads or deletes one key.
 pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
     let (path, namespace) = store_and_namespace(&args)?;
     let store = KvInspector::open(&path, &namespace)?;

@@ -7,6 +7,7 @@ mod exit;
 mod export_http;
 mod inspect;
 mod kv;
+mod load;
 mod new;
 mod output;
 mod run;

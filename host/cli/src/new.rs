@@ -90,6 +90,7 @@ fn output_path(language: Language) -> &'static str {
     }
 }
 
+/// `warden new`: writes a plugin project for the chosen language.
 pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     check_name(&args.name)?;
     let root = args.dir.join(&args.name);
@@ -194,6 +195,8 @@ fn js_package(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(text)
 }
 
+/// `warden componentize`: turns a preview 1 reactor module into a component
+/// with wasmtime's adapter.
 pub fn componentize(args: ComponentizeArgs) -> anyhow::Result<ExitCode> {
     use wasi_preview1_component_adapter_provider::{
         WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,

@@ -82,6 +82,8 @@ pub fn call_json(
     Value::Object(object)
 }
 
+/// Adds a call report's fields (fuel, peak memory, duration, the guest's
+/// stdout and stderr, logs and denials) to a JSON object.
 pub fn report_fields(object: &mut Map<String, Value>, report: &Report) {
     object.insert("fuel_consumed".into(), report.fuel_consumed.into());
     object.insert("peak_memory_bytes".into(), report.peak_memory_bytes.into());

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use warden::{Error, Outcome, Plugin, Registry, Reload, Report};
+use warden::{Error, Outcome, Registry, Reload, Report};
 
-use crate::args::{RunArgs, SandboxArgs, Target};
+use crate::args::{RunArgs, Target};
 use crate::exit;
+use crate::load;
 use crate::output;
 
+/// `warden run`: reads the input, loads the plugin and calls the action
+/// once (or, with `--watch`, again after every change).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.target(&args.plugin)?;
     let limit = target.sandbox.limits.max_input_bytes;
@@ -25,7 +28,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.watch {
         return watch(args, target, input).await;
     }
-    let plugin = match load(&target, &args.sandbox).await {
+    let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => return finish(&args, &target.name, Err(err), None),
     };
@@ -92,21 +95,12 @@ async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<
                 let now = FileVersion::of(&seen.path);
                 if now != *seen {
                     manifest = Some(now);
-                    // The manifest's entry plus the flags, as at start; the
-                    // next watch tick reports the reload (or its failure).
-                    match args.sandbox.target(&args.plugin) {
-                        Ok(target) => {
-                            if let Err(err) = registry.load_file(&target.name, &target.path, target.sandbox).await {
-                                eprintln!("warden: the changed manifest was refused; the previous version keeps serving: {err}");
-                            } else {
-                                eprintln!("warden: the manifest changed; running `{}` again", args.action);
-                                if let Some(previous) = run.take() {
-                                    code = previous.await.context("the run failed")??;
-                                }
-                                run = Some(spawn_run(&registry, &args, &target.name, &input));
-                            }
+                    if let Some(name) = reload_manifest(&registry, &args).await {
+                        eprintln!("warden: the manifest changed; running `{}` again", args.action);
+                        if let Some(previous) = run.take() {
+                            code = previous.await.context("the run failed")??;
                         }
-                        Err(err) => eprintln!("warden: the changed manifest was refused; the previous version keeps serving: {err:#}"),
+                        run = Some(spawn_run(&registry, &args, &name, &input));
                     }
                 }
             }
@@ -123,6 +117,29 @@ async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<
         }
     }
     Ok(code)
+}
+
+/// Loads the changed manifest's entry (plus the flags, as at start) into
+/// `registry` and returns the plugin's name; `None`, said on stderr, when
+/// it was refused and the previous version keeps serving. The next watch
+/// tick reports the reload (or its failure).
+async fn reload_manifest(registry: &Registry, args: &RunArgs) -> Option<String> {
+    let refused = "warden: the changed manifest was refused; the previous version keeps serving";
+    let target = match args.sandbox.target(&args.plugin) {
+        Ok(target) => target,
+        Err(err) => {
+            eprintln!("{refused}: {err:#}");
+            return None;
+        }
+    };
+    if let Err(err) = registry
+        .load_file(&target.name, &target.path, target.sandbox)
+        .await
+    {
+        eprintln!("{refused}: {err}");
+        return None;
+    }
+    Some(target.name)
 }
 
 /// Runs the action once on the registry's current version, in the background.
@@ -190,21 +207,6 @@ async fn interrupted() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Reads and loads the plugin a command names.
-pub async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin, Error> {
-    let source = sandbox_args
-        .trust
-        .keys
-        .source(&target.path)
-        .await?
-        .named(target.name.clone());
-    let runtime = sandbox_args.runtime(&target.sandbox)?;
-    let sandbox = target.sandbox_for(&source);
-    let plugin = runtime.load(source, sandbox).await?;
-    output::warn_if_unverified(plugin.info(), plugin.sandbox());
-    Ok(plugin)
 }
 
 /// Prints the result; `report` is `None` when the call never started.

@@ -14,6 +14,7 @@ use crate::args::{KeygenArgs, SignArgs, TrustCommand, VerifyArgs};
 use crate::exit;
 use crate::output;
 
+/// `warden keygen`: writes a new key pair, never over an existing one.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let files = KeyFiles::named(&args.name);
     let key = files.generate()?;
@@ -23,6 +24,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `warden sign`: signs a plugin, in place, to another file or detached.
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let key = SecretKey::from_file(&args.key)?;
     let bytes = std::fs::read(&args.plugin)
@@ -48,6 +50,8 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `warden verify`: checks a plugin's signatures against the given keys and
+/// the trust store.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let source: Source = args.keys.source(&args.plugin).await?;
     let mut policy = TrustPolicy::development();
@@ -99,6 +103,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+/// `warden trust`: adds, removes or lists the trust store's keys.
 pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
     match command {
         TrustCommand::Add {

@@ -1,5 +1,21 @@
 //! Human-friendly sizes (`64MiB`) and durations (`300ms`), parsed and printed
 //! the same way by the CLI, the manifest and the library's messages.
+//!
+//! Written by hand because no maintained crate reads exactly this syntax, and
+//! flags and manifests already written must keep their meaning. Checked
+//! against humantime 2.4, bytesize 2.7, parse-size 1.1 and byte-unit 5.2:
+//! - Sizes: `64M`, `1G` and `4k` are binary here (64 MiB) but decimal in all
+//!   three size crates; parse-size's binary mode then makes `2MB` binary too
+//!   (decimal here). bytesize accepts `.5M` and saturates
+//!   `99999999999999999999GiB` to `u64::MAX`, parse-size accepts `1e3`, and
+//!   parse-size and byte-unit round a unitless `1.5` to 2 bytes: all refused
+//!   here. bytesize and parse-size refuse ` 8 MiB ` (spaces around), which
+//!   is accepted here.
+//! - Durations: humantime also reads compound durations and units refused
+//!   here (`1h30m`, `5sec`, `1d`, `2 weeks`, and `1M`, a month), and refuses
+//!   `1.0000000001ns` (1 ns here).
+//! - Printing: bytesize writes `64.0 MiB` (`64 MiB` here) and humantime
+//!   `12ms 345us` (`12.3 ms` here); reports and messages quote these texts.
 
 use std::fmt;
 use std::time::Duration;

@@ -4,63 +4,12 @@
 //! gets. Every process runs in a scratch home of its own.
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use warden_tests::guests;
 
-/// A scratch directory that is also the home of every `warden` it starts.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch {
-            dir: tempfile::tempdir().expect("a scratch directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_owned()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
-        command
-            .args(args)
-            .env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env("XDG_DATA_HOME", self.dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running warden")
-    }
-
-    /// Runs `warden run --json …` and returns the report and exit code.
-    fn json(&self, args: &[&str]) -> (Value, i32) {
-        let mut all = vec!["run", "--json"];
-        all.extend_from_slice(args);
-        report(&self.run(&all))
-    }
-}
-
-fn report(output: &Output) -> (Value, i32) {
-    let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "stdout is not one JSON object ({err}); stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (value, output.status.code().expect("an exit code"))
-}
+use crate::support::{Scratch, assert_status, report};
 
 /// Runs `command` to its end (at most a minute) and returns its output and
 /// its peak resident memory in bytes, read from `/proc` while it runs.
@@ -125,11 +74,7 @@ fn host_memory_runs_out(scratch: &Scratch, action: &str, input: &str) -> String 
     ]);
     let (output, peak) = run_measuring_peak_memory(command);
     let (value, code) = report(&output);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
+    assert_status(&value, code, "memory-limit", 22);
     let message = value["error"].to_string();
     assert!(message.contains("host memory"), "{message}");
     assert!(
@@ -151,7 +96,7 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
     assert!(message.contains("64 MiB"), "{message}");
 
     // The budget is the operator's to raise.
-    let (value, code) = scratch.json(&[
+    let (value, code) = scratch.run_json(&[
         guests::HOSTILE,
         "header-maps",
         "--input",
@@ -161,12 +106,8 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
-    let (value, code) = scratch.json(&[
+    assert_status(&value, code, "memory-limit", 22);
+    let (value, code) = scratch.run_json(&[
         guests::HOSTILE,
         "header-maps",
         "--input",
@@ -174,7 +115,7 @@ fn header_maps_past_the_host_memory_budget_are_a_memory_limit() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 100");
 }
 
@@ -189,7 +130,7 @@ fn outgoing_bodies_kept_unsent_past_the_host_memory_budget_are_a_memory_limit() 
     let scratch = Scratch::new();
     host_memory_runs_out(&scratch, "body-buffers", "600");
 
-    let (value, code) = scratch.json(&[
+    let (value, code) = scratch.run_json(&[
         guests::HOSTILE,
         "body-buffers",
         "--input",
@@ -197,7 +138,7 @@ fn outgoing_bodies_kept_unsent_past_the_host_memory_budget_are_a_memory_limit() 
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 10 bodies holding 1310720 bytes");
 }
 
@@ -226,7 +167,7 @@ fn denials_quoting_huge_keys_keep_the_report_and_memory_small() {
         output.stdout.len()
     );
     let (value, code) = report(&output);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let denials = value["denials"].as_array().expect("denials");
     assert_eq!(denials.len(), 5, "{value}");
     for denial in denials {
@@ -276,11 +217,7 @@ fn directory_listings_count_against_the_host_memory_budget() {
     ]);
     let (output, peak) = run_measuring_peak_memory(command);
     let (value, code) = report(&output);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("memory-limit"), 22),
-        "{value}"
-    );
+    assert_status(&value, code, "memory-limit", 22);
     assert!(
         value["error"].to_string().contains("host memory"),
         "{value}"
@@ -291,7 +228,7 @@ fn directory_listings_count_against_the_host_memory_budget() {
         peak / MIB
     );
 
-    let (value, code) = scratch.json(&[
+    let (value, code) = scratch.run_json(&[
         guests::HOSTILE,
         "dir-streams",
         "--input",
@@ -301,7 +238,7 @@ fn directory_listings_count_against_the_host_memory_budget() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "kept 20");
 }
 
@@ -340,7 +277,7 @@ fn a_kv_batch_past_its_bounds_is_refused_before_it_reaches_the_store() {
     let scratch = Scratch::new();
     let store = scratch.path("kv.sqlite");
     let started = Instant::now();
-    let (value, code) = scratch.json(&[
+    let (value, code) = scratch.run_json(&[
         guests::PROBE,
         "kv-batch",
         "--input",
@@ -356,11 +293,7 @@ fn a_kv_batch_past_its_bounds_is_refused_before_it_reaches_the_store() {
         "--unsigned",
         "allow",
     ]);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("plugin-error"), 1),
-        "{value}"
-    );
+    assert_status(&value, code, "plugin-error", 1);
     let message = value["error"].to_string();
     assert!(
         message.contains("kv batch too large: 1000000 keys in one call, at most 10000"),
@@ -428,7 +361,7 @@ unsigned = "allow"
         .expect("starting the bulk writer");
     // The other plugin writes while the batch is being built or written.
     std::thread::sleep(Duration::from_millis(700));
-    let (value, code) = scratch.json(&[
+    let (value, code) = scratch.run_json(&[
         "--manifest",
         &manifest,
         "probe",
@@ -436,15 +369,11 @@ unsigned = "allow"
         "--input",
         "meanwhile=written",
     ]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let bulk = bulk.wait_with_output().expect("the bulk writer ends");
     let elapsed = started.elapsed();
     let (value, code) = report(&bulk);
-    assert_eq!(
-        (value["status"].as_str(), code),
-        (Some("timeout"), 20),
-        "{value}"
-    );
+    assert_status(&value, code, "timeout", 20);
     // Unbounded, the batch writes for tens of seconds; stopped, the run
     // ends a few seconds after its timeout even on a busy machine.
     assert!(
@@ -487,11 +416,11 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     let kv = |plugin: &str, action: &str, input: &str, extra: &[&str]| {
         let mut args = vec![plugin, action, "--input", input, "--kv-store", &store];
         args.extend_from_slice(extra);
-        scratch.json(&args)
+        scratch.run_json(&args)
     };
 
     let (value, code) = kv(&first, "kv-set", "secret=first", &[]);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let (value, code) = kv(&stranger, "kv-get", "secret", &[]);
     assert_eq!(
         (value["status"].as_str(), code),
@@ -501,8 +430,7 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     let (value, _) = kv(&first, "kv-get", "secret", &[]);
     assert_eq!(value["output"], "first");
     // `warden inspect` names the derived namespace, for `warden kv`.
-    let inspected = scratch.run(&["inspect", "--json", &first, "--kv-store", &store]);
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let (inspected, _) = report(&scratch.run(&["inspect", "--json", &first, "--kv-store", &store]));
     let namespace = inspected["kv_namespace"].as_str().unwrap().to_owned();
     assert!(namespace.starts_with("wallet@sha256:"), "{namespace}");
     let got = scratch.run(&[
@@ -543,9 +471,9 @@ fn a_plugin_files_kv_namespace_is_its_own_and_survives_signed_upgrades() {
     let mallory = scratch.path("mallory.pub");
     let keys = ["--key", &alice, "--key", &mallory];
     let (value, code) = kv(&v1, "kv-set", "secret=signed", &keys);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     let (value, code) = kv(&v2, "kv-get", "secret", &keys);
-    assert_eq!((value["status"].as_str(), code), (Some("ok"), 0), "{value}");
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "signed", "the upgrade keeps its data");
     let (value, code) = kv(&by_mallory, "kv-get", "secret", &keys);
     assert_eq!(

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request, http_request_chunked};
 
+use crate::support::report;
+
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 /// The largest request body the adapter accepts (16 MiB).
@@ -33,9 +35,10 @@ fn wasmtime() -> PathBuf {
     path
 }
 
-/// Runs warden with a home of its own, so no trust store or config of the
-/// user running the tests is picked up.
-pub(crate) fn warden(args: &[&str]) -> Output {
+/// Runs warden with the system's temporary directory as its home (and no
+/// XDG config directory), so no trust store or config of the user running
+/// the tests is picked up.
+pub(crate) fn warden_with_tmp_home(args: &[&str]) -> Output {
     Command::new(WARDEN)
         .args(args)
         .env("HOME", std::env::temp_dir())
@@ -48,7 +51,7 @@ pub(crate) fn warden(args: &[&str]) -> Output {
 /// the command's JSON report, failing the test if the command fails.
 pub(crate) fn export_for(plugin: &str, target: &str, dir: &Path) -> (PathBuf, Value) {
     let app = dir.join(format!("{target}.wasm"));
-    let output = warden(&[
+    let output = warden_with_tmp_home(&[
         "export-http",
         plugin,
         "-o",
@@ -64,7 +67,7 @@ pub(crate) fn export_for(plugin: &str, target: &str, dir: &Path) -> (PathBuf, Va
         "export-http --target {target} {plugin} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let (report, _) = report(&output);
     assert_eq!(report["target"], target);
     (app, report)
 }
@@ -312,7 +315,7 @@ fn a_failing_init_is_a_500_for_every_request() {
 fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let app = dir.path().join("probe.wasm");
-    let output = warden(&[
+    let output = warden_with_tmp_home(&[
         "export-http",
         guests::PROBE,
         "-o",
@@ -322,7 +325,7 @@ fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
         "--json",
     ]);
     assert!(output.status.success(), "{output:?}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let (report, _) = report(&output);
     let imports = report["imports"].as_array().expect("a list of imports");
     for interface in [
         "wasi:config/store@0.2.0-rc.1",
@@ -361,7 +364,8 @@ fn export_refuses_what_is_not_a_plugin() {
         (guests::COMMAND, "guest"),
         (garbage.to_str().unwrap(), ""),
     ] {
-        let result = warden(&["export-http", input, "-o", output, "--unsigned", "allow"]);
+        let result =
+            warden_with_tmp_home(&["export-http", input, "-o", output, "--unsigned", "allow"]);
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(10), "{input}: {stderr}");
         assert!(stderr.contains(expected), "{input}: {stderr}");
@@ -372,7 +376,7 @@ fn export_refuses_what_is_not_a_plugin() {
     let file = dir.path().join("file");
     std::fs::write(&file, b"").unwrap();
     let unwritable = file.join("app.wasm");
-    let result = warden(&[
+    let result = warden_with_tmp_home(&[
         "export-http",
         guests::HELLO,
         "-o",
@@ -385,7 +389,7 @@ fn export_refuses_what_is_not_a_plugin() {
     assert!(stderr.contains("cannot write"), "{stderr}");
 
     // The trust policy applies as it does to `warden run`.
-    let result = warden(&[
+    let result = warden_with_tmp_home(&[
         "export-http",
         guests::HELLO,
         "-o",
@@ -405,7 +409,7 @@ fn export_refuses_what_is_not_a_plugin() {
 fn the_text_report_lists_shims_and_imports() {
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("hello-app.wasm");
-    let result = warden(&[
+    let result = warden_with_tmp_home(&[
         "export-http",
         guests::HELLO,
         "-o",

@@ -12,7 +12,7 @@ use warden_tests::guests;
 use wit_parser::decoding::DecodedWasm;
 use wit_parser::{TypeDefKind, WorldItem};
 
-use crate::export_http::{export_for, warden};
+use crate::export_http::{export_for, warden_with_tmp_home};
 
 /// An exported app: the command's JSON report and the imports read off the
 /// component itself.
@@ -213,7 +213,7 @@ fn a_plugin_importing_what_no_target_provides_is_refused_by_name() {
     std::fs::write(&path, plugin_needing_more()).unwrap();
     let output = dir.path().join("app.wasm");
     for target in ["wasmtime", "spin", "wasmcloud"] {
-        let result = warden(&[
+        let result = warden_with_tmp_home(&[
             "export-http",
             path.to_str().unwrap(),
             "-o",

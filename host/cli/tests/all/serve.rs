@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request};
 
+use crate::support::wait_bounded;
+
 /// A `warden serve` process, killed on drop. Its stderr (the structured
 /// log) is collected line by line.
 struct Server {
@@ -1531,19 +1533,6 @@ fn without_proc_a_grant_is_refused_naming_the_fix_and_never_opened_by_its_path()
             && stderr.contains("mount /proc"),
         "{stderr}"
     );
-}
-
-/// Waits for `child` at most `limit`, killing it if it takes longer.
-fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the command did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

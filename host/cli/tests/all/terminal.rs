@@ -1,0 +1,239 @@
+//! Guest text on a terminal: written unchanged when piped or in JSON,
+//! escaped when a terminal shows it (control characters, bidirectional
+//! overrides) in every command that prints it.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use warden_tests::guests;
+
+use crate::support::{in_home, report, wait_bounded, warden, warden_at_home};
+
+/// Text a hostile guest writes to take over a terminal: a colour, a bell, a
+/// carriage return that hides what came before, a window title.
+const TERMINAL_ATTACK: &str = "\x1b[31mred\x07\rover\x1b]0;title\x07";
+
+#[test]
+fn guest_text_is_written_unchanged_when_piped_and_in_json() {
+    let home = tempfile::tempdir().unwrap();
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            guests::COMMAND_PREVIEW1,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, format!("{TERMINAL_ATTACK}\0").as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "run",
+            guests::HELLO,
+            "echo",
+            "--unsigned",
+            "allow",
+            "--input",
+            TERMINAL_ATTACK,
+        ],
+    );
+    assert_eq!(output.stdout, TERMINAL_ATTACK.as_bytes());
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "exec",
+            "--json",
+            guests::COMMAND,
+            "--unsigned",
+            "allow",
+            "--",
+            "argv",
+            TERMINAL_ATTACK,
+        ],
+    );
+    let (value, _) = report(&output);
+    assert_eq!(value["stdout"], format!("{TERMINAL_ATTACK}\0"));
+}
+
+#[test]
+fn guest_text_is_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let envs = [
+        ("COMMAND", OsStr::new(guests::COMMAND_PREVIEW1)),
+        ("HELLO", OsStr::new(guests::HELLO)),
+        ("ATTACK", OsStr::new(TERMINAL_ATTACK)),
+    ];
+    for (what, command) in [
+        (
+            "exec's forwarded stdout",
+            r#""$WARDEN" exec "$COMMAND" --unsigned allow -- argv "$ATTACK""#,
+        ),
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input "$ATTACK""#,
+        ),
+        (
+            "run's report: the guest's stdout and log lines",
+            r#""$WARDEN" run "$HELLO" greet --unsigned allow --input "$ATTACK""#,
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(
+            shown.contains(r"\x1b[31mred\x07\rover\x1b]0;title\x07"),
+            "{what}: {shown:?}"
+        );
+    }
+}
+
+/// A right-to-left override around text: a terminal that lays out text
+/// bidirectionally shows what follows reversed, Warden's own words included.
+const BIDI_ATTACK: &str = "\u{202e}kO\u{202c}";
+
+/// What a pseudo-terminal was sent while `sh -c command` ran on it with
+/// `envs` and a private home, or `None` without util-linux `script` (which
+/// runs the command on a pseudo-terminal and copies what the terminal was
+/// sent to its stdout).
+fn shown_on_a_terminal(command: &str, envs: &[(&str, &OsStr)], home: &Path) -> Option<String> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let child = in_home(
+        Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+            .envs(envs.iter().copied()),
+        home,
+    )
+    .spawn()
+    .expect("starting script");
+    let output = wait_bounded(child, Duration::from_secs(60));
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn bidi_overrides_and_load_errors_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    // wasmparser quotes an invalid import name in its error, so the load
+    // error carries the binary's own bytes.
+    let bad = home.path().join("bad.wasm");
+    std::fs::write(
+        &bad,
+        wat::parse_str(r#"(component (import "a\1b[2J" (func)))"#).unwrap(),
+    )
+    .unwrap();
+    let manifest = home.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugins.bad]\npath = {:?}\n[plugins.bad.trust]\nunsigned = \"allow\"\n",
+            bad.display().to_string()
+        ),
+    )
+    .unwrap();
+    let bidi = home.path().join("bidi.txt");
+    std::fs::write(&bidi, BIDI_ATTACK).unwrap();
+    let envs = [
+        ("HELLO", OsStr::new(guests::HELLO)),
+        ("MANIFEST", manifest.as_os_str()),
+        ("BIDI", bidi.as_os_str()),
+    ];
+    for (what, command, expected) in [
+        (
+            "run's output",
+            r#""$WARDEN" run "$HELLO" echo --unsigned allow --input-file "$BIDI""#,
+            r"\u{202e}kO\u{202c}",
+        ),
+        (
+            "serve's load error",
+            r#""$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+            r"import name `a\x1b[2J`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\u{202e}', '\u{202c}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+}
+
+#[test]
+fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
+    let home = tempfile::tempdir().unwrap();
+    let store = home.path().join("kv.sqlite");
+    let key = "\x1b[2Jkey\u{202e}";
+    let input = format!("{key}=\x1b]0;value\x07");
+    let output = warden(&[
+        "run",
+        guests::PROBE,
+        "kv-set",
+        "--input",
+        &input,
+        "--unsigned",
+        "allow",
+        "--kv-namespace",
+        "probe",
+        "--kv-store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let key_file = home.path().join("key.txt");
+    std::fs::write(&key_file, key).unwrap();
+    let envs = [
+        ("STORE", store.as_os_str()),
+        ("KEY_FILE", key_file.as_os_str()),
+    ];
+    for (what, command, expected) in [
+        (
+            "kv list",
+            r#""$WARDEN" kv probe list --store "$STORE""#,
+            r"\x1b[2Jkey\u{202e}",
+        ),
+        (
+            "kv get",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")" --store "$STORE""#,
+            r"\x1b]0;value\x07",
+        ),
+        (
+            "kv get of a missing key",
+            r#""$WARDEN" kv probe get "$(cat "$KEY_FILE")x" --store "$STORE""#,
+            r"no key `\x1b[2Jkey\u{202e}x`",
+        ),
+    ] {
+        let Some(shown) = shown_on_a_terminal(command, &envs, home.path()) else {
+            return;
+        };
+        assert!(
+            !shown.contains(['\x1b', '\x07', '\u{202e}']),
+            "{what}: raw control characters reached the terminal: {shown:?}"
+        );
+        assert!(shown.contains(expected), "{what}: {shown:?}");
+    }
+    // Piped, the value is the plugin's bytes exactly.
+    let piped = warden(&[
+        "kv",
+        "probe",
+        "get",
+        key,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(piped.stdout, b"\x1b]0;value\x07");
+}
