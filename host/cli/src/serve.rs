@@ -1,22 +1,24 @@
 //! `warden serve`: every plugin of a manifest over HTTP, with
-//! `warden_serve::Server`. This module turns the flags and the manifest's
-//! `[serve]` table into a `ServerConfig`, loads the plugins, and maps what
-//! happens to exit codes and log lines.
+//! `warden_serve::Server`. This module installs the server's JSON-lines
+//! log, turns the flags and the manifest's `[serve]` table into a
+//! `ServerConfig`, loads the plugins, and maps what happens to exit codes.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt as _;
 use warden::{Manifest, Registry, ServeSettings};
-use warden_serve::{ConnectionLimits, Server, ServerConfig, log_event};
+use warden_serve::{ConnectionLimits, Server, ServerConfig};
 
 use crate::args::ServeArgs;
 use crate::exit;
 use crate::output;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let log = tracing_subscriber::registry().with(warden_serve::log::json_lines());
+    tracing::subscriber::set_global_default(log).context("installing the server's log")?;
     let manifest = Manifest::from_file(&args.manifest)?;
     anyhow::ensure!(
         !manifest.plugins.is_empty(),
@@ -78,11 +80,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(plugin) = registry.get(name)
             && let Some(reason) = output::unverified_warning(plugin.info(), plugin.sandbox())
         {
-            log_event(json!({
-                "event": "unverified-plugin",
-                "plugin": name,
-                "message": format!("serving an unverified plugin ({reason}); see `warden sign` and the manifest's [trust] table"),
-            }));
+            tracing::warn!(
+                target: warden_serve::log::TARGET,
+                event = "unverified-plugin",
+                plugin = name.as_str(),
+                message = format!("serving an unverified plugin ({reason}); see `warden sign` and the manifest's [trust] table"),
+            );
         }
     }
 
