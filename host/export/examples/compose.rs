@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run -p warden-export --example compose -- target/guests/wasm32-wasip2/release/hello.wasm hello-http.wasm
-//! wasmtime serve -S cli hello-http.wasm
+//! wasmtime serve -Scli hello-http.wasm
 //! ```
 
 use warden::{Runtime, Sandbox, Source};

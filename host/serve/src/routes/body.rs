@@ -53,34 +53,7 @@ pub(super) async fn read_body<'a>(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let mut body = Limited::new(request.into_body(), limit);
-    let read = async move {
-        let mut held: Option<SemaphorePermit<'a>> = None;
-        // The chunks as they came: copying into one growing buffer could
-        // hold twice what the budget counts.
-        let mut received: Vec<Bytes> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            // Trailers are not part of the input.
-            let Ok(data) = frame.map_err(ReadFailure::Body)?.into_data() else {
-                continue;
-            };
-            let taken = u32::try_from(data.len())
-                .ok()
-                .and_then(|bytes| budget.try_acquire_many(bytes).ok())
-                .ok_or(ReadFailure::NoBodyMemory)?;
-            match &mut held {
-                Some(held) => held.merge(taken),
-                None => held = Some(taken),
-            }
-            received.push(data);
-        }
-        let body = match received.len() {
-            0 => Bytes::new(),
-            1 => received.swap_remove(0),
-            _ => Bytes::from(received.concat()),
-        };
-        Ok((body, held))
-    };
+    let read = read_chunks(Limited::new(request.into_body(), limit), budget);
     match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(read)) => Ok(read),
         Ok(Err(ReadFailure::NoBodyMemory)) => Err((
@@ -114,4 +87,37 @@ pub(super) async fn read_body<'a>(
             "request-timeout",
         )),
     }
+}
+
+/// Reads `body` to its end, taking each chunk's bytes from `budget` as it
+/// arrives; the body and the bytes it holds.
+async fn read_chunks(
+    mut body: Limited<Incoming>,
+    budget: &Semaphore,
+) -> Result<(Bytes, Option<SemaphorePermit<'_>>), ReadFailure> {
+    let mut held: Option<SemaphorePermit<'_>> = None;
+    // The chunks as they came: copying into one growing buffer could
+    // hold twice what the budget counts.
+    let mut received: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        // Trailers are not part of the input.
+        let Ok(data) = frame.map_err(ReadFailure::Body)?.into_data() else {
+            continue;
+        };
+        let taken = u32::try_from(data.len())
+            .ok()
+            .and_then(|bytes| budget.try_acquire_many(bytes).ok())
+            .ok_or(ReadFailure::NoBodyMemory)?;
+        match &mut held {
+            Some(held) => held.merge(taken),
+            None => held = Some(taken),
+        }
+        received.push(data);
+    }
+    let body = match received.len() {
+        0 => Bytes::new(),
+        1 => received.swap_remove(0),
+        _ => Bytes::from(received.concat()),
+    };
+    Ok((body, held))
 }
