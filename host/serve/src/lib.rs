@@ -1,7 +1,7 @@
-//! An HTTP server for the plugins of a [`Registry`](warden::Registry): routing, admission,
-//! connection bounds, `/metrics`, structured logs and a graceful drain, as
-//! a stateless service that can run as many replicas as the load needs.
-//! It is the server of the `warden serve` command, and an application
+//! An HTTP server for the plugins of a [`Registry`](warden::Registry):
+//! routing, admission, connection bounds, `/metrics`, structured logs and a
+//! graceful drain, as a stateless service that can run as many replicas as
+//! the load needs. The `warden serve` command is one user; an application
 //! embeds it the same way:
 //!
 //! ```no_run
@@ -32,12 +32,16 @@
 //! # }
 //! ```
 //!
-//! Each plugin answers under `/plugins/<name>/` (see the `routes` module:
-//! `POST /plugins/<name>/<action>` runs the action on the request's body),
-//! with its own limits, grants and trust policy. Beside them: `/healthz`,
-//! `/readyz`, `/metrics` (Prometheus text) and `/plugins` (what is loaded).
-//! The server holds no state of its own: plugin state lives in the kv
-//! capability's store, which replicas can share (a Redis server).
+//! Each plugin the registry holds (now, and after its reloads) answers under
+//! `/plugins/<name>`, with its own limits, grants and trust policy:
+//! `POST /plugins/<name>/<action>` runs the action on the request's body and
+//! answers with its output, `GET /plugins/<name>` with its metadata; a
+//! plugin's errors are `400`, `404` or `500` and the host's (limits, traps)
+//! `500`, each as `{"error": kind, "message": text}`. Beside them:
+//! `/healthz`, `/readyz`, `/metrics` (Prometheus text, version 0.0.4) and
+//! `/plugins` (what is loaded). The server holds no state of its own:
+//! plugin state lives in the kv capability's store, which replicas can share
+//! (a Redis server).
 //!
 //! Admission is bounded: at most [`ServerConfig::max_concurrent`] calls run
 //! and [`ServerConfig::max_queue`] wait; anything beyond is answered 503

@@ -86,7 +86,9 @@ impl Server {
     /// Serves connections from `listener` until `shutdown` resolves (with a
     /// reason for the log, such as a signal's name), then drains: stops
     /// accepting, reports not ready, lets requests in flight finish for
-    /// [`ServerConfig::shutdown_grace`] and cancels what is left.
+    /// [`ServerConfig::shutdown_grace`] and cancels what is left. The
+    /// registry is shut down with it ([`Registry::shutdown`]): it accepts no
+    /// calls afterwards.
     ///
     /// # Errors
     ///
