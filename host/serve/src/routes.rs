@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use warden::{ErrorKind, Outcome, Plugin, Report, truncate_record_text};
 
 use self::body::read_body;
-pub(crate) use self::reply::Reply;
+use self::reply::Reply;
 use self::reply::{
     error_reply, failure_reply, json_reply, method_not_allowed, octets_reply, only_get, text_reply,
     unavailable,
