@@ -2,14 +2,17 @@
 //! exposition format (version 0.0.4).
 //!
 //! Written here rather than with `prometheus-client` (0.26) because that
-//! crate cannot write today's exposition: its OpenMetrics encoder names
-//! counter families without `_total` in `# HELP`/`# TYPE`, ends with
-//! `# EOF` and needs another content type, and its Prometheus text encoder
-//! formats histogram bounds as Go does, so the peak-memory buckets' `le`
-//! labels would change from `1048576` to `1.048576e+06` (new series for a
-//! Prometheus that stores the label as written) and `_sum` values from `3`
-//! to `3.0`. The values are collected by [`HttpStats`] and the registry's
-//! snapshots either way; only the text is written here.
+//! crate cannot write this exposition unchanged. Its Prometheus text encoder
+//! (`encoding::prometheus_text`, fed by a `Collector`) matches the names,
+//! labels, types, HELP text and content type, but writes histogram bounds
+//! as Go does and sums through `dtoa`: the peak-memory buckets' labels would
+//! change from `le="1048576"` to `le="1.048576e+06"` (new series for
+//! dashboards and for a Prometheus that keeps `le` as written) and their
+//! `_sum` from `3342336` to `3342336.0`. Its OpenMetrics encoder changes
+//! more: counter families without `_total` in `# HELP` and `# TYPE`, a
+//! closing `# EOF` and another content type. The values are collected the
+//! same either way ([`HttpStats`] and the registry's snapshots); only the
+//! text is written here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
