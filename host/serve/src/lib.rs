@@ -88,10 +88,10 @@ pub struct ServerConfig {
     /// `max_concurrent`.
     pub max_queue: Option<usize>,
     /// Client connections open at once; more wait in the kernel's listen
-    /// backlog. Default [`ServeSettings::DEFAULT_MAX_CONNECTIONS`].
+    /// backlog. Default 512 ([`ServeSettings::DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: u32,
     /// Bytes of request bodies held at once over all connections. Default
-    /// [`ServeSettings::DEFAULT_MAX_BODY_MEMORY`].
+    /// 1 GiB ([`ServeSettings::DEFAULT_MAX_BODY_MEMORY`]).
     pub max_body_memory: u64,
     /// How long a request may take, from its head to its reply. Default 30 s.
     pub request_timeout: Duration,
@@ -102,8 +102,9 @@ pub struct ServerConfig {
     pub watch_interval: Option<Duration>,
     /// Whether to log one `request` event per request. Default on.
     pub access_log: bool,
-    /// Time limits on each connection (see [`ConnectionLimits`]). Default
-    /// [`ServeSettings`]' default timeouts.
+    /// Time limits on each connection (see [`ConnectionLimits`]). Default:
+    /// 10 s to read a request head, 60 s idle, 30 s writing without progress
+    /// (the `DEFAULT_*_TIMEOUT`s of [`ServeSettings`]).
     pub connection_limits: ConnectionLimits,
 }
 

@@ -26,14 +26,15 @@ struct Running {
 }
 
 impl Running {
-    /// Serves `registry` until [`Running::stop`].
-    async fn start(registry: Registry, config: ServerConfig) -> Running {
+    /// Serves `registry` until [`Running::stop`], which gives `reason` as
+    /// the shutdown's.
+    async fn start(registry: Registry, config: ServerConfig, reason: &'static str) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
-            "stopped by the test"
+            reason
         };
         let server = tokio::spawn(Server::new(registry, config).run(listener, shutdown));
         Running { addr, stop, server }
@@ -74,7 +75,7 @@ fn metric(metrics: &str, sample: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_serves_a_registry_and_stops_it_with_a_future() {
-    let server = Running::start(hello_registry().await, ServerConfig::default()).await;
+    let server = Running::start(hello_registry().await, ServerConfig::default(), "done").await;
 
     let reply = server
         .request("POST", "/plugins/hello/count-vowels", b"hello world")
@@ -150,7 +151,7 @@ async fn the_server_logs_through_tracing_and_json_lines_renders_it() {
         .load_file("logged", guests::HELLO, Sandbox::default())
         .await
         .unwrap();
-    let server = Running::start(registry, ServerConfig::default()).await;
+    let server = Running::start(registry, ServerConfig::default(), "logged enough").await;
     let addr = server.addr.to_string();
     let reply = server
         .request("POST", "/plugins/logged/greet", b"log")
@@ -173,7 +174,8 @@ async fn the_server_logs_through_tracing_and_json_lines_renders_it() {
     assert_eq!(request["error"], Value::Null);
     let logged = find("plugin-log", &|line| line["plugin"] == "logged");
     assert_eq!(logged["message"], "greeted log");
-    find("draining", &|line| line["signal"] == "stopped by the test");
+    let draining = find("draining", &|line| line["signal"] == "logged enough");
+    assert_eq!(draining["grace_ms"], 10_000);
     assert!(lines.iter().all(|line| line["time"].is_f64()), "{lines:#?}");
 }
 
