@@ -108,6 +108,7 @@ test: lint doc wasmtime
 	@echo "hello in every language (tests/all/conformance.rs):" && cat target/conformance.txt
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
 	$(CARGO) run --quiet -p warden --example text-filter -- $(GUESTS)/text_filter.wasm
+	$(CARGO) run --quiet -p warden-export --example compose -- $(GUESTS)/hello.wasm target/hello-http.wasm
 
 ## lint: rustfmt and clippy (warnings are errors) on the host and the guests
 lint: setup

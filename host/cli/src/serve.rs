@@ -1,22 +1,24 @@
 //! `warden serve`: every plugin of a manifest over HTTP, with
-//! `warden_serve::Server`. This module turns the flags and the manifest's
-//! `[serve]` table into a `ServerConfig`, loads the plugins, and maps what
-//! happens to exit codes and log lines.
+//! `warden_serve::Server`. This module installs the server's JSON-lines
+//! log, turns the flags and the manifest's `[serve]` table into a
+//! `ServerConfig`, loads the plugins, and maps what happens to exit codes.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt as _;
 use warden::{Manifest, Registry, ServeSettings};
-use warden_serve::{ConnectionLimits, Server, ServerConfig, log_event};
+use warden_serve::{ConnectionLimits, Server, ServerConfig};
 
 use crate::args::ServeArgs;
 use crate::exit;
 use crate::output;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let log = tracing_subscriber::registry().with(warden_serve::log::json_lines());
+    tracing::subscriber::set_global_default(log).context("installing the server's log")?;
     let manifest = Manifest::from_file(&args.manifest)?;
     anyhow::ensure!(
         !manifest.plugins.is_empty(),
@@ -40,25 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.no_cache {
         builder.no_compile_cache();
     }
-    let connection_limits = connection_limits(&args, &manifest.serve)?;
-    let max_connections = args
-        .max_connections
-        .or(manifest.serve.max_connections)
-        .unwrap_or(ServeSettings::DEFAULT_MAX_CONNECTIONS);
-    anyhow::ensure!(
-        max_connections > 0,
-        "max_connections in [serve] of {} must be at least 1",
-        args.manifest.display()
-    );
-    let max_body_memory = args
-        .max_body_memory
-        .or(manifest.serve.max_body_memory)
-        .unwrap_or(ServeSettings::DEFAULT_MAX_BODY_MEMORY);
-    anyhow::ensure!(
-        max_body_memory > 0,
-        "max_body_memory in [serve] of {} must be at least 1 byte",
-        args.manifest.display()
-    );
+    let config = server_config(&args, &manifest.serve)?;
     let registry = Registry::new(builder.build()?);
 
     // A replica with a plugin that does not load must not become ready.
@@ -74,22 +58,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::for_kind(err.kind())));
     }
-    for name in &loaded.loaded {
-        if let Some(plugin) = registry.get(name)
-            && let Some(reason) = output::unverified_warning(plugin.info(), plugin.sandbox())
-        {
-            log_event(json!({
-                "event": "unverified-plugin",
-                "plugin": name,
-                "message": format!("serving an unverified plugin ({reason}); see `warden sign` and the manifest's [trust] table"),
-            }));
-        }
-    }
+    log_unverified(&registry, &loaded.loaded);
 
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let config = ServerConfig {
+    Server::new(registry, config)
+        .run(listener, terminated())
+        .await
+        .context("reading the bound address")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server's bounds: each flag, else the manifest's `[serve]` setting,
+/// else its default. A bound of zero would refuse everything, so it is
+/// refused.
+fn server_config(args: &ServeArgs, settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
+    let connection_limits = connection_limits(args, settings)?;
+    let max_connections = args
+        .max_connections
+        .or(settings.max_connections)
+        .unwrap_or(ServeSettings::DEFAULT_MAX_CONNECTIONS);
+    anyhow::ensure!(
+        max_connections > 0,
+        "max_connections in [serve] of {} must be at least 1",
+        args.manifest.display()
+    );
+    let max_body_memory = args
+        .max_body_memory
+        .or(settings.max_body_memory)
+        .unwrap_or(ServeSettings::DEFAULT_MAX_BODY_MEMORY);
+    anyhow::ensure!(
+        max_body_memory > 0,
+        "max_body_memory in [serve] of {} must be at least 1 byte",
+        args.manifest.display()
+    );
+    Ok(ServerConfig {
         max_concurrent: args.max_concurrent as usize,
         max_queue: args.max_queue.map(|queue| queue as usize),
         max_connections,
@@ -99,12 +103,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         watch_interval: (!args.no_watch).then_some(args.watch_interval),
         access_log: !args.no_access_log,
         connection_limits,
-    };
-    Server::new(registry, config)
-        .run(listener, terminated())
-        .await
-        .context("reading the bound address")?;
-    Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Logs an `unverified-plugin` event for each of `loaded` that serves
+/// without a verified signature.
+fn log_unverified(registry: &Registry, loaded: &[String]) {
+    for name in loaded {
+        if let Some(plugin) = registry.get(name)
+            && let Some(reason) = output::unverified_warning(plugin.info(), plugin.sandbox())
+        {
+            tracing::warn!(
+                target: warden_serve::log::TARGET,
+                event = "unverified-plugin",
+                plugin = name.as_str(),
+                message = format!("serving an unverified plugin ({reason}); see `warden sign` and the manifest's [trust] table"),
+            );
+        }
+    }
 }
 
 /// The connection bounds: each flag, else the manifest's `[serve]`

@@ -1,12 +1,25 @@
 //! `/metrics`: the server's and the plugins' metrics in Prometheus' text
 //! exposition format (version 0.0.4).
+//!
+//! Written here rather than with `prometheus-client` (0.26) because that
+//! crate cannot write this exposition unchanged. Its Prometheus text encoder
+//! (`encoding::prometheus_text`, fed by a `Collector`) matches the names,
+//! labels, types, HELP text and content type, but writes histogram bounds
+//! as Go does and sums through `dtoa`: the peak-memory buckets' labels would
+//! change from `le="1048576"` to `le="1.048576e+06"` (new series for
+//! dashboards and for a Prometheus that keeps `le` as written) and their
+//! `_sum` from `3342336` to `3342336.0`. Its OpenMetrics encoder changes
+//! more: counter families without `_total` in `# HELP` and `# TYPE`, a
+//! closing `# EOF` and another content type. The values are collected the
+//! same either way ([`HttpStats`] and the registry's snapshots); only the
+//! text is written here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use warden::{HistogramSnapshot, Registry};
+use warden::{HistogramSnapshot, MetricsSnapshot, Registry};
 
 /// Counters kept by the HTTP layer; the plugins' own metrics come from the
 /// registry when scraped.
@@ -58,12 +71,22 @@ impl HttpStats {
     }
 }
 
+/// The `Content-Type` of the exposition.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The whole exposition; `body_bytes_held` is what request bodies hold of
 /// the server's body memory now.
 pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: usize) -> String {
     let mut text = String::new();
+    render_http(&mut text, stats, body_bytes_held);
+    render_plugins(&mut text, registry);
+    text
+}
+
+/// The HTTP layer's counters and gauges.
+fn render_http(text: &mut String, stats: &HttpStats, body_bytes_held: usize) {
     header(
-        &mut text,
+        text,
         "warden_http_requests_total",
         "counter",
         "HTTP requests answered, by plugin (empty for the server's own routes) and status code.",
@@ -78,7 +101,7 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         }
     }
     header(
-        &mut text,
+        text,
         "warden_http_rejected_total",
         "counter",
         "Requests the server answered instead of their plugin: saturated, payload-too-large or request-timeout.",
@@ -93,7 +116,7 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
     }
     drop(rejected);
     header(
-        &mut text,
+        text,
         "warden_http_requests_in_flight",
         "gauge",
         "Requests being handled now.",
@@ -104,7 +127,7 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         stats.in_flight.load(Ordering::Relaxed)
     );
     header(
-        &mut text,
+        text,
         "warden_http_connections_open",
         "gauge",
         "Client connections open now.",
@@ -115,14 +138,14 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         stats.connections_open.load(Ordering::Relaxed)
     );
     header(
-        &mut text,
+        text,
         "warden_http_request_body_bytes",
         "gauge",
         "Bytes of request bodies held now, out of --max-body-memory.",
     );
     let _ = writeln!(text, "warden_http_request_body_bytes {body_bytes_held}");
     header(
-        &mut text,
+        text,
         "warden_http_connections_closed_total",
         "counter",
         "Connections the server closed: idle-timeout, header-read-timeout or write-timeout.",
@@ -136,8 +159,12 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         );
     }
     drop(closed);
+}
+
+/// The instances alive, and every loaded plugin's metrics.
+fn render_plugins(text: &mut String, registry: &Registry) {
     header(
-        &mut text,
+        text,
         "warden_instances_in_use",
         "gauge",
         "Plugin instances alive now, across plugins.",
@@ -147,19 +174,24 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         "warden_instances_in_use {}",
         registry.runtime().instances_in_use()
     );
-
     let plugins: Vec<_> = registry
         .list()
         .into_iter()
         .filter_map(|entry| Some((entry.name.clone(), registry.get(&entry.name)?.metrics())))
         .collect();
+    render_plugin_counters(text, &plugins);
+    render_plugin_histograms(text, &plugins);
+}
+
+/// Each plugin's calls, failures and fuel.
+fn render_plugin_counters(text: &mut String, plugins: &[(String, MetricsSnapshot)]) {
     header(
-        &mut text,
+        text,
         "warden_plugin_calls_total",
         "counter",
         "Calls made to the plugin since it was (re)loaded.",
     );
-    for (name, metrics) in &plugins {
+    for (name, metrics) in plugins {
         let _ = writeln!(
             text,
             "warden_plugin_calls_total{{plugin=\"{}\"}} {}",
@@ -168,12 +200,12 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         );
     }
     header(
-        &mut text,
+        text,
         "warden_plugin_failures_total",
         "counter",
         "Failed calls, by plugin and error kind.",
     );
-    for (name, metrics) in &plugins {
+    for (name, metrics) in plugins {
         for (kind, count) in &metrics.failures {
             let _ = writeln!(
                 text,
@@ -184,12 +216,12 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
         }
     }
     header(
-        &mut text,
+        text,
         "warden_plugin_fuel_consumed_total",
         "counter",
         "Fuel the plugin's calls consumed (0 when no plugin has a fuel limit).",
     );
-    for (name, metrics) in &plugins {
+    for (name, metrics) in plugins {
         let _ = writeln!(
             text,
             "warden_plugin_fuel_consumed_total{{plugin=\"{}\"}} {}",
@@ -197,35 +229,38 @@ pub(crate) fn render(registry: &Registry, stats: &HttpStats, body_bytes_held: us
             metrics.fuel_consumed
         );
     }
+}
+
+/// Each plugin's call durations and peak memory.
+fn render_plugin_histograms(text: &mut String, plugins: &[(String, MetricsSnapshot)]) {
     header(
-        &mut text,
+        text,
         "warden_plugin_call_duration_seconds",
         "histogram",
         "Wall-clock time of calls, including instantiation and init for fresh instances.",
     );
-    for (name, metrics) in &plugins {
+    for (name, metrics) in plugins {
         histogram(
-            &mut text,
+            text,
             "warden_plugin_call_duration_seconds",
             name,
             &metrics.duration_seconds,
         );
     }
     header(
-        &mut text,
+        text,
         "warden_plugin_peak_memory_bytes",
         "histogram",
         "Linear-memory high-water mark of the instance at the end of each call.",
     );
-    for (name, metrics) in &plugins {
+    for (name, metrics) in plugins {
         histogram(
-            &mut text,
+            text,
             "warden_plugin_peak_memory_bytes",
             name,
             &metrics.peak_memory_bytes,
         );
     }
-    text
 }
 
 fn header(text: &mut String, name: &str, kind: &str, help: &str) {

@@ -1,7 +1,7 @@
 //! Requests to responses.
 //!
 //! Under `/plugins/<name>`, the mapping every Warden HTTP front end shares
-//! (the apps `warden export-http` builds use it too):
+//! (the apps `warden-export` composes use it too):
 //! - `POST /plugins/<name>/<action>` runs `execute(action, body)`; `200`
 //!   with the output as `application/octet-stream`. `POST /plugins/<name>`
 //!   runs the empty action.
@@ -11,38 +11,44 @@
 //! - Other methods → 405 with `Allow: GET, POST`; a body larger than the
 //!   plugin's `max_input_bytes` → 413.
 //!
-//! Host-side failures use the error kinds of `--json` reports: limits and
+//! Host-side failures use the names of [`warden::ErrorKind`]: limits and
 //! traps (`timeout`, `out-of-fuel`, `memory-limit`, `trap`, ...) → 500;
 //! an unknown plugin → 404; a plugin withdrawn because it no longer passes
 //! its trust policy → 503 `untrusted`; saturation (`saturated`) and shutdown
 //! (`cancelled`) → 503 with `Retry-After`; a body that does not arrive
-//! within `--request-timeout` → 408, a call that does not finish within it
-//! → 504; a body that would take the request bodies held over
-//! `--max-body-memory` → 503 `saturated`. The message of a host-side failure is one sentence from
-//! [`public_message`]; its full text, which may name host paths or carry a
-//! backtrace, goes to the log as a `call-failed` line.
+//! within [`ServerConfig::request_timeout`](crate::ServerConfig::request_timeout)
+//! → 408, a call that does not finish within it → 504; a body that would
+//! take the request bodies held over
+//! [`ServerConfig::max_body_memory`](crate::ServerConfig::max_body_memory)
+//! → 503 `saturated`. The message of a host-side failure is one sentence
+//! from [`public_message`](reply::public_message); its full text, which may
+//! name host paths or carry a backtrace, goes to the log as a `call-failed`
+//! event.
+
+mod body;
+mod reply;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, SemaphorePermit};
-use warden::{Error, ErrorKind, Outcome, PluginError, Report, truncate_record_text};
+use warden::{ErrorKind, Outcome, Plugin, Report, truncate_record_text};
 
-use super::{Shared, log_event};
-
-type Reply = Response<Full<Bytes>>;
-
-/// Seconds a client is told to wait after a 503.
-const RETRY_AFTER_SECONDS: &str = "1";
+use self::body::read_body;
+use self::reply::Reply;
+use self::reply::{
+    error_reply, failure_reply, json_reply, method_not_allowed, octets_reply, only_get, text_reply,
+    unavailable,
+};
+use crate::log::TARGET;
+use crate::server::Shared;
 
 /// What the access log says about one request beyond its status.
 #[derive(Default)]
@@ -75,16 +81,19 @@ pub(super) async fn handle(
         .count(entry.plugin.as_deref(), status, entry.error);
     // What the client was not told goes to the log, access log or not.
     if let Some(detail) = &entry.detail {
-        log_event(json!({
-            "event": "call-failed",
-            "remote": peer.to_string(),
-            "path": truncate_record_text(&path),
-            "status": status,
-            "plugin": entry.plugin.as_deref().map(truncate_record_text),
-            "action": entry.action.as_deref().map(truncate_record_text),
-            "error": entry.error,
-            "message": detail,
-        }));
+        let plugin = entry.plugin.as_deref().map(truncate_record_text);
+        let action = entry.action.as_deref().map(truncate_record_text);
+        tracing::warn!(
+            target: TARGET,
+            event = "call-failed",
+            remote = peer.to_string(),
+            path = &*truncate_record_text(&path),
+            status,
+            plugin = plugin.as_deref(),
+            action = action.as_deref(),
+            error = entry.error,
+            message = detail.as_str(),
+        );
     }
     if server.access_log {
         access_log(peer, &method, &path, status, started, &reply, entry);
@@ -109,8 +118,8 @@ async fn route(server: &Shared, request: Request<Incoming>, entry: &mut Entry) -
         "/metrics" => only_get(&method, || {
             text_reply(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                super::prometheus::render(
+                crate::prometheus::CONTENT_TYPE,
+                crate::prometheus::render(
                     &server.registry,
                     &server.stats,
                     server.body_memory_limit - server.body_memory.available_permits(),
@@ -207,28 +216,51 @@ async fn plugin_route(
         );
     };
     if wants_metadata {
-        let metadata = async {
-            let _running = server.running.acquire().await;
-            plugin.metadata().await
-        };
-        return match tokio::time::timeout_at(deadline, metadata).await {
-            Ok(Ok(metadata)) => json_reply(
-                StatusCode::OK,
-                json!({
-                    "name": metadata.name,
-                    "version": metadata.version,
-                    "description": metadata.description,
-                    "actions": metadata.actions,
-                }),
-            ),
-            Ok(Err(err)) => failure_reply(&err, entry),
-            Err(_) => call_timed_out(server, entry),
-        };
+        metadata_reply(server, &plugin, deadline, entry).await
+    } else {
+        call_reply(server, &name, &action, &body, deadline, entry).await
     }
+}
 
+/// The plugin's `init` metadata, once a call slot is free, by `deadline`.
+async fn metadata_reply(
+    server: &Shared,
+    plugin: &Plugin,
+    deadline: tokio::time::Instant,
+    entry: &mut Entry,
+) -> Reply {
+    let metadata = async {
+        let _running = server.running.acquire().await;
+        plugin.metadata().await
+    };
+    match tokio::time::timeout_at(deadline, metadata).await {
+        Ok(Ok(metadata)) => json_reply(
+            StatusCode::OK,
+            json!({
+                "name": metadata.name,
+                "version": metadata.version,
+                "description": metadata.description,
+                "actions": metadata.actions,
+            }),
+        ),
+        Ok(Err(err)) => failure_reply(&err, entry),
+        Err(_) => call_timed_out(server, entry),
+    }
+}
+
+/// Runs `action` of the plugin `name` on `body`, once a call slot is free,
+/// by `deadline`; the call's report goes to `entry`.
+async fn call_reply(
+    server: &Shared,
+    name: &str,
+    action: &str,
+    body: &[u8],
+    deadline: tokio::time::Instant,
+    entry: &mut Entry,
+) -> Reply {
     let call = async {
         let _running = server.running.acquire().await;
-        server.registry.execute(&name, &action, &body).await
+        server.registry.execute(name, action, body).await
     };
     match tokio::time::timeout_at(deadline, call).await {
         Ok(Outcome { result, report }) => {
@@ -256,199 +288,6 @@ fn call_timed_out(server: &Shared, entry: &mut Entry) -> Reply {
     )
 }
 
-/// Why reading a body stopped short.
-enum ReadFailure {
-    /// The connection failed, or the body went past the plugin's limit.
-    Body(Box<dyn std::error::Error + Send + Sync>),
-    /// The server's body memory is taken.
-    NoBodyMemory,
-}
-
-/// Reads the body up to `limit` bytes by `deadline` (the end of the
-/// request's `timeout`), taking each chunk's bytes from `budget` as it
-/// arrives (so a body that trickles holds only what it has sent); the body
-/// and the bytes it holds. On failure, the reply to send and the error name
-/// for the log.
-async fn read_body<'a>(
-    request: Request<Incoming>,
-    limit: usize,
-    budget: &'a Semaphore,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-) -> Result<(Bytes, Option<SemaphorePermit<'a>>), (Reply, &'static str)> {
-    let too_large = || {
-        (
-            error_reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                &format!(
-                    "the body is larger than {limit} bytes, the most this plugin takes here \
-                     (its input limit, or the server's --max-body-memory if that is smaller)"
-                ),
-            ),
-            "payload-too-large",
-        )
-    };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
-    let mut body = Limited::new(request.into_body(), limit);
-    let read = async move {
-        let mut held: Option<SemaphorePermit<'a>> = None;
-        // The chunks as they came: copying into one growing buffer could
-        // hold twice what the budget counts.
-        let mut received: Vec<Bytes> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            // Trailers are not part of the input.
-            let Ok(data) = frame.map_err(ReadFailure::Body)?.into_data() else {
-                continue;
-            };
-            let taken = u32::try_from(data.len())
-                .ok()
-                .and_then(|bytes| budget.try_acquire_many(bytes).ok())
-                .ok_or(ReadFailure::NoBodyMemory)?;
-            match &mut held {
-                Some(held) => held.merge(taken),
-                None => held = Some(taken),
-            }
-            received.push(data);
-        }
-        let body = match received.len() {
-            0 => Bytes::new(),
-            1 => received.swap_remove(0),
-            _ => Bytes::from(received.concat()),
-        };
-        Ok((body, held))
-    };
-    match tokio::time::timeout_at(deadline, read).await {
-        Ok(Ok(read)) => Ok(read),
-        Ok(Err(ReadFailure::NoBodyMemory)) => Err((
-            unavailable(
-                "saturated",
-                "the server holds as many request bodies as its body memory allows \
-                 (--max-body-memory); retry shortly",
-            ),
-            "saturated",
-        )),
-        Ok(Err(ReadFailure::Body(err))) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(too_large())
-        }
-        Ok(Err(ReadFailure::Body(err))) => Err((
-            error_reply(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                &format!("reading the body failed: {err}"),
-            ),
-            "bad-request",
-        )),
-        Err(_) => Err((
-            error_reply(
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                &format!(
-                    "the body did not arrive within the server's request timeout ({})",
-                    warden::units::format_duration(timeout)
-                ),
-            ),
-            "request-timeout",
-        )),
-    }
-}
-
-/// The error's name in replies and logs: the plugin's own variant for
-/// plugin errors, else the kind.
-fn error_name(err: &Error) -> &'static str {
-    match err {
-        Error::Plugin(PluginError::InvalidInput(_)) => "invalid-input",
-        Error::Plugin(PluginError::UnknownAction(_)) => "unknown-action",
-        Error::Plugin(PluginError::Failed(_)) => "failed",
-        other => other.kind().as_str(),
-    }
-}
-
-/// The reply to a failed call, and the error's name in `entry`.
-///
-/// The plugin's own errors are its answer and pass on as they are. For
-/// everything the host reports (limits, traps, configuration, I/O) the
-/// client gets the kind and [`public_message`], and the full text, which
-/// may name host paths or carry a backtrace, is kept in `entry` for the
-/// server's log.
-fn failure_reply(err: &Error, entry: &mut Entry) -> Reply {
-    entry.error = Some(error_name(err));
-    let (status, message) = match err {
-        Error::Plugin(PluginError::InvalidInput(text)) => (StatusCode::BAD_REQUEST, text.clone()),
-        Error::Plugin(PluginError::UnknownAction(action)) => (
-            StatusCode::NOT_FOUND,
-            format!("the plugin has no action `{action}`"),
-        ),
-        Error::Plugin(PluginError::Failed(text))
-        | Error::InitFailed(PluginError::Failed(text) | PluginError::InvalidInput(text)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, text.clone())
-        }
-        Error::InitFailed(PluginError::UnknownAction(action)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("init reported an unknown action `{action}`"),
-        ),
-        other => {
-            entry.detail = Some(other.to_string());
-            let message = public_message(other);
-            let status = match other.kind() {
-                ErrorKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
-                // Withdrawn until a version that passes is deployed.
-                ErrorKind::Untrusted => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::Cancelled => {
-                    return unavailable(ErrorKind::Cancelled.as_str(), &message);
-                }
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, message)
-        }
-    };
-    error_reply(status, error_name(err), &message)
-}
-
-/// What a client is told about a host-side failure: what happened, in one
-/// sentence, with the plugin's limits where they explain it, and never a
-/// host path, an environment value or a backtrace (the server's log has
-/// the error's full text).
-fn public_message(err: &Error) -> String {
-    const SEE_LOG: &str = "the server's log has the details";
-    match err {
-        Error::Timeout { limit } => format!(
-            "the call ran past the plugin's time limit of {}",
-            warden::units::format_duration(*limit)
-        ),
-        Error::OutOfFuel { limit } => {
-            format!("the call used the plugin's whole fuel budget of {limit} units")
-        }
-        Error::OutputTooLarge { size, limit } => {
-            format!("the plugin's output of {size} bytes exceeds its limit of {limit} bytes")
-        }
-        Error::InputTooLarge { size, limit } => {
-            format!("the input of {size} bytes exceeds this plugin's limit of {limit} bytes")
-        }
-        Error::MemoryLimit(_) => {
-            format!("the call went past one of the plugin's memory limits; {SEE_LOG}")
-        }
-        Error::StackOverflow { .. } => format!("the plugin overflowed its stack; {SEE_LOG}"),
-        Error::Trap { .. } => format!("the plugin trapped; {SEE_LOG}"),
-        Error::Denied { .. } => {
-            format!("the plugin asked for a capability it is not granted, then failed; {SEE_LOG}")
-        }
-        Error::Cancelled { .. } => "the server is shutting down; retry on another replica".into(),
-        Error::Untrusted { .. } => {
-            format!("the plugin does not pass this server's trust policy; {SEE_LOG}")
-        }
-        _ => format!("the server could not run the plugin; {SEE_LOG}"),
-    }
-}
-
 fn plugin_list(server: &Shared) -> Reply {
     let plugins: Vec<Value> = server
         .registry
@@ -463,68 +302,6 @@ fn plugin_list(server: &Shared) -> Reply {
         })
         .collect();
     json_reply(StatusCode::OK, json!({ "plugins": plugins }))
-}
-
-fn only_get(method: &Method, reply: impl FnOnce() -> Reply) -> Reply {
-    if method == Method::GET {
-        reply()
-    } else {
-        let mut reply = error_reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            &format!("{method} is not allowed here; use GET"),
-        );
-        reply
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
-        reply
-    }
-}
-
-fn method_not_allowed() -> Reply {
-    let mut reply = error_reply(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "plugins answer GET (metadata) and POST (run an action)",
-    );
-    reply
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, POST"));
-    reply
-}
-
-fn unavailable(error: &str, message: &str) -> Reply {
-    let mut reply = error_reply(StatusCode::SERVICE_UNAVAILABLE, error, message);
-    reply
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-    reply
-}
-
-fn error_reply(status: StatusCode, error: &str, message: &str) -> Reply {
-    json_reply(status, json!({ "error": error, "message": message }))
-}
-
-fn json_reply(status: StatusCode, body: Value) -> Reply {
-    text_reply(status, "application/json", body.to_string())
-}
-
-fn text_reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
-    *reply.status_mut() = status;
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    reply
-}
-
-fn octets_reply(output: Vec<u8>) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(output)));
-    reply.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    reply
 }
 
 /// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
@@ -564,34 +341,38 @@ fn access_log(
                 .unwrap_or(0)
         });
     let report = entry.report.as_ref();
-    log_event(json!({
-        "event": "request",
-        "remote": peer.to_string(),
-        "method": method.as_str(),
+    let plugin = entry.plugin.as_deref().map(truncate_record_text);
+    let action = entry.action.as_deref().map(truncate_record_text);
+    tracing::info!(
+        target: TARGET,
+        event = "request",
+        remote = peer.to_string(),
+        method = method.as_str(),
         // The path, and the plugin and action named in it, are the
         // client's text: bounded like every other record.
-        "path": truncate_record_text(path),
-        "status": status,
-        "duration_ms": started.elapsed().as_micros() as f64 / 1000.0,
-        "plugin": entry.plugin.as_deref().map(truncate_record_text),
-        "action": entry.action.as_deref().map(truncate_record_text),
-        "bytes_in": entry.bytes_in,
-        "bytes_out": bytes_out,
-        "error": entry.error,
-        "fuel_consumed": report.and_then(|report| report.fuel_consumed),
-        "peak_memory_bytes": report.map(|report| report.peak_memory_bytes),
-        "denials": report.map(|report| report.denials.len()),
-    }));
+        path = &*truncate_record_text(path),
+        status,
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        plugin = plugin.as_deref(),
+        action = action.as_deref(),
+        bytes_in = entry.bytes_in,
+        bytes_out,
+        error = entry.error,
+        fuel_consumed = report.and_then(|report| report.fuel_consumed),
+        peak_memory_bytes = report.map(|report| report.peak_memory_bytes),
+        denials = report.map(|report| report.denials.len()),
+    );
     // What the guest logged through wasi:logging goes out beside the request.
     if let (Some(plugin), Some(report)) = (&entry.plugin, report) {
         for record in &report.logs {
-            log_event(json!({
-                "event": "plugin-log",
-                "plugin": plugin,
-                "level": record.level.as_str(),
-                "context": record.context,
-                "message": record.message,
-            }));
+            tracing::info!(
+                target: TARGET,
+                event = "plugin-log",
+                plugin = plugin.as_str(),
+                level = record.level.as_str(),
+                context = record.context.as_str(),
+                message = record.message.as_str(),
+            );
         }
     }
 }
