@@ -37,22 +37,50 @@ use wasmtime_wasi_http::{
 };
 
 use super::sockets::ConnectionSlots;
-use super::{Capability, DenialLog, Risk};
+use super::{Capability, DenialLog, InstanceSetup, Risk};
+use crate::error::Error;
+use crate::grants::Sandbox;
 use crate::host_memory::{HttpAllowance, truncate_record_text};
 use crate::state::HostState;
 use crate::units::ParseError;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "http",
-    interfaces: &["wasi:http/types", "wasi:http/outgoing-handler"],
-    risk: |_| Risk::High,
-    granted: |sandbox| !sandbox.grants.http.allow.is_empty(),
-    how_to_grant: "--allow-http ORIGIN",
-    add_to_linker,
-};
+/// The `http` capability.
+pub(crate) struct Http;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+impl Capability for Http {
+    const NAME: &'static str = "http";
+    const INTERFACES: &'static [&'static str] = &["wasi:http/types", "wasi:http/outgoing-handler"];
+    const HOW_TO_GRANT: &'static str = "--allow-http ORIGIN";
+    type Shared = Arc<HttpGrant>;
+    type State = HttpState;
+
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::High
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
+        !sandbox.grants.http.allow.is_empty()
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+
+    fn prepare(_: &str, sandbox: &Sandbox) -> Result<Arc<HttpGrant>, Error> {
+        Ok(Arc::new(sandbox.grants.http.clone()))
+    }
+
+    fn instantiate(grant: &Arc<HttpGrant>, setup: &mut InstanceSetup<'_>) -> HttpState {
+        HttpState {
+            ctx: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                grant: grant.clone(),
+                denials: setup.denials.clone(),
+                over_budget: false,
+                connections: setup.sockets.clone(),
+            },
+        }
+    }
 }
 
 /// Outgoing HTTP a plugin may make, and the bounds on each request.
@@ -265,22 +293,6 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(
-        grant: &Arc<HttpGrant>,
-        denials: &DenialLog,
-        connections: ConnectionSlots,
-    ) -> Self {
-        HttpState {
-            ctx: WasiHttpCtx::new(),
-            hooks: HttpHooks {
-                grant: grant.clone(),
-                denials: denials.clone(),
-                over_budget: false,
-                connections,
-            },
-        }
-    }
-
     /// Applies what the instance's host-memory budget allows the next call
     /// to build: the size of new header maps, and whether any header may be
     /// added at all.

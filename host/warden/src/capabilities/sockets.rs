@@ -38,8 +38,9 @@ use wasmtime_wasi::p2::bindings::sockets::udp::HostUdpSocket;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, SocketError, TcpSocket, UdpSocket};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSockets, WasiSocketsView};
 
-use super::{Capability, DenialLog, Risk};
-use crate::grants::Grants;
+use super::{Capability, DenialLog, InstanceSetup, Risk};
+use crate::error::Error;
+use crate::grants::{Grants, Sandbox};
 use crate::state::HostState;
 use crate::units::ParseError;
 
@@ -51,9 +52,12 @@ const TCP_CREATE_SOCKET: &str = "wasi:sockets/tcp-create-socket@0.2.12";
 const UDP: &str = "wasi:sockets/udp@0.2.12";
 const UDP_CREATE_SOCKET: &str = "wasi:sockets/udp-create-socket@0.2.12";
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "sockets",
-    interfaces: &[
+/// The `sockets` capability.
+pub(crate) struct Sockets;
+
+impl Capability for Sockets {
+    const NAME: &'static str = "sockets";
+    const INTERFACES: &'static [&'static str] = &[
         "wasi:sockets/network",
         "wasi:sockets/instance-network",
         "wasi:sockets/tcp",
@@ -61,32 +65,46 @@ pub(crate) const CAPABILITY: Capability = Capability {
         "wasi:sockets/udp",
         "wasi:sockets/udp-create-socket",
         "wasi:sockets/ip-name-lookup",
-    ],
-    risk: |_| Risk::High,
-    granted: |sandbox| {
+    ];
+    const HOW_TO_GRANT: &'static str =
+        "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT";
+    type Shared = Arc<SocketPolicy>;
+    type State = SocketState;
+
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::High
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
         let grants = &sandbox.grants;
         !grants.tcp.is_empty() || !grants.tcp_listen.is_empty() || !grants.udp.is_empty()
-    },
-    how_to_grant: "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT",
-    add_to_linker,
-};
+    }
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let getter = <HostState as WasiSocketsView>::sockets;
-    sockets::tcp::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    sockets::udp::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    sockets::instance_network::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    sockets::network::add_to_linker::<_, WasiSockets>(linker, &Default::default(), getter)?;
-    ip_name_lookup::add_to_linker::<_, WasiSockets>(linker, getter)?;
-    // Replace the lookup and socket creation with versions that ask the
-    // grants first and count live sockets, and the sockets' destructors with
-    // ones that count them out.
-    linker.allow_shadowing(true);
-    let result = shadow_socket_functions(linker);
-    linker.allow_shadowing(false);
-    result
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let getter = <HostState as WasiSocketsView>::sockets;
+        sockets::tcp::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        sockets::udp::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        sockets::instance_network::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        sockets::network::add_to_linker::<_, WasiSockets>(linker, &Default::default(), getter)?;
+        ip_name_lookup::add_to_linker::<_, WasiSockets>(linker, getter)?;
+        // Replace the lookup and socket creation with versions that ask the
+        // grants first and count live sockets, and the sockets' destructors with
+        // ones that count them out.
+        linker.allow_shadowing(true);
+        let result = shadow_socket_functions(linker);
+        linker.allow_shadowing(false);
+        result
+    }
+
+    fn prepare(_: &str, sandbox: &Sandbox) -> Result<Arc<SocketPolicy>, Error> {
+        Ok(Arc::new(SocketPolicy::new(&sandbox.grants)))
+    }
+
+    fn instantiate(policy: &Arc<SocketPolicy>, setup: &mut InstanceSetup<'_>) -> SocketState {
+        configure(&mut setup.wasi, policy, setup.denials, &setup.sockets)
+    }
 }
 
 fn shadow_socket_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -342,7 +360,7 @@ enum Protocol {
 }
 
 impl SocketPolicy {
-    pub(crate) fn new(grants: &Grants) -> Self {
+    fn new(grants: &Grants) -> Self {
         SocketPolicy {
             tcp: grants.tcp.clone(),
             tcp_listen: grants.tcp_listen.clone(),
@@ -445,6 +463,14 @@ pub(crate) struct ConnectionSlots {
 }
 
 impl ConnectionSlots {
+    /// No socket open yet, of at most `limit`.
+    pub(crate) fn new(limit: usize) -> Self {
+        ConnectionSlots {
+            open: OpenSockets::default(),
+            limit,
+        }
+    }
+
     /// A socket for one more connection, unless the instance holds its
     /// limit already.
     pub(crate) fn take(&self) -> Option<ConnectionSlot> {
@@ -477,15 +503,6 @@ impl SocketState {
         self.live.count() >= self.limit
     }
 
-    /// Where the instance's outgoing HTTP connections take their sockets
-    /// from: the same count and limit as its `wasi:sockets` sockets.
-    pub(crate) fn connection_slots(&self) -> ConnectionSlots {
-        ConnectionSlots {
-            open: self.live.clone(),
-            limit: self.limit,
-        }
-    }
-
     /// Whether the instance may create one more socket of `protocol`: an
     /// ungranted protocol is a denial, a full quota `new-socket-limit`.
     fn admit(&self, protocol: Protocol, denials: &DenialLog) -> Result<(), ErrorCode> {
@@ -507,11 +524,13 @@ impl SocketState {
     }
 }
 
-pub(crate) fn configure(
+/// Configures an instance's sockets: the grants decide what it may create,
+/// and `slots` counts what it holds.
+fn configure(
     wasi: &mut WasiCtxBuilder,
     policy: &Arc<SocketPolicy>,
     denials: &DenialLog,
-    limit: usize,
+    slots: &ConnectionSlots,
 ) -> SocketState {
     let check_policy = policy.clone();
     let denials = denials.clone();
@@ -534,8 +553,8 @@ pub(crate) fn configure(
         });
     SocketState {
         policy: policy.clone(),
-        live: OpenSockets::default(),
-        limit,
+        live: slots.open.clone(),
+        limit: slots.limit,
     }
 }
 
@@ -558,11 +577,12 @@ mod tests {
 
     #[test]
     fn connection_slots_share_the_socket_count_and_are_given_back_once() {
+        let slots = ConnectionSlots::new(2);
         let state = SocketState {
-            limit: 2,
+            live: slots.open.clone(),
+            limit: slots.limit,
             ..SocketState::default()
         };
-        let slots = state.connection_slots();
         let connection = slots.take().expect("a first connection fits");
         state.live.opened();
         assert!(state.at_limit(), "a connection and a socket fill 2");
