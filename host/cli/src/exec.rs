@@ -6,12 +6,12 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use warden::{Error, Outcome, Program, Report, Stdio};
 
-use crate::args::{ExecArgs, SandboxArgs, Target};
+use crate::args::{ExecArgs, SandboxArgs, SandboxedComponent};
 use crate::exit;
 use crate::output;
 
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.program)?;
+    let target = args.sandbox.resolve(&args.program)?;
     let program = match load(&target, &args.sandbox).await {
         Ok(program) => program,
         Err(err) => return finish(&args, &target.name, Err(err), None),
@@ -25,7 +25,7 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     finish(&args, program.name(), result, Some(&report))
 }
 
-async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
+async fn load(target: &SandboxedComponent, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
     let source = sandbox_args
         .trust
         .keys

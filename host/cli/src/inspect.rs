@@ -13,7 +13,7 @@ use crate::output;
 use crate::run;
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.plugin)?;
+    let target = args.sandbox.resolve(&args.plugin)?;
     let plugin = match run::load(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use warden::{Error, Outcome, Plugin, Registry, Reload, Report};
 
-use crate::args::{RunArgs, SandboxArgs, Target};
+use crate::args::{RunArgs, SandboxArgs, SandboxedComponent};
 use crate::exit;
 use crate::output;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.plugin)?;
+    let target = args.sandbox.resolve(&args.plugin)?;
     let limit = target.sandbox.limits.max_input_bytes;
     let input = match read_input(&args, limit)? {
         Input::Bytes(bytes) => bytes,
@@ -42,7 +42,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// `warden run --watch`: runs the action, then again after every change to
 /// the plugin file (or, with --manifest, to the manifest), until SIGINT or
 /// SIGTERM. Exits with the code of the last run.
-async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<ExitCode> {
+async fn watch(
+    args: RunArgs,
+    target: SandboxedComponent,
+    input: Vec<u8>,
+) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(args.sandbox.runtime(&target.sandbox)?);
     // A derived kv namespace comes from the version first loaded, and stays
     // the same across reloads: they are new versions of the same plugin.
@@ -94,7 +98,7 @@ async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<
                     manifest = Some(now);
                     // The manifest's entry plus the flags, as at start; the
                     // next watch tick reports the reload (or its failure).
-                    match args.sandbox.target(&args.plugin) {
+                    match args.sandbox.resolve(&args.plugin) {
                         Ok(target) => {
                             if let Err(err) = registry.load_file(&target.name, &target.path, target.sandbox).await {
                                 eprintln!("warden: the changed manifest was refused; the previous version keeps serving: {err}");
@@ -193,7 +197,10 @@ async fn interrupted() {
 }
 
 /// Reads and loads the plugin a command names.
-pub async fn load(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin, Error> {
+pub async fn load(
+    target: &SandboxedComponent,
+    sandbox_args: &SandboxArgs,
+) -> Result<Plugin, Error> {
     let source = sandbox_args
         .trust
         .keys

@@ -173,24 +173,6 @@ impl fmt::Display for Preopen {
     }
 }
 
-/// Parses `KEY=VALUE` as used by `--env`.
-///
-/// ```
-/// assert_eq!(
-///     warden::parse_env_var("GREETING=hi=there"),
-///     Ok(("GREETING".to_owned(), "hi=there".to_owned()))
-/// );
-/// assert!(warden::parse_env_var("NO_VALUE").is_err());
-/// ```
-pub fn parse_env_var(text: &str) -> Result<(String, String), ParseError> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(ParseError::new(format!(
-            "invalid environment variable `{text}`: expected KEY=VALUE"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,12 +72,14 @@ pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
 pub use error::{Error, ErrorKind};
 pub use fsutil::write_file_atomically;
-pub use grants::{DirAccess, Grants, Preopen, Sandbox, parse_env_var};
+pub use grants::{DirAccess, Grants, Preopen, Sandbox};
 pub use host_memory::{MAX_RECORD_TEXT_BYTES, truncate_record_text};
 pub use instance::Instance;
 pub use limits::{LimitRefusal, LimitedResource, Limits};
 pub use loaded::ComponentInfo;
-pub use manifest::{Manifest, PluginEntry, ServeSettings};
+pub use manifest::{
+    GrantOptions, InvalidSetting, LimitOptions, Manifest, PluginEntry, ServeSettings,
+};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};

@@ -5,4 +5,5 @@ mod budget;
 mod cli;
 mod export_http;
 mod export_targets;
+mod kv_default;
 mod serve;

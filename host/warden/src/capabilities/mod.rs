@@ -18,8 +18,12 @@
 //!    WASI's own);
 //! 2. a module here with a type implementing [`Capability`];
 //! 3. one entry in the list below, with the fields its grant adds to
-//!    [`Grants`] (an operator grants them through the manifest's keys and
-//!    the command line's flags, `manifest.rs` and the CLI's `args.rs`).
+//!    [`Grants`];
+//! 4. if an operator grants it, its settings in the sandbox spec
+//!    ([`GrantOptions`](crate::GrantOptions), `manifest/options.rs`): one
+//!    field is both the manifest's key and the command line's flag, and
+//!    [`GrantOptions::apply`](crate::GrantOptions::apply) turns it into the
+//!    grant.
 //!
 //! | capability | interfaces | risk |
 //! |---|---|---|
