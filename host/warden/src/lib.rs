@@ -64,9 +64,15 @@ pub mod trust;
 pub mod units;
 mod world;
 
+/// For operators' tools rather than for running plugins: looking inside
+/// what plugins keep.
+pub mod admin {
+    pub use crate::capabilities::kv::KvInspector;
+}
+
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
 pub use capabilities::http::{HttpGrant, OriginPattern};
-pub use capabilities::kv::{KvGrant, KvInspector, KvQuotas, KvStore};
+pub use capabilities::kv::{KvGrant, KvQuotas, KvStore};
 pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};

@@ -126,10 +126,7 @@ impl SandboxArgs {
             }
             None => {
                 let path = PathBuf::from(component);
-                let name = path
-                    .file_stem()
-                    .map(|stem| stem.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| component.to_owned());
+                let name = Source::name_of(&path);
                 let mut sandbox = Sandbox::default();
                 sandbox.trust = self.trust.keys.command_line_trust();
                 (name, path, sandbox)

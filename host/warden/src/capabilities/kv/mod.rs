@@ -42,7 +42,7 @@ use super::{Capability, DenialLog, InstanceSetup, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::error::Error;
-use crate::fsutil::UserDir;
+use crate::fsutil::{self, UserDir};
 use crate::grants::Sandbox;
 use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
@@ -324,7 +324,8 @@ fn open_file(path: &Path) -> Result<Database, Error> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
-        create_private_dir(parent).map_err(|err| {
+        // Owner-only, since it holds plugins' data.
+        fsutil::create_private_dir(parent).map_err(|err| {
             Error::InvalidConfig(format!(
                 "cannot create the kv store's directory `{}`: {err}",
                 parent.display()
@@ -337,16 +338,6 @@ fn open_file(path: &Path) -> Result<Database, Error> {
             path.display()
         ))
     })
-}
-
-/// Creates a directory (and its parents) readable by its owner only, since
-/// it holds plugins' data.
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
 }
 
 /// A bucket the guest opened: a name within the plugin's namespace.
