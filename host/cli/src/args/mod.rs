@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use self::sandbox::{SandboxArgs, SandboxedComponent};
-pub use self::trust::{KeyArgs, TrustArgs};
+pub use self::trust::{KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]
@@ -267,71 +267,6 @@ pub struct CompileArgs {
     pub json: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct KeygenArgs {
-    /// The key pair's name (a path without extension); refuses to overwrite.
-    pub name: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct SignArgs {
-    /// The plugin to sign.
-    pub plugin: PathBuf,
-    /// The secret key (NAME.key).
-    #[arg(long, value_name = "NAME.key")]
-    pub key: PathBuf,
-    /// Write the signed plugin (or, with --detached, the signature) here.
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
-    /// Write a detached signature (PLUGIN.wasm.sig unless -o is given)
-    /// instead of embedding it.
-    #[arg(long)]
-    pub detached: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// The plugin to check.
-    pub plugin: PathBuf,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TrustCommand {
-    /// Trust a public key under a name.
-    Add {
-        /// The public key file (NAME.pub).
-        key: PathBuf,
-        /// The name to trust it under.
-        #[arg(long)]
-        name: String,
-        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
-        #[arg(long, value_name = "PATH")]
-        trust_store: Option<PathBuf>,
-    },
-    /// List the trusted keys.
-    List {
-        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
-        #[arg(long, value_name = "PATH")]
-        trust_store: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Stop trusting a key.
-    Remove {
-        /// The name the key is trusted under.
-        name: String,
-        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
-        #[arg(long, value_name = "PATH")]
-        trust_store: Option<PathBuf>,
-    },
 }
 
 #[derive(Debug, Args)]

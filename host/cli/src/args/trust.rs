@@ -1,10 +1,11 @@
-//! The flags of the trust policy: which signatures a plugin must carry, and
-//! where keys and signatures come from.
+//! Signatures and trust: the commands that make keys, sign and verify, and
+//! the flags of the trust policy (which signatures a plugin must carry,
+//! where keys and signatures come from).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use warden::Source;
 use warden::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPolicy};
 
@@ -149,4 +150,69 @@ impl KeyArgs {
             }
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key pair's name (a path without extension); refuses to overwrite.
+    pub name: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The plugin to sign.
+    pub plugin: PathBuf,
+    /// The secret key (NAME.key).
+    #[arg(long, value_name = "NAME.key")]
+    pub key: PathBuf,
+    /// Write the signed plugin (or, with --detached, the signature) here.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write a detached signature (PLUGIN.wasm.sig unless -o is given)
+    /// instead of embedding it.
+    #[arg(long)]
+    pub detached: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The plugin to check.
+    pub plugin: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a public key under a name.
+    Add {
+        /// The public key file (NAME.pub).
+        key: PathBuf,
+        /// The name to trust it under.
+        #[arg(long)]
+        name: String,
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+    },
+    /// List the trusted keys.
+    List {
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key.
+    Remove {
+        /// The name the key is trusted under.
+        name: String,
+        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        #[arg(long, value_name = "PATH")]
+        trust_store: Option<PathBuf>,
+    },
 }

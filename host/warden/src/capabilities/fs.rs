@@ -1,3 +1,5 @@
+// Over 400 lines: opening a grant path without following links out of it is
+// one algorithm, kept whole with its tests.
 //! The `fs` capability: `wasi:filesystem`, limited to the directories granted
 //! with [`Grants::dirs`](crate::Grants::dirs) (`--dir HOST::GUEST[:ro|:rw]`).
 //!

@@ -1,3 +1,5 @@
+// Over 400 lines: the grant, its origin patterns, the address checks and the
+// connector are one policy, best read together.
 //! The `http` capability: `wasi:http/outgoing-handler`, through
 //! wasmtime-wasi-http, to the origins in [`HttpGrant::allow`]
 //! (`--allow-http ORIGIN`).

@@ -1,3 +1,5 @@
+// Over 400 lines: the socket patterns, the policy that checks them and the
+// wrappers that enforce it and count sockets are one policy, best read together.
 //! The `sockets` capability: `wasi:sockets`, denied unless granted with
 //! `HOST:PORT` patterns ([`Grants::tcp`](crate::Grants::tcp),
 //! [`Grants::tcp_listen`](crate::Grants::tcp_listen),

@@ -53,6 +53,7 @@
 //! Unknown keys are errors, and every error names the file, line and key.
 
 mod de;
+mod kv;
 mod options;
 mod serve;
 #[cfg(test)]

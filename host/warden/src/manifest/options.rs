@@ -20,8 +20,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::de::{duration, key_value_table, parsed_list, size};
+use super::kv::KvTable;
 use crate::capabilities::http::OriginPattern;
-use crate::capabilities::kv::{KvGrant, KvQuotas, KvStore};
+use crate::capabilities::kv::{KvGrant, KvStore};
 use crate::capabilities::sockets::SocketPattern;
 use crate::grants::{Grants, Preopen};
 use crate::limits::Limits;
@@ -32,7 +33,7 @@ use crate::units;
 /// grant. The message names the setting and what to do instead.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidSetting(String);
+pub struct InvalidSetting(pub(super) String);
 
 /// Limits an operator sets: each one given replaces the default (or, on the
 /// command line, the manifest's value).
@@ -322,7 +323,7 @@ impl GrantOptions {
 /// a manifest's `kv` without a path): the same place for both, and the same
 /// error when the environment names no home directory, saying what to write
 /// `instead`.
-fn default_kv_path(asked_by: &str, instead: &str) -> Result<PathBuf, InvalidSetting> {
+pub(super) fn default_kv_path(asked_by: &str, instead: &str) -> Result<PathBuf, InvalidSetting> {
     KvGrant::default_path().ok_or_else(|| {
         InvalidSetting(format!(
             "{asked_by} needs HOME or XDG_DATA_HOME to place the store; use {instead}"
@@ -331,7 +332,7 @@ fn default_kv_path(asked_by: &str, instead: &str) -> Result<PathBuf, InvalidSett
 }
 
 /// How a manifest names the kv store's file, for errors.
-const KV_PATH_KEY: &str = "`kv = { path = \"kv.sqlite\" }`";
+pub(super) const KV_PATH_KEY: &str = "`kv = { path = \"kv.sqlite\" }`";
 
 /// Parses `KEY=VALUE`, as `--env` and `--config` take it.
 #[cfg(feature = "clap")]
@@ -341,81 +342,5 @@ fn parse_env_var(text: &str) -> Result<(String, String), units::ParseError> {
         _ => Err(units::ParseError::new(format!(
             "invalid environment variable `{text}`: expected KEY=VALUE"
         ))),
-    }
-}
-
-/// A manifest's `kv` value: `kv = true` (the default location) or a table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum KvTable {
-    /// `kv = true` or `kv = false`.
-    Enabled(bool),
-    /// `kv = { path = "kv.sqlite", max_keys = 1000 }` and the like.
-    Store(KvStoreTable),
-}
-
-/// A manifest's `kv` table: where the store is, the namespace, the quotas.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KvStoreTable {
-    /// A SQLite file, relative to the manifest.
-    path: Option<PathBuf>,
-    /// A Redis server's `redis://` or `rediss://` URL.
-    redis: Option<String>,
-    /// [`KvGrant::namespace`].
-    namespace: Option<String>,
-    /// [`KvQuotas::max_key_bytes`].
-    #[serde(default, deserialize_with = "size")]
-    max_key: Option<u64>,
-    /// [`KvQuotas::max_value_bytes`].
-    #[serde(default, deserialize_with = "size")]
-    max_value: Option<u64>,
-    /// [`KvQuotas::max_total_bytes`].
-    #[serde(default, deserialize_with = "size")]
-    max_total: Option<u64>,
-    /// [`KvQuotas::max_keys`].
-    max_keys: Option<u64>,
-    /// [`KvQuotas::max_batch_keys`].
-    max_batch_keys: Option<usize>,
-    /// [`KvQuotas::max_batch_bytes`].
-    #[serde(default, deserialize_with = "size")]
-    max_batch_bytes: Option<u64>,
-}
-
-impl KvStoreTable {
-    fn grant(&self, base: &Path) -> Result<KvGrant, InvalidSetting> {
-        let defaults = KvQuotas::default();
-        let saturating = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
-        let store = match (&self.path, &self.redis) {
-            (Some(_), Some(_)) => {
-                return Err(InvalidSetting(
-                    "kv: set `path` (a SQLite file) or `redis` (a server URL), not both".into(),
-                ));
-            }
-            (None, Some(url)) => match url.parse() {
-                Ok(store @ KvStore::Redis(_)) => store,
-                _ => {
-                    return Err(InvalidSetting(format!(
-                        "kv: `redis = \"{url}\"` is not a redis:// or rediss:// URL"
-                    )));
-                }
-            },
-            (Some(path), None) => KvStore::File(base.join(path)),
-            (None, None) => KvStore::File(default_kv_path("`kv` without `path`", KV_PATH_KEY)?),
-        };
-        Ok(KvGrant {
-            store,
-            namespace: self.namespace.clone(),
-            quotas: KvQuotas {
-                max_key_bytes: self.max_key.map_or(defaults.max_key_bytes, saturating),
-                max_value_bytes: self.max_value.map_or(defaults.max_value_bytes, saturating),
-                max_total_bytes: self.max_total.unwrap_or(defaults.max_total_bytes),
-                max_keys: self.max_keys.unwrap_or(defaults.max_keys),
-                max_batch_keys: self.max_batch_keys.unwrap_or(defaults.max_batch_keys),
-                max_batch_bytes: self
-                    .max_batch_bytes
-                    .map_or(defaults.max_batch_bytes, saturating),
-            },
-        })
     }
 }

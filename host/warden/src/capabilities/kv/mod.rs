@@ -1,3 +1,5 @@
+// Over 400 lines: the store, atomics and batch host functions share one view,
+// one error mapping and the grant they check.
 //! The `kv` capability: `wasi:keyvalue` (`store`, `atomics`, `batch`),
 //! backed by a SQLite file or a Redis server ([`KvGrant`], [`KvStore`],
 //! `--kv-store PATH|URL`). A file serves the processes of one machine; a
