@@ -4,7 +4,7 @@
 //! with the `clap` feature the same types are the command line's flags
 //! (`--timeout`, `--dir`, …), in the style of wasmtime's `cli-flags`. Each
 //! field's documentation is its flag's help. Applying them to a
-//! [`Sandbox`]'s [`Limits`] and [`Grants`] is one function each, so the
+//! [`Sandbox`](crate::Sandbox)'s [`Limits`] and [`Grants`] is one function each, so the
 //! manifest and the flags cannot mean different things.
 //!
 //! A few settings exist only in the manifest (per-stream capture bounds,
@@ -12,6 +12,10 @@
 //! the command line. A few are plugin-level keys of the manifest
 //! (`config`, `deterministic`), which the manifest moves into
 //! [`GrantOptions`] before applying it.
+
+// The fields' documentation is the flags' help, written for a terminal:
+// bare URLs and `[default: …]` are meant as plain text.
+#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
