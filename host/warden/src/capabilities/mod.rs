@@ -330,45 +330,25 @@ mod tests {
     use super::imports::unversioned;
     use super::*;
 
+    /// The interfaces `world plugin` imports, read from `wit/`, with
+    /// their versions.
+    fn world_imports() -> Vec<String> {
+        let mut resolve = wit_parser::Resolve::default();
+        let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
+        let (package, _) = resolve.push_dir(wit).expect("wit/ parses");
+        let world = resolve
+            .select_world(&[package], Some("plugin"))
+            .expect("wit/ defines world plugin");
+        resolve.worlds[world]
+            .imports
+            .keys()
+            .map(|key| resolve.name_world_key(key))
+            .collect()
+    }
+
     #[test]
     fn every_interface_of_the_world_is_a_capability_or_plumbing() {
-        let world = [
-            "wasi:cli/environment@0.2.12",
-            "wasi:cli/exit@0.2.12",
-            "wasi:cli/stdin@0.2.12",
-            "wasi:cli/stdout@0.2.12",
-            "wasi:cli/stderr@0.2.12",
-            "wasi:cli/terminal-input@0.2.12",
-            "wasi:cli/terminal-output@0.2.12",
-            "wasi:cli/terminal-stdin@0.2.12",
-            "wasi:cli/terminal-stdout@0.2.12",
-            "wasi:cli/terminal-stderr@0.2.12",
-            "wasi:io/error@0.2.12",
-            "wasi:io/poll@0.2.12",
-            "wasi:io/streams@0.2.12",
-            "wasi:clocks/monotonic-clock@0.2.12",
-            "wasi:clocks/wall-clock@0.2.12",
-            "wasi:filesystem/types@0.2.12",
-            "wasi:filesystem/preopens@0.2.12",
-            "wasi:sockets/network@0.2.12",
-            "wasi:sockets/instance-network@0.2.12",
-            "wasi:sockets/udp@0.2.12",
-            "wasi:sockets/udp-create-socket@0.2.12",
-            "wasi:sockets/tcp@0.2.12",
-            "wasi:sockets/tcp-create-socket@0.2.12",
-            "wasi:sockets/ip-name-lookup@0.2.12",
-            "wasi:random/random@0.2.12",
-            "wasi:random/insecure@0.2.12",
-            "wasi:random/insecure-seed@0.2.12",
-            "wasi:logging/logging@0.1.0-draft",
-            "wasi:http/types@0.2.12",
-            "wasi:http/outgoing-handler@0.2.12",
-            "wasi:config/store@0.2.0-rc.1",
-            "wasi:keyvalue/store@0.2.0-draft",
-            "wasi:keyvalue/atomics@0.2.0-draft",
-            "wasi:keyvalue/batch@0.2.0-draft",
-            "warden:plugin/types@0.1.0",
-        ];
+        let imports = world_imports();
         // Stream plumbing, exiting and Warden's own types carry no authority.
         let plumbing = [
             "wasi:io/error",
@@ -377,7 +357,6 @@ mod tests {
             "wasi:cli/exit",
             "warden:plugin/types",
         ];
-        let imports: Vec<String> = world.iter().map(|name| name.to_string()).collect();
         let uses = capabilities_of(&imports, &Sandbox::default());
         for import in &imports {
             let claimed = uses.iter().filter(|u| u.imports.contains(import)).count();
