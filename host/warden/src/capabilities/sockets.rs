@@ -155,7 +155,7 @@ fn create_tcp_socket(
     }
     let created = sockets::tcp_create_socket::Host::create_tcp_socket(&mut state.sockets(), family);
     if created.is_ok() {
-        state.caps.sockets.live.opened();
+        state.caps.sockets.slots.open.opened();
     }
     guest_result(created)
 }
@@ -171,7 +171,7 @@ async fn create_udp_socket(
     let created =
         sockets::udp_create_socket::Host::create_udp_socket(&mut state.sockets(), family).await;
     if created.is_ok() {
-        state.caps.sockets.live.opened();
+        state.caps.sockets.slots.open.opened();
     }
     guest_result(created)
 }
@@ -194,7 +194,7 @@ fn accept(
     }
     let accepted = HostTcpSocket::accept(&mut state.sockets(), listener);
     if accepted.is_ok() {
-        state.caps.sockets.live.opened();
+        state.caps.sockets.slots.open.opened();
     }
     guest_result(accepted)
 }
@@ -202,14 +202,14 @@ fn accept(
 fn drop_tcp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live.closed();
+    state.caps.sockets.slots.open.closed();
     Ok(())
 }
 
 fn drop_udp_socket(mut store: StoreContextMut<'_, HostState>, rep: u32) -> wasmtime::Result<()> {
     let state = store.data_mut();
     HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))?;
-    state.caps.sockets.live.closed();
+    state.caps.sockets.slots.open.closed();
     Ok(())
 }
 
@@ -490,10 +490,9 @@ impl ConnectionSlots {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SocketState {
     policy: Arc<SocketPolicy>,
-    /// Sockets the instance holds now, HTTP connections included.
-    live: OpenSockets,
-    /// The most it may hold at once ([`Limits::sockets`](crate::Limits::sockets)).
-    limit: usize,
+    /// Sockets the instance holds now, HTTP connections included, and the
+    /// most it may hold at once ([`Limits::sockets`](crate::Limits::sockets)).
+    slots: ConnectionSlots,
 }
 
 impl SocketState {
@@ -502,7 +501,7 @@ impl SocketState {
     }
 
     fn at_limit(&self) -> bool {
-        self.live.count() >= self.limit
+        self.slots.open.count() >= self.slots.limit
     }
 
     /// Whether the instance may create one more socket of `protocol`: an
@@ -555,8 +554,7 @@ fn configure(
         });
     SocketState {
         policy: policy.clone(),
-        live: slots.open.clone(),
-        limit: slots.limit,
+        slots: slots.clone(),
     }
 }
 
@@ -581,12 +579,11 @@ mod tests {
     fn connection_slots_share_the_socket_count_and_are_given_back_once() {
         let slots = ConnectionSlots::new(2);
         let state = SocketState {
-            live: slots.open.clone(),
-            limit: slots.limit,
+            slots: slots.clone(),
             ..SocketState::default()
         };
         let connection = slots.take().expect("a first connection fits");
-        state.live.opened();
+        state.slots.open.opened();
         assert!(state.at_limit(), "a connection and a socket fill 2");
         assert!(slots.take().is_none(), "no third connection");
         drop(connection);
@@ -594,9 +591,13 @@ mod tests {
             !state.at_limit(),
             "the ended connection gave its socket back"
         );
-        state.live.closed();
-        state.live.closed();
-        assert_eq!(state.live.count(), 0, "one close too many never wraps");
+        state.slots.open.closed();
+        state.slots.open.closed();
+        assert_eq!(
+            state.slots.open.count(),
+            0,
+            "one close too many never wraps"
+        );
         let connections: Vec<_> = (0..3).filter_map(|_| slots.take()).collect();
         assert_eq!(connections.len(), 2);
     }
