@@ -9,14 +9,16 @@
 //! with no variables), and the host records the denials it sees in the call's
 //! report.
 //!
-//! The list at the end of this file registers them: the capability table
-//! ([`CAPABILITIES`], the order `inspect` shows them in), the fields of
+//! The list at the end of this file registers them, in the order `inspect`
+//! shows them: the capability table ([`CAPABILITIES`]: each one's name,
+//! interfaces and risk, from its [`Capability`] constants), the fields of
 //! [`Grants`], the per-plugin [`PluginResources`] and the per-instance
 //! [`InstanceState`] are all derived from it. Adding a capability means:
 //!
-//! 1. its WIT interfaces in `wit/` (and in `bindings.rs` if they are not
-//!    WASI's own);
-//! 2. a module here with a type implementing [`Capability`];
+//! 1. its WIT interfaces in `wit/` (`bindings.rs` generates their host
+//!    traits; a resource the host implements is named in its `with`);
+//! 2. a module here with a type implementing [`Capability`], whose host
+//!    functions reach its per-instance state as `state.caps.NAME`;
 //! 3. one entry in the list below, with the fields its grant adds to
 //!    [`Grants`];
 //! 4. if an operator grants it, its settings in the sandbox spec
@@ -25,18 +27,10 @@
 //!    [`GrantOptions::apply`](crate::GrantOptions::apply) turns it into the
 //!    grant.
 //!
-//! | capability | interfaces | risk |
-//! |---|---|---|
-//! | `log` | `wasi:logging` | low |
-//! | `config` | `wasi:config` | low |
-//! | `clocks` | `wasi:clocks` | low |
-//! | `random` | `wasi:random` | low |
-//! | `stdio` | `wasi:cli/std*`, `wasi:cli/terminal-*` | low |
-//! | `kv` | `wasi:keyvalue` | medium |
-//! | `fs` | `wasi:filesystem` | medium read-only, high read-write |
-//! | `http` | `wasi:http` | high |
-//! | `sockets` | `wasi:sockets` | high |
-//! | `env` | `wasi:cli/environment` | high |
+//! The test at the end checks the list against the imports of `world
+//! plugin` in `wit/`: every import belongs to exactly one capability (or to
+//! the plumbing that carries no authority), and every capability is
+//! imported.
 
 pub(crate) mod clocks;
 pub(crate) mod config;
