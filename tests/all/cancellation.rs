@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use warden::{KvGrant, KvInspector, Limits, Runtime, Sandbox, Source};
+use warden::admin::KvInspector;
+use warden::{KvGrant, Limits, Runtime, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 
 use crate::{assert_runtime_serves, hostile, runtime};

@@ -13,7 +13,7 @@ use crate::output;
 
 /// `warden compile`: compiles a plugin into the compile cache.
 pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.plugin)?;
+    let target = args.sandbox.resolve(&args.plugin)?;
     let runtime = args.sandbox.runtime(&target.sandbox)?;
     let started = Instant::now();
     let compiled = match args.sandbox.trust.keys.source(&target.path).await {

@@ -14,7 +14,7 @@ use crate::output;
 /// `warden exec`: loads the program and runs it with its arguments; its
 /// exit code becomes warden's.
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.program)?;
+    let target = args.sandbox.resolve(&args.program)?;
     let program = match load::program(&target, &args.sandbox).await {
         Ok(program) => program,
         Err(err) => return finish(&args, &target.name, Err(err), None),

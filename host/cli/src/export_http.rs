@@ -27,10 +27,7 @@ fn exit_code(err: &ExportError) -> u8 {
 /// `warden export-http`: composes a plugin into a `wasi:http` app for the
 /// chosen target.
 pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
-    let name = args.plugin.file_stem().map_or_else(
-        || "plugin".to_owned(),
-        |stem| stem.to_string_lossy().into_owned(),
-    );
+    let name = warden::Source::name_of(&args.plugin);
     let mut sandbox = Sandbox::default();
     // The same trust policy as `warden run` and `warden compile`: exporting
     // is a way of deploying the plugin.

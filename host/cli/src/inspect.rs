@@ -14,7 +14,7 @@ use crate::output;
 
 /// `warden inspect`: loads the plugin, runs its `init` and prints what it is.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.plugin)?;
+    let target = args.sandbox.resolve(&args.plugin)?;
     let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use warden::{KvGrant, KvInspector, KvStore, Manifest};
+use warden::admin::KvInspector;
+use warden::{KvGrant, KvStore, Manifest};
 
 use crate::args::{KvArgs, KvCommand};
 use crate::output;

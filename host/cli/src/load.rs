@@ -4,11 +4,14 @@
 
 use warden::{Error, Plugin, Program, Runtime, Sandbox, Source};
 
-use crate::args::{SandboxArgs, Target};
+use crate::args::{SandboxArgs, SandboxedComponent};
 use crate::output;
 
 /// Reads and loads the plugin a command names.
-pub async fn plugin(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugin, Error> {
+pub async fn plugin(
+    target: &SandboxedComponent,
+    sandbox_args: &SandboxArgs,
+) -> Result<Plugin, Error> {
     let (runtime, source, sandbox) = prepare(target, sandbox_args).await?;
     let plugin = runtime.load(source, sandbox).await?;
     output::warn_if_unverified(plugin.info(), plugin.sandbox());
@@ -16,7 +19,10 @@ pub async fn plugin(target: &Target, sandbox_args: &SandboxArgs) -> Result<Plugi
 }
 
 /// Reads and loads the WASI program `warden exec` names.
-pub async fn program(target: &Target, sandbox_args: &SandboxArgs) -> Result<Program, Error> {
+pub async fn program(
+    target: &SandboxedComponent,
+    sandbox_args: &SandboxArgs,
+) -> Result<Program, Error> {
     let (runtime, source, sandbox) = prepare(target, sandbox_args).await?;
     let program = runtime.load_program(source, sandbox).await?;
     output::warn_if_unverified(program.info(), program.sandbox());
@@ -26,7 +32,7 @@ pub async fn program(target: &Target, sandbox_args: &SandboxArgs) -> Result<Prog
 /// The target's file (read and checked against the keys the flags give),
 /// the runtime for its sandbox, and the sandbox for that file.
 async fn prepare(
-    target: &Target,
+    target: &SandboxedComponent,
     sandbox_args: &SandboxArgs,
 ) -> Result<(Runtime, Source, Sandbox), Error> {
     let source = sandbox_args

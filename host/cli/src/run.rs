@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use warden::{Error, Outcome, Registry, Reload, Report};
 
-use crate::args::{RunArgs, Target};
+use crate::args::{RunArgs, SandboxedComponent};
 use crate::exit;
 use crate::load;
 use crate::output;
@@ -16,7 +16,7 @@ use crate::output;
 /// `warden run`: reads the input, loads the plugin and calls the action
 /// once (or, with `--watch`, again after every change).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.target(&args.plugin)?;
+    let target = args.sandbox.resolve(&args.plugin)?;
     let limit = target.sandbox.limits.max_input_bytes;
     let input = match read_input(&args, limit)? {
         Input::Bytes(bytes) => bytes,
@@ -45,7 +45,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// `warden run --watch`: runs the action, then again after every change to
 /// the plugin file (or, with --manifest, to the manifest), until SIGINT or
 /// SIGTERM. Exits with the code of the last run.
-async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<ExitCode> {
+async fn watch(
+    args: RunArgs,
+    target: SandboxedComponent,
+    input: Vec<u8>,
+) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(args.sandbox.runtime(&target.sandbox)?);
     // A derived kv namespace comes from the version first loaded, and stays
     // the same across reloads: they are new versions of the same plugin.
@@ -125,7 +129,7 @@ async fn watch(args: RunArgs, target: Target, input: Vec<u8>) -> anyhow::Result<
 /// tick reports the reload (or its failure).
 async fn reload_manifest(registry: &Registry, args: &RunArgs) -> Option<String> {
     let refused = "warden: the changed manifest was refused; the previous version keeps serving";
-    let target = match args.sandbox.target(&args.plugin) {
+    let target = match args.sandbox.resolve(&args.plugin) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("{refused}: {err:#}");

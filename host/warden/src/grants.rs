@@ -1,18 +1,15 @@
 //! What a plugin is allowed to touch outside its own memory.
 //!
 //! Nothing is inherited from the host process: no environment, no arguments,
-//! no stdin, no network, no files. Each grant below opens exactly one door;
-//! see the `capabilities` module for what each capability does when it is
-//! not granted.
+//! no stdin, no network, no files. Each grant opens exactly one door;
+//! [`Grants`] is declared with the capabilities it grants (the `capabilities`
+//! module, which also says what each one does when it is not granted).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::capabilities::http::HttpGrant;
-use crate::capabilities::kv::KvGrant;
-use crate::capabilities::sockets::SocketPattern;
+pub use crate::capabilities::Grants;
 use crate::limits::Limits;
 use crate::trust::TrustPolicy;
 use crate::units::ParseError;
@@ -65,48 +62,6 @@ impl Sandbox {
             ..Sandbox::default()
         }
     }
-}
-
-/// Capabilities granted to a plugin. The default grants nothing beyond the
-/// low-risk capabilities every plugin has (logging, clocks, random numbers,
-/// captured stdout and stderr).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Grants {
-    /// Host directories the plugin can see (`fs`). Default: none. Each is
-    /// opened once, when the plugin loads, and never looked up again while
-    /// it is loaded; a symbolic link on its host path is followed only when
-    /// it leads beneath the directory holding the link.
-    pub dirs: Vec<Preopen>,
-    /// Environment variables the plugin sees, in order (`env`). Default:
-    /// none; the host's environment is never inherited.
-    pub env: Vec<(String, String)>,
-    /// Values the plugin reads through `wasi:config/store` (`config`).
-    /// Default: none.
-    pub config: BTreeMap<String, String>,
-    /// Outgoing HTTP (`http`). Default: no origin allowed.
-    pub http: HttpGrant,
-    /// TCP addresses the plugin may connect to (`sockets`). Default: none.
-    /// Binding, listening and accepting need [`Grants::tcp_listen`].
-    pub tcp: Vec<SocketPattern>,
-    /// UDP addresses the plugin may send to or bind (`sockets`). Default: none.
-    pub udp: Vec<SocketPattern>,
-    /// The key-value store (`kv`). Default: none.
-    pub kv: Option<KvGrant>,
-    /// Fixed wall clock, stepping monotonic clock (which timers follow, so
-    /// sleeping takes no real time), file timestamps at the fixed wall clock
-    /// and seeded random numbers, so that runs are reproducible. Default:
-    /// off (real clocks and random).
-    pub deterministic: bool,
-    /// Capabilities the embedding application defines for its own WIT
-    /// imports ([`HostCapability`](crate::HostCapability)), granted by name.
-    /// Default: none.
-    pub host: BTreeSet<String>,
-    /// Local TCP addresses the plugin may bind and listen on, accepting
-    /// connections from any peer (`sockets`). Separate from
-    /// [`Grants::tcp`], so that a plugin allowed to connect somewhere
-    /// cannot also open a server. Default: none.
-    pub tcp_listen: Vec<SocketPattern>,
 }
 
 /// A host directory made visible to the guest at a path of its own.
@@ -215,24 +170,6 @@ impl fmt::Display for Preopen {
             self.guest,
             self.access.as_str()
         )
-    }
-}
-
-/// Parses `KEY=VALUE` as used by `--env`.
-///
-/// ```
-/// assert_eq!(
-///     warden::parse_env_var("GREETING=hi=there"),
-///     Ok(("GREETING".to_owned(), "hi=there".to_owned()))
-/// );
-/// assert!(warden::parse_env_var("NO_VALUE").is_err());
-/// ```
-pub fn parse_env_var(text: &str) -> Result<(String, String), ParseError> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(ParseError::new(format!(
-            "invalid environment variable `{text}`: expected KEY=VALUE"
-        ))),
     }
 }
 

@@ -65,20 +65,28 @@ pub mod trust;
 pub mod units;
 mod world;
 
+/// For operators' tools rather than for running plugins: looking inside
+/// what plugins keep.
+pub mod admin {
+    pub use crate::capabilities::kv::KvInspector;
+}
+
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
 pub use capabilities::http::{HttpGrant, OriginPattern};
-pub use capabilities::kv::{KvGrant, KvInspector, KvQuotas, KvStore};
+pub use capabilities::kv::{KvGrant, KvQuotas, KvStore};
 pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
 pub use error::{Error, ErrorKind};
 pub use fsutil::write_file_atomically;
-pub use grants::{DirAccess, Grants, Preopen, Sandbox, parse_env_var};
+pub use grants::{DirAccess, Grants, Preopen, Sandbox};
 pub use host_memory::{MAX_RECORD_TEXT_BYTES, truncate_record_text};
 pub use instance::Instance;
 pub use limits::{LimitRefusal, LimitedResource, Limits};
 pub use load::ComponentInfo;
-pub use manifest::{Manifest, PluginEntry, ServeSettings};
+pub use manifest::{
+    GrantOptions, InvalidSetting, LimitOptions, Manifest, PluginEntry, ServeSettings,
+};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};

@@ -47,15 +47,22 @@ impl Source {
                 ));
             }
         };
-        let name = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "plugin".to_owned());
+        let name = Source::name_of(path);
         Ok(Source {
             name,
             bytes,
             detached_signature,
         })
+    }
+
+    /// The name a component file is loaded under when no one names it:
+    /// the file's stem (`hello` for `plugins/hello.wasm`), or `plugin` for
+    /// a path without one.
+    pub fn name_of(path: &Path) -> String {
+        path.file_stem().map_or_else(
+            || "plugin".to_owned(),
+            |stem| stem.to_string_lossy().into_owned(),
+        )
     }
 
     /// The same source under another name (the name keys the plugin's

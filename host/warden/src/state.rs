@@ -165,7 +165,7 @@ impl HostState {
                 &loaded.resources,
                 options,
                 &host_memory,
-            )?,
+            ),
             limiter: StoreLimiter::new(&loaded.sandbox.limits),
             host_memory,
             deadline: Instant::now(),
@@ -275,17 +275,13 @@ impl CallScope {
             budget.saturating_sub(remaining)
         });
         let state = store.data_mut();
-        let (logs, dropped_logs) = state.caps.logs.take();
-        let report = Report {
+        let mut report = Report {
             duration: self.started.elapsed(),
             fuel_consumed,
             peak_memory_bytes: state.limiter.peak_memory_bytes(),
-            stdout: state.caps.stdout.take(),
-            stderr: state.caps.stderr.take(),
-            logs,
-            dropped_logs,
-            denials: state.caps.denials.take(),
+            ..Report::default()
         };
+        state.caps.report(&mut report);
         let result =
             result.map_err(|err| err.with_bounded_guest_text().after_denials(&report.denials));
         Outcome { result, report }

@@ -10,6 +10,7 @@ mod export_targets;
 mod grants;
 mod inspect;
 mod kv;
+mod kv_default;
 mod manifest;
 mod new;
 mod policy;

@@ -31,10 +31,11 @@ use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::bindings::clocks;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{self, Instant};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
-use super::{Capability, Risk};
-use crate::grants::Grants;
+use super::{Capability, InstanceSetup, Risk};
+use crate::error::Error;
+use crate::grants::Sandbox;
 use crate::state::HostState;
 
 /// The wall-clock time a deterministic run sees: 2000-01-01T00:00:00Z.
@@ -42,31 +43,48 @@ pub const DETERMINISTIC_WALL_CLOCK: Duration = Duration::from_secs(946_684_800);
 /// How far the deterministic monotonic clock advances on each reading.
 pub const DETERMINISTIC_TICK: Duration = Duration::from_millis(1);
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "clocks",
-    interfaces: &["wasi:clocks/wall-clock", "wasi:clocks/monotonic-clock"],
-    risk: |_| Risk::Low,
-    granted: |_| true,
-    how_to_grant: "always granted",
-    add_to_linker,
-};
+/// The `clocks` capability.
+pub(crate) struct Clocks;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let getter = <HostState as WasiClocksView>::clocks;
-    clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, getter)?;
-    monotonic_clock::add_to_linker::<_, MonotonicClock>(linker, monotonic_clock)
-}
+impl Capability for Clocks {
+    const NAME: &'static str = "clocks";
+    const INTERFACES: &'static [&'static str] =
+        &["wasi:clocks/wall-clock", "wasi:clocks/monotonic-clock"];
+    const HOW_TO_GRANT: &'static str = "always granted";
+    type Shared = ();
+    type State = ClockState;
 
-/// Sets up an instance's clocks; returns what the rest of the host needs to
-/// know about them.
-pub(crate) fn configure(wasi: &mut WasiCtxBuilder, grants: &Grants) -> ClockState {
-    if !grants.deterministic {
-        return ClockState::default();
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::Low
     }
-    let time = Arc::new(VirtualTime::default());
-    wasi.wall_clock(FixedWallClock)
-        .monotonic_clock(SteppingMonotonicClock { time: time.clone() });
-    ClockState { time: Some(time) }
+
+    fn granted(_: &Sandbox) -> bool {
+        true
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let getter = <HostState as WasiClocksView>::clocks;
+        clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, getter)?;
+        monotonic_clock::add_to_linker::<_, MonotonicClock>(linker, monotonic_clock)
+    }
+
+    fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Sets up the instance's clocks, and keeps what the rest of the host
+    /// needs to know about them.
+    fn instantiate((): &(), setup: &mut InstanceSetup<'_>) -> ClockState {
+        if !setup.sandbox.grants.deterministic {
+            return ClockState::default();
+        }
+        let time = Arc::new(VirtualTime::default());
+        setup
+            .wasi
+            .wall_clock(FixedWallClock)
+            .monotonic_clock(SteppingMonotonicClock { time: time.clone() });
+        ClockState { time: Some(time) }
+    }
 }
 
 /// An instance's clocks, as the rest of the host sees them.
@@ -225,7 +243,7 @@ fn monotonic_clock(state: &mut HostState) -> MonotonicClockView<'_> {
             ctx: state.caps.wasi.ctx().clocks(),
             table: &mut state.table,
         },
-        time: state.caps.clock.time.as_ref(),
+        time: state.caps.clocks.time.as_ref(),
     }
 }
 

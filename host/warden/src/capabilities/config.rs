@@ -9,22 +9,46 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, DenialLog, Risk};
+use super::{Capability, DenialLog, InstanceSetup, Risk};
 use crate::bindings::wasi::config::store::{self, Error};
+use crate::grants::Sandbox;
 use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "config",
-    interfaces: &["wasi:config/store"],
-    risk: |_| Risk::Low,
-    granted: |sandbox| !sandbox.grants.config.is_empty(),
-    how_to_grant: "--config KEY=VALUE",
-    add_to_linker,
-};
+/// The `config` capability.
+pub(crate) struct Config;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    store::add_to_linker::<HostState, HasSelf<ConfigState>>(linker, |state| &mut state.caps.config)
+impl Capability for Config {
+    const NAME: &'static str = "config";
+    const INTERFACES: &'static [&'static str] = &["wasi:config/store"];
+    const HOW_TO_GRANT: &'static str = "--config KEY=VALUE";
+    type Shared = Arc<BTreeMap<String, String>>;
+    type State = ConfigState;
+
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::Low
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
+        !sandbox.grants.config.is_empty()
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        store::add_to_linker::<HostState, HasSelf<ConfigState>>(linker, |state| {
+            &mut state.caps.config
+        })
+    }
+
+    fn prepare(_: &str, sandbox: &Sandbox) -> Result<Self::Shared, crate::error::Error> {
+        Ok(Arc::new(sandbox.grants.config.clone()))
+    }
+
+    fn instantiate(values: &Self::Shared, setup: &mut InstanceSetup<'_>) -> ConfigState {
+        ConfigState {
+            values: values.clone(),
+            denials: setup.denials.clone(),
+        }
+    }
 }
 
 /// The configuration values one instance sees.
@@ -35,13 +59,6 @@ pub(crate) struct ConfigState {
 }
 
 impl ConfigState {
-    pub(crate) fn new(values: &Arc<BTreeMap<String, String>>, denials: &DenialLog) -> Self {
-        ConfigState {
-            values: values.clone(),
-            denials: denials.clone(),
-        }
-    }
-
     fn granted(&self, request: impl FnOnce() -> String) -> Result<(), Error> {
         if self.values.is_empty() {
             self.denials.record("config", request());

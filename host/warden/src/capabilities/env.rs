@@ -4,27 +4,41 @@
 //! inherited from the host process.
 
 use wasmtime::component::Linker;
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::cli;
 
-use super::{Capability, Risk};
-use crate::grants::Grants;
+use super::{Capability, InstanceSetup, Risk};
+use crate::error::Error;
+use crate::grants::Sandbox;
 use crate::state::HostState;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "env",
-    interfaces: &["wasi:cli/environment"],
-    risk: |_| Risk::High,
-    granted: |sandbox| !sandbox.grants.env.is_empty(),
-    how_to_grant: "--env KEY=VALUE",
-    add_to_linker,
-};
+/// The `env` capability.
+pub(crate) struct Env;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    cli::environment::add_to_linker::<_, WasiCli>(linker, <HostState as WasiCliView>::cli)
-}
+impl Capability for Env {
+    const NAME: &'static str = "env";
+    const INTERFACES: &'static [&'static str] = &["wasi:cli/environment"];
+    const HOW_TO_GRANT: &'static str = "--env KEY=VALUE";
+    type Shared = ();
+    type State = ();
 
-pub(crate) fn configure(wasi: &mut WasiCtxBuilder, grants: &Grants) {
-    wasi.envs(&grants.env);
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::High
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
+        !sandbox.grants.env.is_empty()
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        cli::environment::add_to_linker::<_, WasiCli>(linker, <HostState as WasiCliView>::cli)
+    }
+
+    fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn instantiate((): &(), setup: &mut InstanceSetup<'_>) {
+        setup.wasi.envs(&setup.sandbox.grants.env);
+    }
 }

@@ -1,3 +1,5 @@
+// Over 400 lines: opening a grant path without following links out of it is
+// one algorithm, kept whole with its tests.
 //! The `fs` capability: `wasi:filesystem`, limited to the directories granted
 //! with [`Grants::dirs`](crate::Grants::dirs) (`--dir HOST::GUEST[:ro|:rw]`).
 //!
@@ -56,19 +58,64 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use super::{Capability, Risk};
+use super::{Capability, InstanceSetup, Risk};
 use crate::error::Error;
 use crate::grants::{DirAccess, Grants, Sandbox};
 use crate::state::HostState;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "fs",
-    interfaces: &["wasi:filesystem/types", "wasi:filesystem/preopens"],
-    risk,
-    granted: |sandbox| !sandbox.grants.dirs.is_empty(),
-    how_to_grant: "--dir HOST::GUEST[:ro|:rw]",
-    add_to_linker,
-};
+/// The `fs` capability.
+pub(crate) struct Filesystem;
+
+impl Capability for Filesystem {
+    const NAME: &'static str = "fs";
+    const INTERFACES: &'static [&'static str] =
+        &["wasi:filesystem/types", "wasi:filesystem/preopens"];
+    const HOW_TO_GRANT: &'static str = "--dir HOST::GUEST[:ro|:rw]";
+    /// The granted directories, opened once: instances never look their
+    /// paths up again.
+    type Shared = GrantedDirs;
+    type State = ();
+
+    /// Read-only files are medium risk, writable ones high; a plugin that
+    /// imports the filesystem without a grant could be either, so it counts
+    /// as high.
+    fn risk(sandbox: &Sandbox) -> Risk {
+        let dirs = &sandbox.grants.dirs;
+        if !dirs.is_empty() && dirs.iter().all(|dir| dir.access == DirAccess::ReadOnly) {
+            Risk::Medium
+        } else {
+            Risk::High
+        }
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
+        !sandbox.grants.dirs.is_empty()
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let getter = <HostState as WasiFilesystemView>::filesystem;
+        filesystem::types::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
+        filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
+        // Replace `stat` and `stat-at` with versions whose timestamps follow a
+        // deterministic instance's clock, and directory listings with ones
+        // within the host-memory budget that stop with their call.
+        linker.allow_shadowing(true);
+        let result =
+            add_stat_functions(linker).and_then(|()| super::dir_listing::add_to_linker(linker));
+        linker.allow_shadowing(false);
+        result
+    }
+
+    fn prepare(_: &str, sandbox: &Sandbox) -> Result<GrantedDirs, Error> {
+        GrantedDirs::open(&sandbox.grants)
+    }
+
+    fn instantiate(_: &GrantedDirs, _: &mut InstanceSetup<'_>) {}
+
+    fn install(dirs: &GrantedDirs, wasi: &mut WasiCtx) {
+        dirs.install(wasi);
+    }
+}
 
 /// Symbolic links followed while resolving one grant path, at most: Linux's
 /// own limit (`MAXSYMLINKS`), so that a loop of links ends in an error.
@@ -79,34 +126,9 @@ pub(crate) const MAX_SYMLINKS: usize = 40;
 /// name (`PATH_MAX` is 4096 bytes), so the check always ends.
 const MAX_CLIMB: usize = 4096;
 
-/// Read-only files are medium risk, writable ones high; a plugin that imports
-/// the filesystem without a grant could be either, so it counts as high.
-fn risk(sandbox: &Sandbox) -> Risk {
-    let dirs = &sandbox.grants.dirs;
-    if !dirs.is_empty() && dirs.iter().all(|dir| dir.access == DirAccess::ReadOnly) {
-        Risk::Medium
-    } else {
-        Risk::High
-    }
-}
-
 /// The `wasi:filesystem/types` instance wasmtime-wasi 48 defines; guests
 /// built against earlier 0.2 versions are linked to it by semver.
 pub(super) const TYPES: &str = "wasi:filesystem/types@0.2.12";
-
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let getter = <HostState as WasiFilesystemView>::filesystem;
-    filesystem::types::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
-    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(linker, getter)?;
-    // Replace `stat` and `stat-at` with versions whose timestamps follow a
-    // deterministic instance's clock, and directory listings with ones
-    // within the host-memory budget that stop with their call.
-    linker.allow_shadowing(true);
-    let result =
-        add_stat_functions(linker).and_then(|()| super::dir_listing::add_to_linker(linker));
-    linker.allow_shadowing(false);
-    result
-}
 
 fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut types = linker.instance(TYPES)?;
@@ -115,7 +137,7 @@ fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store, (fd,): (Resource<Descriptor>,)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let file_time = state.caps.clock.file_time();
+                let file_time = state.caps.clocks.file_time();
                 let mut view = state.filesystem();
                 let stat = view.stat(fd).await;
                 Ok((with_file_time(&mut view, stat, file_time)?,))
@@ -127,7 +149,7 @@ fn add_stat_functions(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store, (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let file_time = state.caps.clock.file_time();
+                let file_time = state.caps.clocks.file_time();
                 let mut view = state.filesystem();
                 let stat = view.stat_at(fd, flags, path).await;
                 Ok((with_file_time(&mut view, stat, file_time)?,))

@@ -1,51 +1,71 @@
 //! The capabilities a plugin can import, one module each.
 //!
 //! A capability names the WIT interfaces it answers for, says how risky it is
-//! under a plugin's grants, adds its host functions to the linker, and builds
-//! its share of each instance's state. Every capability is always linked; one
-//! that is not granted answers with a typed denial at call time (or is simply
-//! empty, like an environment with no variables), and the host records the
-//! denials it sees in the call's report. Adding a capability means adding a
-//! module here and listing it in [`CAPABILITIES`] and [`InstanceState`].
+//! under a plugin's grants, adds its host functions to the linker, prepares
+//! what its grant names once per plugin, builds its share of each instance's
+//! state, and adds what it collected to the call's report: the [`Capability`]
+//! trait. Every capability is always linked; one that is not granted answers
+//! with a typed denial at call time (or is simply empty, like an environment
+//! with no variables), and the host records the denials it sees in the call's
+//! report.
 //!
-//! | capability | interfaces | risk |
-//! |---|---|---|
-//! | `log` | `wasi:logging` | low |
-//! | `config` | `wasi:config` | low |
-//! | `clocks` | `wasi:clocks` | low |
-//! | `random` | `wasi:random` | low |
-//! | `stdio` | `wasi:cli/std*`, `wasi:cli/terminal-*` | low |
-//! | `kv` | `wasi:keyvalue` | medium |
-//! | `fs` | `wasi:filesystem` | medium read-only, high read-write |
-//! | `http` | `wasi:http` | high |
-//! | `sockets` | `wasi:sockets` | high |
-//! | `env` | `wasi:cli/environment` | high |
+//! The list at the end of this file registers them, in the order `inspect`
+//! shows them: the capability table ([`CAPABILITIES`]: each one's name,
+//! interfaces and risk, from its [`Capability`] constants), the fields of
+//! [`Grants`], the per-plugin [`PluginResources`] and the per-instance
+//! [`InstanceState`] are all derived from it. Adding a capability means:
+//!
+//! 1. its WIT interfaces in `wit/` (`bindings.rs` generates their host
+//!    traits; a resource the host implements is named in its `with`);
+//! 2. a module here with a type implementing [`Capability`], whose host
+//!    functions reach its per-instance state as `state.caps.NAME`;
+//! 3. one entry in the list below, with the fields its grant adds to
+//!    [`Grants`];
+//! 4. if an operator grants it, its settings in the sandbox spec
+//!    ([`GrantOptions`](crate::GrantOptions), `manifest/options.rs`): one
+//!    field is both the manifest's key and the command line's flag, and
+//!    [`GrantOptions::apply`](crate::GrantOptions::apply) turns it into the
+//!    grant.
+//!
+//! The test at the end checks the list against the imports of `world
+//! plugin` in `wit/`: every import belongs to exactly one capability (or to
+//! the plumbing that carries no authority), and every capability is
+//! imported.
 
 pub(crate) mod clocks;
 pub(crate) mod config;
+mod denials;
 mod dir_listing;
 pub(crate) mod env;
 pub(crate) mod fs;
 pub(crate) mod http;
+mod imports;
+mod instance;
 pub(crate) mod interrupt;
 pub(crate) mod kv;
-pub(crate) mod logging;
+pub(crate) mod log;
 pub(crate) mod random;
 pub(crate) mod sockets;
 pub(crate) mod stdio;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
+pub use self::denials::Denial;
+pub(crate) use self::denials::DenialLog;
+pub use self::imports::{CapabilityUse, HostCapability};
+pub(crate) use self::imports::{capabilities_of, host_capabilities_of};
+pub use self::instance::Stdio;
+pub(crate) use self::instance::{InstanceOptions, InstanceSetup, WasiContext};
 use crate::error::Error;
-use crate::grants::Sandbox;
-use crate::host_memory::{HostMemory, MAX_RECORD_TEXT_BYTES, RECORD_WORDS_BYTES, truncate_text};
+use crate::grants::{Preopen, Sandbox};
+use crate::host_memory::HostMemory;
+use crate::report::Report;
 use crate::state::HostState;
 
 /// How much authority a capability hands to a plugin.
@@ -76,34 +96,73 @@ impl fmt::Display for Risk {
     }
 }
 
-/// One capability: what it is called, which interfaces it answers for, how
-/// risky it is, whether a sandbox grants it, and how it is linked.
-pub(crate) struct Capability {
-    pub name: &'static str,
-    /// Interface names without their version, e.g. `wasi:http/outgoing-handler`.
-    pub interfaces: &'static [&'static str],
-    /// The risk under the given grants; for a capability that is not
+/// One capability Warden provides, at each of its scopes: what it is
+/// (constants), how it is linked (once per runtime), what it prepares from
+/// the grants (once per plugin, at load), what each instance holds, and what
+/// it adds to a call's report.
+pub(crate) trait Capability {
+    /// Its name, as `inspect`, denials and errors show it, e.g. `http`.
+    const NAME: &'static str;
+    /// The interfaces it answers for, without their version, e.g.
+    /// `wasi:http/outgoing-handler`.
+    const INTERFACES: &'static [&'static str];
+    /// The flag (or manifest key) that grants it, for error messages.
+    const HOW_TO_GRANT: &'static str;
+
+    /// What it prepares once per plugin and shares with all of its
+    /// instances (opened directories, an open store, a parsed policy).
+    type Shared: fmt::Debug + Send + Sync;
+    /// What each instance holds.
+    type State: Send;
+
+    /// Its risk under `sandbox`'s grants; for a capability that is not
     /// granted, the most it could be.
+    fn risk(sandbox: &Sandbox) -> Risk;
+
+    /// Whether `sandbox` grants it.
+    fn granted(sandbox: &Sandbox) -> bool;
+
+    /// Adds its host functions to `linker`.
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+
+    /// Checks its grant and opens what the grant names, when the plugin
+    /// loads.
+    fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self::Shared, Error>;
+
+    /// Builds its state for a new instance, configuring the instance's WASI
+    /// context in `setup` as it needs.
+    fn instantiate(shared: &Self::Shared, setup: &mut InstanceSetup<'_>) -> Self::State;
+
+    /// Puts what it must into the instance's WASI context once that is built.
+    fn install(_shared: &Self::Shared, _wasi: &mut WasiCtx) {}
+
+    /// Moves what it collected during a call into the call's report.
+    fn report(_state: &mut Self::State, _report: &mut Report) {}
+}
+
+/// A capability's constants and functions, for code that walks all of them
+/// (`inspect`, the linker).
+pub(crate) struct CapabilityInfo {
+    pub name: &'static str,
+    pub interfaces: &'static [&'static str],
     pub risk: fn(&Sandbox) -> Risk,
     pub granted: fn(&Sandbox) -> bool,
-    /// The flag (or manifest key) that grants it, for error messages.
     pub how_to_grant: &'static str,
     pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
 
-/// Every capability Warden provides.
-pub(crate) const CAPABILITIES: [&Capability; 10] = [
-    &logging::CAPABILITY,
-    &config::CAPABILITY,
-    &clocks::CAPABILITY,
-    &random::CAPABILITY,
-    &stdio::CAPABILITY,
-    &kv::CAPABILITY,
-    &fs::CAPABILITY,
-    &http::CAPABILITY,
-    &sockets::CAPABILITY,
-    &env::CAPABILITY,
-];
+impl CapabilityInfo {
+    const fn of<C: Capability>() -> Self {
+        CapabilityInfo {
+            name: C::NAME,
+            interfaces: C::INTERFACES,
+            risk: C::risk,
+            granted: C::granted,
+            how_to_grant: C::HOW_TO_GRANT,
+            add_to_linker: C::add_to_linker,
+        }
+    }
+}
 
 /// Adds every capability's imports to `linker`, and the plumbing that carries
 /// no authority of its own: streams, pollables, errors and `exit`.
@@ -120,341 +179,170 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     Ok(())
 }
 
-/// A capability that a plugin imports, as `warden inspect` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CapabilityUse {
-    /// The capability's name, e.g. `http`.
-    pub name: &'static str,
-    /// Its risk under the plugin's grants (the most it could be when not granted).
-    pub risk: Risk,
-    /// Whether the plugin's grants allow it.
-    pub granted: bool,
-    /// The plugin's imports that belong to it, by WIT name.
-    pub imports: Vec<String>,
-    /// The flag or manifest key that grants it.
-    pub how_to_grant: &'static str,
-}
+/// Declares the registered capabilities: `field: Type { grant fields };`
+/// for each, in the order `inspect` lists them. `field` names the
+/// capability's part of [`PluginResources`] and [`InstanceState`]; the grant
+/// fields (with their documentation) become fields of [`Grants`].
+macro_rules! capabilities {
+    ($(
+        $field:ident: $capability:ty { $($(#[$grant_doc:meta])* $grant:ident: $grant_type:ty,)* };
+    )*) => {
+        /// Every capability Warden provides, in the order `inspect` lists them.
+        pub(crate) const CAPABILITIES: &[CapabilityInfo] =
+            &[$(CapabilityInfo::of::<$capability>()),*];
 
-/// Maps a component's imports onto capabilities, in [`CAPABILITIES`] order.
-pub(crate) fn capabilities_of(imports: &[String], sandbox: &Sandbox) -> Vec<CapabilityUse> {
-    CAPABILITIES
-        .iter()
-        .filter_map(|capability| {
-            let imports = imports_of(capability.interfaces, imports)?;
-            Some(CapabilityUse {
-                name: capability.name,
-                risk: (capability.risk)(sandbox),
-                granted: (capability.granted)(sandbox),
-                imports,
-                how_to_grant: capability.how_to_grant,
-            })
-        })
-        .collect()
-}
-
-/// A capability the embedding application defines: the WIT interfaces it
-/// imports into plugins of its own world (see [`World`](crate::World)).
-/// Granted by name in [`Grants::host`](crate::Grants::host); `inspect`,
-/// [`Sandbox::strict`] and the call-time check
-/// ([`HostState::require`](crate::HostState::require)) treat it like a
-/// built-in capability.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostCapability {
-    /// The capability's name, e.g. `dictionary`.
-    pub name: &'static str,
-    /// The interfaces it answers for, without versions, e.g.
-    /// `example:filters/dictionary`.
-    pub interfaces: &'static [&'static str],
-    /// How much authority it hands to a plugin.
-    pub risk: Risk,
-    /// How an operator grants it, for error messages.
-    pub how_to_grant: &'static str,
-}
-
-/// Maps a component's imports onto the application's capabilities, in the
-/// order given.
-pub(crate) fn host_capabilities_of(
-    imports: &[String],
-    sandbox: &Sandbox,
-    defined: &[HostCapability],
-) -> Vec<CapabilityUse> {
-    defined
-        .iter()
-        .filter_map(|capability| {
-            let imports = imports_of(capability.interfaces, imports)?;
-            Some(CapabilityUse {
-                name: capability.name,
-                risk: capability.risk,
-                granted: sandbox.grants.host.contains(capability.name),
-                imports,
-                how_to_grant: capability.how_to_grant,
-            })
-        })
-        .collect()
-}
-
-/// The imports that belong to a capability answering for `interfaces`, or
-/// `None` when the component imports none of them.
-fn imports_of(interfaces: &[&str], imports: &[String]) -> Option<Vec<String>> {
-    let matching: Vec<String> = imports
-        .iter()
-        .filter(|import| interfaces.contains(&unversioned(import)))
-        .cloned()
-        .collect();
-    (!matching.is_empty()).then_some(matching)
-}
-
-/// `wasi:http/types@0.2.12` → `wasi:http/types`.
-fn unversioned(name: &str) -> &str {
-    name.split_once('@').map_or(name, |(name, _version)| name)
-}
-
-/// A request the host refused because a capability was not granted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denial {
-    /// The capability, e.g. `http`.
-    pub capability: &'static str,
-    /// What was refused, e.g. the URL or the address.
-    pub detail: String,
-}
-
-impl fmt::Display for Denial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} capability: {}", self.capability, self.detail)
-    }
-}
-
-/// Denials seen during the current call. Shared with callbacks that run
-/// outside the store (socket address checks, HTTP hooks).
-#[derive(Clone, Debug)]
-pub(crate) struct DenialLog {
-    denials: Arc<Mutex<Vec<Denial>>>,
-    host_memory: HostMemory,
-}
-
-/// Denials kept per call; a guest retrying in a loop should not grow the
-/// report without bound.
-const MAX_DENIALS: usize = 100;
-
-impl DenialLog {
-    pub(crate) fn new(host_memory: &HostMemory) -> Self {
-        DenialLog {
-            denials: Arc::default(),
-            host_memory: host_memory.clone(),
+        /// Capabilities granted to a plugin. The default grants nothing beyond the
+        /// low-risk capabilities every plugin has (logging, clocks, random numbers,
+        /// captured stdout and stderr).
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Grants {
+            $($($(#[$grant_doc])* pub $grant: $grant_type,)*)*
+            /// Fixed wall clock, stepping monotonic clock (which timers follow, so
+            /// sleeping takes no real time), file timestamps at the fixed wall clock
+            /// and seeded random numbers, so that runs are reproducible. Default:
+            /// off (real clocks and random).
+            pub deterministic: bool,
+            /// Capabilities the embedding application defines for its own WIT
+            /// imports ([`HostCapability`](crate::HostCapability)), granted by name.
+            /// Default: none.
+            pub host: BTreeSet<String>,
         }
-    }
 
-    /// Records a denial. The detail usually quotes the guest (a key, a URI),
-    /// which the caller cuts with
-    /// [`truncate_record_text`](crate::truncate_record_text); whatever a
-    /// caller did, the detail is cut to that size plus room for the host's
-    /// own words. It is charged to the instance's host-memory budget, and a
-    /// denial that does not fit is logged but not kept.
-    pub(crate) fn record(&self, capability: &'static str, detail: impl Into<String>) {
-        let detail = detail.into();
-        let detail =
-            truncate_text(&detail, MAX_RECORD_TEXT_BYTES + RECORD_WORDS_BYTES).into_owned();
-        tracing::debug!(target: "warden::denied", capability, %detail, "capability denied");
-        let mut denials = self.denials.lock().unwrap_or_else(PoisonError::into_inner);
-        if denials.len() < MAX_DENIALS && self.host_memory.try_hold_record(detail.len()) {
-            denials.push(Denial { capability, detail });
+        /// What the capabilities prepare once per plugin, at load, and share
+        /// with all of its instances.
+        #[derive(Debug)]
+        pub(crate) struct PluginResources {
+            $(pub(crate) $field: <$capability as Capability>::Shared,)*
+            /// Host-defined capabilities the sandbox grants, by name.
+            pub(crate) host_grants: Arc<BTreeSet<String>>,
         }
-    }
 
-    pub(crate) fn take(&self) -> Vec<Denial> {
-        let denials =
-            std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner));
-        self.host_memory
-            .release_records(denials.iter().map(|denial| denial.detail.len()).sum());
-        denials
-    }
-}
-
-/// What happens to a program's stdout and stderr.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Stdio {
-    /// Captured into the call's report, bounded.
-    #[default]
-    Capture,
-    /// Written through to the host process's own stdout and stderr, bounded.
-    /// On a host stream that is a terminal, control characters other than
-    /// newline and tab are shown escaped ([`crate::terminal`]).
-    Forward,
-}
-
-/// Per-instance settings that are not part of the sandbox.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct InstanceOptions {
-    /// Command-line arguments, for programs run with `wasi:cli/run`.
-    pub args: Vec<String>,
-    pub stdio: Stdio,
-    /// Whether the instance is a WASI preview 1 core module, which needs a
-    /// preview 1 context ([`WasiContext::Preview1`]).
-    pub preview1: bool,
-}
-
-/// An instance's WASI context, configured by the same grants either way.
-pub(crate) enum WasiContext {
-    /// A component's: its resources live in the store's own table, shared
-    /// with the other capabilities.
-    Component(WasiCtx),
-    /// A preview 1 module's: wasmtime-wasi's preview 1 state, which keeps its
-    /// descriptors in a table of its own (bounded like the store's).
-    Preview1(WasiP1Ctx),
-}
-
-impl WasiContext {
-    /// The WASI context inside, whichever kind of instance holds it.
-    pub(crate) fn ctx(&mut self) -> &mut WasiCtx {
-        match self {
-            WasiContext::Component(ctx) => ctx,
-            WasiContext::Preview1(preview1) => preview1.ctx().ctx,
+        impl PluginResources {
+            /// Checks the grants and opens what they name, capability by
+            /// capability.
+            pub(crate) fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self, Error> {
+                Ok(PluginResources {
+                    $($field: <$capability as Capability>::prepare(plugin_name, sandbox)?,)*
+                    host_grants: Arc::new(sandbox.grants.host.clone()),
+                })
+            }
         }
-    }
+
+        /// Every capability's state for one instance, with the WASI context
+        /// they configure together and the denials they record.
+        pub(crate) struct InstanceState {
+            pub wasi: WasiContext,
+            pub denials: DenialLog,
+            $(pub $field: <$capability as Capability>::State,)*
+        }
+
+        impl InstanceState {
+            pub(crate) fn new(
+                plugin_name: &Arc<str>,
+                sandbox: &Sandbox,
+                resources: &PluginResources,
+                options: &InstanceOptions,
+                host_memory: &HostMemory,
+            ) -> Self {
+                let denials = DenialLog::new(host_memory);
+                let mut wasi = WasiCtxBuilder::new();
+                wasi.args(&options.args);
+                let mut setup = InstanceSetup {
+                    plugin_name,
+                    sandbox,
+                    options,
+                    host_memory,
+                    denials: &denials,
+                    sockets: sockets::ConnectionSlots::new(sandbox.limits.sockets),
+                    wasi,
+                };
+                $(let $field = <$capability as Capability>::instantiate(&resources.$field, &mut setup);)*
+                let wasi = WasiContext::build(setup.wasi, options, sandbox.limits.host_resources, |wasi| {
+                    $(<$capability as Capability>::install(&resources.$field, wasi);)*
+                });
+                InstanceState { wasi, denials, $($field,)* }
+            }
+
+            /// Moves what the capabilities collected during a call into its
+            /// report; the denials are taken last, after every capability
+            /// had its say.
+            pub(crate) fn report(&mut self, report: &mut Report) {
+                $(<$capability as Capability>::report(&mut self.$field, report);)*
+                report.denials = self.denials.take();
+            }
+        }
+    };
 }
 
-/// What the capabilities prepare once per plugin, at load, and share with
-/// all of its instances.
-#[derive(Debug)]
-pub(crate) struct PluginResources {
-    config: Arc<BTreeMap<String, String>>,
-    http: Arc<http::HttpGrant>,
-    sockets: Arc<sockets::SocketPolicy>,
-    kv: Option<kv::SharedStore>,
-    /// Host-defined capabilities the sandbox grants, by name.
-    pub(crate) host_grants: Arc<BTreeSet<String>>,
-    /// The granted directories, opened once: instances never look their
-    /// paths up again.
-    dirs: fs::GrantedDirs,
-}
-
-impl PluginResources {
-    /// Checks the grants and opens what they name (granted directories are
-    /// opened under the rules of the `fs` module, the kv store is opened or
-    /// created).
-    pub(crate) fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self, Error> {
-        let grants = &sandbox.grants;
-        let dirs = fs::GrantedDirs::open(grants)?;
-        Ok(PluginResources {
-            config: Arc::new(grants.config.clone()),
-            http: Arc::new(grants.http.clone()),
-            sockets: Arc::new(sockets::SocketPolicy::new(grants)),
-            kv: grants
-                .kv
-                .as_ref()
-                .map(|grant| kv::SharedStore::open(grant, plugin_name))
-                .transpose()?,
-            host_grants: Arc::new(grants.host.clone()),
-            dirs,
-        })
-    }
-}
-
-/// Every capability's state for one instance.
-pub(crate) struct InstanceState {
-    pub wasi: WasiContext,
-    pub http: http::HttpState,
-    pub kv: kv::KvState,
-    pub config: config::ConfigState,
-    pub sockets: sockets::SocketState,
-    pub clock: clocks::ClockState,
-    pub logs: logging::LogCapture,
-    pub stdout: stdio::CapturedOutput,
-    pub stderr: stdio::CapturedOutput,
-    pub denials: DenialLog,
-}
-
-impl InstanceState {
-    pub(crate) fn new(
-        plugin_name: &Arc<str>,
-        sandbox: &Sandbox,
-        resources: &PluginResources,
-        options: &InstanceOptions,
-        host_memory: &HostMemory,
-    ) -> Result<Self, Error> {
-        let limits = &sandbox.limits;
-        let grants = &sandbox.grants;
-        let denials = DenialLog::new(host_memory);
-        let (stdout, stderr) = stdio::streams(limits, options.stdio);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.args(&options.args);
-        stdio::configure(&mut wasi, &stdout, &stderr);
-        env::configure(&mut wasi, grants);
-        let clock = clocks::configure(&mut wasi, grants);
-        random::configure(&mut wasi, grants);
-        let sockets = sockets::configure(&mut wasi, &resources.sockets, &denials, limits.sockets);
-        let wasi = if options.preview1 {
-            let mut preview1 = wasi.build_p1();
-            let view = preview1.ctx();
-            view.table.set_max_capacity(limits.host_resources);
-            // A preview 1 context turns its preopens into descriptors at the
-            // first call, so the directories are in place before that.
-            resources.dirs.install(view.ctx);
-            WasiContext::Preview1(preview1)
-        } else {
-            let mut wasi = wasi.build();
-            resources.dirs.install(&mut wasi);
-            WasiContext::Component(wasi)
-        };
-        Ok(InstanceState {
-            wasi,
-            http: http::HttpState::new(&resources.http, &denials, sockets.connection_slots()),
-            kv: kv::KvState::new(resources.kv.as_ref(), &denials),
-            config: config::ConfigState::new(&resources.config, &denials),
-            sockets,
-            clock,
-            logs: logging::LogCapture::new(plugin_name.clone(), limits, host_memory),
-            stdout,
-            stderr,
-            denials,
-        })
-    }
+capabilities! {
+    log: log::Log {};
+    config: config::Config {
+        /// Values the plugin reads through `wasi:config/store` (`config`).
+        /// Default: none.
+        config: BTreeMap<String, String>,
+    };
+    clocks: clocks::Clocks {};
+    random: random::Random {};
+    stdio: stdio::StandardStreams {};
+    kv: kv::Kv {
+        /// The key-value store (`kv`). Default: none.
+        kv: Option<kv::KvGrant>,
+    };
+    fs: fs::Filesystem {
+        /// Host directories the plugin can see (`fs`). Default: none. Each is
+        /// opened once, when the plugin loads, and never looked up again while
+        /// it is loaded; a symbolic link on its host path is followed only when
+        /// it leads beneath the directory holding the link.
+        dirs: Vec<Preopen>,
+    };
+    http: http::Http {
+        /// Outgoing HTTP (`http`). Default: no origin allowed.
+        http: http::HttpGrant,
+    };
+    sockets: sockets::Sockets {
+        /// TCP addresses the plugin may connect to (`sockets`). Default: none.
+        /// Binding, listening and accepting need [`Grants::tcp_listen`].
+        tcp: Vec<sockets::SocketPattern>,
+        /// UDP addresses the plugin may send to or bind (`sockets`). Default: none.
+        udp: Vec<sockets::SocketPattern>,
+        /// Local TCP addresses the plugin may bind and listen on, accepting
+        /// connections from any peer (`sockets`). Separate from
+        /// [`Grants::tcp`], so that a plugin allowed to connect somewhere
+        /// cannot also open a server. Default: none.
+        tcp_listen: Vec<sockets::SocketPattern>,
+    };
+    env: env::Env {
+        /// Environment variables the plugin sees, in order (`env`). Default:
+        /// none; the host's environment is never inherited.
+        env: Vec<(String, String)>,
+    };
 }
 
 #[cfg(test)]
 mod tests {
+    use super::imports::unversioned;
     use super::*;
+
+    /// The interfaces `world plugin` imports, read from `wit/`, with
+    /// their versions.
+    fn world_imports() -> Vec<String> {
+        let mut resolve = wit_parser::Resolve::default();
+        let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
+        let (package, _) = resolve.push_dir(wit).expect("wit/ parses");
+        let world = resolve
+            .select_world(&[package], Some("plugin"))
+            .expect("wit/ defines world plugin");
+        resolve.worlds[world]
+            .imports
+            .keys()
+            .map(|key| resolve.name_world_key(key))
+            .collect()
+    }
 
     #[test]
     fn every_interface_of_the_world_is_a_capability_or_plumbing() {
-        let world = [
-            "wasi:cli/environment@0.2.12",
-            "wasi:cli/exit@0.2.12",
-            "wasi:cli/stdin@0.2.12",
-            "wasi:cli/stdout@0.2.12",
-            "wasi:cli/stderr@0.2.12",
-            "wasi:cli/terminal-input@0.2.12",
-            "wasi:cli/terminal-output@0.2.12",
-            "wasi:cli/terminal-stdin@0.2.12",
-            "wasi:cli/terminal-stdout@0.2.12",
-            "wasi:cli/terminal-stderr@0.2.12",
-            "wasi:io/error@0.2.12",
-            "wasi:io/poll@0.2.12",
-            "wasi:io/streams@0.2.12",
-            "wasi:clocks/monotonic-clock@0.2.12",
-            "wasi:clocks/wall-clock@0.2.12",
-            "wasi:filesystem/types@0.2.12",
-            "wasi:filesystem/preopens@0.2.12",
-            "wasi:sockets/network@0.2.12",
-            "wasi:sockets/instance-network@0.2.12",
-            "wasi:sockets/udp@0.2.12",
-            "wasi:sockets/udp-create-socket@0.2.12",
-            "wasi:sockets/tcp@0.2.12",
-            "wasi:sockets/tcp-create-socket@0.2.12",
-            "wasi:sockets/ip-name-lookup@0.2.12",
-            "wasi:random/random@0.2.12",
-            "wasi:random/insecure@0.2.12",
-            "wasi:random/insecure-seed@0.2.12",
-            "wasi:logging/logging@0.1.0-draft",
-            "wasi:http/types@0.2.12",
-            "wasi:http/outgoing-handler@0.2.12",
-            "wasi:config/store@0.2.0-rc.1",
-            "wasi:keyvalue/store@0.2.0-draft",
-            "wasi:keyvalue/atomics@0.2.0-draft",
-            "wasi:keyvalue/batch@0.2.0-draft",
-            "warden:plugin/types@0.1.0",
-        ];
+        let imports = world_imports();
         // Stream plumbing, exiting and Warden's own types carry no authority.
         let plumbing = [
             "wasi:io/error",
@@ -463,7 +351,6 @@ mod tests {
             "wasi:cli/exit",
             "warden:plugin/types",
         ];
-        let imports: Vec<String> = world.iter().map(|name| name.to_string()).collect();
         let uses = capabilities_of(&imports, &Sandbox::default());
         for import in &imports {
             let claimed = uses.iter().filter(|u| u.imports.contains(import)).count();

@@ -19,20 +19,23 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime::component::Linker;
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::cli;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use super::{Capability, Risk, Stdio};
-use crate::limits::Limits;
-use crate::report::Captured;
+use super::{Capability, InstanceSetup, Risk, Stdio};
+use crate::error::Error;
+use crate::grants::Sandbox;
+use crate::report::{Captured, Report};
 use crate::state::HostState;
 use crate::terminal::StreamEscaper;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "stdio",
-    interfaces: &[
+/// The `stdio` capability.
+pub(crate) struct StandardStreams;
+
+impl Capability for StandardStreams {
+    const NAME: &'static str = "stdio";
+    const INTERFACES: &'static [&'static str] = &[
         "wasi:cli/stdin",
         "wasi:cli/stdout",
         "wasi:cli/stderr",
@@ -41,50 +44,67 @@ pub(crate) const CAPABILITY: Capability = Capability {
         "wasi:cli/terminal-stdin",
         "wasi:cli/terminal-stdout",
         "wasi:cli/terminal-stderr",
-    ],
-    risk: |_| Risk::Low,
-    granted: |_| true,
-    how_to_grant: "always granted",
-    add_to_linker,
-};
+    ];
+    const HOW_TO_GRANT: &'static str = "always granted";
+    type Shared = ();
+    type State = OutputStreams;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let getter = <HostState as WasiCliView>::cli;
-    cli::stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::stderr::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::terminal_input::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::terminal_output::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::terminal_stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::terminal_stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
-    cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, getter)
-}
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::Low
+    }
 
-/// The stdout and stderr of a new instance.
-pub(crate) fn streams(limits: &Limits, stdio: Stdio) -> (CapturedOutput, CapturedOutput) {
-    match stdio {
-        Stdio::Capture => (
-            CapturedOutput::new(limits.stdout_bytes, None),
-            CapturedOutput::new(limits.stderr_bytes, None),
-        ),
-        Stdio::Forward => (
-            CapturedOutput::new(limits.stdout_bytes, Some(HostStream::Stdout)),
-            CapturedOutput::new(limits.stderr_bytes, Some(HostStream::Stderr)),
-        ),
+    fn granted(_: &Sandbox) -> bool {
+        true
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let getter = <HostState as WasiCliView>::cli;
+        cli::stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::stderr::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_input::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_output::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, getter)
+    }
+
+    fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn instantiate((): &(), setup: &mut InstanceSetup<'_>) -> OutputStreams {
+        let limits = &setup.sandbox.limits;
+        let forward = |stream| match setup.options.stdio {
+            Stdio::Capture => None,
+            Stdio::Forward => Some(stream),
+        };
+        let streams = OutputStreams {
+            stdout: CapturedOutput::new(limits.stdout_bytes, forward(HostStream::Stdout)),
+            stderr: CapturedOutput::new(limits.stderr_bytes, forward(HostStream::Stderr)),
+        };
+        setup
+            .wasi
+            .stdout(streams.stdout.clone())
+            .stderr(streams.stderr.clone());
+        streams
+    }
+
+    fn report(streams: &mut OutputStreams, report: &mut Report) {
+        report.stdout = streams.stdout.take();
+        report.stderr = streams.stderr.take();
     }
 }
 
-pub(crate) fn configure(
-    wasi: &mut WasiCtxBuilder,
-    stdout: &CapturedOutput,
-    stderr: &CapturedOutput,
-) {
-    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+/// An instance's stdout and stderr.
+pub(crate) struct OutputStreams {
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
 }
 
 /// One of the host process's own output streams.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum HostStream {
+enum HostStream {
     Stdout,
     Stderr,
 }
@@ -132,7 +152,7 @@ struct Buffer {
 }
 
 impl CapturedOutput {
-    pub(crate) fn new(capacity: usize, forward_to: Option<HostStream>) -> Self {
+    fn new(capacity: usize, forward_to: Option<HostStream>) -> Self {
         CapturedOutput {
             buffer: Arc::new(Mutex::new(Buffer {
                 bytes: Vec::new(),
@@ -149,7 +169,7 @@ impl CapturedOutput {
 
     /// Takes what was captured so far, leaving the buffer empty for the next
     /// call. Forwarded bytes are not kept, so they do not appear here.
-    pub(crate) fn take(&self) -> Captured {
+    fn take(&self) -> Captured {
         let mut buffer = self.lock();
         buffer.accepted = 0;
         if let (Some(stream), Some(escaper)) = (buffer.forward_to, buffer.escaper.as_mut()) {

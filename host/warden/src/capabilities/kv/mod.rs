@@ -1,3 +1,5 @@
+// Over 400 lines: the store, atomics and batch host functions share one view,
+// one error mapping and the grant they check.
 //! The `kv` capability: `wasi:keyvalue` (`store`, `atomics`, `batch`),
 //! backed by a SQLite file or a Redis server ([`KvGrant`], [`KvStore`],
 //! `--kv-store PATH|URL`). A file serves the processes of one machine; a
@@ -38,38 +40,64 @@ use self::backend::{Backend, Place, StoreError};
 use self::database::Database;
 use self::redis_store::RedisStore;
 use super::interrupt::{CancelOnDrop, Interrupt};
-use super::{Capability, DenialLog, Risk};
+use super::{Capability, DenialLog, InstanceSetup, Risk};
 use crate::bindings::wasi::keyvalue::store::{Error as KvError, KeyResponse};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::error::Error;
-use crate::fsutil::UserDir;
+use crate::fsutil::{self, UserDir};
+use crate::grants::Sandbox;
 use crate::host_memory::truncate_record_text;
 use crate::state::HostState;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "kv",
-    interfaces: &[
+/// The `kv` capability.
+pub(crate) struct Kv;
+
+impl Capability for Kv {
+    const NAME: &'static str = "kv";
+    const INTERFACES: &'static [&'static str] = &[
         "wasi:keyvalue/store",
         "wasi:keyvalue/atomics",
         "wasi:keyvalue/batch",
-    ],
-    risk: |_| Risk::Medium,
-    granted: |sandbox| sandbox.grants.kv.is_some(),
-    how_to_grant: "--kv, or --kv-store PATH|URL",
-    add_to_linker,
-};
+    ];
+    const HOW_TO_GRANT: &'static str = "--kv, or --kv-store PATH|URL";
+    /// The store, opened once per plugin when it is granted.
+    type Shared = Option<SharedStore>;
+    type State = KvState;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    fn view(state: &mut HostState) -> KvView<'_> {
-        KvView {
-            deadline: state.call_deadline(),
-            table: &mut state.table,
-            state: &state.caps.kv,
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::Medium
+    }
+
+    fn granted(sandbox: &Sandbox) -> bool {
+        sandbox.grants.kv.is_some()
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        fn view(state: &mut HostState) -> KvView<'_> {
+            KvView {
+                deadline: state.call_deadline(),
+                table: &mut state.table,
+                state: &state.caps.kv,
+            }
+        }
+        store::add_to_linker::<_, KvAccess>(linker, view)?;
+        atomics::add_to_linker::<_, KvAccess>(linker, view)?;
+        batch::add_to_linker::<_, KvAccess>(linker, view)
+    }
+
+    fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Option<SharedStore>, Error> {
+        let grant = sandbox.grants.kv.as_ref();
+        grant
+            .map(|grant| SharedStore::open(grant, plugin_name))
+            .transpose()
+    }
+
+    fn instantiate(store: &Option<SharedStore>, setup: &mut InstanceSetup<'_>) -> KvState {
+        KvState {
+            store: store.clone(),
+            denials: setup.denials.clone(),
         }
     }
-    store::add_to_linker::<_, KvAccess>(linker, view)?;
-    atomics::add_to_linker::<_, KvAccess>(linker, view)?;
-    batch::add_to_linker::<_, KvAccess>(linker, view)
 }
 
 /// Persistent key-value storage granted to a plugin.
@@ -246,7 +274,7 @@ pub(crate) struct SharedStore {
 impl SharedStore {
     /// Opens (or for a file, creates) the granted store; a Redis server must
     /// answer now, so that a wrong URL fails the load, not the first call.
-    pub(crate) fn open(grant: &KvGrant, plugin_name: &str) -> Result<Self, Error> {
+    fn open(grant: &KvGrant, plugin_name: &str) -> Result<Self, Error> {
         let backend: Arc<dyn Backend> = match &grant.store {
             KvStore::File(path) => Arc::new(open_file(path)?),
             KvStore::Redis(url) => Arc::new(RedisStore::connect(url).map_err(|err| {
@@ -298,7 +326,8 @@ fn open_file(path: &Path) -> Result<Database, Error> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
-        create_private_dir(parent).map_err(|err| {
+        // Owner-only, since it holds plugins' data.
+        fsutil::create_private_dir(parent).map_err(|err| {
             Error::InvalidConfig(format!(
                 "cannot create the kv store's directory `{}`: {err}",
                 parent.display()
@@ -313,16 +342,6 @@ fn open_file(path: &Path) -> Result<Database, Error> {
     })
 }
 
-/// Creates a directory (and its parents) readable by its owner only, since
-/// it holds plugins' data.
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
-}
-
 /// A bucket the guest opened: a name within the plugin's namespace.
 #[derive(Debug)]
 pub struct Bucket {
@@ -334,15 +353,6 @@ pub struct Bucket {
 pub(crate) struct KvState {
     store: Option<SharedStore>,
     denials: DenialLog,
-}
-
-impl KvState {
-    pub(crate) fn new(store: Option<&SharedStore>, denials: &DenialLog) -> Self {
-        KvState {
-            store: store.cloned(),
-            denials: denials.clone(),
-        }
-    }
 }
 
 /// What the kv host functions borrow from the store's state.

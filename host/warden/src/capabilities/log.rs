@@ -12,24 +12,54 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, Risk};
+use super::{Capability, InstanceSetup, Risk};
 use crate::bindings::wasi::logging::logging::{self, Level};
+use crate::error::Error;
+use crate::grants::Sandbox;
 use crate::host_memory::HostMemory;
 use crate::limits::Limits;
-use crate::report::{LogLevel, LogRecord};
+use crate::report::{LogLevel, LogRecord, Report};
 use crate::state::HostState;
 
-pub(crate) const CAPABILITY: Capability = Capability {
-    name: "log",
-    interfaces: &["wasi:logging/logging"],
-    risk: |_| Risk::Low,
-    granted: |_| true,
-    how_to_grant: "always granted",
-    add_to_linker,
-};
+/// The `log` capability.
+pub(crate) struct Log;
 
-fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    logging::add_to_linker::<HostState, HasSelf<LogCapture>>(linker, |state| &mut state.caps.logs)
+impl Capability for Log {
+    const NAME: &'static str = "log";
+    const INTERFACES: &'static [&'static str] = &["wasi:logging/logging"];
+    const HOW_TO_GRANT: &'static str = "always granted";
+    type Shared = ();
+    type State = LogCapture;
+
+    fn risk(_: &Sandbox) -> Risk {
+        Risk::Low
+    }
+
+    fn granted(_: &Sandbox) -> bool {
+        true
+    }
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        logging::add_to_linker::<HostState, HasSelf<LogCapture>>(linker, |state| {
+            &mut state.caps.log
+        })
+    }
+
+    fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn instantiate((): &(), setup: &mut InstanceSetup<'_>) -> LogCapture {
+        LogCapture::new(
+            setup.plugin_name.clone(),
+            &setup.sandbox.limits,
+            setup.host_memory,
+        )
+    }
+
+    fn report(state: &mut LogCapture, report: &mut Report) {
+        (report.logs, report.dropped_logs) = state.take();
+    }
 }
 
 /// Per-instance log state: the records of the current call.
@@ -45,7 +75,7 @@ pub(crate) struct LogCapture {
 }
 
 impl LogCapture {
-    pub(crate) fn new(plugin: Arc<str>, limits: &Limits, host_memory: &HostMemory) -> Self {
+    fn new(plugin: Arc<str>, limits: &Limits, host_memory: &HostMemory) -> Self {
         LogCapture {
             plugin,
             max_records: limits.log_records,
@@ -58,7 +88,7 @@ impl LogCapture {
     }
 
     /// Takes the records of the call so far and how many were dropped.
-    pub(crate) fn take(&mut self) -> (Vec<LogRecord>, u64) {
+    fn take(&mut self) -> (Vec<LogRecord>, u64) {
         self.host_memory
             .release_records(std::mem::take(&mut self.bytes));
         (

@@ -1,0 +1,366 @@
+//! Command-line arguments: the commands and their flags. The limits and
+//! grants are the library's sandbox spec ([`warden::LimitOptions`],
+//! [`warden::GrantOptions`]), flattened into [`SandboxArgs`].
+
+mod sandbox;
+#[cfg(test)]
+mod tests;
+mod trust;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use self::sandbox::{SandboxArgs, SandboxedComponent};
+pub use self::trust::{KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs};
+
+/// Run untrusted WebAssembly plugins under real limits and explicit grants.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about, after_help = crate::exit::EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses a command line, refusing flags that contradict each other with
+    /// clap's usage error (exit code 2).
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        match cli.command.trust_args().and_then(TrustArgs::contradiction) {
+            Some(message) => Err(<Cli as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)),
+            None => Ok(cli),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one action of a plugin in a fresh, sandboxed instance.
+    ///
+    /// The output goes to stdout and a one-line report to stderr; with
+    /// --json, one JSON object goes to stdout instead.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Run(RunArgs),
+    /// Run a WASI program (a `wasi:cli/run` component, or a `wasm32-wasip1`
+    /// module) under the same limits and grants as a plugin.
+    ///
+    /// Without --json the program's stdout and stderr pass through (bounded)
+    /// and Warden exits with the program's exit code; failures of the
+    /// sandbox (limits, traps) use Warden's own exit codes.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Exec(ExecArgs),
+    /// Show what a plugin is: its metadata, capabilities, imports, exports,
+    /// size and hash.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Inspect(InspectArgs),
+    /// Look inside a plugin's key-value namespace (SQLite stores only; use
+    /// Redis's own tools for a Redis store).
+    Kv(KvArgs),
+    /// Generate an Ed25519 key pair: NAME.key (owner-only) and NAME.pub.
+    Keygen(KeygenArgs),
+    /// Sign a plugin (in place unless -o is given); signatures accumulate.
+    Sign(SignArgs),
+    /// Check a plugin's signatures: who signed it, and whether the key is
+    /// trusted. Exits 0 only when a known key's signature is valid and no
+    /// signature is bad.
+    Verify(VerifyArgs),
+    /// Manage the trust store: the keys whose signatures `--signed-by
+    /// trusted` accepts.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Compile a plugin or program into the compile cache ahead of time, so
+    /// that its first run does not pay for compilation.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Compile(CompileArgs),
+    /// Start a new plugin project: Warden's WIT, a working plugin with the
+    /// three example actions, and its build command, in NAME/.
+    New(NewArgs),
+    /// Turn a WASI preview 1 reactor module with an embedded component type
+    /// (what wit-bindgen's C generator and clang produce) into a component,
+    /// with wasmtime's preview 1 reactor adapter.
+    #[command(after_help = crate::exit::EXIT_CODES_HELP)]
+    Componentize(ComponentizeArgs),
+    /// Serve every plugin of a manifest over HTTP: `POST
+    /// /plugins/NAME/ACTION` runs an action on the body, `GET /plugins/NAME`
+    /// shows its metadata; /healthz, /readyz and /metrics for operators.
+    ///
+    /// Structured logs (one JSON object per line: requests, reloads,
+    /// start and stop) go to stderr. SIGTERM drains: no new connections,
+    /// /readyz fails, requests in flight get --shutdown-grace to finish.
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Turn a plugin into an HTTP app for `wasmtime serve`, Spin or
+    /// wasmCloud: one component exporting `wasi:http/incoming-handler`,
+    /// made of the plugin, Warden's HTTP adapter and the shims the target
+    /// needs. The plugin is checked against the trust policy first.
+    #[command(after_help = EXPORT_HTTP_HELP)]
+    ExportHttp(ExportHttpArgs),
+}
+
+impl Command {
+    /// The trust policy's flags, for the commands that have them.
+    fn trust_args(&self) -> Option<&TrustArgs> {
+        match self {
+            Command::Run(args) => Some(&args.sandbox.trust),
+            Command::Exec(args) => Some(&args.sandbox.trust),
+            Command::Inspect(args) => Some(&args.sandbox.trust),
+            Command::Compile(args) => Some(&args.sandbox.trust),
+            Command::ExportHttp(args) => Some(&args.trust),
+            _ => None,
+        }
+    }
+}
+
+const EXPORT_HTTP_HELP: &str = "\
+The app answers POST /ACTION (the body is the input) with 200 and the output; plugin errors
+400 (invalid-input), 404 (unknown-action) and 500 (failed); GET / with the plugin's metadata;
+other methods 405; bodies over 16 MiB 413. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
+Limits are the engine's: a trap or a limit (e.g. wasmtime serve -Wtimeout) is a 500.
+Run it with: wasmtime serve -Scli APP.wasm (add -Skeyvalue, -Sconfig if the plugin uses them).
+Exit codes: 0 exported; 2 the target cannot provide an import; 10 not a Warden plugin;
+11 the plugin cannot be read or the app cannot be written; 31 untrusted.";
+
+#[derive(Debug, Args)]
+pub struct ExportHttpArgs {
+    /// The plugin component (.wasm).
+    pub plugin: PathBuf,
+    /// Where to write the app component; replaced atomically.
+    #[arg(short, long, value_name = "APP.wasm")]
+    pub output: PathBuf,
+    /// The engine that will serve the app.
+    #[arg(long, value_enum, default_value = "wasmtime")]
+    pub target: warden_export::Target,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+const SERVE_HELP: &str = "\
+Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
+500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation (call
+slots, or request bodies over --max-body-memory) and shutdown 503 with Retry-After; a plugin
+whose signer is no longer trusted 503 (untrusted).
+Errors are JSON: {\"error\": KIND, \"message\": TEXT}; a host-side failure's full text goes
+to the log only. Connections: --max-connections, --idle-timeout, --header-read-timeout and
+--write-timeout, or the manifest's [serve] table.
+Exit codes: 0 after a clean shutdown; 2 for a bad manifest or address; when a plugin does not
+load, the code of its error (see `warden run --help`).";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The warden.toml declaring the plugins, their limits, grants and trust
+    /// policy. Watched for changes unless --no-watch.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: PathBuf,
+    /// Address to listen on; port 0 picks a free one (the `listening` log
+    /// line says which).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Plugin calls running at once, across plugins.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent: u32,
+    /// Calls waiting for a free slot beyond those; more are answered 503
+    /// [default: --max-concurrent].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_queue: Option<u32>,
+    /// Time for a whole request: receiving the body, waiting for a slot and
+    /// running. A slow body is answered 408, a slow call 504.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = warden::units::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long requests in flight may finish after SIGTERM before they are
+    /// cancelled (answered 503).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = warden::units::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How often the manifest and plugin files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = warden::units::parse_duration)]
+    pub watch_interval: Duration,
+    /// Do not reload plugins when the manifest or their files change.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Do not write a log line per request.
+    #[arg(long)]
+    pub no_access_log: bool,
+    /// Where compiled plugins are cached [default: the user's cache directory].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start instead of using the compile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// The key that seals compile cache entries: created (owner-only) if
+    /// missing, never inside the cache directory [default:
+    /// $XDG_DATA_HOME/warden/cache.key, else ~/.local/share/warden/cache.key].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
+    pub cache_key: Option<PathBuf>,
+    /// Time a client has to send a whole request head, from its first byte;
+    /// then the connection is closed [default: the manifest's [serve]
+    /// header_read_timeout, else 10s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a connection may stay open with no request in progress
+    /// [default: the manifest's [serve] idle_timeout, else 60s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time writing a response may make no progress (the client stopped
+    /// reading) before the connection is dropped [default: the manifest's
+    /// [serve] write_timeout, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// Connections open at once; further ones wait in the listen backlog
+    /// until one closes [default: the manifest's [serve] max_connections,
+    /// else 512].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// Bytes of request bodies held at once over all connections, from
+    /// their arrival until their call ends; a body that would go past it is
+    /// answered 503 [default: the manifest's [serve] max_body_memory, else
+    /// 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = warden::units::parse_size)]
+    pub max_body_memory: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name: lower-case letters, digits and `-`, starting with a
+    /// letter. Also the project's folder.
+    pub name: String,
+    /// The language to write the plugin in.
+    #[arg(long, value_enum)]
+    pub lang: Language,
+    /// Where to create the project's folder.
+    #[arg(long, value_name = "PATH", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// A language `warden new` can start a plugin in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+    C,
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentizeArgs {
+    /// The core module (.wasm).
+    pub module: PathBuf,
+    /// Where to write the component.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The component (.wasm), or with --manifest its name.
+    pub plugin: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plugin component (.wasm), or with --manifest the plugin's name.
+    pub plugin: String,
+    /// The action to run; empty when omitted.
+    #[arg(default_value = "")]
+    pub action: String,
+    /// The input, as text. Without --input or --input-file, stdin is read
+    /// (unless it is a terminal, in which case the input is empty).
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the input from this file.
+    #[arg(long, value_name = "PATH")]
+    pub input_file: Option<PathBuf>,
+    /// Print one JSON object with the result and the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep running: run the action again whenever the plugin file (or the
+    /// manifest) changes, until interrupted. A change that fails to load
+    /// is reported and the previous version keeps serving. Each output ends
+    /// with a newline.
+    #[arg(long, conflicts_with = "signature")]
+    pub watch: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The program (.wasm), or with --manifest its name.
+    pub program: String,
+    /// Arguments for the program, after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Capture the program's output and print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The plugin component (.wasm), or with --manifest the plugin's name.
+    pub plugin: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// The plugin whose namespace to open (its name, as loaded).
+    pub plugin: String,
+    #[command(subcommand)]
+    pub command: KvCommand,
+    /// The SQLite store file [default: the plugin's store in --manifest,
+    /// else the default location]. Redis stores cannot be inspected here.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub store: Option<PathBuf>,
+    /// Read the plugin's store and namespace from this manifest.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub manifest: Option<PathBuf>,
+    /// The namespace [default: the plugin's name, as a manifest names it; a
+    /// plugin run from its file without --kv-namespace has a derived one,
+    /// see `warden run --help`].
+    #[arg(long, global = true)]
+    pub namespace: Option<String>,
+    /// The bucket.
+    #[arg(long, default_value = "default", global = true)]
+    pub bucket: String,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// List the buckets that hold keys.
+    Buckets,
+    /// List the keys of a bucket.
+    List,
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}

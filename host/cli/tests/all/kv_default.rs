@@ -1,0 +1,79 @@
+//! The kv store's default location is the same for `--kv` and a manifest's
+//! `kv = true`, and so is the error when no home directory names it.
+
+use std::process::{Command, Output};
+
+use warden_tests::guests;
+
+/// Runs warden with neither HOME nor XDG_DATA_HOME set, in `dir`.
+fn warden_without_home(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .expect("running warden")
+}
+
+fn assert_refused_without_home(output: &Output, asked_by: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{asked_by} needs HOME or XDG_DATA_HOME to place the store"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_kv_flag_without_home_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = warden_without_home(
+        dir.path(),
+        &[
+            "run",
+            guests::HELLO,
+            "greet",
+            "--input",
+            "Ada",
+            "--kv",
+            "--no-cache",
+        ],
+    );
+    assert_refused_without_home(&output, "--kv");
+    assert!(!dir.path().join("warden-kv.sqlite").exists());
+}
+
+#[test]
+fn the_kv_manifest_key_without_home_is_refused_like_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugins.hello]\npath = {:?}\n[plugins.hello.grants]\nkv = true\n",
+            guests::HELLO
+        ),
+    )
+    .unwrap();
+    let output = warden_without_home(
+        dir.path(),
+        &[
+            "run",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "hello",
+            "greet",
+            "--input",
+            "Ada",
+            "--no-cache",
+        ],
+    );
+    assert_refused_without_home(&output, "`kv = true`");
+    // Before, the store fell back to a file in the working directory.
+    assert!(!dir.path().join("warden-kv.sqlite").exists());
+}
