@@ -172,8 +172,10 @@ pub const HTTP_BIG_BODY: usize = 256 << 10;
 
 /// An HTTP/1.1 server on 127.0.0.1 for the tests: `GET /` answers
 /// [`HTTP_GREETING`], `GET /big` answers [`HTTP_BIG_BODY`] bytes, `GET /slow`
-/// answers after five seconds, anything else 404. It serves until the test
-/// process ends.
+/// answers after five seconds, `GET /stall` sends its head and the first
+/// bytes of the greeting at once and the rest after five seconds (so the
+/// connection stays open while the client holds the response), anything else
+/// 404. It serves until the test process ends.
 pub struct HttpServer {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -206,7 +208,7 @@ impl HttpServer {
                         thread::sleep(Duration::from_secs(5));
                     }
                     let (status, body) = match path {
-                        "/" | "/slow" => ("200 OK", HTTP_GREETING.as_bytes().to_vec()),
+                        "/" | "/slow" | "/stall" => ("200 OK", HTTP_GREETING.as_bytes().to_vec()),
                         "/big" => ("200 OK", vec![b'b'; HTTP_BIG_BODY]),
                         _ => ("404 Not Found", b"not found".to_vec()),
                     };
@@ -216,6 +218,13 @@ impl HttpServer {
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes());
+                    if path == "/stall" {
+                        let (first, rest) = body.split_at(1);
+                        let _ = stream.write_all(first);
+                        thread::sleep(Duration::from_secs(5));
+                        let _ = stream.write_all(rest);
+                        return;
+                    }
                     let _ = stream.write_all(&body);
                 });
             }
