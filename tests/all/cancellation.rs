@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use warden::admin::KvInspector;
+use warden::tools::KvInspector;
 use warden::{KvGrant, Limits, Runtime, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 

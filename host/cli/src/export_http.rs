@@ -61,7 +61,7 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit_code(&err)));
         }
     };
-    if let Err(err) = warden::write_file_atomically(&args.output, &app.bytes) {
+    if let Err(err) = warden::tools::write_file_atomically(&args.output, &app.bytes) {
         output::print_error(&err);
         return Ok(ExitCode::from(exit::for_kind(err.kind())));
     }

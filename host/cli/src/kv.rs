@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use warden::admin::KvInspector;
+use warden::tools::KvInspector;
 use warden::{KvGrant, KvStore, Manifest};
 
 use crate::args::{KvArgs, KvCommand};

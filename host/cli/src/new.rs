@@ -233,7 +233,7 @@ pub fn componentize(args: ComponentizeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::INVALID_PLUGIN));
         }
     };
-    warden::write_file_atomically(&args.output, &component)
+    warden::tools::write_file_atomically(&args.output, &component)
         .with_context(|| format!("cannot write `{}`", args.output.display()))?;
     println!(
         "wrote `{}` ({} bytes)",

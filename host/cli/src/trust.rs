@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use warden::Source;
+use warden::trust::signature_path;
 use warden::trust::{
     self, KeyFiles, PublicKey, SecretKey, SignatureStatus, TrustPolicy, TrustStore,
 };
-use warden::{Source, signature_path};
 
 use crate::args::{KeygenArgs, SignArgs, TrustCommand, VerifyArgs};
 use crate::exit;
@@ -35,7 +36,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         (None, true) => signature_path(&args.plugin),
         (None, false) => args.plugin.clone(),
     };
-    warden::write_file_atomically(&output, &signed)?;
+    warden::tools::write_file_atomically(&output, &signed)?;
     let what = if args.detached {
         "signature"
     } else {

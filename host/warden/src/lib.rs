@@ -34,6 +34,41 @@
 //! Every failure is an [`Error`] whose [`kind`](Error::kind) says what to do
 //! about it: a timeout, running out of fuel, a memory limit, a stack overflow,
 //! a trap, an invalid plugin, or the plugin's own [`PluginError`].
+//!
+//! # Map of the crate
+//!
+//! - **Running plugins**: [`Runtime`] and [`RuntimeBuilder`] (`runtime.rs`);
+//!   [`Source`] (a plugin's bytes, name and signatures); [`Plugin`] with
+//!   [`GUEST_INTERFACE`], [`Instance`], [`Metadata`]; [`Program`] with
+//!   [`RUN_INTERFACE`] for plain WASI programs, and [`Stdio`]; [`World`],
+//!   [`WorldPlugin`], [`CallFuture`], [`HostCapability`] and [`HostState`]
+//!   for components of an application's own world. Loading is the pipeline
+//!   in `load/` (read, verify, compile or take from the cache, check the
+//!   world, link, admit), which describes the code as a [`ComponentInfo`];
+//!   every call goes through the one driver in `call.rs`.
+//! - **What a plugin may do**: [`Sandbox`] = [`Limits`] + [`Grants`] + a
+//!   [`TrustPolicy`]. Grants name [`Preopen`] directories with their
+//!   [`DirAccess`], [`HttpGrant`] with [`OriginPattern`]s, [`SocketPattern`]s
+//!   and a [`KvGrant`] (a [`KvStore`] under [`KvQuotas`]); each capability is
+//!   a module under `capabilities/`, registered in one list. The sandbox spec
+//!   that manifests and command lines share is [`LimitOptions`] and
+//!   [`GrantOptions`] (an unsupported value is an [`InvalidSetting`]);
+//!   constants: [`DETERMINISTIC_SEED`], [`DETERMINISTIC_TICK`],
+//!   [`DETERMINISTIC_WALL_CLOCK`], [`MAX_RANDOM_BYTES`],
+//!   [`MAX_RECORD_TEXT_BYTES`] (with [`truncate_record_text`]).
+//! - **What a call returns**: [`Outcome`] = a result + a [`Report`], with
+//!   [`Captured`] output, [`LogRecord`]s at a [`LogLevel`], [`Denial`]s and
+//!   the [`CapabilityUse`] of each import at its [`Risk`]; failures are an
+//!   [`Error`] of an [`ErrorKind`], a [`PluginError`], or a [`LimitRefusal`]
+//!   of a [`LimitedResource`]. Per-plugin counters: [`MetricsSnapshot`] and
+//!   [`HistogramSnapshot`].
+//! - **Many plugins**: [`Registry`] with [`RegisteredPlugin`], [`Reload`],
+//!   [`Watch`], [`ManifestLoad`] and [`Shutdown`]; the manifest file is a
+//!   [`Manifest`] of [`PluginEntry`]s and [`ServeSettings`].
+//! - **Modules**: [`trust`] (keys, the trust store, signature checks),
+//!   [`bindings`] (the generated bindings of Warden's world), [`units`]
+//!   (durations and sizes as manifests and flags write them), [`terminal`]
+//!   (showing guest text safely), [`tools`] (for operators' tools).
 
 pub mod bindings;
 mod cache;
@@ -65,10 +100,12 @@ pub mod trust;
 pub mod units;
 mod world;
 
-/// For operators' tools rather than for running plugins: looking inside
-/// what plugins keep.
-pub mod admin {
+/// For command-line tools and operators built on Warden rather than for
+/// running plugins: looking inside what plugins keep, and writing files the
+/// way Warden writes its own.
+pub mod tools {
     pub use crate::capabilities::kv::KvInspector;
+    pub use crate::fsutil::write_file_atomically;
 }
 
 pub use capabilities::clocks::{DETERMINISTIC_TICK, DETERMINISTIC_WALL_CLOCK};
@@ -78,7 +115,6 @@ pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
 pub use error::{Error, ErrorKind};
-pub use fsutil::write_file_atomically;
 pub use grants::{DirAccess, Grants, Preopen, Sandbox};
 pub use host_memory::{MAX_RECORD_TEXT_BYTES, truncate_record_text};
 pub use instance::Instance;
@@ -93,7 +129,7 @@ pub use program::{Program, RUN_INTERFACE};
 pub use registry::{ManifestLoad, RegisteredPlugin, Registry, Reload, Shutdown, Watch};
 pub use report::{Captured, LogLevel, LogRecord, Outcome, Report};
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use source::{Source, signature_path};
+pub use source::Source;
 pub use state::HostState;
 pub use trust::TrustPolicy;
 pub use world::{CallFuture, World, WorldPlugin};

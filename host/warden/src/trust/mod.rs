@@ -44,6 +44,7 @@ pub use self::keys::{KeyFiles, PublicKey, SecretKey};
 pub use self::store::{EDIT_LOCK_WAIT, MAX_KEY_NAME_LEN, TrustStore};
 use crate::error::Error;
 use crate::source::Source;
+pub use crate::source::signature_path;
 use crate::units::ParseError;
 
 /// What to do with a plugin that carries no verifiable signature.
