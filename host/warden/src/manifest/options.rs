@@ -348,3 +348,17 @@ fn parse_env_var(text: &str) -> Result<(String, String), units::ParseError> {
         ))),
     }
 }
+
+#[cfg(all(test, feature = "clap"))]
+mod tests {
+    use super::parse_env_var;
+
+    #[test]
+    fn env_vars_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_env_var("GREETING=hi=there"),
+            Ok(("GREETING".to_owned(), "hi=there".to_owned()))
+        );
+        assert!(parse_env_var("NO_VALUE").is_err());
+    }
+}
