@@ -164,7 +164,8 @@ pub(crate) fn check_secret(path: &Path, metadata: &Metadata) -> Result<(), Strin
     }
     if mode & 0o077 != 0 {
         return Err(format!(
-            "group or other users can read or write `{path}` (mode {mode:04o}); run `chmod 600 {path}`"
+            "group or other users can read or write `{path}` (mode {mode:04o}); run \
+             `chmod 600 {path}`"
         ));
     }
     Ok(())

@@ -755,7 +755,8 @@ fn stalled_client(addr: SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
 fn output_request(size: usize, headers: &str) -> String {
     let size = size.to_string();
     format!(
-        "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n{headers}\r\n{size}",
+        "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+         {headers}\r\n{size}",
         size.len()
     )
 }
