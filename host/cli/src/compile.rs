@@ -7,12 +7,12 @@ use anyhow::Context;
 use serde_json::json;
 use warden::units::{format_bytes, format_duration};
 
-use crate::args::CompileArgs;
+use crate::args::ComponentArgs;
 use crate::exit;
 use crate::output;
 
 /// `warden compile`: compiles a plugin into the compile cache.
-pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
+pub async fn compile(args: ComponentArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.resolve(&args.plugin)?;
     let runtime = args.sandbox.runtime(&target.sandbox)?;
     let started = Instant::now();

@@ -7,13 +7,13 @@ use serde_json::{Map, Value, json};
 use warden::units::format_bytes;
 use warden::{Error, Metadata, Plugin, Report};
 
-use crate::args::InspectArgs;
+use crate::args::ComponentArgs;
 use crate::exit;
 use crate::load;
 use crate::output;
 
 /// `warden inspect`: loads the plugin, runs its `init` and prints what it is.
-pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+pub async fn inspect(args: ComponentArgs) -> anyhow::Result<ExitCode> {
     let target = args.sandbox.resolve(&args.plugin)?;
     let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,

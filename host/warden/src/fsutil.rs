@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
+
 use crate::error::Error;
 
 /// The base directories of the XDG specification that Warden keeps files in.
@@ -51,17 +53,10 @@ pub(crate) fn write_private_file_atomically(path: &Path, bytes: &[u8]) -> Result
 
 fn write_atomically(path: &Path, bytes: &[u8], new_file_mode: u32) -> Result<(), Error> {
     let context = || format!("cannot write `{}`", path.display());
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+    let directory = directory_of(path);
     std::fs::create_dir_all(directory).map_err(|err| Error::io(context(), err))?;
-    let mut temporary =
-        tempfile::NamedTempFile::new_in(directory).map_err(|err| Error::io(context(), err))?;
-    temporary
-        .write_all(bytes)
-        .and_then(|()| temporary.as_file().sync_all())
-        .map_err(|err| Error::io(context(), err))?;
+    let temporary =
+        synced_temporary_file(directory, bytes).map_err(|err| Error::io(context(), err))?;
     let permissions = match std::fs::metadata(path) {
         Ok(metadata) => metadata.permissions(),
         Err(_) => new_file_permissions(new_file_mode),
@@ -72,6 +67,24 @@ fn write_atomically(path: &Path, bytes: &[u8], new_file_mode: u32) -> Result<(),
         .persist(path)
         .map(|_| ())
         .map_err(|err| Error::io(context(), err.error))
+}
+
+/// The directory a file at `path` goes in: its parent, or `.` for a bare name.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// A new file in `directory`, readable by its owner only (as `NamedTempFile`
+/// creates it), holding `bytes` and synced to disk, for its caller to move
+/// into place.
+fn synced_temporary_file(directory: &Path, bytes: &[u8]) -> std::io::Result<NamedTempFile> {
+    let mut temporary = NamedTempFile::new_in(directory)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    Ok(temporary)
 }
 
 fn new_file_permissions(mode: u32) -> std::fs::Permissions {
@@ -93,16 +106,7 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
 /// processes creating it at once exactly one succeeds.
 pub(crate) fn create_private_file_exclusively(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
     let context = || format!("cannot create `{}`", path.display());
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    // NamedTempFile creates its file readable by its owner only.
-    let mut temporary =
-        tempfile::NamedTempFile::new_in(directory).map_err(|err| Error::io(context(), err))?;
-    temporary
-        .write_all(bytes)
-        .and_then(|()| temporary.as_file().sync_all())
+    let temporary = synced_temporary_file(directory_of(path), bytes)
         .map_err(|err| Error::io(context(), err))?;
     match std::fs::hard_link(temporary.path(), path) {
         Ok(()) => Ok(true),
@@ -130,21 +134,17 @@ pub(crate) fn open_without_blocking(path: &Path) -> std::io::Result<(File, Metad
 /// nor other users may write it. The problem, naming `path` and the fix,
 /// otherwise.
 pub(crate) fn check_not_writable_by_others(path: &Path, metadata: &Metadata) -> Result<(), String> {
-    let me = rustix::process::geteuid().as_raw();
-    if metadata.uid() != me && metadata.uid() != 0 {
+    let Access { owner, me, mode } = Access::of(metadata);
+    let path = path.display();
+    if owner != me && owner != 0 {
         return Err(format!(
-            "`{}` belongs to user id {}, not to you (user id {me}) or root, so its owner can \
-             change it; remove it, or `chown` it to yourself",
-            path.display(),
-            metadata.uid()
+            "`{path}` belongs to user id {owner}, not to you (user id {me}) or root, so its owner \
+             can change it; remove it, or `chown` it to yourself"
         ));
     }
-    let mode = metadata.mode() & 0o777;
     if mode & 0o022 != 0 {
         return Err(format!(
-            "group or other users can write `{}` (mode {mode:04o}); run `chmod go-w {}`",
-            path.display(),
-            path.display()
+            "group or other users can write `{path}` (mode {mode:04o}); run `chmod go-w {path}`"
         ));
     }
     Ok(())
@@ -154,24 +154,41 @@ pub(crate) fn check_not_writable_by_others(path: &Path, metadata: &Metadata) -> 
 /// and that nobody else may read or write it. The problem, naming `path`
 /// and the fix, otherwise.
 pub(crate) fn check_secret(path: &Path, metadata: &Metadata) -> Result<(), String> {
-    let me = rustix::process::geteuid().as_raw();
-    if metadata.uid() != me {
+    let Access { owner, me, mode } = Access::of(metadata);
+    let path = path.display();
+    if owner != me {
         return Err(format!(
-            "`{}` belongs to user id {}, not to you (user id {me}), so its owner knows the \
-             secret; remove it and Warden makes a new one",
-            path.display(),
-            metadata.uid()
+            "`{path}` belongs to user id {owner}, not to you (user id {me}), so its owner knows \
+             the secret; remove it and Warden makes a new one"
         ));
     }
-    let mode = metadata.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
-            "group or other users can read or write `{}` (mode {mode:04o}); run `chmod 600 {}`",
-            path.display(),
-            path.display()
+            "group or other users can read or write `{path}` (mode {mode:04o}); run \
+             `chmod 600 {path}`"
         ));
     }
     Ok(())
+}
+
+/// Who may change or read a file, as the checks above see it.
+struct Access {
+    /// The user id owning the file.
+    owner: u32,
+    /// The effective user id of this process.
+    me: u32,
+    /// The permission bits of the file's mode.
+    mode: u32,
+}
+
+impl Access {
+    fn of(metadata: &Metadata) -> Self {
+        Access {
+            owner: metadata.uid(),
+            me: rustix::process::geteuid().as_raw(),
+            mode: metadata.mode() & 0o777,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub enum Command {
     /// Show what a plugin is: its metadata, capabilities, imports, exports,
     /// size and hash.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
-    Inspect(InspectArgs),
+    Inspect(ComponentArgs),
     /// Look inside a plugin's key-value namespace (SQLite stores only; use
     /// Redis's own tools for a Redis store).
     Kv(KvArgs),
@@ -78,7 +78,7 @@ pub enum Command {
     /// Compile a plugin or program into the compile cache ahead of time, so
     /// that its first run does not pay for compilation.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
-    Compile(CompileArgs),
+    Compile(ComponentArgs),
     /// Start a new plugin project: Warden's WIT, a working plugin with the
     /// three example actions, and its build command, in NAME/.
     New(NewArgs),
@@ -258,11 +258,13 @@ pub struct ComponentizeArgs {
     pub output: PathBuf,
 }
 
+/// The arguments of the commands that take one component and print what
+/// they found: `warden compile` and `warden inspect`.
 #[derive(Debug, Args)]
-pub struct CompileArgs {
+pub struct ComponentArgs {
     /// The component (.wasm), or with --manifest its name.
     pub plugin: String,
-    /// Print JSON.
+    /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -304,17 +306,6 @@ pub struct ExecArgs {
     #[arg(last = true)]
     pub args: Vec<String>,
     /// Capture the program's output and print one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub sandbox: SandboxArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// The plugin component (.wasm), or with --manifest the plugin's name.
-    pub plugin: String,
-    /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -12,7 +12,8 @@ use warden::{GrantOptions, LimitOptions, Manifest, Sandbox, Source};
 
 use super::TrustArgs;
 
-/// Limits and grants, shared by every command that runs guest code.
+/// The flags every command that runs guest code shares: a manifest, the
+/// limits and grants, the trust policy and the compile cache.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Limits and grants")]
 pub struct SandboxArgs {
@@ -59,7 +60,10 @@ pub struct SandboxArgs {
 pub struct SandboxedComponent {
     /// The name it is loaded under (its manifest name, or the file's stem).
     pub name: String,
+    /// The component's file.
     pub path: PathBuf,
+    /// What it runs under, before [`SandboxedComponent::sandbox_for`]
+    /// derives its kv namespace.
     pub sandbox: Sandbox,
     /// Whether its kv namespace is derived from the component when it is
     /// read (a file granted kv, outside any manifest, without

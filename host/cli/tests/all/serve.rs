@@ -750,6 +750,27 @@ fn stalled_client(addr: SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
     stream
 }
 
+/// The head and body of a request asking the `big` plugin for `size` bytes
+/// of output; `headers` (each ending in CRLF) go after `Content-Length`.
+fn output_request(size: usize, headers: &str) -> String {
+    let size = size.to_string();
+    format!(
+        "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+         {headers}\r\n{size}",
+        size.len()
+    )
+}
+
+/// A client that has sent [`output_request`] and reads nothing yet; its
+/// reads time out after 30 s.
+fn output_client(server: &Server, size: usize, headers: &str) -> std::net::TcpStream {
+    let client = stalled_client(server.addr, output_request(size, headers).as_bytes());
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+}
+
 /// Reads until the server closes the connection (end of stream or reset),
 /// within `within`; what arrived before.
 fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> Vec<u8> {
@@ -924,11 +945,7 @@ fn a_client_that_never_reads_a_large_response_is_dropped_after_the_write_timeout
     ));
     let server = Server::start(&manifest, &["--write-timeout", "1s"]);
     let pid = server.child.id();
-    let request = format!(
-        "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{OUTPUT}",
-        OUTPUT.to_string().len()
-    );
+    let request = output_request(OUTPUT, "Connection: close\r\n");
     // One client that reads it all, so that the baseline includes what
     // serving such a response leaves warm.
     let read = server.post("/plugins/big/output", OUTPUT.to_string().as_bytes());
@@ -1062,37 +1079,20 @@ fn revoking_a_signer_refuses_its_new_files_and_withdraws_what_it_signed() {
             ],
         );
     }
-    let signed = |guest: &str, key: &str| {
-        let out = root.join(format!("signed-{key}.wasm"));
-        warden_in(
-            root,
-            &[
-                "sign",
-                guest,
-                "--key",
-                &format!("{key}.key"),
-                "-o",
-                &out.to_string_lossy(),
-            ],
-        );
+    // Signs `guest` with `key` into a file of its own; what was written.
+    let sign = |guest: &str, key: &str, out: &str, extra: &[&str]| {
+        let out = root.join(out);
+        let key = format!("{key}.key");
+        let out_arg = out.to_string_lossy();
+        let mut args = vec!["sign", guest, "--key", &key];
+        args.extend_from_slice(extra);
+        args.extend(["-o", &out_arg]);
+        warden_in(root, &args);
         std::fs::read(&out).unwrap()
     };
-    let detached = |guest: &str, key: &str| {
-        let out = root.join(format!("detached-{key}.sig"));
-        warden_in(
-            root,
-            &[
-                "sign",
-                guest,
-                "--key",
-                &format!("{key}.key"),
-                "--detached",
-                "-o",
-                &out.to_string_lossy(),
-            ],
-        );
-        std::fs::read(&out).unwrap()
-    };
+    let signed = |guest: &str, key: &str| sign(guest, key, &format!("signed-{key}.wasm"), &[]);
+    let detached =
+        |guest: &str, key: &str| sign(guest, key, &format!("detached-{key}.sig"), &["--detached"]);
     let app = root.join("app.wasm");
     std::fs::write(&app, signed(guests::HELLO, "alice")).unwrap();
     let other = root.join("other.wasm");
@@ -1182,19 +1182,19 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
         let made = Command::new("mkfifo").arg(path).status().unwrap();
         assert!(made.success());
     };
+    let names_a_fifo = |message: &Value| {
+        message
+            .as_str()
+            .unwrap()
+            .contains("it is a FIFO, not a regular file")
+    };
     let fifo = dir.path().join("stuck.fifo");
     mkfifo(&fifo);
     std::fs::rename(&fifo, &stuck).unwrap();
     let refused =
         server.wait_for_event(|line| line["event"] == "reload-failed" && line["plugin"] == "stuck");
     assert_eq!(refused["error"], "io-error");
-    assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("it is a FIFO, not a regular file"),
-        "{refused}"
-    );
+    assert!(names_a_fifo(&refused["message"]), "{refused}");
     // The version loaded before keeps serving, and the other plugin reloads.
     assert_eq!(server.post("/plugins/stuck/echo", b"still").body, b"still");
     deploy(&other, &std::fs::read(guests::PROBE).unwrap());
@@ -1229,10 +1229,7 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
     let reloaded = server.wait_for_event(|line| line["event"] == "manifest-reloaded");
     assert_eq!(reloaded["failed"][0]["plugin"], "pipe", "{reloaded}");
     assert!(
-        reloaded["failed"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("it is a FIFO, not a regular file"),
+        names_a_fifo(&reloaded["failed"][0]["message"]),
         "{reloaded}"
     );
     // And so is a manifest that became a FIFO.
@@ -1240,13 +1237,7 @@ fn a_plugin_file_replaced_by_a_fifo_holds_up_no_reload_and_no_shutdown() {
     mkfifo(&fifo);
     std::fs::rename(&fifo, &manifest).unwrap();
     let refused = server.wait_for_event(|line| line["event"] == "manifest-reload-failed");
-    assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("it is a FIFO, not a regular file"),
-        "{refused}"
-    );
+    assert!(names_a_fifo(&refused["message"]), "{refused}");
     assert_eq!(server.post("/plugins/stuck/echo", b"x").body, b"x");
 
     let started = Instant::now();
@@ -1415,18 +1406,7 @@ fn a_request_pipelined_behind_a_slowly_read_response_is_served_after_it() {
         guests::HOSTILE
     ));
     let server = Server::start(&manifest, &["--header-read-timeout", "1s"]);
-    let size = OUTPUT.to_string();
-    let mut client = stalled_client(
-        server.addr,
-        format!(
-            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{size}",
-            size.len()
-        )
-        .as_bytes(),
-    );
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut client = output_client(&server, OUTPUT, "");
     // Read at a pace that makes the response last several header-read
     // timeouts (256 chunks, 20 ms apart). Once it has begun, the next
     // request's whole head is sent: hyper parses it only after the
@@ -1597,19 +1577,7 @@ fn a_client_that_reads_a_large_response_a_little_at_a_time_is_dropped_after_the_
         guests::HOSTILE
     ));
     let server = Server::start(&manifest, &["--write-timeout", "1s"]);
-    let size = OUTPUT.to_string();
-    let mut client = stalled_client(
-        server.addr,
-        format!(
-            "POST /plugins/big/output HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{size}",
-            size.len()
-        )
-        .as_bytes(),
-    );
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut client = output_client(&server, OUTPUT, "Connection: close\r\n");
     // 4 KiB every 200 ms: always some progress, never enough to matter.
     // The kernel wakes a blocked write only once much of the send buffer
     // has drained, so the server sees no progress and drops the response.

@@ -208,6 +208,14 @@ impl KvQuotas {
         Ok(())
     }
 
+    /// Refuses a batch of pairs if any key or value is larger than the quotas
+    /// allow.
+    pub(crate) fn check_entries(&self, pairs: &[Entry]) -> Result<(), StoreError> {
+        pairs
+            .iter()
+            .try_for_each(|(key, value)| self.check_entry(key, value))
+    }
+
     /// Refuses a batch call naming more than [`KvQuotas::max_batch_keys`]
     /// keys or carrying more than [`KvQuotas::max_batch_bytes`] bytes.
     pub(crate) fn check_batch(&self, keys: usize, bytes: usize) -> Result<(), StoreError> {

@@ -199,9 +199,7 @@ impl Backend for Database {
         quotas: &KvQuotas,
         interrupt: &Interrupt,
     ) -> Result<(), StoreError> {
-        for (key, value) in pairs {
-            quotas.check_entry(key, value)?;
-        }
+        quotas.check_entries(pairs)?;
         let scope = InterruptScope::enter(interrupt);
         let mut connection = self.connection();
         // Dropping the transaction on an error (the interrupt included)

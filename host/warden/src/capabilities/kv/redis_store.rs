@@ -345,9 +345,7 @@ impl Backend for RedisStore {
         quotas: &KvQuotas,
         interrupt: &Interrupt,
     ) -> Result<(), StoreError> {
-        for (key, value) in pairs {
-            quotas.check_entry(key, value)?;
-        }
+        quotas.check_entries(pairs)?;
         // A key given twice is written once, with its last value.
         let latest: BTreeMap<&str, &[u8]> = pairs
             .iter()
