@@ -166,52 +166,10 @@ pub fn compose(plugin: &[u8], target: Target) -> Result<App, ExportError> {
 /// [`compose`] for an engine that provides `provides` (which tests vary).
 fn compose_for(plugin: &[u8], target: Target, provides: &[&str]) -> Result<App, ExportError> {
     let mut graph = CompositionGraph::new();
-    let plugin =
-        Part::register(&mut graph, "plugin", plugin).map_err(ExportError::UnreadablePlugin)?;
-    let mut adapter = None;
-    let mut shims = Vec::new();
-    for &(name, bytes) in EMBEDDED {
-        let part = Part::register(&mut graph, name, bytes).map_err(ExportError::Composition)?;
-        if name == ADAPTER {
-            adapter = Some(part);
-        } else {
-            shims.push(part);
-        }
-    }
-    let adapter = adapter
-        .ok_or_else(|| ExportError::Composition("the HTTP adapter is not embedded".to_owned()))?;
-    let composition = (|| -> Result<_, String> {
-        let plugin_instance = graph.instantiate(plugin.package);
-        let adapter_instance = graph.instantiate(adapter.package);
-        let guest_import = adapter
-            .imports
-            .iter()
-            .find(|import| satisfies(GUEST_INTERFACE, import))
-            .ok_or("the HTTP adapter does not import Warden's guest interface")?;
-        let guest_export = plugin
-            .export_satisfying(guest_import)
-            .ok_or_else(|| format!("the plugin does not export `{guest_import}`"))?;
-        let guest = graph
-            .alias_instance_export(plugin_instance, guest_export)
-            .map_err(|err| chain(&err))?;
-        graph
-            .set_instantiation_argument(adapter_instance, guest_import, guest)
-            .map_err(|err| chain(&err))?;
-        let handler_export = adapter
-            .exports
-            .iter()
-            .find(|export| export.starts_with(HANDLER_INTERFACE))
-            .ok_or("the HTTP adapter does not export a wasi:http handler")?;
-        let handler = graph
-            .alias_instance_export(adapter_instance, handler_export)
-            .map_err(|err| chain(&err))?;
-        graph
-            .export(handler, handler_export)
-            .map_err(|err| chain(&err))?;
-        Ok((plugin_instance, adapter_instance, guest_import.clone()))
-    })();
+    let (plugin, adapter, shims) = register_parts(&mut graph, plugin)?;
     let (plugin_instance, adapter_instance, guest_import) =
-        composition.map_err(ExportError::Composition)?;
+        plug_plugin_into_adapter(&mut graph, &plugin, &adapter)
+            .map_err(ExportError::Composition)?;
 
     let mut needs: Vec<(NodeId, &Part, &str)> = Vec::new();
     needs.extend(
@@ -227,6 +185,81 @@ fn compose_for(plugin: &[u8], target: Target, provides: &[&str]) -> Result<App, 
             .filter(|import| **import != guest_import)
             .map(|import| (adapter_instance, &adapter, import.as_str())),
     );
+    let used = plug_shims(&mut graph, &shims, needs, target, provides)?;
+    encode_app(&graph, used)
+}
+
+/// Registers the plugin, then every embedded component (the HTTP adapter
+/// and the shims), with `graph`.
+fn register_parts(
+    graph: &mut CompositionGraph,
+    plugin: &[u8],
+) -> Result<(Part, Part, Vec<Part>), ExportError> {
+    let plugin = Part::register(graph, "plugin", plugin).map_err(ExportError::UnreadablePlugin)?;
+    let mut adapter = None;
+    let mut shims = Vec::new();
+    for &(name, bytes) in EMBEDDED {
+        let part = Part::register(graph, name, bytes).map_err(ExportError::Composition)?;
+        if name == ADAPTER {
+            adapter = Some(part);
+        } else {
+            shims.push(part);
+        }
+    }
+    let adapter = adapter
+        .ok_or_else(|| ExportError::Composition("the HTTP adapter is not embedded".to_owned()))?;
+    Ok((plugin, adapter, shims))
+}
+
+/// Instantiates the plugin and the adapter, hands the plugin's guest
+/// interface to the adapter and exports the adapter's HTTP handler.
+/// Returns both instances and the adapter import the plugin now supplies.
+fn plug_plugin_into_adapter(
+    graph: &mut CompositionGraph,
+    plugin: &Part,
+    adapter: &Part,
+) -> Result<(NodeId, NodeId, String), String> {
+    let plugin_instance = graph.instantiate(plugin.package);
+    let adapter_instance = graph.instantiate(adapter.package);
+    let guest_import = adapter
+        .imports
+        .iter()
+        .find(|import| satisfies(GUEST_INTERFACE, import))
+        .ok_or("the HTTP adapter does not import Warden's guest interface")?;
+    let guest_export = plugin
+        .export_satisfying(guest_import)
+        .ok_or_else(|| format!("the plugin does not export `{guest_import}`"))?;
+    let guest = graph
+        .alias_instance_export(plugin_instance, guest_export)
+        .map_err(|err| chain(&err))?;
+    graph
+        .set_instantiation_argument(adapter_instance, guest_import, guest)
+        .map_err(|err| chain(&err))?;
+    let handler_export = adapter
+        .exports
+        .iter()
+        .find(|export| export.starts_with(HANDLER_INTERFACE))
+        .ok_or("the HTTP adapter does not export a wasi:http handler")?;
+    let handler = graph
+        .alias_instance_export(adapter_instance, handler_export)
+        .map_err(|err| chain(&err))?;
+    graph
+        .export(handler, handler_export)
+        .map_err(|err| chain(&err))?;
+    Ok((plugin_instance, adapter_instance, guest_import.clone()))
+}
+
+/// Supplies each of `needs` (an instance, its part and one of its imports)
+/// that the engine does not provide from the first shim that exports it and
+/// whose own imports the engine provides; each shim used is instantiated
+/// once. Returns the imports each shim serves.
+fn plug_shims(
+    graph: &mut CompositionGraph,
+    shims: &[Part],
+    needs: Vec<(NodeId, &Part, &str)>,
+    target: Target,
+    provides: &[&str],
+) -> Result<BTreeMap<&'static str, Vec<String>>, ExportError> {
     let provided = |import: &str| provides.iter().any(|provided| satisfies(provided, import));
     let mut shim_instances: BTreeMap<&'static str, NodeId> = BTreeMap::new();
     let mut used: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
@@ -264,7 +297,14 @@ fn compose_for(plugin: &[u8], target: Target, provides: &[&str]) -> Result<App, 
             .map_err(|err| ExportError::Composition(failed(&plugging(), &err)))?;
         used.entry(shim.name).or_default().push(import.to_owned());
     }
+    Ok(used)
+}
 
+/// Encodes the composed app and reads back what it imports and exports.
+fn encode_app(
+    graph: &CompositionGraph,
+    shims: BTreeMap<&'static str, Vec<String>>,
+) -> Result<App, ExportError> {
     let bytes = graph
         .encode(EncodeOptions::default())
         .map_err(|err| ExportError::Composition(chain(&err)))?;
@@ -283,7 +323,7 @@ fn compose_for(plugin: &[u8], target: Target, provides: &[&str]) -> Result<App, 
         imports: names(imports),
         type_only_imports: names(type_only_imports),
         exports: world.exports.keys().cloned().collect(),
-        shims: used,
+        shims,
         bytes,
     })
 }

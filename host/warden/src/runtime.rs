@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
-use crate::cache::{CompileCache, OpenFailure};
+use crate::cache::{CacheLocation, CompileCache};
 use crate::capabilities;
 use crate::capacity::{Capacity, PoolSizes};
 use crate::epoch::{EpochTicker, TickGuard};
@@ -56,15 +56,6 @@ struct RuntimeInner {
     max_instances: usize,
     /// The limits a plugin may ask for.
     capacity: Capacity,
-}
-
-/// Where the compile cache lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum CacheLocation {
-    /// The per-user default; a cache that cannot be created there is skipped.
-    Default,
-    Dir(PathBuf),
-    Disabled,
 }
 
 /// Configures a [`Runtime`]; start from [`Runtime::builder`].
@@ -228,51 +219,12 @@ impl RuntimeBuilder {
                 linker,
                 preview1_linker,
                 ticker,
-                cache: self.open_cache()?,
+                cache: self.cache.open(self.cache_key.clone())?,
                 slots: Arc::new(Semaphore::new(self.max_instances as usize)),
                 max_instances: self.max_instances as usize,
                 capacity: Capacity::new(self.fuel, self.pooling, max_memory_bytes),
             }),
         })
-    }
-
-    /// Opens the compile cache. A cache that cannot be created at the
-    /// default location is skipped with a warning; one exposed to other
-    /// users is refused wherever it is.
-    fn open_cache(&self) -> Result<Option<CompileCache>, Error> {
-        let key = self
-            .cache_key
-            .clone()
-            .or_else(CompileCache::default_key_path);
-        match &self.cache {
-            CacheLocation::Disabled => Ok(None),
-            CacheLocation::Dir(dir) => {
-                let key = key.ok_or_else(|| {
-                    Error::InvalidConfig(format!(
-                        "the compile cache `{}` needs a key file outside it, and neither \
-                         XDG_DATA_HOME nor HOME is set to place one; set one, or give the key's \
-                         path (RuntimeBuilder::compile_cache_key, --cache-key)",
-                        dir.display()
-                    ))
-                })?;
-                CompileCache::open(dir.clone(), &key)
-                    .map(Some)
-                    .map_err(OpenFailure::into_error)
-            }
-            CacheLocation::Default => {
-                let (Some(dir), Some(key)) = (CompileCache::default_dir(), key) else {
-                    return Ok(None);
-                };
-                match CompileCache::open(dir, &key) {
-                    Ok(cache) => Ok(Some(cache)),
-                    Err(OpenFailure::Unavailable(err)) => {
-                        tracing::warn!(target: "warden::cache", "compiling without a cache: {err}");
-                        Ok(None)
-                    }
-                    Err(OpenFailure::Unsafe(err)) => Err(err),
-                }
-            }
-        }
     }
 }
 

@@ -1,5 +1,3 @@
-// Over 400 lines: opening a grant path without following links out of it is
-// one algorithm, kept whole with its tests.
 //! The `fs` capability: `wasi:filesystem`, limited to the directories granted
 //! with [`Grants::dirs`](crate::Grants::dirs) (`--dir HOST::GUEST[:ro|:rw]`).
 //!
@@ -37,6 +35,9 @@
 //!   not go. A link that leads out (`outer/inner -> ../..`,
 //!   `/srv/app/data -> /mnt/data`) is refused with [`Error::InvalidConfig`]:
 //!   grant its destination by its own path instead.
+//!
+//! This file is over 400 lines on purpose: opening a grant path without
+//! following links out of it is one algorithm, kept whole with its tests.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;

@@ -1,5 +1,3 @@
-// Over 400 lines: the store, atomics and batch host functions share one view,
-// one error mapping and the grant they check.
 //! The `kv` capability: `wasi:keyvalue` (`store`, `atomics`, `batch`),
 //! backed by a SQLite file or a Redis server ([`KvGrant`], [`KvStore`],
 //! `--kv-store PATH|URL`). A file serves the processes of one machine; a
@@ -21,6 +19,9 @@
 //!
 //! A plugin without the grant gets `access-denied` from `open`, recorded as a
 //! denial.
+//!
+//! This file is over 400 lines on purpose: the store, atomics and batch host
+//! functions share one view, one error mapping and the grant they check.
 
 mod backend;
 mod database;

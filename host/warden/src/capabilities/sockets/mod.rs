@@ -1,5 +1,3 @@
-// Over 400 lines: the policy that checks addresses, the wrappers that enforce
-// it and the socket count they keep are one policy, with its tests.
 //! The `sockets` capability: `wasi:sockets`, denied unless granted with
 //! `HOST:PORT` patterns ([`Grants::tcp`](crate::Grants::tcp),
 //! [`Grants::tcp_listen`](crate::Grants::tcp_listen),
@@ -22,6 +20,10 @@
 //! address and accepts connections from any peer. Name lookups are allowed
 //! only for host names that appear in a pattern, so an ungranted plugin
 //! cannot even use DNS as a side channel.
+//!
+//! This file is over 400 lines on purpose: the policy that checks addresses,
+//! the wrappers that enforce it and the socket count they keep are one
+//! policy, with its tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
