@@ -21,7 +21,7 @@
 //! take the request bodies held over
 //! [`ServerConfig::max_body_memory`](crate::ServerConfig::max_body_memory)
 //! → 503 `saturated`. The message of a host-side failure is one sentence
-//! from [`public_message`](reply::public_message); its full text, which may
+//! from `public_message` (in `reply`); its full text, which may
 //! name host paths or carry a backtrace, goes to the log as a `call-failed`
 //! event.
 

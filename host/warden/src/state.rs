@@ -129,7 +129,7 @@ impl HostState {
     /// capability `capability`. When it was not, the denial is recorded in
     /// the call's report and an error is returned: return it from the host
     /// function (with `?`) and the call fails with
-    /// [`Error::Denied`](crate::Error::Denied). `detail` says what was
+    /// [`Error::Denied`]. `detail` says what was
     /// refused, e.g. the argument; it is cut to
     /// [`MAX_RECORD_TEXT_BYTES`](crate::MAX_RECORD_TEXT_BYTES).
     pub fn require(

@@ -1,6 +1,6 @@
 //! The `log` capability: `wasi:logging/logging`.
 //!
-//! Records go into the call's [`Report`](crate::Report) and to `tracing`
+//! Records go into the call's [`Report`] and to `tracing`
 //! (target `warden::plugin`, with the plugin's name), bounded per call by
 //! [`Limits::log_records`](crate::Limits::log_records) and
 //! [`Limits::log_bytes`](crate::Limits::log_bytes), and charged to the
