@@ -22,6 +22,20 @@ fn patient_limits() -> Limits {
 /// How long the calls run before they are cancelled.
 const RUN_FOR: Duration = Duration::from_millis(200);
 
+/// Waits until `count` instances are in use, as the calls just spawned
+/// start; on a loaded machine that can take well over [`RUN_FOR`].
+async fn wait_for_instances(runtime: &Runtime, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runtime.instances_in_use() != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} instances in use after 30 s, expected {count}",
+            runtime.instances_in_use()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn dropping_an_in_flight_call_frees_its_instance() {
     let runtime = runtime();
@@ -52,6 +66,7 @@ async fn aborted_tasks_free_their_instances() {
         let plugin = plugin.clone();
         tasks.spawn(async move { plugin.execute(action, b"").await });
     }
+    wait_for_instances(&runtime, 16).await;
     tokio::time::sleep(RUN_FOR).await;
     assert_eq!(runtime.instances_in_use(), 16);
     tasks.abort_all();
@@ -76,6 +91,7 @@ fn shutting_down_tokio_with_calls_in_flight_is_safe() {
             let plugin = plugin.clone();
             tokio::spawn(async move { plugin.execute(action, b"600000").await });
         }
+        wait_for_instances(&runtime, 12).await;
         tokio::time::sleep(RUN_FOR).await;
         assert_eq!(runtime.instances_in_use(), 12);
     });
