@@ -523,8 +523,9 @@ fn why_missed(target: &str) -> Option<&'static str> {
         ),
         "load from cache, large component" => Some(
             "A cache hit still hashes the component (SHA-256, the cache key and the trust check's \
-             input) and checksums the compiled artifact before deserializing it; for a component of \
-             tens of megabytes that reading and hashing is the floor.",
+             input) and authenticates the compiled artifact (HMAC-SHA256 with the cache's key, so a \
+             planted entry is never deserialized) before deserializing it; for a component of tens \
+             of megabytes that reading and hashing is the floor.",
         ),
         _ => None,
     }
