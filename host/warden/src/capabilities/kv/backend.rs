@@ -19,6 +19,16 @@ pub(crate) struct Place<'a> {
     pub bucket: &'a str,
 }
 
+/// What an operation that writes, or reads in a batch, works within: where
+/// its keys live, the namespace's quotas, and the interrupt of the call it
+/// serves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scope<'a> {
+    pub place: Place<'a>,
+    pub quotas: &'a KvQuotas,
+    pub interrupt: &'a Interrupt,
+}
+
 /// Why a key-value operation failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -65,44 +75,22 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
 
     /// The values of several keys, read at one moment; refused when they
     /// add up to more than [`KvQuotas::max_batch_bytes`].
-    fn get_many(
-        &self,
-        place: Place<'_>,
-        keys: &[String],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<Vec<Option<Entry>>, StoreError>;
+    fn get_many(&self, scope: Scope<'_>, keys: &[String])
+    -> Result<Vec<Option<Entry>>, StoreError>;
 
     /// Writes every pair, all or nothing, within the namespace's quotas. When
     /// a key is given twice the last value wins. An interrupt stops it with
     /// nothing written.
-    fn set_many(
-        &self,
-        place: Place<'_>,
-        pairs: &[Entry],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError>;
+    fn set_many(&self, scope: Scope<'_>, pairs: &[Entry]) -> Result<(), StoreError>;
 
     /// Deletes every key that exists, all or nothing; missing keys are not
-    /// an error. An interrupt stops it with nothing deleted.
-    fn delete_many(
-        &self,
-        place: Place<'_>,
-        keys: &[String],
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError>;
+    /// an error, and no quota applies. An interrupt stops it with nothing
+    /// deleted.
+    fn delete_many(&self, scope: Scope<'_>, keys: &[String]) -> Result<(), StoreError>;
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
     /// returns the new value.
-    fn increment(
-        &self,
-        place: Place<'_>,
-        key: &str,
-        delta: u64,
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<u64, StoreError>;
+    fn increment(&self, scope: Scope<'_>, key: &str, delta: u64) -> Result<u64, StoreError>;
 
     /// One page of at most [`LIST_PAGE`] keys in byte order, starting
     /// `offset` keys in, and the offset of the next page if there is one.

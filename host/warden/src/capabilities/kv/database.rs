@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use super::KvQuotas;
 use super::backend::{
-    Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
+    Backend, Entry, LIST_PAGE, Place, Scope, StoreError, Usage, entry_size, incremented, into_page,
 };
 use crate::capabilities::interrupt::Interrupt;
 
@@ -192,82 +191,69 @@ impl Backend for Database {
             .optional()?)
     }
 
-    fn set_many(
-        &self,
-        place: Place<'_>,
-        pairs: &[Entry],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError> {
-        quotas.check_entries(pairs)?;
-        let scope = InterruptScope::enter(interrupt);
+    fn set_many(&self, scope: Scope<'_>, pairs: &[Entry]) -> Result<(), StoreError> {
+        scope.quotas.check_entries(pairs)?;
+        let interrupt_scope = InterruptScope::enter(scope.interrupt);
         let mut connection = self.connection();
         // Dropping the transaction on an error (the interrupt included)
         // rolls it back: a batch is written whole or not at all.
         let mut write = || -> Result<(), StoreError> {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut usage = read_usage(&transaction, place.namespace)?;
+            let mut usage = read_usage(&transaction, scope.place.namespace)?;
             for (key, value) in pairs {
-                interrupt.check()?;
-                let old = stored_size(&transaction, place, key)?;
+                scope.interrupt.check()?;
+                let old = stored_size(&transaction, scope.place, key)?;
                 usage.replace(
-                    old.map(|old| entry_size(place, key, old)),
-                    Some(entry_size(place, key, value.len())),
+                    old.map(|old| entry_size(scope.place, key, old)),
+                    Some(entry_size(scope.place, key, value.len())),
                 );
                 transaction.execute(
                     "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-                    params![place.namespace, place.bucket, key, value],
+                    params![scope.place.namespace, scope.place.bucket, key, value],
                 )?;
             }
-            usage.check(quotas)?;
-            write_usage(&transaction, place.namespace, &usage)?;
-            interrupt.check()?;
+            usage.check(scope.quotas)?;
+            write_usage(&transaction, scope.place.namespace, &usage)?;
+            scope.interrupt.check()?;
             transaction.commit()?;
             Ok(())
         };
-        write().map_err(|err| scope.explain(err))
+        write().map_err(|err| interrupt_scope.explain(err))
     }
 
-    fn delete_many(
-        &self,
-        place: Place<'_>,
-        keys: &[String],
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError> {
-        let scope = InterruptScope::enter(interrupt);
+    fn delete_many(&self, scope: Scope<'_>, keys: &[String]) -> Result<(), StoreError> {
+        let interrupt_scope = InterruptScope::enter(scope.interrupt);
         let mut connection = self.connection();
         let mut delete = || -> Result<(), StoreError> {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut usage = read_usage(&transaction, place.namespace)?;
+            let mut usage = read_usage(&transaction, scope.place.namespace)?;
             for key in keys {
-                interrupt.check()?;
-                if let Some(old) = stored_size(&transaction, place, key)? {
-                    usage.replace(Some(entry_size(place, key, old)), None);
+                scope.interrupt.check()?;
+                if let Some(old) = stored_size(&transaction, scope.place, key)? {
+                    usage.replace(Some(entry_size(scope.place, key, old)), None);
                     transaction.execute(
                         "DELETE FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                        params![place.namespace, place.bucket, key],
+                        params![scope.place.namespace, scope.place.bucket, key],
                     )?;
                 }
             }
-            write_usage(&transaction, place.namespace, &usage)?;
-            interrupt.check()?;
+            write_usage(&transaction, scope.place.namespace, &usage)?;
+            scope.interrupt.check()?;
             transaction.commit()?;
             Ok(())
         };
-        delete().map_err(|err| scope.explain(err))
+        delete().map_err(|err| interrupt_scope.explain(err))
     }
 
     fn get_many(
         &self,
-        place: Place<'_>,
+        scope: Scope<'_>,
         keys: &[String],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
-        let scope = InterruptScope::enter(interrupt);
+        let interrupt_scope = InterruptScope::enter(scope.interrupt);
         let mut connection = self.connection();
         let mut read = || -> Result<Vec<Option<Entry>>, StoreError> {
             // One read transaction, so the values come from one snapshot.
@@ -276,19 +262,19 @@ impl Backend for Database {
             let mut values = Vec::with_capacity(keys.len());
             let mut bytes = 0;
             for key in keys {
-                interrupt.check()?;
+                scope.interrupt.check()?;
                 // The size first, so that values past the batch's bound are
                 // never read into memory.
-                let Some(size) = stored_size(&transaction, place, key)? else {
+                let Some(size) = stored_size(&transaction, scope.place, key)? else {
                     values.push(None);
                     continue;
                 };
                 bytes += key.len() + size;
-                quotas.check_batch_bytes(bytes)?;
+                scope.quotas.check_batch_bytes(bytes)?;
                 let value: Option<Vec<u8>> = transaction
                     .query_row(
                         "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                        params![place.namespace, place.bucket, key],
+                        params![scope.place.namespace, scope.place.bucket, key],
                         |row| row.get(0),
                     )
                     .optional()?;
@@ -297,7 +283,7 @@ impl Backend for Database {
             transaction.commit()?;
             Ok(values)
         };
-        read().map_err(|err| scope.explain(err))
+        read().map_err(|err| interrupt_scope.explain(err))
     }
 
     fn list_keys(
@@ -325,15 +311,8 @@ impl Backend for Database {
         Ok(into_page(keys, offset))
     }
 
-    fn increment(
-        &self,
-        place: Place<'_>,
-        key: &str,
-        delta: u64,
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<u64, StoreError> {
-        let scope = InterruptScope::enter(interrupt);
+    fn increment(&self, scope: Scope<'_>, key: &str, delta: u64) -> Result<u64, StoreError> {
+        let interrupt_scope = InterruptScope::enter(scope.interrupt);
         let mut connection = self.connection();
         let mut add = || -> Result<u64, StoreError> {
             let transaction =
@@ -341,29 +320,29 @@ impl Backend for Database {
             let current: Option<Vec<u8>> = transaction
                 .query_row(
                     "SELECT value FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                    params![place.namespace, place.bucket, key],
+                    params![scope.place.namespace, scope.place.bucket, key],
                     |row| row.get(0),
                 )
                 .optional()?;
             let old_size = current.as_ref().map(Vec::len);
             let (next, value) = incremented(key, current.as_deref(), delta)?;
-            quotas.check_entry(key, &value)?;
-            let mut usage = read_usage(&transaction, place.namespace)?;
+            scope.quotas.check_entry(key, &value)?;
+            let mut usage = read_usage(&transaction, scope.place.namespace)?;
             usage.replace(
-                old_size.map(|old| entry_size(place, key, old)),
-                Some(entry_size(place, key, value.len())),
+                old_size.map(|old| entry_size(scope.place, key, old)),
+                Some(entry_size(scope.place, key, value.len())),
             );
-            usage.check(quotas)?;
+            usage.check(scope.quotas)?;
             transaction.execute(
                 "INSERT INTO entries (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-                params![place.namespace, place.bucket, key, value],
+                params![scope.place.namespace, scope.place.bucket, key, value],
             )?;
-            write_usage(&transaction, place.namespace, &usage)?;
+            write_usage(&transaction, scope.place.namespace, &usage)?;
             transaction.commit()?;
             Ok(next)
         };
-        add().map_err(|err| scope.explain(err))
+        add().map_err(|err| interrupt_scope.explain(err))
     }
 }
 

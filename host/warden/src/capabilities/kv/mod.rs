@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use self::backend::{Backend, Place, StoreError};
+use self::backend::{Backend, Place, Scope, StoreError};
 use self::database::Database;
 use self::redis_store::RedisStore;
 use super::interrupt::{CancelOnDrop, Interrupt};
@@ -297,27 +297,41 @@ impl SharedStore {
         &self,
         bucket: String,
         deadline: Instant,
-        operation: impl FnOnce(&dyn Backend, Place<'_>, &KvQuotas, &Interrupt) -> Result<T, StoreError>
-        + Send
-        + 'static,
+        operation: impl FnOnce(&dyn Backend, Scope<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> wasmtime::Result<Result<T, KvError>> {
         let store = self.clone();
         let interrupt = CancelOnDrop(Interrupt::at(deadline));
         let blocking_interrupt = interrupt.0.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let place = Place {
-                namespace: &store.namespace,
-                bucket: &bucket,
+            let scope = Scope {
+                place: Place {
+                    namespace: &store.namespace,
+                    bucket: &bucket,
+                },
+                quotas: &store.quotas,
+                interrupt: &blocking_interrupt,
             };
-            operation(
-                store.backend.as_ref(),
-                place,
-                &store.quotas,
-                &blocking_interrupt,
-            )
+            operation(store.backend.as_ref(), scope)
         })
         .await?;
         Ok(result.map_err(|err| KvError::Other(err.to_string())))
+    }
+
+    /// [`SharedStore::run`] for a batch call of `keys` keys and `bytes` bytes
+    /// of keys and values, refused before any of it reaches the store when it
+    /// goes beyond the quotas' batch bounds.
+    async fn run_batch<T: Send + 'static>(
+        &self,
+        bucket: String,
+        deadline: Instant,
+        keys: usize,
+        bytes: usize,
+        operation: impl FnOnce(&dyn Backend, Scope<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> wasmtime::Result<Result<T, KvError>> {
+        if let Err(err) = self.quotas.check_batch(keys, bytes) {
+            return Ok(Err(KvError::Other(err.to_string())));
+        }
+        self.run(bucket, deadline, operation).await
     }
 }
 
@@ -383,15 +397,6 @@ impl KvView<'_> {
     }
 }
 
-/// Refuses a batch call beyond the quotas' batch bounds before any of it
-/// reaches the store.
-fn check_batch(store: &SharedStore, keys: usize, bytes: usize) -> Result<(), KvError> {
-    store
-        .quotas
-        .check_batch(keys, bytes)
-        .map_err(|err| KvError::Other(err.to_string()))
-}
-
 impl store::Host for KvView<'_> {
     async fn open(
         &mut self,
@@ -419,8 +424,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, self.deadline, move |db, place, _, _| {
-                db.get(place, &key)
+            .run(name, self.deadline, move |db, scope| {
+                db.get(scope.place, &key)
             })
             .await
     }
@@ -433,8 +438,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, self.deadline, move |db, place, quotas, interrupt| {
-                db.set_many(place, &[(key, value)], quotas, interrupt)
+            .run(name, self.deadline, move |db, scope| {
+                db.set_many(scope, &[(key, value)])
             })
             .await
     }
@@ -446,8 +451,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, self.deadline, move |db, place, _, interrupt| {
-                db.delete_many(place, &[key], interrupt)
+            .run(name, self.deadline, move |db, scope| {
+                db.delete_many(scope, &[key])
             })
             .await
     }
@@ -459,8 +464,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<bool, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, self.deadline, move |db, place, _, _| {
-                db.exists(place, &key)
+            .run(name, self.deadline, move |db, scope| {
+                db.exists(scope.place, &key)
             })
             .await
     }
@@ -472,8 +477,8 @@ impl store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<KeyResponse, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         let page = store
-            .run(name, self.deadline, move |db, place, _, _| {
-                db.list_keys(place, cursor.unwrap_or(0))
+            .run(name, self.deadline, move |db, scope| {
+                db.list_keys(scope.place, cursor.unwrap_or(0))
             })
             .await?;
         Ok(page.map(|(keys, cursor)| KeyResponse { keys, cursor }))
@@ -494,8 +499,8 @@ impl atomics::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<u64, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         store
-            .run(name, self.deadline, move |db, place, quotas, interrupt| {
-                db.increment(place, &key, delta, quotas, interrupt)
+            .run(name, self.deadline, move |db, scope| {
+                db.increment(scope, &key, delta)
             })
             .await
     }
@@ -509,12 +514,9 @@ impl batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         let bytes = keys.iter().map(String::len).sum();
-        if let Err(err) = check_batch(&store, keys.len(), bytes) {
-            return Ok(Err(err));
-        }
         store
-            .run(name, self.deadline, move |db, place, quotas, interrupt| {
-                db.get_many(place, &keys, quotas, interrupt)
+            .run_batch(name, self.deadline, keys.len(), bytes, move |db, scope| {
+                db.get_many(scope, &keys)
             })
             .await
     }
@@ -529,13 +531,14 @@ impl batch::Host for KvView<'_> {
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum();
-        if let Err(err) = check_batch(&store, key_values.len(), bytes) {
-            return Ok(Err(err));
-        }
         store
-            .run(name, self.deadline, move |db, place, quotas, interrupt| {
-                db.set_many(place, &key_values, quotas, interrupt)
-            })
+            .run_batch(
+                name,
+                self.deadline,
+                key_values.len(),
+                bytes,
+                move |db, scope| db.set_many(scope, &key_values),
+            )
             .await
     }
 
@@ -546,12 +549,9 @@ impl batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<(), KvError>> {
         let (store, name) = self.bucket(&bucket)?;
         let bytes = keys.iter().map(String::len).sum();
-        if let Err(err) = check_batch(&store, keys.len(), bytes) {
-            return Ok(Err(err));
-        }
         store
-            .run(name, self.deadline, move |db, place, _, interrupt| {
-                db.delete_many(place, &keys, interrupt)
+            .run_batch(name, self.deadline, keys.len(), bytes, move |db, scope| {
+                db.delete_many(scope, &keys)
             })
             .await
     }
@@ -627,8 +627,15 @@ impl KvInspector {
     pub fn delete(&self, bucket: &str, key: &str) -> Result<bool, Error> {
         let place = self.place(bucket);
         let existed = self.database.exists(place, key).map_err(inspection_error)?;
+        // Deleting checks no quota, and an operator's deletion has no call
+        // to be interrupted with.
+        let scope = Scope {
+            place,
+            quotas: &KvQuotas::default(),
+            interrupt: &Interrupt::never(),
+        };
         self.database
-            .delete_many(place, &[key.to_owned()], &Interrupt::never())
+            .delete_many(scope, &[key.to_owned()])
             .map_err(inspection_error)?;
         Ok(existed)
     }

@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, Pipeline, Value};
 
-use super::KvQuotas;
 use super::backend::{
-    Backend, Entry, LIST_PAGE, Place, StoreError, Usage, entry_size, incremented, into_page,
+    Backend, Entry, LIST_PAGE, Place, Scope, StoreError, Usage, entry_size, incremented, into_page,
 };
 use super::database::BUSY_TIMEOUT;
 use crate::capabilities::interrupt::Interrupt;
@@ -309,16 +308,14 @@ impl Backend for RedisStore {
 
     fn get_many(
         &self,
-        place: Place<'_>,
+        scope: Scope<'_>,
         requested: &[String],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
         if requested.is_empty() {
             return Ok(Vec::new());
         }
-        interrupt.check()?;
-        let keys = Keys::new(place);
+        scope.interrupt.check()?;
+        let keys = Keys::new(scope.place);
         // The sizes first, so that values past the batch's bound are never
         // read into memory, then the values in one command, so that they
         // come from one moment.
@@ -329,7 +326,7 @@ impl Backend for RedisStore {
                 .zip(sizes)
                 .filter_map(|(key, size)| Some(key.len() + size?))
                 .sum();
-            quotas.check_batch_bytes(bytes)?;
+            scope.quotas.check_batch_bytes(bytes)?;
             Ok(redis::cmd("HMGET")
                 .arg(&keys.values)
                 .arg(requested)
@@ -342,14 +339,8 @@ impl Backend for RedisStore {
             .collect())
     }
 
-    fn set_many(
-        &self,
-        place: Place<'_>,
-        pairs: &[Entry],
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError> {
-        quotas.check_entries(pairs)?;
+    fn set_many(&self, scope: Scope<'_>, pairs: &[Entry]) -> Result<(), StoreError> {
+        scope.quotas.check_entries(pairs)?;
         // A key given twice is written once, with its last value.
         let latest: BTreeMap<&str, &[u8]> = pairs
             .iter()
@@ -358,17 +349,17 @@ impl Backend for RedisStore {
         if latest.is_empty() {
             return Ok(());
         }
-        let keys = Keys::new(place);
-        self.transaction(&keys.watched(), interrupt, |connection| {
+        let keys = Keys::new(scope.place);
+        self.transaction(&keys.watched(), scope.interrupt, |connection| {
             let mut usage = keys.read_usage(connection)?;
             let old_sizes = keys.stored_sizes(connection, latest.keys().copied())?;
             for ((key, value), old) in latest.iter().zip(old_sizes) {
                 usage.replace(
-                    old.map(|old| entry_size(place, key, old)),
-                    Some(entry_size(place, key, value.len())),
+                    old.map(|old| entry_size(scope.place, key, old)),
+                    Some(entry_size(scope.place, key, value.len())),
                 );
             }
-            usage.check(quotas)?;
+            usage.check(scope.quotas)?;
             let mut pipeline = redis::pipe();
             keys.write_entries(
                 &mut pipeline,
@@ -379,18 +370,13 @@ impl Backend for RedisStore {
         })
     }
 
-    fn delete_many(
-        &self,
-        place: Place<'_>,
-        requested: &[String],
-        interrupt: &Interrupt,
-    ) -> Result<(), StoreError> {
+    fn delete_many(&self, scope: Scope<'_>, requested: &[String]) -> Result<(), StoreError> {
         let unique: BTreeSet<&str> = requested.iter().map(String::as_str).collect();
         if unique.is_empty() {
             return Ok(());
         }
-        let keys = Keys::new(place);
-        self.transaction(&keys.watched(), interrupt, |connection| {
+        let keys = Keys::new(scope.place);
+        self.transaction(&keys.watched(), scope.interrupt, |connection| {
             let mut usage = keys.read_usage(connection)?;
             let old_sizes = keys.stored_sizes(connection, unique.iter().copied())?;
             let existing: Vec<&str> = unique
@@ -398,7 +384,7 @@ impl Backend for RedisStore {
                 .zip(old_sizes)
                 .filter_map(|(key, old)| {
                     let old = old?;
-                    usage.replace(Some(entry_size(place, key, old)), None);
+                    usage.replace(Some(entry_size(scope.place, key, old)), None);
                     Some(*key)
                 })
                 .collect();
@@ -418,28 +404,21 @@ impl Backend for RedisStore {
         })
     }
 
-    fn increment(
-        &self,
-        place: Place<'_>,
-        key: &str,
-        delta: u64,
-        quotas: &KvQuotas,
-        interrupt: &Interrupt,
-    ) -> Result<u64, StoreError> {
-        let keys = Keys::new(place);
-        self.transaction(&keys.watched(), interrupt, |connection| {
+    fn increment(&self, scope: Scope<'_>, key: &str, delta: u64) -> Result<u64, StoreError> {
+        let keys = Keys::new(scope.place);
+        self.transaction(&keys.watched(), scope.interrupt, |connection| {
             let current: Option<Vec<u8>> = redis::cmd("HGET")
                 .arg(&keys.values)
                 .arg(key)
                 .query(connection)?;
             let (next, value) = incremented(key, current.as_deref(), delta)?;
-            quotas.check_entry(key, &value)?;
+            scope.quotas.check_entry(key, &value)?;
             let mut usage = keys.read_usage(connection)?;
             usage.replace(
-                current.map(|old| entry_size(place, key, old.len())),
-                Some(entry_size(place, key, value.len())),
+                current.map(|old| entry_size(scope.place, key, old.len())),
+                Some(entry_size(scope.place, key, value.len())),
             );
-            usage.check(quotas)?;
+            usage.check(scope.quotas)?;
             let mut pipeline = redis::pipe();
             keys.write_entries(&mut pipeline, std::iter::once((key, value.as_slice())));
             keys.write_usage(&mut pipeline, &usage);

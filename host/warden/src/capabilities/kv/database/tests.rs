@@ -1,4 +1,5 @@
 use super::*;
+use crate::capabilities::kv::KvQuotas;
 
 fn database() -> (tempfile::TempDir, Database) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,6 +16,14 @@ const B: Place<'static> = Place {
     bucket: "default",
 };
 
+fn scope<'a>(place: Place<'a>, quotas: &'a KvQuotas, interrupt: &'a Interrupt) -> Scope<'a> {
+    Scope {
+        place,
+        quotas,
+        interrupt,
+    }
+}
+
 fn set(
     database: &Database,
     place: Place<'_>,
@@ -23,10 +32,8 @@ fn set(
     quotas: &KvQuotas,
 ) -> Result<(), StoreError> {
     database.set_many(
-        place,
+        scope(place, quotas, &Interrupt::never()),
         &[(key.to_owned(), value.to_vec())],
-        quotas,
-        &Interrupt::never(),
     )
 }
 
@@ -112,7 +119,7 @@ fn quotas_hold_and_failed_writes_leave_nothing_behind() {
         ("k4".to_owned(), vec![4; 16]),
     ];
     assert!(matches!(
-        database.set_many(A, &batch, &quotas, &Interrupt::never()),
+        database.set_many(scope(A, &quotas, &Interrupt::never()), &batch),
         Err(StoreError::Quota(_))
     ));
     assert_eq!(
@@ -124,9 +131,8 @@ fn quotas_hold_and_failed_writes_leave_nothing_behind() {
     set(&database, A, "k1", &[9; 4], &quotas).unwrap();
     database
         .delete_many(
-            A,
+            scope(A, &quotas, &Interrupt::never()),
             &["k1".to_owned(), "missing".to_owned()],
-            &Interrupt::never(),
         )
         .unwrap();
     set(&database, A, "k3", &[3; 16], &quotas).unwrap();
@@ -146,20 +152,20 @@ fn counters_increment_from_zero_and_refuse_non_numbers() {
     let quotas = KvQuotas::default();
     assert_eq!(
         database
-            .increment(A, "hits", 1, &quotas, &Interrupt::never())
+            .increment(scope(A, &quotas, &Interrupt::never()), "hits", 1)
             .unwrap(),
         1
     );
     assert_eq!(
         database
-            .increment(A, "hits", 41, &quotas, &Interrupt::never())
+            .increment(scope(A, &quotas, &Interrupt::never()), "hits", 41)
             .unwrap(),
         42
     );
     assert_eq!(database.get(A, "hits").unwrap().unwrap(), b"42");
     set(&database, A, "text", b"hello", &quotas).unwrap();
     assert!(matches!(
-        database.increment(A, "text", 1, &quotas, &Interrupt::never()),
+        database.increment(scope(A, &quotas, &Interrupt::never()), "text", 1),
         Err(StoreError::NotACounter { .. })
     ));
     set(
@@ -171,7 +177,7 @@ fn counters_increment_from_zero_and_refuse_non_numbers() {
     )
     .unwrap();
     assert!(matches!(
-        database.increment(A, "max", 1, &quotas, &Interrupt::never()),
+        database.increment(scope(A, &quotas, &Interrupt::never()), "max", 1),
         Err(StoreError::Overflow { .. })
     ));
 }
@@ -183,7 +189,7 @@ fn keys_are_listed_in_pages() {
         .map(|index| (format!("key{index:05}"), vec![]))
         .collect();
     database
-        .set_many(A, &pairs, &KvQuotas::default(), &Interrupt::never())
+        .set_many(scope(A, &KvQuotas::default(), &Interrupt::never()), &pairs)
         .unwrap();
     let (first, next) = database.list_keys(A, 0).unwrap();
     assert_eq!(first.len(), LIST_PAGE);
@@ -227,11 +233,14 @@ fn an_interrupted_batch_writes_nothing() {
     let interrupt = Interrupt::never();
     interrupt.cancel();
     assert!(matches!(
-        database.set_many(A, &pairs, &KvQuotas::default(), &interrupt),
+        database.set_many(scope(A, &KvQuotas::default(), &interrupt), &pairs),
         Err(StoreError::Interrupted)
     ));
     assert!(matches!(
-        database.delete_many(A, &["key1".to_owned()], &interrupt),
+        database.delete_many(
+            scope(A, &KvQuotas::default(), &interrupt),
+            &["key1".to_owned()]
+        ),
         Err(StoreError::Interrupted)
     ));
     assert_eq!(database.list_keys(A, 0).unwrap().0.len(), 0);
@@ -239,7 +248,7 @@ fn an_interrupted_batch_writes_nothing() {
     set(&database, A, "after", b"1", &KvQuotas::default()).unwrap();
     let past = Interrupt::at(Instant::now());
     assert!(matches!(
-        database.get_many(A, &["after".to_owned()], &KvQuotas::default(), &past),
+        database.get_many(scope(A, &KvQuotas::default(), &past), &["after".to_owned()]),
         Err(StoreError::Interrupted)
     ));
 }
@@ -257,10 +266,8 @@ fn a_lock_held_elsewhere_is_waited_for_only_until_the_interrupt() {
     let started = Instant::now();
     let interrupt = Interrupt::at(started + Duration::from_millis(200));
     let result = waiter.set_many(
-        A,
+        scope(A, &KvQuotas::default(), &interrupt),
         &[("k".to_owned(), b"v".to_vec())],
-        &KvQuotas::default(),
-        &interrupt,
     );
     assert!(matches!(result, Err(StoreError::Interrupted)), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -276,15 +283,13 @@ fn get_many_refuses_values_past_the_batch_bytes() {
     set(&database, A, "a", &[0; 60], &quotas).unwrap();
     set(&database, A, "b", &[0; 60], &quotas).unwrap();
     let one = database
-        .get_many(A, &["a".to_owned()], &quotas, &Interrupt::never())
+        .get_many(scope(A, &quotas, &Interrupt::never()), &["a".to_owned()])
         .unwrap();
     assert_eq!(one.len(), 1);
     assert!(matches!(
         database.get_many(
-            A,
+            scope(A, &quotas, &Interrupt::never()),
             &["a".to_owned(), "b".to_owned()],
-            &quotas,
-            &Interrupt::never()
         ),
         Err(StoreError::BatchTooLarge(_))
     ));
