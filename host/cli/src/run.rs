@@ -132,7 +132,7 @@ async fn reload_manifest(registry: &Registry, args: &RunArgs) -> Option<String> 
     let target = match args.sandbox.resolve(&args.plugin) {
         Ok(target) => target,
         Err(err) => {
-            eprintln!("{refused}: {err:#}");
+            output::print_guest_line(&format!("{refused}: {err:#}"));
             return None;
         }
     };
@@ -140,7 +140,8 @@ async fn reload_manifest(registry: &Registry, args: &RunArgs) -> Option<String> 
         .load_file(&target.name, &target.path, target.sandbox)
         .await
     {
-        eprintln!("{refused}: {err}");
+        // A load error may quote the plugin's own text (its import names).
+        output::print_guest_line(&format!("{refused}: {err}"));
         return None;
     }
     Some(target.name)
