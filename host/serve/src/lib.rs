@@ -72,6 +72,7 @@ mod server;
 
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use warden::ServeSettings;
 
 pub use self::connection::ConnectionLimits;
@@ -112,6 +113,45 @@ impl ServerConfig {
     /// [`ServerConfig::max_queue`], or its default.
     fn queue_places(&self) -> usize {
         self.max_queue.unwrap_or(self.max_concurrent)
+    }
+
+    /// Refuses settings a server cannot run under: a bound of zero would
+    /// refuse or close everything, and admission counts running plus queued
+    /// calls in one semaphore.
+    fn check(&self) -> std::io::Result<()> {
+        let invalid = |message: String| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                message,
+            ))
+        };
+        let admitted = self.max_concurrent.checked_add(self.queue_places());
+        if self.max_concurrent == 0 {
+            return invalid("max_concurrent must be at least 1".to_owned());
+        }
+        if admitted.is_none_or(|admitted| admitted > Semaphore::MAX_PERMITS) {
+            return invalid(format!(
+                "max_concurrent plus max_queue must be at most {}",
+                Semaphore::MAX_PERMITS
+            ));
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".to_owned());
+        }
+        if self.max_body_memory == 0 {
+            return invalid("max_body_memory must be at least 1 byte".to_owned());
+        }
+        let limits = &self.connection_limits;
+        for (name, limit) in [
+            ("header_read", limits.header_read),
+            ("idle", limits.idle),
+            ("write", limits.write),
+        ] {
+            if limit.is_zero() {
+                return invalid(format!("connection_limits.{name} must be longer than zero"));
+            }
+        }
+        Ok(())
     }
 }
 

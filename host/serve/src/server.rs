@@ -92,13 +92,18 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// If the listener's address cannot be read.
+    /// An [`InvalidInput`](std::io::ErrorKind::InvalidInput) error naming
+    /// the setting when the [`ServerConfig`] has a bound of zero (calls,
+    /// connections, body memory, a connection time limit) or more admitted
+    /// calls than a semaphore holds; otherwise, if the listener's address
+    /// cannot be read.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = &'static str>,
     ) -> std::io::Result<Stopped> {
         let Server { registry, config } = self;
+        config.check()?;
         let addr = listener.local_addr()?;
         let server = Arc::new(Shared::new(registry.clone(), &config));
         log_listening(&registry, addr, &config);

@@ -193,3 +193,45 @@ impl io::Write for SharedBuffer {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn settings_a_server_cannot_run_under_are_refused_before_it_listens() {
+    let refused = |config: ServerConfig| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry = Registry::new(Runtime::new().unwrap());
+        Server::new(registry, config)
+            .run(listener, std::future::pending())
+            .await
+            .expect_err("the settings are refused")
+    };
+    let defaults = ServerConfig::default;
+    let none_running = ServerConfig {
+        max_concurrent: 0,
+        ..defaults()
+    };
+    let overflowing = ServerConfig {
+        max_queue: Some(usize::MAX),
+        ..defaults()
+    };
+    let no_connections = ServerConfig {
+        max_connections: 0,
+        ..defaults()
+    };
+    let no_body_memory = ServerConfig {
+        max_body_memory: 0,
+        ..defaults()
+    };
+    let mut no_idle_time = defaults();
+    no_idle_time.connection_limits.idle = std::time::Duration::ZERO;
+    for (config, named) in [
+        (none_running, "max_concurrent"),
+        (overflowing, "max_queue"),
+        (no_connections, "max_connections"),
+        (no_body_memory, "max_body_memory"),
+        (no_idle_time, "connection_limits.idle"),
+    ] {
+        let err = refused(config).await;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains(named), "{err}");
+    }
+}
