@@ -29,6 +29,56 @@ pub fn proc_status_bytes(process: &str, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A runtime builder for tests. Its compile cache and the key that seals it
+/// are the tests' own, `target/test-cache/` (beside the guests, and shared
+/// by every test process of a run, so each guest compiles once), never the
+/// defaults in the home of the user running the tests.
+pub fn runtime_builder() -> warden::RuntimeBuilder {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache");
+    let mut builder = warden::Runtime::builder();
+    builder
+        .compile_cache(dir.join("compiled"))
+        .compile_cache_key(dir.join("cache.key"));
+    builder
+}
+
+/// The XDG base directories, each a directory of its own inside a test's
+/// home (see [`with_home`]).
+const XDG_DIRS: [(&str, &str); 4] = [
+    ("XDG_CONFIG_HOME", "config"),
+    ("XDG_CACHE_HOME", "cache"),
+    ("XDG_DATA_HOME", "data"),
+    ("XDG_STATE_HOME", "state"),
+];
+
+/// Removes from `command`'s environment everything through which the user
+/// running the tests could reach the process it starts: `HOME`, the XDG
+/// base directories and every `WARDEN_*` variable.
+pub fn without_user_environment(command: &mut Command) -> &mut Command {
+    command.env_remove("HOME");
+    for (variable, _) in XDG_DIRS {
+        command.env_remove(variable);
+    }
+    for (variable, _) in std::env::vars_os() {
+        if variable.to_string_lossy().starts_with("WARDEN_") {
+            command.env_remove(variable);
+        }
+    }
+    command
+}
+
+/// Gives `command` `home` as its home, and the XDG base directories inside
+/// it, instead of the user's (see [`without_user_environment`]): the trust
+/// store, compile cache, cache key and kv store a process defaults to are
+/// then the test's own.
+pub fn with_home<'a>(command: &'a mut Command, home: &std::path::Path) -> &'a mut Command {
+    without_user_environment(command).env("HOME", home);
+    for (variable, dir) in XDG_DIRS {
+        command.env(variable, home.join(dir));
+    }
+    command
+}
+
 /// Reads a guest component's bytes.
 ///
 /// # Panics
@@ -503,6 +553,12 @@ const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` of its own for one test: on a free 127.0.0.1 port, with
 /// no persistence, working in a temporary directory. Killed on drop.
+///
+/// Warden reaches Redis by `redis://` URL only, so the server listens on
+/// TCP, and a free port can only be probed, then bound by the server: in
+/// between, another test's server may take it. Then this server exits, and
+/// the one answering on the port is the other's; so a server is used only
+/// once it answers with its own process id, else a fresh port is tried.
 pub struct RedisServer {
     /// `redis://127.0.0.1:PORT/0`.
     pub url: String,
@@ -513,16 +569,14 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts the server and waits until it answers `PING`.
+    /// Starts the server and waits until it answers on its port.
     ///
     /// # Panics
     ///
     /// If `redis-server` is not installed (`make setup` installs it), or if
-    /// it does not answer within ten seconds.
+    /// it does not answer within ten seconds on any of five ports.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
-        // Another process may take the port between this probe and the
-        // server's bind; then the server exits and a new port is tried.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
@@ -543,7 +597,7 @@ impl RedisServer {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let started = Instant::now();
             while started.elapsed() < REDIS_START_TIMEOUT {
-                if answers_ping(addr) {
+                if redis_process_id(addr) == Some(child.id()) {
                     return RedisServer {
                         url: format!("redis://{addr}/0"),
                         addr,
@@ -590,15 +644,25 @@ impl Drop for RedisServer {
     }
 }
 
-/// Whether a Redis server at `addr` answers `PING` with `+PONG`.
-fn answers_ping(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+/// The process id of the Redis server answering at `addr` (the
+/// `process_id` field of `INFO server`), or `None` when none answers yet.
+fn redis_process_id(addr: SocketAddr) -> Option<u32> {
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reader = BufReader::new(stream);
+    // A bulk string: `$LENGTH`, then that many bytes of `field:value` lines.
+    let mut header = String::new();
+    reader.read_line(&mut header).ok()?;
+    let length: usize = header.strip_prefix('$')?.trim_end().parse().ok()?;
+    let mut info = vec![0; length];
+    reader.read_exact(&mut info).ok()?;
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))?
+        .parse()
+        .ok()
 }
