@@ -257,13 +257,9 @@ pub fn cli(warden: &Path, scratch: &Path, bytes: &[u8]) -> Verdict {
         // The OS refuses NUL bytes in arguments before warden sees them.
         .filter(|arg| !arg.contains('\0'))
         .collect();
-    let mut child = Command::new(warden)
+    let mut child = crate::with_home(&mut Command::new(warden), scratch)
         .args(&args)
         .current_dir(scratch)
-        .env("HOME", scratch)
-        .env("XDG_CONFIG_HOME", scratch.join("config"))
-        .env("XDG_CACHE_HOME", scratch.join("cache"))
-        .env("XDG_DATA_HOME", scratch.join("data"))
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

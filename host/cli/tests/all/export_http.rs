@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request, http_request_chunked};
 
-use crate::support::report;
-
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+use crate::support::{in_home, report, warden};
 
 /// The largest request body the adapter accepts (16 MiB).
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -35,16 +33,10 @@ fn wasmtime() -> PathBuf {
     path
 }
 
-/// Runs warden with the system's temporary directory as its home (and no
-/// XDG config directory), so no trust store or config of the user running
-/// the tests is picked up.
+/// Runs warden in a fresh temporary home (see [`warden`]), so no trust
+/// store or config of the user running the tests is picked up.
 pub(crate) fn warden_with_tmp_home(args: &[&str]) -> Output {
-    Command::new(WARDEN)
-        .args(args)
-        .env("HOME", std::env::temp_dir())
-        .env_remove("XDG_CONFIG_HOME")
-        .output()
-        .expect("running warden")
+    warden(args)
 }
 
 /// Exports `plugin` for `target` into `dir` and returns the app's path and
@@ -100,20 +92,25 @@ struct Serve {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// Its home (see [`in_home`]): wasmtime keeps its compile cache there.
+    _home: tempfile::TempDir,
 }
 
 impl Serve {
     fn start(app: &Path, flags: &[&str]) -> Self {
-        let mut child = Command::new(wasmtime())
-            .arg("serve")
-            .arg("-Scli")
-            .args(flags)
-            .args(["--addr", "127.0.0.1:0"])
-            .arg(app)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting wasmtime serve");
+        let home = tempfile::tempdir().expect("a home for wasmtime serve");
+        let mut child = in_home(
+            Command::new(wasmtime())
+                .arg("serve")
+                .arg("-Scli")
+                .args(flags)
+                .args(["--addr", "127.0.0.1:0"])
+                .arg(app),
+            home.path(),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting wasmtime serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready, listening) = mpsc::channel();
         let pipe = child.stderr.take().expect("a piped stderr");
@@ -144,6 +141,7 @@ impl Serve {
             child,
             addr,
             stderr,
+            _home: home,
         }
     }
 

@@ -1,13 +1,13 @@
 //! The kv capability across processes (SQLite files and Redis) and
 //! `warden kv`, which looks inside a store.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use warden_tests::guests;
 
 use crate::support::{
-    assert_status, exit_code, json, kv_store, refused, report, warden, write_file,
+    assert_status, at_home, exit_code, json, kv_store, refused, report, warden, write_file,
 };
 
 /// `warden run` killed with SIGKILL in the middle of kv writes: the store
@@ -16,8 +16,9 @@ use crate::support::{
 fn a_killed_run_leaves_only_whole_kv_batches() {
     let dir = tempfile::tempdir().unwrap();
     let store = kv_store(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
+    let mut child = at_home(
+        dir.path(),
+        &[
             "run",
             guests::PROBE,
             "kv-batches",
@@ -33,11 +34,12 @@ fn a_killed_run_leaves_only_whole_kv_batches() {
             "10m",
             "--unsigned",
             "allow",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting warden");
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("starting warden");
     // Kill it once some batches are in; it would run for minutes otherwise.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {

@@ -3,17 +3,12 @@
 
 use std::process::{Command, Output};
 
-use warden_tests::guests;
+use warden_tests::{guests, without_user_environment};
 
-/// Runs warden with neither HOME nor XDG_DATA_HOME set, in `dir`.
+/// Runs warden with neither HOME nor any XDG directory set, in `dir`.
 fn warden_without_home(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
+    without_user_environment(Command::new(env!("CARGO_BIN_EXE_warden")).args(args))
         .current_dir(dir)
-        .env_remove("HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_CACHE_HOME")
         .output()
         .expect("running warden")
 }

@@ -1,8 +1,10 @@
 //! `warden new` and the guide's quick starts built from it, and
 //! `warden componentize`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use warden_tests::with_home;
 
 use crate::support::{warden, write_file};
 
@@ -38,8 +40,13 @@ fn run_quick_start(language: &str) {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
     let mut command = Command::new("sh");
-    command
+    // Warden's files go to a home of the test's own; the Rust toolchain
+    // the quick start builds with stays where the user installed it.
+    with_home(&mut command, home.path())
+        .env("CARGO_HOME", user_tool_home("CARGO_HOME", ".cargo"))
+        .env("RUSTUP_HOME", user_tool_home("RUSTUP_HOME", ".rustup"))
         .args(["-e", "-c", &script.join("\n")])
         .current_dir(dir.path())
         .env("PATH", path);
@@ -63,6 +70,17 @@ fn run_quick_start(language: &str) {
         script.join("\n"),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Where a toolchain installer keeps its files: `variable`, else `under_home`
+/// in the user's home.
+fn user_tool_home(variable: &str, under_home: &str) -> PathBuf {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME or CARGO_HOME and RUSTUP_HOME"))
+                .join(under_home)
+        })
 }
 
 #[test]

@@ -2,13 +2,13 @@
 //! a call (each with its status and exit code), what is not a plugin, and
 //! `--watch`.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use warden_tests::guests;
 
-use crate::support::{assert_status, json, report, warden, warden_with_stdin, write_file};
+use crate::support::{assert_status, at_home, json, report, warden, warden_with_stdin, write_file};
 
 #[test]
 fn run_prints_the_output_and_a_one_line_report() {
@@ -263,20 +263,22 @@ fn run_watch_reruns_on_changes_and_stops_on_interrupt() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("hello.wasm");
     std::fs::copy(guests::HELLO, &plugin).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
+    let home = tempfile::tempdir().unwrap();
+    let mut child = at_home(
+        home.path(),
+        &[
             "run",
             plugin.to_str().unwrap(),
             "count-vowels",
             "--input",
             "hello world",
-        ])
-        .args(["--unsigned", "allow", "--watch"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting warden");
+            "--unsigned",
+            "allow",
+            "--watch",
+        ],
+    )
+    .spawn()
+    .expect("starting warden");
     // Read both streams on threads, so that a missing line fails the test
     // after a timeout instead of hanging it.
     let lines_of = |stream: Box<dyn std::io::Read + Send>| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request};
 
-use crate::support::wait_bounded;
+use crate::support::{in_home, wait_bounded};
 
 /// A `warden serve` process, killed on drop. Its stderr (the structured
 /// log) is collected line by line.
@@ -21,6 +21,8 @@ struct Server {
     log: Arc<Mutex<Vec<Value>>>,
     /// The same lines as written, before parsing.
     raw_log: Arc<Mutex<Vec<String>>>,
+    /// Its home (see [`in_home`]), removed once the process is gone.
+    _home: tempfile::TempDir,
 }
 
 /// How long a server may take to load its plugins and start listening.
@@ -28,17 +30,19 @@ const STARTUP: Duration = Duration::from_secs(60);
 
 impl Server {
     fn start(manifest: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("serve")
-            .arg("--manifest")
-            .arg(manifest)
-            .args(["--addr", "127.0.0.1:0", "--watch-interval", "100ms"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting warden serve");
+        let home = tempfile::tempdir().expect("a home for warden serve");
+        let mut child = in_home(
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .arg("serve")
+                .arg("--manifest")
+                .arg(manifest)
+                .args(["--addr", "127.0.0.1:0", "--watch-interval", "100ms"])
+                .args(extra),
+            home.path(),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting warden serve");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let raw_log = Arc::new(Mutex::new(Vec::new()));
@@ -75,6 +79,7 @@ impl Server {
             addr,
             log,
             raw_log,
+            _home: home,
         }
     }
 
@@ -465,11 +470,14 @@ fn a_replaced_plugin_file_is_served_without_a_restart() {
 fn a_bad_manifest_or_a_plugin_that_does_not_load_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let run = |manifest: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--manifest"])
-            .arg(manifest)
-            .output()
-            .unwrap()
+        in_home(
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .args(["serve", "--addr", "127.0.0.1:0", "--manifest"])
+                .arg(manifest),
+            dir.path(),
+        )
+        .output()
+        .unwrap()
     };
 
     let missing = run(&dir.path().join("missing.toml"));
@@ -1037,15 +1045,14 @@ fn error_replies_name_no_host_path_and_the_log_keeps_the_detail() {
 
 /// Runs `warden` in `dir`, with its home and configuration inside it.
 fn warden_in(dir: &Path, args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .output()
-        .unwrap();
+    let output = in_home(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(args)
+            .current_dir(dir),
+        dir,
+    )
+    .output()
+    .unwrap();
     assert!(
         output.status.success(),
         "warden {args:?}: {}",
@@ -1486,23 +1493,20 @@ fn without_proc_a_grant_is_refused_naming_the_fix_and_never_opened_by_its_path()
         guests::HOSTILE,
     ));
     std::fs::create_dir(dir.path().join("granted")).unwrap();
-    let child = Command::new("unshare")
-        .args(private_mounts)
-        .args([
-            "sh",
-            "-c",
-            r#"umount -l /proc && exec "$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
-        ])
-        .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
-        .env("MANIFEST", &manifest)
-        .env("HOME", dir.path())
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let child = in_home(
+        Command::new("unshare")
+            .args(private_mounts)
+            .args([
+                "sh",
+                "-c",
+                r#"umount -l /proc && exec "$WARDEN" serve --manifest "$MANIFEST" --addr 127.0.0.1:0"#,
+            ])
+            .env("WARDEN", env!("CARGO_BIN_EXE_warden"))
+            .env("MANIFEST", &manifest),
+        dir.path(),
+    )
+    .stdout(Stdio::null())
+    .spawn()
         .expect("starting unshare");
     let output = wait_bounded(child, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);

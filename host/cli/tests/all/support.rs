@@ -1,6 +1,7 @@
-//! What every module starts `warden` with: the binary with or without a home
-//! of its own, and the one reading of a `--json` report (exactly one JSON
-//! object on stdout, and the exit code beside it).
+//! What every module starts `warden` with: the binary in a home of its own,
+//! never the home of the user running the tests, and the one reading of a
+//! `--json` report (exactly one JSON object on stdout, and the exit code
+//! beside it).
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use warden_tests::guests;
+use warden_tests::{guests, with_home};
 
 /// The probe setting `a=1` in its kv store (the test guests are unsigned).
 pub const PROBE_KV_SET: [&str; 6] = [
@@ -20,18 +21,17 @@ pub const PROBE_KV_SET: [&str; 6] = [
     "allow",
 ];
 
-/// Runs warden with `args` and an empty stdin.
+/// Runs warden with `args` and an empty stdin, in a fresh home of its own.
 pub fn warden(args: &[&str]) -> Output {
     warden_with_stdin(args, b"")
 }
 
-/// Runs warden with `args`, writing `stdin` to its standard input.
+/// Runs warden with `args` in a fresh home of its own (see [`in_home`]),
+/// writing `stdin` to its standard input.
 pub fn warden_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
+    let home = tempfile::tempdir().expect("a home for warden");
+    let mut child = at_home(home.path(), args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("starting warden");
     child
@@ -44,15 +44,12 @@ pub fn warden_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
 }
 
 /// Gives `command` a home of its own (`HOME` and the XDG directories inside
-/// `home`), so that the trust store, compile cache, cache key and kv store
-/// warden defaults to are not those of the user running the tests; no
-/// stdin, and stdout and stderr piped.
+/// `home`, and no `WARDEN_*` variable: see [`warden_tests::with_home`]), so
+/// that the trust store, compile cache, cache key and kv store warden
+/// defaults to are not those of the user running the tests; no stdin, and
+/// stdout and stderr piped.
 pub fn in_home<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
-    command
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("XDG_DATA_HOME", home.join("data"))
+    with_home(command, home)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

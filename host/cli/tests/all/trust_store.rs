@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    PROBE_KV_SET, Scratch, assert_status, report, stderr_of, warden_at_home, write_file,
+    PROBE_KV_SET, Scratch, assert_status, in_home, report, stderr_of, warden_at_home, write_file,
 };
 
 #[test]
@@ -42,15 +42,15 @@ fn concurrent_trust_edits_all_take_effect() {
             ],
             vec!["trust".to_owned(), "remove".into(), format!("old{index}")],
         ] {
-            let editor = Command::new(env!("CARGO_BIN_EXE_warden"))
-                .args(&args)
-                .args(["--trust-store", store])
-                .env("HOME", home)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let editor = in_home(
+                Command::new(env!("CARGO_BIN_EXE_warden"))
+                    .args(&args)
+                    .args(["--trust-store", store]),
+                home,
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
             editors.push((args, editor));
         }
     }
