@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use warden::tools::KvInspector;
-use warden::{KvGrant, Limits, Runtime, Sandbox, Source};
+use warden::{KvGrant, Limits, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 
-use crate::{assert_runtime_serves, hostile, runtime};
+use crate::{assert_runtime_serves, hostile, runtime, wait_for_instances};
 
 /// Long enough that no call here ends by its own timeout: every one of them
 /// is cancelled first.
@@ -21,20 +21,6 @@ fn patient_limits() -> Limits {
 
 /// How long the calls run before they are cancelled.
 const RUN_FOR: Duration = Duration::from_millis(200);
-
-/// Waits until `count` instances are in use, as the calls just spawned
-/// start; on a loaded machine that can take well over [`RUN_FOR`].
-async fn wait_for_instances(runtime: &Runtime, count: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while runtime.instances_in_use() != count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} instances in use after 30 s, expected {count}",
-            runtime.instances_in_use()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn dropping_an_in_flight_call_frees_its_instance() {
@@ -127,7 +113,7 @@ async fn dropping_the_runtime_and_plugins_mid_call_is_safe() {
 async fn cancelled_kv_writes_leave_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("kv.sqlite");
-    let runtime = Runtime::new().unwrap();
+    let runtime = runtime();
     let mut sandbox = Sandbox::with_limits(patient_limits());
     sandbox.grants.kv = Some(KvGrant::at(&store));
     let plugin = runtime

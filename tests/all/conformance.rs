@@ -32,7 +32,7 @@ struct Measured {
 }
 
 fn cached_runtime(cache: &Path) -> Runtime {
-    Runtime::builder()
+    warden_tests::runtime_builder()
         .compile_cache(cache)
         .build()
         .expect("creating the runtime")

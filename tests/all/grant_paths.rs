@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use warden::{Error, Grants, Preopen, Registry, Reload, Runtime, Sandbox};
+use warden::{Error, Grants, Preopen, Registry, Reload, Sandbox};
 use warden_tests::guests;
 
 use crate::{runtime, tight_limits};
@@ -254,7 +254,7 @@ async fn hard_links_carry_no_host_file_into_another_grant() {
 #[tokio::test]
 async fn grant_paths_through_links_are_checked_at_every_load() {
     let tree = Tree::new();
-    let runtime = Runtime::new().unwrap();
+    let runtime = runtime();
     // A link that stays inside its own directory is followed.
     std::os::unix::fs::symlink("other", tree.path("outer/sideways")).unwrap();
     let sideways = sandbox(&[Preopen::read_only(tree.path("outer/sideways"), "/inner")]);

@@ -717,7 +717,7 @@ async fn good_call(runtime: &Runtime) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_behaviour_is_contained() {
     let fixture = Fixture::new();
-    let runtime = Runtime::builder().fuel(true).build().unwrap();
+    let runtime = crate::fuel_runtime();
     store_secret(&runtime, &fixture).await;
     let cases = cases(&fixture);
     assert!(cases.len() >= 20, "the collection shrank");
@@ -815,7 +815,10 @@ async fn a_plugin_over_its_share_of_the_pools_is_refused_at_load() {
         ),
     ];
     for pooling in [true, false] {
-        let runtime = Runtime::builder().pooling(pooling).build().unwrap();
+        let runtime = warden_tests::runtime_builder()
+            .pooling(pooling)
+            .build()
+            .unwrap();
         for (module, count, expected) in cases {
             let plugin =
                 with_extra_core_instances(guest_bytes(guests::HOSTILE), &[(module, count)]);

@@ -265,7 +265,10 @@ async fn memories_and_tables_hidden_in_nested_components_are_still_counted() {
             std::fs::read(guests::HOSTILE).unwrap(),
             module,
         );
-        let unpooled = warden::Runtime::builder().pooling(false).build().unwrap();
+        let unpooled = warden_tests::runtime_builder()
+            .pooling(false)
+            .build()
+            .unwrap();
         let loaded = unpooled
             .load(
                 warden::Source::new("nested", plugin.clone()),

@@ -24,14 +24,17 @@ use std::time::Duration;
 use warden::{Limits, Plugin, Runtime, Sandbox};
 use warden_tests::guests;
 
-/// A runtime with default settings.
+/// A runtime with default settings, but the tests' compile cache (see
+/// [`warden_tests::runtime_builder`]).
 fn runtime() -> Runtime {
-    Runtime::new().expect("creating the runtime")
+    warden_tests::runtime_builder()
+        .build()
+        .expect("creating the runtime")
 }
 
 /// A runtime that meters fuel.
 fn fuel_runtime() -> Runtime {
-    Runtime::builder()
+    warden_tests::runtime_builder()
         .fuel(true)
         .build()
         .expect("creating the runtime")
@@ -62,6 +65,20 @@ async fn hello(runtime: &Runtime) -> Plugin {
 
 async fn hostile(runtime: &Runtime, limits: Limits) -> Plugin {
     load(runtime, guests::HOSTILE, Sandbox::with_limits(limits)).await
+}
+
+/// Waits until `count` instances are in use, as the calls just spawned
+/// start: on a loaded machine that can take a while.
+async fn wait_for_instances(runtime: &Runtime, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runtime.instances_in_use() != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} instances in use after 30 s, expected {count}",
+            runtime.instances_in_use()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Asserts that `plugin` still serves a good call after a failure.

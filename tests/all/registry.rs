@@ -7,7 +7,7 @@ use std::time::Duration;
 use warden::{Error, ErrorKind, Limits, Registry, Reload, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 
-use crate::runtime;
+use crate::{runtime, wait_for_instances};
 
 /// Replaces `path` the way deploy tools do: write beside it, then rename.
 fn replace(path: &Path, bytes: &[u8]) {
@@ -131,7 +131,8 @@ async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugin.wasm");
     std::fs::copy(guests::HOSTILE, &path).unwrap();
-    let registry = Registry::new(runtime());
+    let runtime = runtime();
+    let registry = Registry::new(runtime.clone());
     registry
         .load_file("plugin", &path, Sandbox::default())
         .await
@@ -141,7 +142,7 @@ async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
         let registry = registry.clone();
         tokio::spawn(async move { registry.execute("plugin", "nap", b"500").await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_instances(&runtime, 1).await;
     replace(&path, &guest_bytes(guests::HELLO));
     let reloads = registry.check_for_changes().await;
     assert!(
@@ -226,9 +227,11 @@ async fn shutdown_lets_calls_finish_then_cancels_the_rest() {
         let registry = registry.clone();
         tokio::spawn(async move { registry.execute("hostile", action, input).await })
     };
-    let quick = call("nap", b"100");
+    // The nap is long enough to be seen in flight, and short enough to end
+    // within the grace period.
+    let quick = call("nap", b"300");
     let endless = call("loop", b"");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for_instances(&runtime, 2).await;
 
     let stopped = registry.shutdown(Duration::from_millis(500)).await;
     assert_eq!((stopped.finished, stopped.cancelled), (1, 1));

@@ -10,7 +10,7 @@ use warden_tests::{guest_bytes, guests};
 use crate::{hello, hostile, runtime, tight_limits};
 
 fn cached_runtime(dir: &tempfile::TempDir) -> Runtime {
-    Runtime::builder()
+    warden_tests::runtime_builder()
         .compile_cache(dir.path().join("cache"))
         .build()
         .unwrap()
@@ -41,7 +41,10 @@ async fn the_second_load_comes_from_the_compile_cache() {
         .unwrap();
     assert_eq!(output, b"2");
 
-    let uncached = Runtime::builder().no_compile_cache().build().unwrap();
+    let uncached = warden_tests::runtime_builder()
+        .no_compile_cache()
+        .build()
+        .unwrap();
     assert!(!load_hello(&uncached).await.info().cached);
 }
 
@@ -86,7 +89,7 @@ async fn damaged_cache_entries_are_recompiled_not_loaded() {
 #[tokio::test]
 async fn an_unwritable_cache_directory_is_a_clear_error() {
     let file = tempfile::NamedTempFile::new().unwrap();
-    let err = Runtime::builder()
+    let err = warden_tests::runtime_builder()
         .compile_cache(file.path().join("cache"))
         .build()
         .err()
@@ -158,7 +161,10 @@ async fn naps(plugin: &Plugin, count: usize, millis: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_wait_for_instance_slots_instead_of_failing() {
-    let runtime = Runtime::builder().max_instances(2).build().unwrap();
+    let runtime = warden_tests::runtime_builder()
+        .max_instances(2)
+        .build()
+        .unwrap();
     let plugin = hostile(&runtime, tight_limits()).await;
     // Ten naps of 100 ms through two slots take at least five rounds.
     let elapsed = naps(&plugin, 10, 100).await;
@@ -222,7 +228,10 @@ async fn kept_instances_serve_several_calls_and_are_replaced_after_a_trap() {
 
 #[tokio::test]
 async fn pooling_can_be_turned_off() {
-    let runtime = Runtime::builder().pooling(false).build().unwrap();
+    let runtime = warden_tests::runtime_builder()
+        .pooling(false)
+        .build()
+        .unwrap();
     let plugin = load_hello(&runtime).await;
     assert_eq!(
         plugin
@@ -236,7 +245,7 @@ async fn pooling_can_be_turned_off() {
 
 #[tokio::test]
 async fn limits_beyond_the_pools_are_refused_at_load() {
-    let runtime = Runtime::builder()
+    let runtime = warden_tests::runtime_builder()
         .max_memory_bytes(16 << 20)
         .build()
         .unwrap();

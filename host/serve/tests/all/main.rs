@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing_subscriber::layer::SubscriberExt as _;
-use warden::{Registry, Runtime, Sandbox};
+use warden::{Registry, Sandbox};
 use warden_serve::{Server, ServerConfig, Stopped};
 use warden_tests::{HttpReply, guests, http_request};
 
@@ -58,7 +58,7 @@ impl Running {
 
 /// A registry holding the hello guest as `hello`.
 async fn hello_registry() -> Registry {
-    let registry = Registry::new(Runtime::new().unwrap());
+    let registry = Registry::new(warden_tests::runtime_builder().build().unwrap());
     registry
         .load_file("hello", guests::HELLO, Sandbox::default())
         .await
@@ -146,7 +146,7 @@ fn log_lines() -> Vec<Value> {
 async fn the_server_logs_through_tracing_and_json_lines_renders_it() {
     log_lines();
     // Named for this test, so that its lines can be told from the others'.
-    let registry = Registry::new(Runtime::new().unwrap());
+    let registry = Registry::new(warden_tests::runtime_builder().build().unwrap());
     registry
         .load_file("logged", guests::HELLO, Sandbox::default())
         .await
@@ -198,7 +198,7 @@ impl io::Write for SharedBuffer {
 async fn settings_a_server_cannot_run_under_are_refused_before_it_listens() {
     let refused = |config: ServerConfig| async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry = Registry::new(Runtime::new().unwrap());
+        let registry = Registry::new(warden_tests::runtime_builder().build().unwrap());
         Server::new(registry, config)
             .run(listener, std::future::pending())
             .await

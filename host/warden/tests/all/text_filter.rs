@@ -45,7 +45,7 @@ fn lines(lines: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn typed_calls_return_typed_results() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = warden_tests::runtime_builder().build().unwrap();
     let plugin = load(&runtime, true, Limits::default()).await;
     let outcome = glue::filter(
         &plugin,
@@ -78,7 +78,7 @@ async fn typed_calls_return_typed_results() {
 
 #[tokio::test]
 async fn a_runaway_rule_stops_at_the_timeout() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = warden_tests::runtime_builder().build().unwrap();
     let mut limits = Limits::default();
     limits.timeout = Duration::from_millis(300);
     let plugin = load(&runtime, true, limits).await;
@@ -91,7 +91,7 @@ async fn a_runaway_rule_stops_at_the_timeout() {
 
 #[tokio::test]
 async fn the_host_defined_capability_is_listed_and_denied_without_a_grant() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = warden_tests::runtime_builder().build().unwrap();
     let granted = load(&runtime, true, Limits::default()).await;
     let denied = load(&runtime, false, Limits::default()).await;
     let dictionary_of = |plugin: &WorldPlugin| {
@@ -123,7 +123,7 @@ async fn the_host_defined_capability_is_listed_and_denied_without_a_grant() {
 
 #[tokio::test]
 async fn a_plugin_of_another_world_is_refused_with_the_missing_import() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = warden_tests::runtime_builder().build().unwrap();
     // A world without the application's imports: Warden's alone.
     let world = warden::World::new(&runtime);
     let err = runtime
@@ -144,7 +144,7 @@ async fn a_plugin_of_another_world_is_refused_with_the_missing_import() {
 
 #[tokio::test]
 async fn strict_refuses_an_ungranted_high_risk_host_capability() {
-    let runtime = Runtime::new().unwrap();
+    let runtime = warden_tests::runtime_builder().build().unwrap();
     // The same imports, declared as a high-risk capability this time.
     let mut world = warden::World::new(&runtime);
     glue::add_imports(&mut world).unwrap();
