@@ -102,9 +102,14 @@ demo: guests build
 		kill -TERM $$server; wait $$server; status=$$?; trap - EXIT; \
 		echo 'its log (one JSON object per line):'; sed 's/^/  /' $(DEMO)/serve.log; exit $$status
 
-## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples
+## test: formatting, lints, API docs, every test and doctest (builds the guests itself) and the embedding examples.
+## The tests run under cargo-nextest, each in a process of its own and in a home of its own, never the user's; a
+## test still running after three minutes (ten for the quick starts and the conformance test, which build guests)
+## is killed and fails the run (.config/nextest.toml). nextest does not run doctests: `cargo test --doc` does
 test: lint doc wasmtime
-	$(CARGO) test --workspace
+	@command -v cargo-nextest >/dev/null || { echo 'make test needs cargo-nextest: cargo install --locked cargo-nextest' >&2; exit 1; }
+	$(CARGO) nextest run --workspace
+	$(CARGO) test --doc --workspace
 	@echo "hello in every language (tests/all/conformance.rs):" && cat target/conformance.txt
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
 	$(CARGO) run --quiet -p warden --example text-filter -- $(GUESTS)/text_filter.wasm
