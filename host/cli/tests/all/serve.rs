@@ -426,6 +426,44 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
 }
 
 #[test]
+fn a_kept_alive_connection_is_answered_503_by_readyz_while_the_server_drains() {
+    let (_dir, manifest) = manifest();
+    let mut server = Server::start(&manifest, &["--shutdown-grace", "10s"]);
+    let addr = server.addr;
+    let mut probe = KeptAlive::open(addr);
+    let ready = probe.get("/readyz");
+    assert_eq!(json(&ready)["status"], "ready", "{ready:?}");
+    assert_eq!(ready.header("connection"), None, "{ready:?}");
+    let in_flight =
+        std::thread::spawn(move || http_request(addr, "POST", "/plugins/sleepy/nap", b"20000"));
+    server.wait_for_metric("warden_instances_in_use", 1.0);
+    server.signal("TERM");
+    server.wait_for_event(|line| line["event"] == "draining");
+
+    // The same connection, asked after shutdown began, hears the drain.
+    let draining = probe.get("/readyz");
+    assert_error(&draining, 503, "draining");
+    assert_eq!(json(&draining)["message"], "the server is shutting down");
+    assert_eq!(draining.header("retry-after"), Some("1"));
+    assert_eq!(draining.header("connection"), Some("close"));
+    assert!(
+        read_until_closed(&mut probe.stream, Duration::from_secs(10)).is_empty(),
+        "the server closes the connection after a reply that says so"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no new connection is accepted while draining"
+    );
+
+    // The call still running when the grace period ends is cancelled.
+    assert_error(&in_flight.join().unwrap(), 503, "cancelled");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let stopped = server.wait_for_event(|line| line["event"] == "stopped");
+    assert_eq!(stopped["drained"], false);
+    assert_eq!(stopped["cancelled"], 1);
+}
+
+#[test]
 fn calls_still_running_when_the_grace_period_ends_are_cancelled_with_503() {
     let (_dir, manifest) = write_manifest(&format!(
         "[plugins.hostile]\npath = \"{}\"\n[plugins.hostile.limits]\ntimeout = \"60s\"\n",
@@ -769,6 +807,56 @@ fn output_client(server: &Server, size: usize, headers: &str) -> std::net::TcpSt
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     client
+}
+
+/// A client connection kept open between requests (HTTP/1.1 keep-alive).
+struct KeptAlive {
+    stream: std::net::TcpStream,
+}
+
+impl KeptAlive {
+    fn open(addr: SocketAddr) -> KeptAlive {
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        KeptAlive { stream }
+    }
+
+    /// Sends `GET path` without asking to close, and reads the reply (whose
+    /// length the server states), leaving the connection open.
+    fn get(&mut self, path: &str) -> HttpReply {
+        use std::io::{Read, Write};
+
+        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.stream.read_exact(&mut byte).expect("a reply head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let mut lines = head.trim_end().split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.trim().to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map(|(_, value)| value.parse().unwrap())
+            .expect("the server states the length");
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).unwrap();
+        HttpReply {
+            status: status.parse().unwrap(),
+            headers,
+            body,
+        }
+    }
 }
 
 /// Reads until the server closes the connection (end of stream or reset),
