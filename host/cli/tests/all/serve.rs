@@ -11,34 +11,55 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request};
 
-use crate::support::wait_bounded;
+use crate::support::{self, wait_bounded};
 
-/// A `warden serve` process, killed on drop. Its stderr (the structured
-/// log) is collected line by line.
+/// A `warden serve` process in a home of its own, killed on drop. Its
+/// stderr (the structured log) is collected line by line.
 struct Server {
     child: Child,
+    /// Where the server listens; a loopback address when it listens on
+    /// every interface.
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Value>>>,
     /// The same lines as written, before parsing.
     raw_log: Arc<Mutex<Vec<String>>>,
+    /// The address the `listening` line names.
+    listening: SocketAddr,
+    _home: tempfile::TempDir,
 }
 
 /// How long a server may take to load its plugins and start listening.
 const STARTUP: Duration = Duration::from_secs(60);
 
 impl Server {
+    /// Serves `manifest` on a free port of 127.0.0.1, checking the files
+    /// every 100 ms, with `extra` flags.
     fn start(manifest: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("serve")
-            .arg("--manifest")
-            .arg(manifest)
-            .args(["--addr", "127.0.0.1:0", "--watch-interval", "100ms"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting warden serve");
+        let manifest = manifest.to_str().unwrap();
+        let mut args = vec![
+            "--manifest",
+            manifest,
+            "--addr",
+            "127.0.0.1:0",
+            "--watch-interval",
+            "100ms",
+        ];
+        args.extend_from_slice(extra);
+        Server::spawn(&args)
+    }
+
+    /// `warden serve` with `args`, which must make it listen on port 0.
+    fn spawn(args: &[&str]) -> Server {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = support::in_home(
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .arg("serve")
+                .args(args),
+            home.path(),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting warden serve");
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let raw_log = Arc::new(Mutex::new(Vec::new()));
@@ -59,7 +80,7 @@ impl Server {
                 lines.lock().unwrap().push(event);
             }
         });
-        let addr = match addr_receiver.recv_timeout(STARTUP) {
+        let listening = match addr_receiver.recv_timeout(STARTUP) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
@@ -70,11 +91,17 @@ impl Server {
                 );
             }
         };
+        let mut addr = listening;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         Server {
             child,
             addr,
             log,
             raw_log,
+            listening,
+            _home: home,
         }
     }
 
@@ -1446,8 +1473,8 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
     const RIGHT_TO_LEFT_OVERRIDE: char = '\u{202e}';
     let (_dir, manifest) = manifest();
     let server = Server::start(&manifest, &[]);
-    // A client's action name (percent-decoded) and a plugin's log record,
-    // each with the one-character CSI (clear the screen), DEL and an
+    // A client's action name (percent-decoded), and a plugin's log record
+    // and stdout, each with the one-character CSI (clear the screen), DEL and an
     // override that shows the rest of the line reversed.
     let attack = format!("{CSI}2J{DEL}{RIGHT_TO_LEFT_OVERRIDE}");
     let reply = server.post("/plugins/hello/%C2%9B2J%7F%E2%80%AE", b"");
@@ -1472,7 +1499,9 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
         .iter()
         .filter(|line| line.contains("\\u009b2J\\u007f\\u202e"))
         .collect();
-    assert_eq!(escaped.len(), 2, "{raw:#?}");
+    // The action in the access log; the greeting in the plugin's log
+    // record and on its stdout.
+    assert_eq!(escaped.len(), 3, "{raw:#?}");
     for line in raw.iter() {
         assert!(
             !line.contains([CSI, DEL, RIGHT_TO_LEFT_OVERRIDE]),
@@ -1686,4 +1715,269 @@ fn a_client_that_reads_a_large_response_a_little_at_a_time_is_dropped_after_the_
     assert!(received < OUTPUT / 2, "{received} bytes");
     assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
     assert_eq!(server.post("/plugins/big/output", b"3").body, b"xxx");
+}
+
+#[test]
+fn a_path_that_is_not_valid_percent_encoded_utf8_is_answered_400() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    for path in [
+        "/plugins/hello/%zz",
+        "/plugins/hello/ech%",
+        "/plugins/hello/%FF%FE",
+        "/plugins/h%C3/echo",
+    ] {
+        let reply = server.post(path, b"x");
+        assert_error(&reply, 400, "bad-request");
+        assert_eq!(
+            json(&reply)["message"],
+            "the path is not valid percent-encoded UTF-8",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        server.metric(r#"warden_http_requests_total{plugin="",code="400"}"#),
+        Some(4.0)
+    );
+    assert_eq!(server.post("/plugins/hello/%65cho", b"x").body, b"x");
+}
+
+#[test]
+fn a_chunked_body_over_the_plugins_input_limit_is_answered_413() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    // hello's max_input is 1 KiB; a chunked body declares no length, so it
+    // is refused while it is read.
+    let over = warden_tests::http_request_chunked(
+        server.addr,
+        "POST",
+        "/plugins/hello/echo",
+        &[b'x'; 4096],
+        256,
+    );
+    assert_error(&over, 413, "payload-too-large");
+    let message = json(&over)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("the body is larger than 1024 bytes, the most this plugin takes"),
+        "{message}"
+    );
+    let within = warden_tests::http_request_chunked(
+        server.addr,
+        "POST",
+        "/plugins/hello/echo",
+        &[b'y'; 1024],
+        256,
+    );
+    assert_eq!(within.status, 200, "{within:?}");
+    assert_eq!(within.body, [b'y'; 1024]);
+    assert_eq!(
+        server.metric(r#"warden_plugin_calls_total{plugin="hello"}"#),
+        Some(1.0),
+        "the refused body never reached the plugin"
+    );
+}
+
+#[test]
+fn what_a_plugin_writes_to_stdout_and_stderr_is_logged_bounded_and_escaped() {
+    let (_dir, manifest) = manifest();
+    // The plugin's output is logged without the access log too.
+    let server = Server::start(&manifest, &["--no-access-log"]);
+
+    assert_eq!(server.post("/plugins/hostile/print", b"100000").body, b"done");
+    let printed = server.wait_for_event(|line| {
+        line["event"] == "plugin-output" && line["plugin"] == "hostile" && line["action"] == "print"
+    });
+    assert_eq!(printed["stream"], "stdout");
+    assert_eq!(printed["text"], "y".repeat(16 << 10));
+    assert_eq!(printed["dropped_bytes"], 100_000 - (16 << 10));
+
+    assert_error(&server.post("/plugins/hostile/panic", b""), 500, "trap");
+    let panicked = server.wait_for_event(|line| {
+        line["event"] == "plugin-output" && line["action"] == "panic"
+    });
+    assert_eq!(panicked["stream"], "stderr");
+    let message = panicked["text"].as_str().unwrap();
+    assert!(
+        message.contains("the hostile plugin panics on purpose"),
+        "{message}"
+    );
+    assert_eq!(panicked["dropped_bytes"], 0);
+
+    // hello writes its greeting to stdout: a name with an escape sequence
+    // and a right-to-left override reaches the log as `\u` escapes.
+    let name = "Ada\u{1b}[2J\u{202e}";
+    assert_eq!(server.post("/plugins/hello/greet", name.as_bytes()).status, 200);
+    let greeted = server.wait_for_event(|line| {
+        line["event"] == "plugin-output" && line["plugin"] == "hello"
+    });
+    assert_eq!(greeted["stream"], "stdout");
+    assert_eq!(greeted["text"], format!("Hello, {name}!\n"));
+    let raw = server.raw_log.lock().unwrap();
+    let line = raw
+        .iter()
+        .find(|line| line.contains("plugin-output") && line.contains("\"hello\""))
+        .unwrap();
+    assert!(line.contains("Ada\\u001b[2J\\u202e!"), "{line}");
+    assert!(!line.contains(['\u{1b}', '\u{202e}']), "{line}");
+    drop(raw);
+    assert!(server.events("request").is_empty());
+}
+
+/// `name.wasm` in a fresh directory, a copy of the guest at `guest`.
+fn plugin_file(guest: &str, name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.wasm"));
+    std::fs::copy(guest, &path).unwrap();
+    (dir, path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_plugin_file_is_served_alone_under_its_stem_with_the_sandbox_its_flags_give() {
+    let (_dir, plugin) = plugin_file(guests::HOSTILE, "guard");
+    let server = Server::spawn(&[
+        &plugin,
+        "--addr",
+        "127.0.0.1:0",
+        "--timeout",
+        "300ms",
+        "--env",
+        "SECRET=granted",
+        "--unsigned",
+        "allow",
+    ]);
+    let plugins = json(&server.get("/plugins"));
+    assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1, "{plugins}");
+    assert_eq!(plugins["plugins"][0]["name"], "guard");
+    assert_eq!(server.post("/plugins/guard/env", b"SECRET").body, b"granted");
+    assert_error(&server.post("/plugins/guard/env", b"HOME"), 500, "failed");
+    let looped = server.post("/plugins/guard/loop", b"");
+    assert_error(&looped, 500, "timeout");
+    assert_eq!(
+        json(&looped)["message"],
+        "the call ran past the plugin's time limit of 300 ms"
+    );
+    // --unsigned allow: no warning about serving an unsigned plugin.
+    assert!(server.events("unverified-plugin").is_empty());
+}
+
+#[test]
+fn a_plugin_file_follows_the_unsigned_policy_its_flag_gives() {
+    let (_dir, plugin) = plugin_file(guests::HELLO, "hello");
+    // The default warns, in the log.
+    let server = Server::spawn(&[&plugin, "--addr", "127.0.0.1:0"]);
+    let warned = server.wait_for_event(|line| line["event"] == "unverified-plugin");
+    assert_eq!(warned["plugin"], "hello");
+    assert_eq!(server.post("/plugins/hello/echo", b"hi").body, b"hi");
+    drop(server);
+
+    let home = tempfile::tempdir().unwrap();
+    let output = support::warden_at_home(
+        home.path(),
+        &["serve", &plugin, "--addr", "127.0.0.1:0", "--unsigned", "deny"],
+    );
+    assert_eq!(output.status.code(), Some(31), "{output:?}");
+    let stderr = support::stderr_of(&output);
+    assert!(
+        stderr.contains("warden: plugin `hello` did not load: ") && stderr.contains("unsigned"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_form_of_addr_listens_where_its_help_says() {
+    let (_dir, plugin) = plugin_file(guests::HELLO, "hello");
+    for (addr, listening) in [
+        ("0", "127.0.0.1"),
+        (":0", "0.0.0.0"),
+        ("localhost:0", "localhost"),
+        ("[::1]:0", "::1"),
+        ("127.0.0.1:0", "127.0.0.1"),
+    ] {
+        if addr.contains("::1") && std::net::TcpListener::bind("[::1]:0").is_err() {
+            // No IPv6 loopback on this machine.
+            continue;
+        }
+        let server = Server::spawn(&[&plugin, "--addr", addr, "--unsigned", "allow"]);
+        let ip = server.listening.ip();
+        match listening {
+            "localhost" => assert!(ip.is_loopback(), "{addr}: {ip}"),
+            expected => assert_eq!(ip, expected.parse::<std::net::IpAddr>().unwrap(), "{addr}"),
+        }
+        assert_ne!(server.listening.port(), 0);
+        assert_eq!(server.post("/plugins/hello/echo", b"hi").body, b"hi", "{addr}");
+    }
+}
+
+#[test]
+fn a_zero_duration_or_size_is_refused_naming_the_flag_or_the_setting() {
+    let (_dir, manifest) = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let mut command = vec!["serve", "--manifest", manifest, "--addr", "127.0.0.1:0"];
+        command.extend_from_slice(args);
+        let output = support::warden_at_home(home.path(), &command);
+        (output.status.code(), support::stderr_of(&output))
+    };
+    for (flag, value, names) in [
+        ("--watch-interval", "0s", "must be longer than zero; to stop watching the files, use --no-watch"),
+        ("--request-timeout", "0ms", "must be longer than zero"),
+        ("--idle-timeout", "0s", "must be longer than zero"),
+        ("--header-read-timeout", "0s", "must be longer than zero"),
+        ("--write-timeout", "0s", "must be longer than zero"),
+        ("--max-body-memory", "0", "must be at least 1 byte"),
+    ] {
+        let (code, stderr) = serve(&[flag, value]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag} ")) && stderr.contains(names),
+            "{flag}: {stderr}"
+        );
+    }
+
+    let (dir, zero_idle) = write_manifest("[serve]\nidle_timeout = \"0s\"\n");
+    let (code, stderr) = {
+        let output = support::warden_at_home(
+            home.path(),
+            &["serve", "--manifest", zero_idle.to_str().unwrap()],
+        );
+        (output.status.code(), support::stderr_of(&output))
+    };
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "idle_timeout in the [serve] table of {} must be longer than zero",
+            dir.path().join("warden.toml").display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_guess_what_to_serve_and_plugin_flags_beside_a_manifest() {
+    let (_dir, manifest) = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let output = support::warden_at_home(home.path(), &["serve"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        support::stderr_of(&output).contains(
+            "name what to serve: a plugin file (warden serve PLUGIN.wasm) or a manifest"
+        ),
+        "{output:?}"
+    );
+    for flag in [&["--memory", "1MiB"][..], &["--unsigned", "allow"], &["--kv"], &["--strict"]] {
+        let mut args = vec!["serve", "--manifest", manifest];
+        args.extend_from_slice(flag);
+        let output = support::warden_at_home(home.path(), &args);
+        assert_eq!(output.status.code(), Some(2), "{flag:?}");
+        let stderr = support::stderr_of(&output);
+        assert!(
+            stderr.contains(&format!(
+                "{} configures a plugin file served alone (warden serve PLUGIN.wasm",
+                flag[0]
+            )) && stderr.contains("[plugins.NAME] and [defaults] tables, so set it there"),
+            "{stderr}"
+        );
+    }
 }
