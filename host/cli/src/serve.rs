@@ -132,7 +132,10 @@ async fn load_plugin(args: ServeArgs) -> anyhow::Result<Result<Registry, ExitCod
     };
     let sandbox = target.sandbox_for(&source);
     let registry = Registry::new(sandbox_args.runtime(&sandbox)?);
-    if let Err(err) = registry.load_file(&target.name, &target.path, sandbox).await {
+    if let Err(err) = registry
+        .load_file(&target.name, &target.path, sandbox)
+        .await
+    {
         return not_loaded(err);
     }
     log_unverified(&registry, std::slice::from_ref(&target.name));
@@ -158,7 +161,10 @@ async fn bind(addr: &ListenAddr) -> std::io::Result<TcpListener> {
 /// the table would refuse or close everything, so it is refused here.
 fn server_config(args: &ServeArgs, settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
     let table = || {
-        let manifest = args.manifest.as_deref().unwrap_or(Path::new("the manifest"));
+        let manifest = args
+            .manifest
+            .as_deref()
+            .unwrap_or(Path::new("the manifest"));
         format!("the [serve] table of {}", manifest.display())
     };
     let connection_limits = connection_limits(args, settings, &table)?;

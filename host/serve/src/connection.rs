@@ -145,8 +145,7 @@ impl Tracker {
     }
 
     fn request_finished(&self) {
-        self.server_requests
-            .send_modify(|requests| *requests -= 1);
+        self.server_requests.send_modify(|requests| *requests -= 1);
         self.update(|phase| match phase {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,

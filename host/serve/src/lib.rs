@@ -149,7 +149,10 @@ impl ServerConfig {
         if self.request_timeout.is_zero() {
             return invalid("request_timeout must be longer than zero".to_owned());
         }
-        if self.watch_interval.is_some_and(|interval| interval.is_zero()) {
+        if self
+            .watch_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
             return invalid(
                 "watch_interval must be longer than zero; None does not watch".to_owned(),
             );

@@ -42,7 +42,10 @@ impl Cli {
             _ => None,
         }
         .or_else(|| {
-            let contradiction = cli.command.trust_args().and_then(TrustArgs::contradiction)?;
+            let contradiction = cli
+                .command
+                .trust_args()
+                .and_then(TrustArgs::contradiction)?;
             Some((clap::error::ErrorKind::ArgumentConflict, contradiction))
         });
         match refusal {

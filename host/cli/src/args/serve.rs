@@ -288,7 +288,15 @@ mod tests {
 
     #[test]
     fn malformed_listen_addresses_are_refused_naming_the_forms() {
-        for text in ["", "localhost", "host:", "host:http", ":", "a b:80", "[x]:80"] {
+        for text in [
+            "",
+            "localhost",
+            "host:",
+            "host:http",
+            ":",
+            "a b:80",
+            "[x]:80",
+        ] {
             let err = ListenAddr::parse(text).unwrap_err();
             assert!(
                 err.contains("write IP:PORT, HOST:PORT, :PORT or PORT"),
