@@ -11,7 +11,9 @@
 //! [`Tracker::expired`] resolves when the phase the connection is in has
 //! lasted too long. Idle time counts from the last byte written, since
 //! hyper may still be writing a response whose body it has dropped; so does
-//! the time of a pipelined head that arrived while it was.
+//! the time of a pipelined head that arrived while it was. The trackers of
+//! all connections also keep the server's count of requests in progress,
+//! which the drain waits on.
 
 use std::io;
 use std::pin::Pin;
@@ -24,7 +26,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
 
 /// The time bounds every connection is held to; past one, the connection
@@ -78,17 +80,21 @@ pub(super) struct Tracker {
     changed: Notify,
     /// Set when a write failed for want of progress.
     write_timed_out: AtomicBool,
+    /// Requests in progress over all the server's connections.
+    server_requests: Arc<watch::Sender<usize>>,
 }
 
 impl Tracker {
-    /// A connection just accepted: idle until its first byte.
-    pub(super) fn new() -> Arc<Self> {
+    /// A connection just accepted: idle until its first byte. Its
+    /// requests count in `server_requests` while they are in progress.
+    pub(super) fn new(server_requests: Arc<watch::Sender<usize>>) -> Arc<Self> {
         Arc::new(Tracker {
             phase: Mutex::new(Phase::Idle {
                 since: Instant::now(),
             }),
             changed: Notify::new(),
             write_timed_out: AtomicBool::new(false),
+            server_requests,
         })
     }
 
@@ -100,6 +106,7 @@ impl Tracker {
     /// A request's head was parsed; the request is in progress until the
     /// returned guard is dropped (with the response body).
     pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.server_requests.send_modify(|requests| *requests += 1);
         self.update(|phase| match phase {
             Phase::Busy { requests } => Phase::Busy {
                 requests: requests + 1,
@@ -138,6 +145,7 @@ impl Tracker {
     }
 
     fn request_finished(&self) {
+        self.server_requests.send_modify(|requests| *requests -= 1);
         self.update(|phase| match phase {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,

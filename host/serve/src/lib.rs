@@ -58,8 +58,11 @@
 //! all connections, are bounded by [`ServerConfig::max_body_memory`]: a body
 //! that would go past it is answered 503 at once. When the shutdown future
 //! given to [`Server::run`] resolves, the server stops accepting
-//! connections, reports not ready, lets requests in flight finish for
-//! [`ServerConfig::shutdown_grace`], then cancels what is left.
+//! connections and drains for at most [`ServerConfig::shutdown_grace`]:
+//! connections already open are still served, `/readyz` answering 503 and
+//! every reply carrying `Connection: close`, until no request is in
+//! progress; then the connections close, and calls still running when the
+//! grace period ends are cancelled.
 //!
 //! Every event (a request, a failed call, a reload, the drain) is a
 //! `tracing` event; the [`log`] module renders them as JSON lines.
@@ -94,12 +97,14 @@ pub struct ServerConfig {
     /// Bytes of request bodies held at once over all connections. Default
     /// 1 GiB ([`ServeSettings::DEFAULT_MAX_BODY_MEMORY`]).
     pub max_body_memory: u64,
-    /// How long a request may take, from its head to its reply. Default 30 s.
+    /// How long a request may take, from its head to its reply (longer than
+    /// zero). Default 30 s.
     pub request_timeout: Duration,
-    /// How long in-flight requests may finish after shutdown starts. Default 10 s.
+    /// How long in-flight requests may finish after shutdown starts. Default
+    /// 10 s; zero cancels them at once.
     pub shutdown_grace: Duration,
-    /// How often to look for changed plugin files and manifests; `None`
-    /// does not watch. Default 1 s.
+    /// How often to look for changed plugin files and manifests (longer
+    /// than zero); `None` does not watch. Default 1 s.
     pub watch_interval: Option<Duration>,
     /// Whether to log one `request` event per request. Default on.
     pub access_log: bool,
@@ -140,6 +145,17 @@ impl ServerConfig {
         }
         if self.max_body_memory == 0 {
             return invalid("max_body_memory must be at least 1 byte".to_owned());
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout must be longer than zero".to_owned());
+        }
+        if self
+            .watch_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
+            return invalid(
+                "watch_interval must be longer than zero; None does not watch".to_owned(),
+            );
         }
         let limits = &self.connection_limits;
         for (name, limit) in [

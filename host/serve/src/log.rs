@@ -1,6 +1,7 @@
 //! The server's structured log: every line is a `tracing` event with target
 //! [`TARGET`] and an `event` field naming it (`listening`, `request`,
-//! `call-failed`, `plugin-log`, `reloaded`, `draining`, `stopped`, ...).
+//! `call-failed`, `plugin-log`, `plugin-output`, `reloaded`, `draining`,
+//! `stopped`, ...).
 //!
 //! The library installs no subscriber. [`json_lines`] is the layer that
 //! writes the events as `warden serve` does, one JSON object per line on

@@ -95,6 +95,11 @@ pub(super) async fn handle(
             message = detail.as_str(),
         );
     }
+    // What the plugin wrote goes to the log too: it is the plugin's, not
+    // the access log's.
+    if let (Some(plugin), Some(report)) = (&entry.plugin, &entry.report) {
+        log_plugin_output(plugin, entry.action.as_deref(), report);
+    }
     if server.access_log {
         access_log(peer, &method, &path, status, started, &reply, entry);
     }
@@ -362,18 +367,46 @@ fn access_log(
         peak_memory_bytes = report.map(|report| report.peak_memory_bytes),
         denials = report.map(|report| report.denials.len()),
     );
-    // What the guest logged through wasi:logging goes out beside the request.
-    if let (Some(plugin), Some(report)) = (&entry.plugin, report) {
-        for record in &report.logs {
-            tracing::info!(
-                target: TARGET,
-                event = "plugin-log",
-                plugin = plugin.as_str(),
-                level = record.level.as_str(),
-                context = record.context.as_str(),
-                message = record.message.as_str(),
-            );
+}
+
+/// The most of one stream (stdout or stderr) a call's `plugin-output`
+/// line quotes: 16 KiB, room for a panic message and its context, so that
+/// a plugin printing its whole capture (1 MiB by default) on every request
+/// does not make every log line that large. The rest is counted.
+const MAX_LOGGED_OUTPUT_BYTES: usize = 16 << 10;
+
+/// Logs what a call's plugin logged through `wasi:logging` (`plugin-log`,
+/// one line per record) and wrote to stdout and stderr (`plugin-output`,
+/// one line per stream that is not empty).
+fn log_plugin_output(plugin: &str, action: Option<&str>, report: &Report) {
+    let action = action.map(truncate_record_text);
+    for record in &report.logs {
+        tracing::info!(
+            target: TARGET,
+            event = "plugin-log",
+            plugin,
+            level = record.level.as_str(),
+            context = record.context.as_str(),
+            message = record.message.as_str(),
+        );
+    }
+    for (stream, captured) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+        if captured.is_empty() {
+            continue;
         }
+        let quoted = &captured.bytes[..captured.bytes.len().min(MAX_LOGGED_OUTPUT_BYTES)];
+        let left_out = (captured.bytes.len() - quoted.len()) as u64 + captured.dropped_bytes;
+        tracing::info!(
+            target: TARGET,
+            event = "plugin-output",
+            plugin,
+            action = action.as_deref(),
+            stream,
+            // A character cut in two at the end is replaced, like any byte
+            // that is not UTF-8; the log's JSON escapes the controls.
+            text = &*String::from_utf8_lossy(quoted),
+            dropped_bytes = left_out,
+        );
     }
 }
 

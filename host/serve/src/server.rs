@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use warden::{Registry, Reload};
 
 use crate::connection::{ConnectionLimits, GuardedStream, TrackedBody, Tracker};
@@ -43,8 +44,12 @@ pub(crate) struct Shared {
     pub(crate) body_memory: Semaphore,
     /// The permits `body_memory` started with.
     pub(crate) body_memory_limit: usize,
-    /// Set on shutdown: `/readyz` fails so load balancers stop sending.
+    /// Set on shutdown: `/readyz` fails so load balancers stop sending,
+    /// and every reply asks its client to close the connection.
     pub(crate) draining: AtomicBool,
+    /// Requests in progress over all connections, from a request's head
+    /// until hyper drops its response: the drain waits for none.
+    pub(crate) requests_in_progress: Arc<watch::Sender<usize>>,
     pub(crate) stats: HttpStats,
     pub(crate) request_timeout: Duration,
     pub(crate) access_log: bool,
@@ -63,6 +68,7 @@ impl Shared {
             body_memory: Semaphore::new(body_memory_limit),
             body_memory_limit,
             draining: AtomicBool::new(false),
+            requests_in_progress: Arc::new(watch::Sender::new(0)),
             stats: HttpStats::default(),
             request_timeout: config.request_timeout,
             access_log: config.access_log,
@@ -85,8 +91,10 @@ impl Server {
 
     /// Serves connections from `listener` until `shutdown` resolves (with a
     /// reason for the log, such as a signal's name), then drains: stops
-    /// accepting, reports not ready, lets requests in flight finish for
-    /// [`ServerConfig::shutdown_grace`] and cancels what is left. The
+    /// accepting, serves the connections already open (`/readyz` answering
+    /// 503, every reply asking the client to close) until no request is in
+    /// progress, closes them, and cancels what is still running when
+    /// [`ServerConfig::shutdown_grace`] ends. The
     /// registry is shut down with it ([`Registry::shutdown`]): it accepts no
     /// calls afterwards.
     ///
@@ -94,7 +102,8 @@ impl Server {
     ///
     /// An [`InvalidInput`](std::io::ErrorKind::InvalidInput) error naming
     /// the setting when the [`ServerConfig`] has a bound of zero (calls,
-    /// connections, body memory, a connection time limit) or more admitted
+    /// connections, body memory, the request timeout, the watch interval, a
+    /// connection time limit) or more admitted
     /// calls than a semaphore holds; otherwise, if the listener's address
     /// cannot be read.
     pub async fn run(
@@ -113,22 +122,37 @@ impl Server {
             .map(|interval| tokio::spawn(log_reloads(registry.clone(), interval)));
         let graceful = GracefulShutdown::new();
         let signal = accept(&server, &graceful, &listener, &config, shutdown).await;
+        drop(listener);
+        server.draining.store(true, Ordering::Release);
+        // Logged once `/readyz` answers 503, so that the line means it does.
         tracing::info!(
             target: TARGET,
             event = "draining",
             signal,
             grace_ms = config.shutdown_grace.as_millis() as u64,
         );
-        drop(listener);
-        server.draining.store(true, Ordering::Release);
         if let Some(watcher) = watcher {
             watcher.abort();
         }
 
+        // The connections already open are served on until no request is
+        // in progress on any of them: a client that keeps its connection
+        // (a load balancer's pool, a readiness probe) is answered meanwhile,
+        // `/readyz` with 503, and every reply asks it to close. Then each
+        // connection closes once its response is written.
+        let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+        let mut requests_in_progress = server.requests_in_progress.subscribe();
+        let quiet = tokio::time::timeout_at(
+            grace_ends,
+            requests_in_progress.wait_for(|requests| *requests == 0),
+        )
+        .await
+        .is_ok();
         let mut connections_closed = std::pin::pin!(graceful.shutdown());
-        let drained = tokio::time::timeout(config.shutdown_grace, &mut connections_closed)
-            .await
-            .is_ok();
+        let drained = quiet
+            && tokio::time::timeout_at(grace_ends, &mut connections_closed)
+                .await
+                .is_ok();
         // Past the grace period: cancel the calls still running, and give their
         // requests a moment to be answered 503 before returning.
         let stopped = registry.shutdown(Duration::ZERO).await;
@@ -220,7 +244,7 @@ fn serve_connection(
     peer: SocketAddr,
     limits: ConnectionLimits,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let tracker = Tracker::new();
+    let tracker = Tracker::new(server.requests_in_progress.clone());
     let service = {
         let server = server.clone();
         let tracker = tracker.clone();
@@ -228,8 +252,16 @@ fn serve_connection(
             // The request is in progress until hyper drops its response.
             let request_in_progress = tracker.request_started();
             let reply = routes::handle(server.clone(), peer, request);
+            let server = server.clone();
             async move {
-                let reply = reply.await?;
+                let mut reply = reply.await?;
+                // hyper closes the connection once it has written a reply
+                // that says so.
+                if server.draining.load(Ordering::Acquire) {
+                    reply
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(reply.map(|body| TrackedBody::new(body, request_in_progress)))
             }
         })

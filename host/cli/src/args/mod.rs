@@ -3,16 +3,17 @@
 //! [`warden::GrantOptions`]), flattened into [`SandboxArgs`].
 
 mod sandbox;
+mod serve;
 #[cfg(test)]
 mod tests;
 mod trust;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 pub use self::sandbox::{SandboxArgs, SandboxedComponent};
+pub use self::serve::{ListenAddr, ServeArgs};
 pub use self::trust::{KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
@@ -24,17 +25,31 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses a command line, refusing flags that contradict each other with
-    /// clap's usage error (exit code 2).
+    /// Parses a command line, refusing flags that contradict each other (or,
+    /// for `serve`, do not fit what it serves) with clap's usage error (exit
+    /// code 2).
     pub fn try_parse_checked_from<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
-        match cli.command.trust_args().and_then(TrustArgs::contradiction) {
-            Some(message) => Err(<Cli as clap::CommandFactory>::command()
-                .error(clap::error::ErrorKind::ArgumentConflict, message)),
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|err| err.format(&mut command))?;
+        let refusal = match matches.subcommand() {
+            Some(("serve", serve)) => serve::refusal(serve),
+            _ => None,
+        }
+        .or_else(|| {
+            let contradiction = cli
+                .command
+                .trust_args()
+                .and_then(TrustArgs::contradiction)?;
+            Some((clap::error::ErrorKind::ArgumentConflict, contradiction))
+        });
+        match refusal {
+            Some((kind, message)) => Err(command.error(kind, message)),
             None => Ok(cli),
         }
     }
@@ -87,14 +102,16 @@ pub enum Command {
     /// with wasmtime's preview 1 reactor adapter.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Componentize(ComponentizeArgs),
-    /// Serve every plugin of a manifest over HTTP: `POST
+    /// Serve a plugin, or every plugin of a manifest, over HTTP: `POST
     /// /plugins/NAME/ACTION` runs an action on the body, `GET /plugins/NAME`
     /// shows its metadata; /healthz, /readyz and /metrics for operators.
     ///
-    /// Structured logs (one JSON object per line: requests, reloads,
-    /// start and stop) go to stderr. SIGTERM drains: no new connections,
-    /// /readyz fails, requests in flight get --shutdown-grace to finish.
-    #[command(after_help = SERVE_HELP)]
+    /// Structured logs (one JSON object per line: requests, what plugins
+    /// wrote to stdout and stderr, reloads, start and stop) go to stderr.
+    /// SIGTERM drains: no new connections; open ones are served, /readyz
+    /// answering 503, until requests in flight finish or --shutdown-grace
+    /// ends.
+    #[command(after_help = serve::SERVE_HELP)]
     Serve(ServeArgs),
     /// Turn a plugin into an HTTP app for `wasmtime serve`, Spin or
     /// wasmCloud: one component exporting `wasi:http/incoming-handler`,
@@ -113,6 +130,7 @@ impl Command {
             Command::Inspect(args) => Some(&args.sandbox.trust),
             Command::Compile(args) => Some(&args.sandbox.trust),
             Command::ExportHttp(args) => Some(&args.trust),
+            Command::Serve(args) => Some(&args.trust),
             _ => None,
         }
     }
@@ -142,89 +160,6 @@ pub struct ExportHttpArgs {
     pub json: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
-}
-
-const SERVE_HELP: &str = "\
-Replies: 200 with the output; plugin errors 400 (invalid-input), 404 (unknown-action) and
-500 (failed); limits and traps 500; bodies over the plugin's max_input 413; saturation (call
-slots, or request bodies over --max-body-memory) and shutdown 503 with Retry-After; a plugin
-whose signer is no longer trusted 503 (untrusted).
-Errors are JSON: {\"error\": KIND, \"message\": TEXT}; a host-side failure's full text goes
-to the log only. Connections: --max-connections, --idle-timeout, --header-read-timeout and
---write-timeout, or the manifest's [serve] table.
-Exit codes: 0 after a clean shutdown; 2 for a bad manifest or address; when a plugin does not
-load, the code of its error (see `warden run --help`).";
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// The warden.toml declaring the plugins, their limits, grants and trust
-    /// policy. Watched for changes unless --no-watch.
-    #[arg(long, value_name = "PATH")]
-    pub manifest: PathBuf,
-    /// Address to listen on; port 0 picks a free one (the `listening` log
-    /// line says which).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
-    pub addr: std::net::SocketAddr,
-    /// Plugin calls running at once, across plugins.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_concurrent: u32,
-    /// Calls waiting for a free slot beyond those; more are answered 503
-    /// [default: --max-concurrent].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub max_queue: Option<u32>,
-    /// Time for a whole request: receiving the body, waiting for a slot and
-    /// running. A slow body is answered 408, a slow call 504.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = warden::units::parse_duration)]
-    pub request_timeout: Duration,
-    /// How long requests in flight may finish after SIGTERM before they are
-    /// cancelled (answered 503).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = warden::units::parse_duration)]
-    pub shutdown_grace: Duration,
-    /// How often the manifest and plugin files are checked for changes.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = warden::units::parse_duration)]
-    pub watch_interval: Duration,
-    /// Do not reload plugins when the manifest or their files change.
-    #[arg(long)]
-    pub no_watch: bool,
-    /// Do not write a log line per request.
-    #[arg(long)]
-    pub no_access_log: bool,
-    /// Where compiled plugins are cached [default: the user's cache directory].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Compile every plugin at start instead of using the compile cache.
-    #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
-    /// The key that seals compile cache entries: created (owner-only) if
-    /// missing, never inside the cache directory [default:
-    /// $XDG_DATA_HOME/warden/cache.key, else ~/.local/share/warden/cache.key].
-    #[arg(long, value_name = "PATH", conflicts_with = "no_cache")]
-    pub cache_key: Option<PathBuf>,
-    /// Time a client has to send a whole request head, from its first byte;
-    /// then the connection is closed [default: the manifest's [serve]
-    /// header_read_timeout, else 10s].
-    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
-    pub header_read_timeout: Option<Duration>,
-    /// Time a connection may stay open with no request in progress
-    /// [default: the manifest's [serve] idle_timeout, else 60s].
-    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-    /// Time writing a response may make no progress (the client stopped
-    /// reading) before the connection is dropped [default: the manifest's
-    /// [serve] write_timeout, else 30s].
-    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
-    pub write_timeout: Option<Duration>,
-    /// Connections open at once; further ones wait in the listen backlog
-    /// until one closes [default: the manifest's [serve] max_connections,
-    /// else 512].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_connections: Option<u32>,
-    /// Bytes of request bodies held at once over all connections, from
-    /// their arrival until their call ends; a body that would go past it is
-    /// answered 503 [default: the manifest's [serve] max_body_memory, else
-    /// 1GiB].
-    #[arg(long, value_name = "SIZE", value_parser = warden::units::parse_size)]
-    pub max_body_memory: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -11,17 +11,20 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request};
 
-use crate::support::{in_home, wait_bounded};
+use crate::support::{self, wait_bounded};
 
-/// A `warden serve` process, killed on drop. Its stderr (the structured
-/// log) is collected line by line.
+/// A `warden serve` process in a home of its own, killed on drop. Its
+/// stderr (the structured log) is collected line by line.
 struct Server {
     child: Child,
+    /// Where the server listens; a loopback address when it listens on
+    /// every interface.
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Value>>>,
     /// The same lines as written, before parsing.
     raw_log: Arc<Mutex<Vec<String>>>,
-    /// Its home (see [`in_home`]), removed once the process is gone.
+    /// The address the `listening` line names.
+    listening: SocketAddr,
     _home: tempfile::TempDir,
 }
 
@@ -29,15 +32,29 @@ struct Server {
 const STARTUP: Duration = Duration::from_secs(60);
 
 impl Server {
+    /// Serves `manifest` on a free port of 127.0.0.1, checking the files
+    /// every 100 ms, with `extra` flags.
     fn start(manifest: &Path, extra: &[&str]) -> Server {
-        let home = tempfile::tempdir().expect("a home for warden serve");
-        let mut child = in_home(
+        let manifest = manifest.to_str().unwrap();
+        let mut args = vec![
+            "--manifest",
+            manifest,
+            "--addr",
+            "127.0.0.1:0",
+            "--watch-interval",
+            "100ms",
+        ];
+        args.extend_from_slice(extra);
+        Server::spawn(&args)
+    }
+
+    /// `warden serve` with `args`, which must make it listen on port 0.
+    fn spawn(args: &[&str]) -> Server {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = support::in_home(
             Command::new(env!("CARGO_BIN_EXE_warden"))
                 .arg("serve")
-                .arg("--manifest")
-                .arg(manifest)
-                .args(["--addr", "127.0.0.1:0", "--watch-interval", "100ms"])
-                .args(extra),
+                .args(args),
             home.path(),
         )
         .stdout(Stdio::null())
@@ -63,7 +80,7 @@ impl Server {
                 lines.lock().unwrap().push(event);
             }
         });
-        let addr = match addr_receiver.recv_timeout(STARTUP) {
+        let listening = match addr_receiver.recv_timeout(STARTUP) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
@@ -74,11 +91,16 @@ impl Server {
                 );
             }
         };
+        let mut addr = listening;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         Server {
             child,
             addr,
             log,
             raw_log,
+            listening,
             _home: home,
         }
     }
@@ -431,6 +453,65 @@ fn sigterm_lets_requests_in_flight_finish_then_exits() {
 }
 
 #[test]
+fn a_kept_alive_connection_is_answered_503_by_readyz_while_the_server_drains() {
+    use std::io::Write;
+
+    let (_dir, manifest) = manifest();
+    // Bounds far beyond the test's steps: the drain ends when the request
+    // in progress does, not when a bound runs out.
+    let mut server = Server::start(
+        &manifest,
+        &["--shutdown-grace", "120s", "--request-timeout", "120s"],
+    );
+    let addr = server.addr;
+    let mut probe = KeptAlive::open(addr);
+    let ready = probe.get("/readyz");
+    assert_eq!(json(&ready)["status"], "ready", "{ready:?}");
+    assert_eq!(ready.header("connection"), None, "{ready:?}");
+    // A request in progress, for as long as the test holds back the end of
+    // its body. (The /metrics request counts itself.)
+    let mut in_progress = stalled_client(
+        addr,
+        b"POST /plugins/hello/echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhe",
+    );
+    server.wait_for_metric("warden_http_requests_in_flight", 2.0);
+    server.signal("TERM");
+    server.wait_for_event(|line| line["event"] == "draining");
+
+    // The same connection, asked after shutdown began, hears the drain.
+    let draining = probe.get("/readyz");
+    assert_error(&draining, 503, "draining");
+    assert_eq!(json(&draining)["message"], "the server is shutting down");
+    assert_eq!(draining.header("retry-after"), Some("1"));
+    assert_eq!(draining.header("connection"), Some("close"));
+    assert!(
+        read_until_closed(&mut probe.stream, Duration::from_secs(30)).is_empty(),
+        "the server closes the connection after a reply that says so"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no new connection is accepted while draining"
+    );
+
+    // The request in progress is served, and then the server stops.
+    in_progress.write_all(b"llo").unwrap();
+    let reply = read_until_closed(&mut in_progress, Duration::from_secs(30));
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\nhello"), "{reply}");
+    assert!(server.wait(Duration::from_secs(60)).success());
+    let stopped = server.wait_for_event(|line| line["event"] == "stopped");
+    assert_eq!(stopped["drained"], true);
+    assert_eq!(stopped["cancelled"], 0);
+}
+
+#[test]
 fn calls_still_running_when_the_grace_period_ends_are_cancelled_with_503() {
     let (_dir, manifest) = write_manifest(&format!(
         "[plugins.hostile]\npath = \"{}\"\n[plugins.hostile.limits]\ntimeout = \"60s\"\n",
@@ -779,6 +860,56 @@ fn output_client(server: &Server, size: usize, headers: &str) -> std::net::TcpSt
     client
 }
 
+/// A client connection kept open between requests (HTTP/1.1 keep-alive).
+struct KeptAlive {
+    stream: std::net::TcpStream,
+}
+
+impl KeptAlive {
+    fn open(addr: SocketAddr) -> KeptAlive {
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        KeptAlive { stream }
+    }
+
+    /// Sends `GET path` without asking to close, and reads the reply (whose
+    /// length the server states), leaving the connection open.
+    fn get(&mut self, path: &str) -> HttpReply {
+        use std::io::{Read, Write};
+
+        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.stream.read_exact(&mut byte).expect("a reply head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let mut lines = head.trim_end().split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.trim().to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map(|(_, value)| value.parse().unwrap())
+            .expect("the server states the length");
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).unwrap();
+        HttpReply {
+            status: status.parse().unwrap(),
+            headers,
+            body,
+        }
+    }
+}
+
 /// Reads until the server closes the connection (end of stream or reset),
 /// within `within`; what arrived before.
 fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> Vec<u8> {
@@ -1038,8 +1169,13 @@ fn error_replies_name_no_host_path_and_the_log_keeps_the_detail() {
         server.wait_for_event(|line| line["event"] == "call-failed" && line["plugin"] == "trapper");
     let detail = logged["message"].as_str().unwrap();
     assert!(detail.contains("wasm backtrace"), "{detail}");
-    assert!(!reply.text().contains("backtrace"), "{reply:?}");
-    assert!(!reply.text().contains("hostile.wasm"), "{reply:?}");
+    // The client gets the kind and the sentence, nothing else: no
+    // backtrace, no source file, no host path.
+    let body = json(&reply);
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    for leak in ["backtrace", ".rs", "hostile.wasm", "/"] {
+        assert!(!reply.text().contains(leak), "{leak}: {reply:?}");
+    }
     assert_eq!(server.post("/plugins/trapper/calls", b"").body, b"1");
 }
 
@@ -1365,8 +1501,8 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
     const RIGHT_TO_LEFT_OVERRIDE: char = '\u{202e}';
     let (_dir, manifest) = manifest();
     let server = Server::start(&manifest, &[]);
-    // A client's action name (percent-decoded) and a plugin's log record,
-    // each with the one-character CSI (clear the screen), DEL and an
+    // A client's action name (percent-decoded), and a plugin's log record
+    // and stdout, each with the one-character CSI (clear the screen), DEL and an
     // override that shows the rest of the line reversed.
     let attack = format!("{CSI}2J{DEL}{RIGHT_TO_LEFT_OVERRIDE}");
     let reply = server.post("/plugins/hello/%C2%9B2J%7F%E2%80%AE", b"");
@@ -1382,6 +1518,9 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
         event["event"] == "plugin-log" && event["message"] == format!("greeted {greeted}")
     });
     assert_eq!(logged["plugin"], "hello");
+    server.wait_for_event(|event| {
+        event["event"] == "plugin-output" && event["text"] == format!("Hello, {greeted}!\n")
+    });
     let request =
         server.wait_for_event(|event| event["event"] == "request" && event["action"] == attack);
     assert_eq!(request["status"], 404);
@@ -1391,7 +1530,9 @@ fn log_lines_carry_no_raw_terminal_controls_from_clients_or_plugins() {
         .iter()
         .filter(|line| line.contains("\\u009b2J\\u007f\\u202e"))
         .collect();
-    assert_eq!(escaped.len(), 2, "{raw:#?}");
+    // The action in the access log; the greeting in the plugin's log
+    // record and on its stdout.
+    assert_eq!(escaped.len(), 3, "{raw:#?}");
     for line in raw.iter() {
         assert!(
             !line.contains([CSI, DEL, RIGHT_TO_LEFT_OVERRIDE]),
@@ -1602,4 +1743,296 @@ fn a_client_that_reads_a_large_response_a_little_at_a_time_is_dropped_after_the_
     assert!(received < OUTPUT / 2, "{received} bytes");
     assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
     assert_eq!(server.post("/plugins/big/output", b"3").body, b"xxx");
+}
+
+#[test]
+fn a_path_that_is_not_valid_percent_encoded_utf8_is_answered_400() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    for path in [
+        "/plugins/hello/%zz",
+        "/plugins/hello/ech%",
+        "/plugins/hello/%FF%FE",
+        "/plugins/h%C3/echo",
+    ] {
+        let reply = server.post(path, b"x");
+        assert_error(&reply, 400, "bad-request");
+        assert_eq!(
+            json(&reply)["message"],
+            "the path is not valid percent-encoded UTF-8",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        server.metric(r#"warden_http_requests_total{plugin="",code="400"}"#),
+        Some(4.0)
+    );
+    assert_eq!(server.post("/plugins/hello/%65cho", b"x").body, b"x");
+}
+
+#[test]
+fn a_chunked_body_over_the_plugins_input_limit_is_answered_413() {
+    let (_dir, manifest) = manifest();
+    let server = Server::start(&manifest, &[]);
+    // hello's max_input is 1 KiB; a chunked body declares no length, so it
+    // is refused while it is read.
+    let over = warden_tests::http_request_chunked(
+        server.addr,
+        "POST",
+        "/plugins/hello/echo",
+        &[b'x'; 4096],
+        256,
+    );
+    assert_error(&over, 413, "payload-too-large");
+    let message = json(&over)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("the body is larger than 1024 bytes, the most this plugin takes"),
+        "{message}"
+    );
+    let within = warden_tests::http_request_chunked(
+        server.addr,
+        "POST",
+        "/plugins/hello/echo",
+        &[b'y'; 1024],
+        256,
+    );
+    assert_eq!(within.status, 200, "{within:?}");
+    assert_eq!(within.body, [b'y'; 1024]);
+    assert_eq!(
+        server.metric(r#"warden_plugin_calls_total{plugin="hello"}"#),
+        Some(1.0),
+        "the refused body never reached the plugin"
+    );
+}
+
+#[test]
+fn what_a_plugin_writes_to_stdout_and_stderr_is_logged_bounded_and_escaped() {
+    let (_dir, manifest) = manifest();
+    // The plugin's output is logged without the access log too.
+    let server = Server::start(&manifest, &["--no-access-log"]);
+
+    assert_eq!(
+        server.post("/plugins/hostile/print", b"100000").body,
+        b"done"
+    );
+    let printed = server.wait_for_event(|line| {
+        line["event"] == "plugin-output" && line["plugin"] == "hostile" && line["action"] == "print"
+    });
+    assert_eq!(printed["stream"], "stdout");
+    assert_eq!(printed["text"], "y".repeat(16 << 10));
+    assert_eq!(printed["dropped_bytes"], 100_000 - (16 << 10));
+
+    assert_error(&server.post("/plugins/hostile/panic", b""), 500, "trap");
+    let panicked =
+        server.wait_for_event(|line| line["event"] == "plugin-output" && line["action"] == "panic");
+    assert_eq!(panicked["stream"], "stderr");
+    let message = panicked["text"].as_str().unwrap();
+    assert!(
+        message.contains("the hostile plugin panics on purpose"),
+        "{message}"
+    );
+    assert_eq!(panicked["dropped_bytes"], 0);
+
+    // hello writes its greeting to stdout: a name with an escape sequence
+    // and a right-to-left override reaches the log as `\u` escapes.
+    let name = "Ada\u{1b}[2J\u{202e}";
+    assert_eq!(
+        server.post("/plugins/hello/greet", name.as_bytes()).status,
+        200
+    );
+    let greeted =
+        server.wait_for_event(|line| line["event"] == "plugin-output" && line["plugin"] == "hello");
+    assert_eq!(greeted["stream"], "stdout");
+    assert_eq!(greeted["text"], format!("Hello, {name}!\n"));
+    let raw = server.raw_log.lock().unwrap();
+    let line = raw
+        .iter()
+        .find(|line| line.contains("plugin-output") && line.contains("\"hello\""))
+        .unwrap();
+    assert!(line.contains("Ada\\u001b[2J\\u202e!"), "{line}");
+    assert!(!line.contains(['\u{1b}', '\u{202e}']), "{line}");
+    drop(raw);
+    assert!(server.events("request").is_empty());
+}
+
+/// `name.wasm` in a fresh directory, a copy of the guest at `guest`.
+fn plugin_file(guest: &str, name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.wasm"));
+    std::fs::copy(guest, &path).unwrap();
+    (dir, path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_plugin_file_is_served_alone_under_its_stem_with_the_sandbox_its_flags_give() {
+    let (_dir, plugin) = plugin_file(guests::HOSTILE, "guard");
+    let server = Server::spawn(&[
+        &plugin,
+        "--addr",
+        "127.0.0.1:0",
+        "--timeout",
+        "300ms",
+        "--env",
+        "SECRET=granted",
+        "--unsigned",
+        "allow",
+    ]);
+    let plugins = json(&server.get("/plugins"));
+    assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1, "{plugins}");
+    assert_eq!(plugins["plugins"][0]["name"], "guard");
+    assert_eq!(
+        server.post("/plugins/guard/env", b"SECRET").body,
+        b"granted"
+    );
+    assert_error(&server.post("/plugins/guard/env", b"HOME"), 500, "failed");
+    let looped = server.post("/plugins/guard/loop", b"");
+    assert_error(&looped, 500, "timeout");
+    assert_eq!(
+        json(&looped)["message"],
+        "the call ran past the plugin's time limit of 300 ms"
+    );
+    // --unsigned allow: no warning about serving an unsigned plugin.
+    assert!(server.events("unverified-plugin").is_empty());
+}
+
+#[test]
+fn a_plugin_file_follows_the_unsigned_policy_its_flag_gives() {
+    let (_dir, plugin) = plugin_file(guests::HELLO, "hello");
+    // The default warns, in the log.
+    let server = Server::spawn(&[&plugin, "--addr", "127.0.0.1:0"]);
+    let warned = server.wait_for_event(|line| line["event"] == "unverified-plugin");
+    assert_eq!(warned["plugin"], "hello");
+    assert_eq!(server.post("/plugins/hello/echo", b"hi").body, b"hi");
+    drop(server);
+
+    let home = tempfile::tempdir().unwrap();
+    let output = support::warden_at_home(
+        home.path(),
+        &[
+            "serve",
+            &plugin,
+            "--addr",
+            "127.0.0.1:0",
+            "--unsigned",
+            "deny",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(31), "{output:?}");
+    let stderr = support::stderr_of(&output);
+    assert!(
+        stderr.contains("warden: plugin `hello` did not load: ") && stderr.contains("unsigned"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_form_of_addr_listens_where_its_help_says() {
+    let (_dir, plugin) = plugin_file(guests::HELLO, "hello");
+    for (addr, listening) in [
+        ("0", "127.0.0.1"),
+        (":0", "0.0.0.0"),
+        ("localhost:0", "localhost"),
+        ("[::1]:0", "::1"),
+        ("127.0.0.1:0", "127.0.0.1"),
+    ] {
+        if addr.contains("::1") && std::net::TcpListener::bind("[::1]:0").is_err() {
+            // No IPv6 loopback on this machine.
+            continue;
+        }
+        let server = Server::spawn(&[&plugin, "--addr", addr, "--unsigned", "allow"]);
+        let ip = server.listening.ip();
+        match listening {
+            "localhost" => assert!(ip.is_loopback(), "{addr}: {ip}"),
+            expected => assert_eq!(ip, expected.parse::<std::net::IpAddr>().unwrap(), "{addr}"),
+        }
+        assert_ne!(server.listening.port(), 0);
+        assert_eq!(
+            server.post("/plugins/hello/echo", b"hi").body,
+            b"hi",
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+fn a_zero_duration_or_size_is_refused_naming_the_flag_or_the_setting() {
+    let (_dir, manifest) = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let mut command = vec!["serve", "--manifest", manifest, "--addr", "127.0.0.1:0"];
+        command.extend_from_slice(args);
+        let output = support::warden_at_home(home.path(), &command);
+        (output.status.code(), support::stderr_of(&output))
+    };
+    for (flag, value, names) in [
+        (
+            "--watch-interval",
+            "0s",
+            "must be longer than zero; to stop watching the files, use --no-watch",
+        ),
+        ("--request-timeout", "0ms", "must be longer than zero"),
+        ("--idle-timeout", "0s", "must be longer than zero"),
+        ("--header-read-timeout", "0s", "must be longer than zero"),
+        ("--write-timeout", "0s", "must be longer than zero"),
+        ("--max-body-memory", "0", "must be at least 1 byte"),
+    ] {
+        let (code, stderr) = serve(&[flag, value]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag} "))
+                && stderr.contains(names),
+            "{flag}: {stderr}"
+        );
+    }
+
+    let (dir, zero_idle) = write_manifest("[serve]\nidle_timeout = \"0s\"\n");
+    let (code, stderr) = {
+        let output = support::warden_at_home(
+            home.path(),
+            &["serve", "--manifest", zero_idle.to_str().unwrap()],
+        );
+        (output.status.code(), support::stderr_of(&output))
+    };
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "idle_timeout in the [serve] table of {} must be longer than zero",
+            dir.path().join("warden.toml").display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_guess_what_to_serve_and_plugin_flags_beside_a_manifest() {
+    let (_dir, manifest) = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let output = support::warden_at_home(home.path(), &["serve"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        support::stderr_of(&output)
+            .contains("name what to serve: a plugin file (warden serve PLUGIN.wasm) or a manifest"),
+        "{output:?}"
+    );
+    for flag in [
+        &["--memory", "1MiB"][..],
+        &["--unsigned", "allow"],
+        &["--kv"],
+        &["--strict"],
+    ] {
+        let mut args = vec!["serve", "--manifest", manifest];
+        args.extend_from_slice(flag);
+        let output = support::warden_at_home(home.path(), &args);
+        assert_eq!(output.status.code(), Some(2), "{flag:?}");
+        let stderr = support::stderr_of(&output);
+        assert!(
+            stderr.contains(&format!(
+                "{} configures a plugin file served alone (warden serve PLUGIN.wasm",
+                flag[0]
+            )) && stderr.contains("[plugins.NAME] and [defaults] tables, so set it there"),
+            "{stderr}"
+        );
+    }
 }

@@ -221,9 +221,19 @@ async fn settings_a_server_cannot_run_under_are_refused_before_it_listens() {
         max_body_memory: 0,
         ..defaults()
     };
+    let no_request_time = ServerConfig {
+        request_timeout: std::time::Duration::ZERO,
+        ..defaults()
+    };
+    let watching_without_pause = ServerConfig {
+        watch_interval: Some(std::time::Duration::ZERO),
+        ..defaults()
+    };
     let mut no_idle_time = defaults();
     no_idle_time.connection_limits.idle = std::time::Duration::ZERO;
     for (config, named) in [
+        (no_request_time, "request_timeout"),
+        (watching_without_pause, "watch_interval"),
         (none_running, "max_concurrent"),
         (overflowing, "max_queue"),
         (no_connections, "max_connections"),
