@@ -122,8 +122,7 @@ fn entries(dir: &Path, args: &CacheListArgs) -> anyhow::Result<Vec<CacheEntry>> 
 }
 
 fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 

@@ -72,7 +72,8 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::for_kind(err.kind())));
     }
     let target = args.target.name();
-    let serve_command = (args.target == Target::Wasmtime).then(|| wasmtime_serve(&app, &args.output));
+    let serve_command =
+        (args.target == Target::Wasmtime).then(|| wasmtime_serve(&app, &args.output));
     if args.json {
         output::print_json(&json!({
             "plugin": name,

@@ -60,8 +60,8 @@ pub enum Command {
     /// size and hash.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Inspect(ComponentArgs),
-    /// Look inside a plugin's key-value namespace (SQLite stores only; use
-    /// Redis's own tools for a Redis store).
+    /// Look inside a plugin's key-value namespace, or set a key in it
+    /// (SQLite stores only; use Redis's own tools for a Redis store).
     Kv(KvArgs),
     /// Generate an Ed25519 key pair: NAME.key (owner-only) and NAME.pub.
     Keygen(KeygenArgs),
@@ -336,7 +336,8 @@ pub struct KvArgs {
     pub command: KvCommand,
     /// The SQLite store file, as `warden run --kv-store` names it [default:
     /// the plugin's store in --manifest, else the default location]. Redis
-    /// stores cannot be inspected here. (`--store` is an older name for it.)
+    /// stores cannot be inspected here.
+    // `--store`, the flag's name before it matched `run`'s, still works.
     #[arg(long = "kv-store", alias = "store", value_name = "PATH", global = true)]
     pub kv_store: Option<PathBuf>,
     /// Read the plugin's store and namespace from this manifest.

@@ -53,7 +53,11 @@ fn export(plugin: &str, target: &str, dir: &Path) -> Exported {
     let (app, report) = export_for(plugin, target, dir);
     let component = Component::read(&std::fs::read(&app).expect("reading the app"));
     assert_eq!(names(&report["imports"]), component.imports, "{report}");
-    assert_eq!(names(&report["type_only_imports"]), component.type_only_imports, "{report}");
+    assert_eq!(
+        names(&report["type_only_imports"]),
+        component.type_only_imports,
+        "{report}"
+    );
     assert_eq!(names(&report["exports"]), component.exports, "{report}");
     Exported {
         report,
@@ -143,9 +147,13 @@ impl EngineWorld {
     /// Adds the world `world` (a name `Resolve::select_world` accepts) of
     /// the WIT package in `fixtures/engine-worlds/DIR`, and its dependencies.
     fn with(mut self, dir: &str, world: &str) -> Self {
-        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/engine-worlds", dir]
-            .iter()
-            .collect();
+        let path: PathBuf = [
+            env!("CARGO_MANIFEST_DIR"),
+            "tests/fixtures/engine-worlds",
+            dir,
+        ]
+        .iter()
+        .collect();
         let mut resolve = Resolve::default();
         let (package, _) = resolve
             .push_dir(&path)
