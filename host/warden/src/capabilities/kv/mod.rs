@@ -370,6 +370,13 @@ fn ensure_store_directory(path: &Path) -> Result<(), Error> {
             ))
         });
     }
+    if parent.exists() {
+        return Err(Error::InvalidConfig(format!(
+            "cannot use the kv store `{}`: `{}` is not a directory",
+            path.display(),
+            parent.display()
+        )));
+    }
     Err(Error::InvalidConfig(format!(
         "the kv store `{}` is in a directory that does not exist, `{}`: check the path, or \
          create the directory first (`mkdir -p {}`)",
