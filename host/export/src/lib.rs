@@ -391,6 +391,34 @@ fn encode_app(
 mod tests {
     use super::*;
 
+    fn app_importing(imports: &[&str]) -> App {
+        App {
+            bytes: Vec::new(),
+            shims: BTreeMap::new(),
+            imports: imports.iter().map(|name| (*name).to_owned()).collect(),
+            type_only_imports: Vec::new(),
+            exports: vec!["wasi:http/incoming-handler@0.2.12".to_owned()],
+        }
+    }
+
+    #[test]
+    fn wasmtime_serve_flags_are_those_the_imports_need() {
+        // The proxy world alone needs no flag.
+        let proxy = app_importing(&["wasi:io/streams@0.2.12", "wasi:cli/stdout@0.2.12"]);
+        assert!(proxy.wasmtime_serve_flags().is_empty());
+        let cli = app_importing(&["wasi:io/streams@0.2.12", "wasi:cli/environment@0.2.12"]);
+        assert_eq!(cli.wasmtime_serve_flags(), ["-Scli"]);
+        let stores = app_importing(&[
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:config/store@0.2.0-rc.1",
+            "wasi:random/insecure@0.2.12",
+        ]);
+        assert_eq!(
+            stores.wasmtime_serve_flags(),
+            ["-Scli", "-Sconfig", "-Skeyvalue"]
+        );
+    }
+
     #[test]
     fn a_shim_whose_own_imports_are_missing_is_not_used() {
         let hello = warden_tests::guest_bytes(warden_tests::guests::HELLO);
