@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde_json::json;
 use warden::units::format_bytes;
 use warden::{Error, Runtime, Sandbox};
-use warden_export::{App, ExportError, compose};
+use warden_export::{App, ExportError, Target, compose};
 
 use crate::args::ExportHttpArgs;
 use crate::exit;
@@ -49,7 +49,13 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
         Ok(plugin) => plugin,
         Err(err) => return Ok(refuse(&err)),
     };
-    output::warn_if_unverified(plugin.info(), &sandbox);
+    // Nothing runs here, so the warning says what happens instead.
+    if let Some(reason) = output::unverified_warning(plugin.info(), &sandbox) {
+        eprintln!(
+            "warden: warning: exporting an unverified plugin ({reason}); see `warden sign` and \
+             --unsigned"
+        );
+    }
 
     let app = match compose(&bytes, args.target) {
         Ok(app) => app,
@@ -66,6 +72,8 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::for_kind(err.kind())));
     }
     let target = args.target.name();
+    let serve_command =
+        (args.target == Target::Wasmtime).then(|| wasmtime_serve(&app, &args.output));
     if args.json {
         output::print_json(&json!({
             "plugin": name,
@@ -78,12 +86,40 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
             "imports": app.imports,
             "type_only_imports": app.type_only_imports,
             "exports": app.exports,
+            // The command that serves the app, for --target wasmtime.
+            "serve_command": serve_command,
         }))
         .context("writing the report")?;
     } else {
         print_text(&name, target, &args.output, &app);
+        if let Some(command) = serve_command {
+            println!("serve it with: {command}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `wasmtime serve` command line for the app written to `path`, with
+/// the flags its imports need, quoted for a POSIX shell.
+fn wasmtime_serve(app: &App, path: &Path) -> String {
+    let mut words = vec!["wasmtime".to_owned(), "serve".to_owned()];
+    words.extend(app.wasmtime_serve_flags().into_iter().map(str::to_owned));
+    words.push(shell_quoted(&path.display().to_string()));
+    words.join(" ")
+}
+
+/// `text` as one word for a POSIX shell: unchanged when it has nothing the
+/// shell would interpret, else in single quotes.
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn refuse(err: &Error) -> ExitCode {
@@ -117,9 +153,17 @@ fn print_text(name: &str, target: &str, path: &Path, app: &App) {
 
 #[cfg(test)]
 mod tests {
-    use warden_export::{Target, compose};
+    use warden_export::compose;
 
     use super::*;
+
+    #[test]
+    fn paths_the_shell_would_interpret_are_quoted() {
+        assert_eq!(shell_quoted("out/app-1.wasm"), "out/app-1.wasm");
+        assert_eq!(shell_quoted("my app.wasm"), "'my app.wasm'");
+        assert_eq!(shell_quoted("it's.wasm"), "'it'\\''s.wasm'");
+        assert_eq!(shell_quoted("$HOME/a.wasm"), "'$HOME/a.wasm'");
+    }
 
     #[test]
     fn a_target_that_cannot_run_the_plugin_is_a_usage_error() {

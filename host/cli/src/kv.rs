@@ -4,7 +4,7 @@
 //! they are shown escaped ([`warden::terminal`]); piped, and in `--json`,
 //! they are written unchanged.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,10 +15,13 @@ use warden::{KvGrant, KvStore, Manifest};
 use crate::args::{KvArgs, KvCommand};
 use crate::output;
 
-/// `warden kv`: lists buckets or keys, or reads or deletes one key.
+/// `warden kv`: lists buckets or keys, or reads, sets or deletes one key.
 pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
     let (path, namespace) = store_and_namespace(&args)?;
-    let store = KvInspector::open(&path, &namespace)?;
+    let store = match &args.command {
+        KvCommand::Set { .. } => open_or_create(&path, &namespace)?,
+        _ => KvInspector::open(&path, &namespace)?,
+    };
     match &args.command {
         KvCommand::Buckets => {
             let buckets = store.buckets()?;
@@ -59,6 +62,13 @@ pub fn kv(args: KvArgs) -> anyhow::Result<ExitCode> {
                     .context("writing the value")?;
             }
         }
+        KvCommand::Set { key, value } => {
+            let value = match value {
+                Some(text) => text.clone().into_bytes(),
+                None => read_stdin()?,
+            };
+            store.set(&args.bucket, key, value)?;
+        }
         KvCommand::Delete { key } => {
             if !store.delete(&args.bucket, key)? {
                 output::print_guest_line(&format!(
@@ -84,7 +94,7 @@ fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, Str
             .clone(),
         None => None,
     };
-    let path = match (&args.store, &declared) {
+    let path = match (&args.kv_store, &declared) {
         (Some(path), _) if names_redis(path) => {
             anyhow::bail!("`warden kv` reads SQLite files only, not Redis servers");
         }
@@ -97,7 +107,7 @@ fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, Str
             ),
         },
         (None, None) => KvGrant::default_path()
-            .context("no --store given and no default location (HOME is not set)")?,
+            .context("no --kv-store given and no default location (HOME is not set)")?,
     };
     let namespace = args
         .namespace
@@ -107,7 +117,37 @@ fn store_and_namespace(args: &KvArgs) -> anyhow::Result<(std::path::PathBuf, Str
     Ok((path, namespace))
 }
 
-/// Whether `--store` was given a Redis URL, which `warden kv` cannot read.
+/// Whether `--kv-store` was given a Redis URL, which `warden kv` cannot read.
 fn names_redis(path: &std::path::Path) -> bool {
     matches!(path.to_string_lossy().parse(), Ok(KvStore::Redis(_)))
+}
+
+/// Opens the store for `warden kv set`, creating it if missing and saying
+/// so: a new store where one was expected is how a mistyped path shows.
+fn open_or_create(path: &std::path::Path, namespace: &str) -> anyhow::Result<KvInspector> {
+    let existed = path.exists();
+    let store = KvInspector::open_or_create(path, namespace)?;
+    if !existed {
+        eprintln!("warden: created the kv store `{}`", path.display());
+    }
+    Ok(store)
+}
+
+/// A value for `warden kv set` from stdin, bounded by the largest value the
+/// default quotas let a plugin store (anything larger would be refused).
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let limit = warden::KvQuotas::default().max_value_bytes as u64;
+    let mut value = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut value)
+        .context("reading the value from stdin")?;
+    if value.len() as u64 > limit {
+        anyhow::bail!(
+            "the value on stdin is larger than a kv value may be ({})",
+            warden::units::format_bytes(limit)
+        );
+    }
+    Ok(value)
 }

@@ -1,8 +1,10 @@
 //! Loading what `warden run`, `exec` and `inspect` name: the file read with
-//! the keys the flags give, a runtime for its sandbox, and a warning on
-//! stderr when nothing verified it.
+//! the keys the flags give, a runtime for its sandbox, and a note on stderr
+//! when nothing verified it or when loading created its kv store.
 
-use warden::{Error, Plugin, Program, Runtime, Sandbox, Source};
+use std::path::PathBuf;
+
+use warden::{Error, KvStore, Plugin, Program, Runtime, Sandbox, Source};
 
 use crate::args::{SandboxArgs, SandboxedComponent};
 use crate::output;
@@ -13,7 +15,9 @@ pub async fn plugin(
     sandbox_args: &SandboxArgs,
 ) -> Result<Plugin, Error> {
     let (runtime, source, sandbox) = prepare(target, sandbox_args).await?;
+    let new_store = missing_kv_store(&sandbox);
     let plugin = runtime.load(source, sandbox).await?;
+    say_if_created(new_store);
     output::warn_if_unverified(plugin.info(), plugin.sandbox());
     Ok(plugin)
 }
@@ -24,7 +28,9 @@ pub async fn program(
     sandbox_args: &SandboxArgs,
 ) -> Result<Program, Error> {
     let (runtime, source, sandbox) = prepare(target, sandbox_args).await?;
+    let new_store = missing_kv_store(&sandbox);
     let program = runtime.load_program(source, sandbox).await?;
+    say_if_created(new_store);
     output::warn_if_unverified(program.info(), program.sandbox());
     Ok(program)
 }
@@ -44,4 +50,20 @@ async fn prepare(
     let runtime = sandbox_args.runtime(&target.sandbox)?;
     let sandbox = target.sandbox_for(&source);
     Ok((runtime, source, sandbox))
+}
+
+/// The granted kv store file, when it does not exist yet: loading creates it.
+fn missing_kv_store(sandbox: &Sandbox) -> Option<PathBuf> {
+    match &sandbox.grants.kv.as_ref()?.store {
+        KvStore::File(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    }
+}
+
+/// Says on stderr that loading created the kv store `path`: a new, empty
+/// store where one was expected is how a mistyped path shows.
+fn say_if_created(path: Option<PathBuf>) {
+    if let Some(path) = path.filter(|path| path.exists()) {
+        eprintln!("warden: created the kv store `{}`", path.display());
+    }
 }

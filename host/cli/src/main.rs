@@ -1,6 +1,7 @@
 //! `warden`: run, inspect and manage WebAssembly plugins from the command line.
 
 mod args;
+mod cache;
 mod compile;
 mod exec;
 mod exit;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => trust::verify(args).await,
             Command::Trust(command) => trust::trust(command),
             Command::Compile(args) => compile::compile(args).await,
+            Command::Cache(command) => cache::cache(command),
             Command::New(args) => new::new(args),
             Command::Componentize(args) => new::componentize(args),
             Command::Serve(args) => serve::serve(args).await,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run -p warden-export --example compose -- target/guests/wasm32-wasip2/release/hello.wasm hello-http.wasm
-//! wasmtime serve -Scli hello-http.wasm
+//! wasmtime serve -Scli hello-http.wasm    # the command it prints
 //! ```
 
 use warden::{Runtime, Sandbox, Source};
@@ -40,5 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (shim, serves) in &app.shims {
         println!("  shim {shim} serves {serves:?}");
     }
+    // The `-S` flags `wasmtime serve` needs to link what the app imports.
+    println!(
+        "serve it with: wasmtime serve {} {output}",
+        app.wasmtime_serve_flags().join(" ")
+    );
     Ok(())
 }

@@ -93,6 +93,65 @@ pub struct App {
     pub exports: Vec<String>,
 }
 
+/// What `wasmtime serve` links without `-Scli`: the `wasi:http/proxy`
+/// world's imports (`wasmtime-cli` 48, `ServeCommand::add_to_linker`).
+/// Anything else an app imports needs a `-S` flag.
+const WASMTIME_SERVE_WITHOUT_FLAGS: &[&str] = &[
+    "wasi:http/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/random@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+];
+
+/// The `wasmtime serve` flag that links each other package (see
+/// [`Target::provides`] for what each one links).
+const WASMTIME_SERVE_FLAGS: &[(&str, &str)] = &[
+    ("wasi:config/", "-Sconfig"),
+    ("wasi:keyvalue/", "-Skeyvalue"),
+];
+
+/// The flag that links the rest of `wasi:cli/imports` (environment, exit,
+/// terminals, filesystem, sockets, the other random interfaces).
+const WASMTIME_SERVE_CLI_FLAG: &str = "-Scli";
+
+impl App {
+    /// The `-S` flags `wasmtime serve` needs to link this app's imports, in
+    /// the order `-Scli`, `-Sconfig`, `-Skeyvalue`; each is left out when
+    /// nothing the app imports needs it. Meaningful for
+    /// [`Target::Wasmtime`]'s apps.
+    pub fn wasmtime_serve_flags(&self) -> Vec<&'static str> {
+        let package_flag = |import: &str| {
+            WASMTIME_SERVE_FLAGS
+                .iter()
+                .find(|(package, _)| import.starts_with(package))
+                .map(|(_, flag)| *flag)
+        };
+        let mut flags = Vec::new();
+        let needs_cli = self.imports.iter().any(|import| {
+            package_flag(import).is_none()
+                && !WASMTIME_SERVE_WITHOUT_FLAGS
+                    .iter()
+                    .any(|prefix| import.starts_with(prefix))
+        });
+        if needs_cli {
+            flags.push(WASMTIME_SERVE_CLI_FLAG);
+        }
+        for (_, flag) in WASMTIME_SERVE_FLAGS {
+            if self
+                .imports
+                .iter()
+                .any(|import| package_flag(import) == Some(*flag))
+            {
+                flags.push(*flag);
+            }
+        }
+        flags
+    }
+}
+
 /// One component in the composition: its package in the graph and its
 /// component type, by WIT name.
 struct Part {
@@ -331,6 +390,34 @@ fn encode_app(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn app_importing(imports: &[&str]) -> App {
+        App {
+            bytes: Vec::new(),
+            shims: BTreeMap::new(),
+            imports: imports.iter().map(|name| (*name).to_owned()).collect(),
+            type_only_imports: Vec::new(),
+            exports: vec!["wasi:http/incoming-handler@0.2.12".to_owned()],
+        }
+    }
+
+    #[test]
+    fn wasmtime_serve_flags_are_those_the_imports_need() {
+        // The proxy world alone needs no flag.
+        let proxy = app_importing(&["wasi:io/streams@0.2.12", "wasi:cli/stdout@0.2.12"]);
+        assert!(proxy.wasmtime_serve_flags().is_empty());
+        let cli = app_importing(&["wasi:io/streams@0.2.12", "wasi:cli/environment@0.2.12"]);
+        assert_eq!(cli.wasmtime_serve_flags(), ["-Scli"]);
+        let stores = app_importing(&[
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:config/store@0.2.0-rc.1",
+            "wasi:random/insecure@0.2.12",
+        ]);
+        assert_eq!(
+            stores.wasmtime_serve_flags(),
+            ["-Scli", "-Sconfig", "-Skeyvalue"]
+        );
+    }
 
     #[test]
     fn a_shim_whose_own_imports_are_missing_is_not_used() {

@@ -43,8 +43,10 @@ use wasmtime::component::Component;
 use crate::error::Error;
 use crate::fsutil::{self, UserDir};
 
+mod inventory;
 mod location;
 
+pub use inventory::CacheEntry;
 pub(crate) use location::CacheLocation;
 
 /// Identifies Warden's cache entries.

@@ -41,7 +41,9 @@ impl UserDir {
 /// Replaces `path` with `bytes` atomically: readers see the old file or the
 /// new one, never a mix, even if the process dies half-way. A replaced
 /// file keeps its permissions; a new one is readable by everyone and
-/// writable by its owner.
+/// writable by its owner. The directory must exist: a mistyped one is an
+/// [`Error::Io`] of kind [`std::io::ErrorKind::NotFound`] naming it, rather
+/// than a new directory nobody meant to make.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     write_atomically(path, bytes, 0o644)
 }
@@ -54,7 +56,16 @@ pub(crate) fn write_private_file_atomically(path: &Path, bytes: &[u8]) -> Result
 fn write_atomically(path: &Path, bytes: &[u8], new_file_mode: u32) -> Result<(), Error> {
     let context = || format!("cannot write `{}`", path.display());
     let directory = directory_of(path);
-    std::fs::create_dir_all(directory).map_err(|err| Error::io(context(), err))?;
+    if !directory.is_dir() {
+        let missing = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "there is no directory `{}`; check the path, or create the directory first",
+                directory.display()
+            ),
+        );
+        return Err(Error::io(context(), missing));
+    }
     let temporary =
         synced_temporary_file(directory, bytes).map_err(|err| Error::io(context(), err))?;
     let permissions = match std::fs::metadata(path) {

@@ -101,9 +101,10 @@ pub mod units;
 mod world;
 
 /// For command-line tools and operators built on Warden rather than for
-/// running plugins: looking inside what plugins keep, and writing files the
-/// way Warden writes its own.
+/// running plugins: looking inside what plugins keep and what the compile
+/// cache holds, and writing files the way Warden writes its own.
 pub mod tools {
+    pub use crate::cache::CacheEntry;
     pub use crate::capabilities::kv::KvInspector;
     pub use crate::fsutil::write_file_atomically;
 }

@@ -75,8 +75,8 @@ pub enum Command {
     /// size and hash.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Inspect(ComponentArgs),
-    /// Look inside a plugin's key-value namespace (SQLite stores only; use
-    /// Redis's own tools for a Redis store).
+    /// Look inside a plugin's key-value namespace, or set a key in it
+    /// (SQLite stores only; use Redis's own tools for a Redis store).
     Kv(KvArgs),
     /// Generate an Ed25519 key pair: NAME.key (owner-only) and NAME.pub.
     Keygen(KeygenArgs),
@@ -94,6 +94,9 @@ pub enum Command {
     /// that its first run does not pay for compilation.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Compile(ComponentArgs),
+    /// Look at the compile cache, or free its space.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Start a new plugin project: Warden's WIT, a working plugin with the
     /// three example actions, and its build command, in NAME/.
     New(NewArgs),
@@ -117,7 +120,19 @@ pub enum Command {
     /// wasmCloud: one component exporting `wasi:http/incoming-handler`,
     /// made of the plugin, Warden's HTTP adapter and the shims the target
     /// needs. The plugin is checked against the trust policy first.
-    #[command(after_help = EXPORT_HTTP_HELP)]
+    #[command(
+        after_help = EXPORT_HTTP_HELP,
+        // The shared trust flags mention a manifest's defaults, but
+        // export-http takes a plugin file, never a manifest.
+        mut_arg("unsigned", |arg| arg.help(
+            "What to do with a plugin without a verifiable signature [default: warn; deny under \
+             --signed-by trusted, which allow and warn contradict]"
+        )),
+        mut_arg("signed_by", |arg| arg.help(
+            "Whose signatures count: any key Warden knows, or trusted keys only (then unsigned \
+             plugins and plugins signed by unknown or untrusted keys are refused) [default: any]"
+        )),
+    )]
     ExportHttp(ExportHttpArgs),
 }
 
@@ -141,7 +156,8 @@ The app answers POST /ACTION (the body is the input) with 200 and the output; pl
 400 (invalid-input), 404 (unknown-action) and 500 (failed); GET / with the plugin's metadata;
 other methods 405; bodies over 16 MiB 413. Errors are JSON: {\"error\": KIND, \"message\": TEXT}.
 Limits are the engine's: a trap or a limit (e.g. wasmtime serve -Wtimeout) is a 500.
-Run it with: wasmtime serve -Scli APP.wasm (add -Skeyvalue, -Sconfig if the plugin uses them).
+For --target wasmtime, the command that serves the app is printed once it is written, with
+the -S flags its imports need (e.g. wasmtime serve -Scli -Skeyvalue APP.wasm).
 Exit codes: 0 exported; 2 the target cannot provide an import; 10 not a Warden plugin;
 11 the plugin cannot be read or the app cannot be written; 31 untrusted.";
 
@@ -253,10 +269,12 @@ pub struct KvArgs {
     pub plugin: String,
     #[command(subcommand)]
     pub command: KvCommand,
-    /// The SQLite store file [default: the plugin's store in --manifest,
-    /// else the default location]. Redis stores cannot be inspected here.
-    #[arg(long, value_name = "PATH", global = true)]
-    pub store: Option<PathBuf>,
+    /// The SQLite store file, as `warden run --kv-store` names it [default:
+    /// the plugin's store in --manifest, else the default location]. Redis
+    /// stores cannot be inspected here.
+    // `--store`, the flag's name before it matched `run`'s, still works.
+    #[arg(long = "kv-store", alias = "store", value_name = "PATH", global = true)]
+    pub kv_store: Option<PathBuf>,
     /// Read the plugin's store and namespace from this manifest.
     #[arg(long, value_name = "PATH", global = true)]
     pub manifest: Option<PathBuf>,
@@ -284,9 +302,54 @@ pub enum KvCommand {
         /// The key.
         key: String,
     },
+    /// Set a key's value, creating the store file if it is missing (its
+    /// directory must exist, except the default location's).
+    Set {
+        /// The key.
+        key: String,
+        /// The value, as text. Without it, stdin is read, for values that
+        /// are not text.
+        value: Option<String>,
+    },
     /// Delete a key.
     Delete {
         /// The key.
         key: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the compiled components in the cache: each entry's component
+    /// hash, size and age, and the total.
+    List(CacheListArgs),
+    /// Remove compiled components from the cache: all of them, or those
+    /// older than --older-than, or those of --plugin. Only the cache's own
+    /// entries are removed; other files, directories and symbolic links in
+    /// it are left alone. A removed plugin is compiled again when next
+    /// loaded.
+    Clean(CacheCleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheListArgs {
+    /// The compile cache directory [default: $XDG_CACHE_HOME/warden/compiled,
+    /// else ~/.cache/warden/compiled].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheCleanArgs {
+    /// Remove only entries compiled longer ago than this, e.g. 30d or 12h.
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Remove only the entries compiled from this component file.
+    #[arg(long, value_name = "PLUGIN.wasm")]
+    pub plugin: Option<PathBuf>,
+    #[command(flatten)]
+    pub list: CacheListArgs,
 }

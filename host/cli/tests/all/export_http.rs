@@ -64,10 +64,21 @@ pub(crate) fn export_for(plugin: &str, target: &str, dir: &Path) -> (PathBuf, Va
     (app, report)
 }
 
+/// An app exported for `wasmtime serve`, and the flags of the command that
+/// `warden export-http` printed to serve it.
+struct WasmtimeApp {
+    path: PathBuf,
+    serve_flags: Vec<String>,
+}
+
 /// Exports `plugin` for `wasmtime serve` into `dir`, checking what the
 /// command reports of the composition.
-fn export(plugin: &str, dir: &Path) -> PathBuf {
+fn export(plugin: &str, dir: &Path) -> WasmtimeApp {
     let (app, report) = export_for(plugin, "wasmtime", dir);
+    let command = report["serve_command"].as_str().expect("a serve command");
+    let words: Vec<&str> = command.split(' ').collect();
+    assert_eq!(&words[..2], ["wasmtime", "serve"], "{command}");
+    assert_eq!(words.last(), app.to_str().as_ref(), "{command}");
     assert_eq!(
         report["exports"],
         serde_json::json!(["wasi:http/incoming-handler@0.2.12"])
@@ -84,7 +95,13 @@ fn export(plugin: &str, dir: &Path) -> PathBuf {
         report["shims"][0]["serves"][0],
         "wasi:logging/logging@0.1.0-draft"
     );
-    app
+    WasmtimeApp {
+        serve_flags: words[2..words.len() - 1]
+            .iter()
+            .map(|flag| (*flag).to_owned())
+            .collect(),
+        path: app,
+    }
 }
 
 /// A `wasmtime serve` process on a free port of 127.0.0.1, killed on drop.
@@ -97,15 +114,17 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(app: &Path, flags: &[&str]) -> Self {
+    /// Serves `app` with the flags `warden export-http` printed for it and
+    /// the test's `extra` ones (limits, configuration values).
+    fn start(app: &WasmtimeApp, extra: &[&str]) -> Self {
         let home = tempfile::tempdir().expect("a home for wasmtime serve");
         let mut child = in_home(
             Command::new(wasmtime())
                 .arg("serve")
-                .arg("-Scli")
-                .args(flags)
+                .args(&app.serve_flags)
+                .args(extra)
                 .args(["--addr", "127.0.0.1:0"])
-                .arg(app),
+                .arg(&app.path),
             home.path(),
         )
         .stdout(Stdio::null())
@@ -312,12 +331,12 @@ fn a_failing_init_is_a_500_for_every_request() {
 #[test]
 fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let app = dir.path().join("probe.wasm");
+    let path = dir.path().join("probe.wasm");
     let output = warden_with_tmp_home(&[
         "export-http",
         guests::PROBE,
         "-o",
-        app.to_str().expect("a UTF-8 path"),
+        path.to_str().expect("a UTF-8 path"),
         "--unsigned",
         "allow",
         "--json",
@@ -331,11 +350,20 @@ fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
     ] {
         assert!(imports.iter().any(|import| import == interface), "{report}");
     }
-
-    let serve = Serve::start(
-        &app,
-        &["-Sconfig", "-Sconfig-var=greeting=hi", "-Skeyvalue"],
+    // The printed command enables both stores; the test adds a value.
+    let command = format!(
+        "wasmtime serve -Scli -Sconfig -Skeyvalue {}",
+        path.display()
     );
+    assert_eq!(report["serve_command"], command.as_str(), "{report}");
+    let app = WasmtimeApp {
+        path,
+        serve_flags: ["-Scli", "-Sconfig", "-Skeyvalue"]
+            .map(str::to_owned)
+            .to_vec(),
+    };
+
+    let serve = Serve::start(&app, &["-Sconfig-var=greeting=hi"]);
     let reply = serve.request("POST", "/config-get", b"greeting");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body, b"hi");
@@ -360,7 +388,7 @@ fn export_refuses_what_is_not_a_plugin() {
     for (input, expected) in [
         (core_module.to_str().unwrap(), "core WebAssembly module"),
         (guests::COMMAND, "guest"),
-        (garbage.to_str().unwrap(), ""),
+        (garbage.to_str().unwrap(), "invalid plugin: "),
     ] {
         let result =
             warden_with_tmp_home(&["export-http", input, "-o", output, "--unsigned", "allow"]);
@@ -385,6 +413,24 @@ fn export_refuses_what_is_not_a_plugin() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("cannot write"), "{stderr}");
+
+    // A mistyped folder is not created: the error names it.
+    let typo = dir.path().join("ouptut");
+    let result = warden_with_tmp_home(&[
+        "export-http",
+        guests::HELLO,
+        "-o",
+        typo.join("app.wasm").to_str().unwrap(),
+        "--unsigned",
+        "allow",
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(11), "{stderr}");
+    assert!(
+        stderr.contains(&format!("there is no directory `{}`", typo.display())),
+        "{stderr}"
+    );
+    assert!(!typo.exists(), "the mistyped folder was created");
 
     // The trust policy applies as it does to `warden run`.
     let result = warden_with_tmp_home(&[
@@ -430,5 +476,55 @@ fn the_text_report_lists_shims_and_imports() {
         "{stdout}"
     );
     assert!(stdout.contains("wasi:cli/stderr@"), "{stdout}");
+    assert!(
+        stdout.ends_with(&format!(
+            "\nserve it with: wasmtime serve -Scli {}\n",
+            app.display()
+        )),
+        "{stdout}"
+    );
     assert!(app.exists());
+    // Exporting runs nothing, and the warning says what it does instead.
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.is_empty(),
+        "--unsigned allow warns of nothing: {stderr}"
+    );
+    let warned = warden_with_tmp_home(&["export-http", guests::HELLO, "-o", app.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        "warden: warning: exporting an unverified plugin (it is unsigned); see `warden sign` and \
+         --unsigned\n"
+    );
+}
+
+/// `export-http` takes a plugin file, never a manifest: its help says no
+/// manifest default, and `--manifest` is refused as an unknown flag.
+#[test]
+fn export_http_help_mentions_no_manifest() {
+    let help = warden_with_tmp_home(&["export-http", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    assert!(!text.contains("manifest"), "{text}");
+    assert!(text.contains("[default: warn; deny under"), "{text}");
+    assert!(text.contains("[default: any]"), "{text}");
+    assert!(
+        text.contains("wasmtime serve -Scli -Skeyvalue APP.wasm"),
+        "{text}"
+    );
+    let refused = warden_with_tmp_home(&[
+        "export-http",
+        guests::HELLO,
+        "-o",
+        "app.wasm",
+        "--manifest",
+        "warden.toml",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unexpected argument '--manifest'"),
+        "{refused:?}"
+    );
 }

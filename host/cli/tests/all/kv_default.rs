@@ -72,3 +72,39 @@ fn the_kv_manifest_key_without_home_is_refused_like_the_flag() {
     // Before, the store fell back to a file in the working directory.
     assert!(!dir.path().join("warden-kv.sqlite").exists());
 }
+
+/// `--kv` without a path uses `$XDG_DATA_HOME/warden/kv.sqlite`: its
+/// directory is Warden's own and is created, the store is named on stderr
+/// when it is created, and `warden kv` finds it there without `--kv-store`.
+#[test]
+fn the_kv_flag_creates_the_default_store_and_kv_reads_it() {
+    let home = tempfile::tempdir().unwrap();
+    let store = home.path().join("data/warden/kv.sqlite");
+    let output = crate::support::warden_at_home(
+        home.path(),
+        &[
+            "run",
+            guests::PROBE,
+            "kv-set",
+            "--input",
+            "colour=blue",
+            "--kv",
+            "--kv-namespace",
+            "probe",
+            "--unsigned",
+            "allow",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warden: created the kv store `{}`\n",
+            store.display()
+        )),
+        "{stderr}"
+    );
+    assert!(store.is_file());
+    let output = crate::support::warden_at_home(home.path(), &["kv", "probe", "get", "colour"]);
+    assert_eq!(output.stdout, b"blue", "{output:?}");
+}

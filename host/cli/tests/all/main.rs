@@ -3,6 +3,7 @@
 //! and reads its reports for all of them.
 
 mod budget;
+mod cache;
 mod compile;
 mod exec;
 mod export_http;
@@ -14,6 +15,7 @@ mod kv_default;
 mod manifest;
 mod new;
 mod policy;
+mod readme;
 mod run;
 mod serve;
 mod support;

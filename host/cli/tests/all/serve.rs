@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::{HttpReply, guests, http_request};
 
-use crate::support::{self, wait_bounded};
+use crate::support::{self, in_home, wait_bounded};
 
 /// A `warden serve` process in a home of its own, killed on drop. Its
 /// stderr (the structured log) is collected line by line.

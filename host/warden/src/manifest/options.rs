@@ -207,9 +207,10 @@ pub struct GrantOptions {
     #[serde(skip)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub kv: bool,
-    /// Grant the key-value store in this SQLite file, or on the Redis server
-    /// at this redis:// URL (e.g. redis://127.0.0.1:6379/0), which replicas
-    /// on several machines can share.
+    /// Grant the key-value store in this SQLite file (created if missing, in
+    /// a directory that must exist), or on the Redis server at this
+    /// redis:// URL (e.g. redis://127.0.0.1:6379/0), which replicas on
+    /// several machines can share.
     #[serde(skip)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "PATH|URL"))]
     pub kv_store: Option<KvStore>,

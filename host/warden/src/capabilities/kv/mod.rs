@@ -146,8 +146,9 @@ impl KvGrant {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KvStore {
-    /// A SQLite file, created with its directory if missing. Processes on
-    /// one machine can share it.
+    /// A SQLite file, created if missing (readable by its owner only). Its
+    /// directory must exist, except for [`KvGrant::default_path`]'s, which
+    /// is created. Processes on one machine can share it.
     File(PathBuf),
     /// A Redis server, as `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
     /// (port 6379 and database 0 by default); processes on any machine that
@@ -335,26 +336,54 @@ impl SharedStore {
     }
 }
 
-/// Opens (creating if needed) a SQLite store and its directory.
+/// Opens (creating if needed) a SQLite store. Only the default location's
+/// directory is created when missing: any other path names a directory the
+/// user chose, and a typo in it must not silently start an empty store.
 fn open_file(path: &Path) -> Result<Database, Error> {
-    if let Some(parent) = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        // Owner-only, since it holds plugins' data.
-        fsutil::create_private_dir(parent).map_err(|err| {
-            Error::InvalidConfig(format!(
-                "cannot create the kv store's directory `{}`: {err}",
-                parent.display()
-            ))
-        })?;
-    }
+    ensure_store_directory(path)?;
     Database::open(path).map_err(|err| {
         Error::InvalidConfig(format!(
             "cannot open the kv store `{}`: {err}",
             path.display()
         ))
     })
+}
+
+/// Checks that the directory of the store file `path` exists, creating it
+/// (owner-only, since it holds plugins' data) when `path` is
+/// [`KvGrant::default_path`].
+fn ensure_store_directory(path: &Path) -> Result<(), Error> {
+    let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    if KvGrant::default_path().as_deref() == Some(path) {
+        return fsutil::create_private_dir(parent).map_err(|err| {
+            Error::InvalidConfig(format!(
+                "cannot create the kv store's directory `{}`: {err}",
+                parent.display()
+            ))
+        });
+    }
+    if parent.exists() {
+        return Err(Error::InvalidConfig(format!(
+            "cannot use the kv store `{}`: `{}` is not a directory",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Err(Error::InvalidConfig(format!(
+        "the kv store `{}` is in a directory that does not exist, `{}`: check the path, or \
+         create the directory first (`mkdir -p {}`)",
+        path.display(),
+        parent.display(),
+        parent.display()
+    )))
 }
 
 /// A bucket the guest opened: a name within the plugin's namespace.
@@ -575,12 +604,14 @@ impl KvInspector {
                 path.display()
             )));
         }
-        let database = Database::open(path).map_err(|err| {
-            Error::InvalidConfig(format!(
-                "cannot open the kv store `{}`: {err}",
-                path.display()
-            ))
-        })?;
+        Self::open_or_create(path, namespace)
+    }
+
+    /// Opens the store at `path` for `namespace`, creating the file if it is
+    /// missing, under the rule a plugin's grant follows: its directory must
+    /// exist unless it is [`KvGrant::default_path`].
+    pub fn open_or_create(path: &Path, namespace: &str) -> Result<Self, Error> {
+        let database = open_file(path)?;
         Ok(KvInspector {
             database,
             namespace: namespace.to_owned(),
@@ -621,6 +652,23 @@ impl KvInspector {
         self.database
             .get(self.place(bucket), key)
             .map_err(inspection_error)
+    }
+
+    /// Sets a key's value. The default [`KvQuotas`] bound it, as they bound
+    /// a plugin's writes when its grant names none.
+    pub fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), Error> {
+        // An operator's write has no call to be interrupted with.
+        let scope = Scope {
+            place: self.place(bucket),
+            quotas: &KvQuotas::default(),
+            interrupt: &Interrupt::never(),
+        };
+        self.database
+            .set_many(scope, &[(key.to_owned(), value)])
+            .map_err(|err| Error::Io {
+                context: format!("cannot set `{key}` in the kv store"),
+                source: std::io::Error::other(err.to_string()),
+            })
     }
 
     /// Deletes a key; returns whether it existed.

@@ -1,0 +1,150 @@
+//! What the compile cache holds, for an operator who looks at it or frees
+//! its space (`warden cache list` and `warden cache clean`).
+//!
+//! Only the directory's own entries are seen: regular files named the way
+//! [`CompileCache`](super::CompileCache) names them. Symbolic links,
+//! sub-directories and any other file are left alone, so a cache directory
+//! given by mistake (or a link planted in one) never loses anything that
+//! is not a Warden cache entry.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::Error;
+
+/// Hex digits of an entry name's component SHA-256.
+const SHA256_HEX_LEN: usize = 64;
+/// Hex digits of an entry name's engine hash.
+const ENGINE_HASH_HEX_LEN: usize = 16;
+/// The extension of an entry's file name.
+const ENTRY_EXTENSION: &str = ".cwasm";
+
+/// One compiled component in the compile cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The entry's file.
+    pub path: PathBuf,
+    /// The SHA-256 of the component it was compiled from, in lower-case hex.
+    pub component_sha256: String,
+    /// Bytes on disk.
+    pub size: u64,
+    /// When it was last written, i.e. compiled.
+    pub modified: SystemTime,
+}
+
+impl CacheEntry {
+    /// Every entry in the compile cache directory `dir`, oldest first.
+    /// A directory that does not exist is an [`Error::Io`] whose source is
+    /// [`std::io::ErrorKind::NotFound`].
+    pub fn list(dir: &Path) -> Result<Vec<CacheEntry>, Error> {
+        let context = || format!("cannot read the compile cache `{}`", dir.display());
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(dir).map_err(|err| Error::io(context(), err))? {
+            let item = item.map_err(|err| Error::io(context(), err))?;
+            let name = item.file_name();
+            let Some(component_sha256) = name.to_str().and_then(component_of_entry_name) else {
+                continue;
+            };
+            // `DirEntry::metadata` does not follow symbolic links: a link
+            // is not a regular file, so it is skipped.
+            let Ok(metadata) = item.metadata() else {
+                // Removed by another process since it was listed.
+                continue;
+            };
+            if !metadata.is_file() {
+                continue;
+            }
+            entries.push(CacheEntry {
+                path: item.path(),
+                component_sha256: component_sha256.to_owned(),
+                size: metadata.len(),
+                modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        entries.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.path.cmp(&b.path)));
+        Ok(entries)
+    }
+
+    /// Removes the entry's file. One already removed (by another `clean`, or
+    /// a load replacing it) counts as removed; the next load of its
+    /// component compiles it again.
+    pub fn remove(&self) -> Result<(), Error> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Error::io(
+                format!("cannot remove `{}`", self.path.display()),
+                err,
+            )),
+        }
+    }
+
+    /// The per-user compile cache directory that a runtime uses by default:
+    /// `$XDG_CACHE_HOME/warden/compiled`, else `$HOME/.cache/warden/compiled`.
+    /// `None` when neither variable is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        super::CompileCache::default_dir()
+    }
+}
+
+/// The component SHA-256 in an entry's file name,
+/// `SHA256-ENGINEHASH.cwasm`; `None` for any other name.
+fn component_of_entry_name(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(ENTRY_EXTENSION)?;
+    let (sha256, engine_hash) = stem.split_once('-')?;
+    let lower_hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (lower_hex(sha256, SHA256_HEX_LEN) && lower_hex(engine_hash, ENGINE_HASH_HEX_LEN))
+        .then_some(sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry_name(sha: char) -> String {
+        format!("{}-{}.cwasm", sha.to_string().repeat(64), "0".repeat(16))
+    }
+
+    #[test]
+    fn only_regular_files_named_like_entries_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(entry_name('a')), b"entry").unwrap();
+        // Not entries: another name, upper-case hex, a directory with an
+        // entry's name, and a link with one pointing outside the cache.
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        std::fs::write(dir.path().join(entry_name('A')), b"x").unwrap();
+        std::fs::create_dir(dir.path().join(entry_name('b'))).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(entry_name('c'))).unwrap();
+
+        let entries = CacheEntry::list(dir.path()).unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].component_sha256, "a".repeat(64));
+        assert_eq!(entries[0].size, 5);
+        assert_eq!(entries[0].path, dir.path().join(entry_name('a')));
+    }
+
+    #[test]
+    fn removing_an_entry_already_gone_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(entry_name('d')), b"entry").unwrap();
+        let entry = CacheEntry::list(dir.path()).unwrap().remove(0);
+        entry.remove().unwrap();
+        assert!(!entry.path.exists());
+        entry.remove().unwrap();
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = CacheEntry::list(&dir.path().join("missing")).unwrap_err();
+        let Error::Io { source, .. } = err else {
+            panic!("expected an I/O error, got {err:?}");
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    }
+}
