@@ -203,6 +203,23 @@ pub fn componentize(args: ComponentizeArgs) -> anyhow::Result<ExitCode> {
     };
     let module = std::fs::read(&args.module)
         .with_context(|| format!("cannot read `{}`", args.module.display()))?;
+    let refusal = if wasmparser::Parser::is_component(&module) {
+        Some("is already a component; run it as it is (`warden run`, `warden exec`)")
+    } else if !wasmparser::Parser::is_core_wasm(&module) {
+        Some(
+            "is not a WebAssembly module (it does not start with the `\\0asm` magic bytes); \
+             componentize takes the core module clang writes",
+        )
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        eprintln!(
+            "warden: invalid plugin: `{}` {refusal}",
+            args.module.display()
+        );
+        return Ok(ExitCode::from(exit::INVALID_PLUGIN));
+    }
     // Without the component type wit-bindgen embeds, the result would be a
     // component that exports nothing.
     if !matches!(wit_component::metadata::decode(&module), Ok((Some(_), _))) {

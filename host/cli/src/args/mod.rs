@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use self::sandbox::{SandboxArgs, SandboxedComponent};
-pub use self::trust::{KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs};
+pub use self::trust::{
+    KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs, require_existing_store,
+};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]

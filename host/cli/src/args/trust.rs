@@ -82,7 +82,8 @@ impl TrustArgs {
 #[command(next_help_heading = "Signatures")]
 pub struct KeyArgs {
     /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml, else
-    /// ~/.config/warden/trust.toml].
+    /// ~/.config/warden/trust.toml]. `verify` refuses one given here that
+    /// does not exist.
     #[arg(long, value_name = "PATH")]
     pub trust_store: Option<PathBuf>,
     /// A public key whose signatures are checked but not trusted. Repeatable.
@@ -110,8 +111,12 @@ impl KeyArgs {
     }
 
     /// The trust store, for a command that reports on trust: one that
-    /// cannot be used is an error naming it.
+    /// cannot be used, or a --trust-store that does not exist (a typo would
+    /// otherwise read as a store that trusts no one), is an error naming it.
     pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        if let Some(path) = &self.trust_store {
+            require_existing_store(path)?;
+        }
         Ok(match self.trust_store_path() {
             Some(path) => TrustStore::open(path)?,
             None => TrustStore::default(),
@@ -152,6 +157,20 @@ impl KeyArgs {
     }
 }
 
+/// Refuses a trust store named on the command line that does not exist:
+/// only the default location may be missing (then no key is trusted).
+pub fn require_existing_store(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "trust store `{}` does not exist; check the path, or create the store with \
+             `warden trust add NAME.pub --trust-store {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// The key pair's name (a path without extension); refuses to overwrite.
@@ -187,20 +206,23 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Trust a public key under a name.
+    /// Trust a public key under a name. Adding a key already trusted under
+    /// the same name changes nothing and succeeds.
     Add {
         /// The public key file (NAME.pub).
         key: PathBuf,
-        /// The name to trust it under.
+        /// The name to trust it under [default: the key file's name without
+        /// its extension, e.g. `alice` for alice.pub].
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
         #[arg(long, value_name = "PATH")]
         trust_store: Option<PathBuf>,
     },
-    /// List the trusted keys.
+    /// List the trusted keys (or say that there are none).
     List {
-        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        /// The trust store, which must exist [default:
+        /// $XDG_CONFIG_HOME/warden/trust.toml].
         #[arg(long, value_name = "PATH")]
         trust_store: Option<PathBuf>,
         /// Print JSON.
