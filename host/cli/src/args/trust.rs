@@ -15,8 +15,9 @@ use warden::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPo
 #[command(next_help_heading = "Signatures")]
 pub struct TrustArgs {
     /// What to do with a plugin without a verifiable signature
-    /// [default: warn, or the manifest's for a plugin it declares; deny
-    /// under --signed-by trusted, which allow and warn contradict].
+    /// [default: the manifest's for a plugin it declares, else
+    /// $WARDEN_UNSIGNED, else warn; deny under --signed-by trusted, which
+    /// allow and warn contradict].
     #[arg(long, value_name = "allow|warn|deny")]
     pub unsigned: Option<UnsignedPolicy>,
     /// Whose signatures count: any key Warden knows, or trusted keys only
@@ -27,6 +28,39 @@ pub struct TrustArgs {
     pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
     pub keys: KeyArgs,
+}
+
+/// The environment variable that sets the unsigned policy once for a
+/// machine (`WARDEN_UNSIGNED=allow` on a development machine), below the
+/// flag and the manifest.
+pub const UNSIGNED_VARIABLE: &str = "WARDEN_UNSIGNED";
+
+/// The unsigned policy [`UNSIGNED_VARIABLE`] sets, if it is set; a value
+/// that is not a policy is an error naming the variable.
+pub fn unsigned_from_environment() -> anyhow::Result<Option<UnsignedPolicy>> {
+    match std::env::var(UNSIGNED_VARIABLE) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{UNSIGNED_VARIABLE}={value}: {err}")),
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+            "{UNSIGNED_VARIABLE} is not valid UTF-8: expected allow, warn or deny"
+        ),
+    }
+}
+
+/// Puts the environment's unsigned policy, if any, in `trust`, which holds
+/// a default the manifest did not override. Under `signed_by = trusted`
+/// unsigned plugins are refused whatever the environment says.
+pub fn apply_unsigned_from_environment(trust: &mut TrustPolicy) -> anyhow::Result<()> {
+    if let Some(unsigned) = unsigned_from_environment()?
+        && trust.signed_by == SignerPolicy::Any
+    {
+        trust.unsigned = unsigned;
+    }
+    Ok(())
 }
 
 impl TrustArgs {
@@ -96,13 +130,15 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The trust policy the command line starts from for a plugin file
-    /// outside any manifest: warn about unverified plugins (the library
-    /// leaves that choice to its caller) and trust the trust store's keys.
-    pub fn command_line_trust(&self) -> TrustPolicy {
+    /// outside any manifest: $WARDEN_UNSIGNED's unsigned policy, else warn
+    /// about unverified plugins (the library leaves that choice to its
+    /// caller), and trust the trust store's keys.
+    pub fn command_line_trust(&self) -> anyhow::Result<TrustPolicy> {
         let mut trust = TrustPolicy::default();
         trust.unsigned = UnsignedPolicy::Warn;
+        apply_unsigned_from_environment(&mut trust)?;
         trust.trusted = Arc::new(self.trust_store_for_loading());
-        trust
+        Ok(trust)
     }
 
     /// The trust store's path: --trust-store, else the default location.

@@ -29,6 +29,8 @@ pub fn warden(args: &[&str]) -> Output {
 pub fn warden_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(args)
+        // A developer's own default must not change what the tests see.
+        .env_remove("WARDEN_UNSIGNED")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -53,6 +55,7 @@ pub fn in_home<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("WARDEN_UNSIGNED")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
