@@ -258,22 +258,35 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2s500ms"), Ok(Duration::from_millis(2500)));
         for bad in [
-            "", "5", "s", "5 parsecs", "-1s", "1e400s", "1m30", "1m-30s", "1d", "5sec", "1M",
+            "",
+            "5",
+            "s",
+            "5 parsecs",
+            "-1s",
+            "1e400s",
+            "1m30",
+            "1m-30s",
+            "1d",
+            "5sec",
+            "1M",
         ] {
             let error = parse_duration(bad).expect_err(bad).to_string();
-            assert!(error.contains("such as 300ms, 1.5s, 2m or 1m30s"), "{error}");
+            assert!(
+                error.contains("such as 300ms, 1.5s, 2m or 1m30s"),
+                "{error}"
+            );
         }
     }
 
     #[test]
     fn positive_durations_refuse_zero() {
-        assert_eq!(
-            parse_positive_duration("1ms"),
-            Ok(Duration::from_millis(1))
-        );
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
         for zero in ["0s", "0ms", "0m0s"] {
             let error = parse_positive_duration(zero).expect_err(zero).to_string();
-            assert!(error.contains("is zero; give a duration longer than zero"), "{error}");
+            assert!(
+                error.contains("is zero; give a duration longer than zero"),
+                "{error}"
+            );
         }
         assert!(parse_positive_duration("soon").is_err());
     }

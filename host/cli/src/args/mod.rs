@@ -71,7 +71,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Check a plugin's signatures: who signed it, and whether the key is
     /// trusted. Exits 0 only when a known key's signature is valid and no
-    /// signature is bad.
+    /// signature is bad; 31 otherwise, and 10 for a file that is not
+    /// WebAssembly.
     Verify(VerifyArgs),
     /// Manage the trust store: the keys whose signatures `--signed-by
     /// trusted` accepts.

@@ -45,9 +45,9 @@ pub fn unsigned_from_environment() -> anyhow::Result<Option<UnsignedPolicy>> {
             .parse()
             .map(Some)
             .map_err(|err| anyhow::anyhow!("{UNSIGNED_VARIABLE}={value}: {err}")),
-        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
-            "{UNSIGNED_VARIABLE} is not valid UTF-8: expected allow, warn or deny"
-        ),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{UNSIGNED_VARIABLE} is not valid UTF-8: expected allow, warn or deny")
+        }
     }
 }
 

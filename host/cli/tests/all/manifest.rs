@@ -123,11 +123,7 @@ fn a_manifest_refuses_limits_that_would_fail_every_call() {
             5,
             "`0ms` is zero",
         ),
-        (
-            "[serve]\nidle_timeout = \"0s\"",
-            5,
-            "`0s` is zero",
-        ),
+        ("[serve]\nidle_timeout = \"0s\"", 5, "`0s` is zero"),
         (
             "[plugins.hello.grants]\nkv = \"kv.sqlite\"",
             5,
@@ -136,7 +132,15 @@ fn a_manifest_refuses_limits_that_would_fail_every_call() {
     ] {
         let text = format!("[plugins.hello]\npath = \"hello.wasm\"\n\n{setting}\n");
         let manifest = write_file(shop.dir.path(), "warden.toml", text.as_bytes());
-        let output = shop.run(&["run", "--manifest", &manifest, "hello", "echo", "--unsigned", "allow"]);
+        let output = shop.run(&[
+            "run",
+            "--manifest",
+            &manifest,
+            "hello",
+            "echo",
+            "--unsigned",
+            "allow",
+        ]);
         assert_eq!(output.status.code(), Some(2), "{setting}");
         let stderr = stderr_of(&output);
         assert!(
@@ -155,7 +159,16 @@ fn flags_take_kubernetes_sizes_and_compound_durations_and_refuse_what_the_manife
     let shop = Scratch::with_hello();
     let hello = shop.path("hello.wasm");
     let run = |flags: &[&str]| {
-        let mut args = vec!["run", "--json", &*hello, "echo", "--input", "x", "--unsigned", "allow"];
+        let mut args = vec![
+            "run",
+            "--json",
+            &*hello,
+            "echo",
+            "--input",
+            "x",
+            "--unsigned",
+            "allow",
+        ];
         args.extend_from_slice(flags);
         shop.run(&args)
     };
@@ -174,8 +187,14 @@ fn flags_take_kubernetes_sizes_and_compound_durations_and_refuse_what_the_manife
             &["--memory", "64"][..],
             "64 bytes is below the smallest memory (64 KiB, one WebAssembly page)",
         ),
-        (&["--timeout", "0s"], "`0s` is zero; give a duration longer than zero"),
-        (&["--fuel", "0"], "a fuel limit of 0 stops every call before it starts"),
+        (
+            &["--timeout", "0s"],
+            "`0s` is zero; give a duration longer than zero",
+        ),
+        (
+            &["--fuel", "0"],
+            "a fuel limit of 0 stops every call before it starts",
+        ),
         (&["--timeout", "1m30"], "such as 300ms, 1.5s, 2m or 1m30s"),
         (&["--memory", "lots"], "also written 64Ki, 64Mi, 1Gi"),
         (

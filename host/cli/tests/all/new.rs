@@ -77,10 +77,20 @@ fn the_guides_quick_start_works_for_rust_and_passes_strict() {
         .join("my-plugin/target/wasm32-wasip2/release/my_plugin.wasm");
     let plugin = plugin.to_str().unwrap();
     let output = warden(&[
-        "run", plugin, "greet", "--input", "Ada", "--unsigned", "allow", "--strict",
+        "run",
+        plugin,
+        "greet",
+        "--input",
+        "Ada",
+        "--unsigned",
+        "allow",
+        "--strict",
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim_end(), "Hello, Ada!");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim_end(),
+        "Hello, Ada!"
+    );
     let inspect = String::from_utf8(warden(&["inspect", plugin]).stdout).unwrap();
     assert!(
         inspect.contains("env      low     not granted (--env KEY=VALUE)"),

@@ -291,7 +291,11 @@ fn warden_unsigned_sets_the_default_below_the_flag_and_the_manifest() {
     let (code, stderr) = run("deny", &[&hello], &["--unsigned", "allow"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
-    let (code, stderr) = run("allow", &["--manifest", &warns, "hello"], &["--unsigned", "deny"]);
+    let (code, stderr) = run(
+        "allow",
+        &["--manifest", &warns, "hello"],
+        &["--unsigned", "deny"],
+    );
     assert_eq!(code, Some(31), "{stderr}");
 
     // `--signed-by trusted` refuses unsigned plugins whatever it says.
@@ -309,7 +313,9 @@ fn warden_unsigned_sets_the_default_below_the_flag_and_the_manifest() {
     let (code, stderr) = run("maybe", &[&hello], &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("WARDEN_UNSIGNED=maybe: invalid unsigned policy `maybe`: expected allow, warn or deny"),
+        stderr.contains(
+            "WARDEN_UNSIGNED=maybe: invalid unsigned policy `maybe`: expected allow, warn or deny"
+        ),
         "{stderr}"
     );
 }

@@ -293,7 +293,10 @@ fn keygen_into_a_missing_directory_gives_the_os_error_once() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(
-        stderr.contains(&format!("cannot write `{}`", shop.path("missing/dir/k.key"))),
+        stderr.contains(&format!(
+            "cannot write `{}`",
+            shop.path("missing/dir/k.key")
+        )),
         "{stderr}"
     );
     assert_eq!(
@@ -312,7 +315,9 @@ fn verify_says_a_file_that_is_not_wasm_is_not_wasm() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
         stdout,
-        format!("{text}: not a WebAssembly file (it does not start with the `\\0asm` magic bytes)\n")
+        format!(
+            "{text}: not a WebAssembly file (it does not start with the `\\0asm` magic bytes)\n"
+        )
     );
     let (value, code) = report(&shop.run(&["verify", &text, "--json"]));
     assert_eq!(code, 10);

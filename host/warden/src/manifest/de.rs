@@ -24,9 +24,7 @@ pub(super) fn positive_duration<'de, D: Deserializer<'de>>(
 }
 
 /// A memory limit: a size of at least one WebAssembly page.
-pub(super) fn memory<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
+pub(super) fn memory<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     match size(deserializer)? {
         Some(bytes) => check_memory(bytes).map(Some).map_err(de::Error::custom),
         None => Ok(None),

@@ -438,7 +438,9 @@ mod tests {
         assert_eq!(parse_memory("64Ki"), Ok(64 << 10));
         let error = parse_memory("64").unwrap_err().to_string();
         assert!(
-            error.starts_with("64 bytes is below the smallest memory (64 KiB, one WebAssembly page)"),
+            error.starts_with(
+                "64 bytes is below the smallest memory (64 KiB, one WebAssembly page)"
+            ),
             "{error}"
         );
         assert!(parse_memory("lots").is_err());

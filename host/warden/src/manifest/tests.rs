@@ -318,7 +318,10 @@ fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
     assert_eq!(limits.memory_bytes, 48 << 20);
     assert_eq!(limits.fuel, Some(1));
     for (setting, expected) in [
-        ("memory = 64", "64 bytes is below the smallest memory (64 KiB"),
+        (
+            "memory = 64",
+            "64 bytes is below the smallest memory (64 KiB",
+        ),
         ("memory = \"64KiB\"", ""),
         ("timeout = \"0s\"", "`0s` is zero"),
         ("fuel = 0", "a fuel limit of 0"),
@@ -329,7 +332,9 @@ fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
             Err(err) => {
                 let message = err.to_string();
                 assert!(
-                    !expected.is_empty() && message.contains(expected) && message.contains("line 4"),
+                    !expected.is_empty()
+                        && message.contains(expected)
+                        && message.contains("line 4"),
                     "{setting}: {message}"
                 );
             }
