@@ -725,17 +725,17 @@ async fn strict_refuses_every_ungranted_high_risk_import() {
         panic!("expected missing grants, got {err:?}");
     };
     let names: Vec<&str> = missing.iter().map(|capability| capability.name).collect();
-    assert_eq!(names, ["http", "sockets", "env"]);
+    // Not `env`: ungranted, the environment is empty, so it is low risk.
+    assert_eq!(names, ["http", "sockets"]);
     assert_eq!(err.kind(), ErrorKind::Denied);
     let message = err.to_string();
-    for hint in ["--allow-http ORIGIN", "--env KEY=VALUE", "--allow-tcp"] {
+    for hint in ["--allow-http ORIGIN", "--allow-tcp"] {
         assert!(message.contains(hint), "{hint} missing from: {message}");
     }
 
     let mut granted = sandbox(|grants| {
         grants.http.allow.push(origin("https://example.com"));
         grants.tcp.push("127.0.0.1:1".parse().unwrap());
-        grants.env.push(("A".into(), "1".into()));
     });
     granted.strict = true;
     let plugin = runtime()

@@ -31,7 +31,7 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
     let mut sandbox = Sandbox::default();
     // The same trust policy as `warden run` and `warden compile`: exporting
     // is a way of deploying the plugin.
-    sandbox.trust = args.trust.keys.command_line_trust();
+    sandbox.trust = args.trust.keys.command_line_trust()?;
     args.trust.apply(&mut sandbox.trust)?;
 
     let source = match args.trust.keys.source(&args.plugin).await {

@@ -57,8 +57,27 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // Errors may quote a plugin's text (its name, keys, metadata).
-            output::print_guest_line(&format!("warden: {err:#}"));
+            output::print_guest_line(&format!("warden: {}", describe_chain(&err)));
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+/// An error and its causes, `: `-separated, as anyhow's `{:#}` writes them,
+/// but leaving out a cause whose text the message before it already ends
+/// with: `warden::Error::Io` prints its OS error and also returns it as its
+/// source, which would otherwise be written twice.
+fn describe_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

@@ -19,6 +19,9 @@ const WIT_FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/wit_files
 const C_BINDINGS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/c_bindings.rs"));
 
 const RUST_LIB: &str = include_str!("templates/rust/lib.rs");
+/// The project's README: how to build and run it, and a short guide, since
+/// the new project cannot see Warden's own docs.
+const README: &str = include_str!("templates/README.md");
 const PYTHON_APP: &str = include_str!("../../../guests/python/app.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("../../../guests/python/requirements.txt");
 const JS_PLUGIN: &str = include_str!("../../../guests/js/plugin.js");
@@ -135,17 +138,11 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     let build = fill(build_steps(args.lang));
     let output = fill(output_path(args.lang));
     let run = format!("warden run {output} greet --input Ada --unsigned allow");
-    files.push((
-        "README.md".into(),
-        format!(
-            "# {name}\n\nA Warden plugin. Build it:\n\n```sh\n{build}\n```\n\nand run it:\n\n```sh\n{run}\n```\n\n\
-             `wit/` holds Warden's WIT package (`warden:plugin/plugin`); the plugin exports `init` \
-             and `execute`. See Warden's guest guide (docs/guest-guide.md) for capabilities, \
-             limits and debugging.\n",
-            name = args.name
-        )
-        .into_bytes(),
-    ));
+    let readme = fill(README)
+        .replace("{{build}}", &build)
+        .replace("{{run}}", &run)
+        .replace("{{output}}", &output);
+    files.push(("README.md".into(), readme.into_bytes()));
     files.push((".gitignore".into(), GITIGNORE.as_bytes().to_vec()));
 
     for (path, contents) in &files {
@@ -203,6 +200,23 @@ pub fn componentize(args: ComponentizeArgs) -> anyhow::Result<ExitCode> {
     };
     let module = std::fs::read(&args.module)
         .with_context(|| format!("cannot read `{}`", args.module.display()))?;
+    let refusal = if wasmparser::Parser::is_component(&module) {
+        Some("is already a component; run it as it is (`warden run`, `warden exec`)")
+    } else if !wasmparser::Parser::is_core_wasm(&module) {
+        Some(
+            "is not a WebAssembly module (it does not start with the `\\0asm` magic bytes); \
+             componentize takes the core module clang writes",
+        )
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        eprintln!(
+            "warden: invalid plugin: `{}` {refusal}",
+            args.module.display()
+        );
+        return Ok(ExitCode::from(exit::INVALID_PLUGIN));
+    }
     // Without the component type wit-bindgen embeds, the result would be a
     // component that exports nothing.
     if !matches!(wit_component::metadata::decode(&module), Ok((Some(_), _))) {

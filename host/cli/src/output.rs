@@ -302,7 +302,8 @@ pub fn warn_if_unverified(info: &ComponentInfo, sandbox: &Sandbox) {
     }
     if let Some(reason) = unverified_warning(info, sandbox) {
         eprintln!(
-            "warden: warning: running an unverified plugin ({reason}); see `warden sign` and --unsigned"
+            "warden: warning: running an unverified plugin ({reason}); see `warden sign` and --unsigned \
+             (or WARDEN_UNSIGNED=allow on a development machine)"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `warden keygen`, `sign`, `verify` and `trust`: signing plugins and
 //! deciding whose signatures count.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -55,6 +56,9 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
 /// the trust store.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let source: Source = args.keys.source(&args.plugin).await?;
+    // Anything that is not wasm would otherwise read as merely "unsigned".
+    let is_wasm = wasmparser::Parser::is_component(source.bytes())
+        || wasmparser::Parser::is_core_wasm(source.bytes());
     let mut policy = TrustPolicy::development();
     policy.trusted = std::sync::Arc::new(args.keys.trust_store()?);
     policy.known_keys = args.keys.known_keys()?;
@@ -75,6 +79,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|s| s.status == SignatureStatus::Valid && s.trusted_as.is_some());
     let summary = match (&malformed, signatures.is_empty(), verified, invalid) {
+        _ if !is_wasm => {
+            "not a WebAssembly file (it does not start with the `\\0asm` magic bytes)".to_owned()
+        }
         (Some(malformed), _, _, _) => malformed.clone(),
         (None, true, _, _) => "unsigned".to_owned(),
         (None, false, true, _) if trusted => "valid, signed by a trusted key".to_owned(),
@@ -97,7 +104,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{}: {summary}", args.plugin.display());
     }
-    Ok(ExitCode::from(if verified {
+    Ok(ExitCode::from(if !is_wasm {
+        exit::INVALID_PLUGIN
+    } else if verified {
         exit::OK
     } else {
         exit::UNTRUSTED
@@ -108,19 +117,45 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
     match command {
         TrustCommand::Add {
-            key,
+            key: key_path,
             name,
             trust_store,
         } => {
             let path = store_path(trust_store)?;
-            let key = PublicKey::from_file(&key)?;
+            let name = match name {
+                Some(name) => name,
+                None => name_from_file(&key_path)?,
+            };
+            let key = PublicKey::from_file(&key_path)?;
             let key_id = key.key_id();
-            TrustStore::edit(&path, |store| store.add(&name, key))?;
-            println!("trusting key {key_id} as `{name}` in `{}`", path.display());
+            // Adding what is already there is a no-op, so that set-up
+            // scripts can be run again.
+            let already = TrustStore::edit(&path, |store| {
+                if store.name_of(&key) == Some(name.as_str()) {
+                    return Ok(true);
+                }
+                store.add(&name, key).map(|()| false)
+            })?;
+            let what = if already {
+                "already trusting"
+            } else {
+                "trusting"
+            };
+            println!("{what} key {key_id} as `{name}` in `{}`", path.display());
         }
         TrustCommand::List { trust_store, json } => {
-            let store = TrustStore::open(store_path(trust_store)?)?;
-            if json {
+            let explicit = trust_store.is_some();
+            let path = store_path(trust_store)?;
+            if explicit {
+                crate::args::require_existing_store(&path)?;
+            }
+            let store = TrustStore::open(&path)?;
+            if store.is_empty() && !json {
+                println!(
+                    "no trusted keys in `{}`; add one with `warden trust add NAME.pub`",
+                    path.display()
+                );
+            } else if json {
                 let keys: Vec<Value> = store
                     .keys()
                     .map(|(name, key)| json!({ "name": name, "key_id": key.key_id() }))
@@ -139,6 +174,21 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name `trust add` gives a key when no --name is given: its file's
+/// stem (`alice` for `alice.pub`).
+fn name_from_file(key: &Path) -> anyhow::Result<String> {
+    key.file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| TrustStore::is_valid_key_name(stem))
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "cannot name the key after `{}`; give a name with --name",
+                key.display()
+            )
+        })
 }
 
 fn store_path(explicit: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {

@@ -128,9 +128,12 @@ impl Capacity {
         }
         if limits.memory_bytes > self.max_memory_bytes {
             return Err(Error::InvalidConfig(format!(
-                "the plugin's memory limit ({}) is larger than this runtime's memory slots ({}); raise RuntimeBuilder::max_memory_bytes",
+                "the memory limit ({}) is above the most this runtime gives an instance ({}); \
+                 set --memory (or `memory` under the manifest's [limits]) to {} or less \
+                 (an embedder raises the most with RuntimeBuilder::max_memory_bytes)",
                 crate::units::format_bytes(limits.memory_bytes),
-                crate::units::format_bytes(self.max_memory_bytes)
+                crate::units::format_bytes(self.max_memory_bytes),
+                crate::units::format_bytes(self.max_memory_bytes).replace(' ', "")
             )));
         }
         if limits.table_elements > self.max_table_elements {

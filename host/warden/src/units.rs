@@ -1,5 +1,6 @@
-//! Human-friendly sizes (`64MiB`) and durations (`300ms`), parsed and printed
-//! the same way by the CLI, the manifest and the library's messages.
+//! Human-friendly sizes (`64MiB`, `64Mi`) and durations (`300ms`, `1m30s`),
+//! parsed and printed the same way by the CLI, the manifest and the
+//! library's messages.
 //!
 //! Written by hand because no maintained crate reads exactly this syntax, and
 //! flags and manifests already written must keep their meaning. Checked
@@ -10,10 +11,11 @@
 //!   `99999999999999999999GiB` to `u64::MAX`, parse-size accepts `1e3`, and
 //!   parse-size and byte-unit round a unitless `1.5` to 2 bytes: all refused
 //!   here. bytesize and parse-size refuse ` 8 MiB ` (spaces around), which
-//!   is accepted here.
-//! - Durations: humantime also reads compound durations and units refused
-//!   here (`1h30m`, `5sec`, `1d`, `2 weeks`, and `1M`, a month), and refuses
-//!   `1.0000000001ns` (1 ns here).
+//!   is accepted here. Kubernetes' binary suffixes (`64Mi`) are read as
+//!   Kubernetes reads them.
+//! - Durations: humantime refuses fractions (`1.5s`, accepted here) and
+//!   reads units refused here (`5sec`, `1d`, `2 weeks`, and `1M`, a month);
+//!   both read compound durations (`1m30s`).
 //! - Printing: bytesize writes `64.0 MiB` (`64 MiB` here) and humantime
 //!   `12ms 345us` (`12.3 ms` here); reports and messages quote these texts.
 
@@ -38,34 +40,42 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// What [`parse_size`] accepts, for its errors.
+const SIZE_FORMS: &str = "expected bytes (1048576) or a number with a unit: binary 64KiB, 64MiB, 1GiB \
+     (also written 64Ki, 64Mi, 1Gi or 64K, 64M, 1G) or decimal 64KB, 64MB, 1GB";
+
+/// What [`parse_duration`] accepts, for its errors.
+const DURATION_FORMS: &str = "expected a number with a unit (ns, us, ms, s, m or h), or several \
+     added together, such as 300ms, 1.5s, 2m or 1m30s";
+
 /// Parses a size in bytes.
 ///
 /// Accepts a plain number of bytes (`1048576`), binary units (`64KiB`,
-/// `64MiB`, `1GiB`, or their short forms `64K`, `64M`, `1G`) and decimal
-/// units (`64KB`, `64MB`, `1GB`). Units are case-insensitive; a fractional
-/// number is allowed with a unit (`1.5MiB`).
+/// `64MiB`, `1GiB`, `1TiB`, Kubernetes' `64Ki`, `64Mi`, `1Gi`, `1Ti`, or
+/// the short forms `64K`, `64M`, `1G`, `1T`) and decimal units (`64KB`,
+/// `64MB`, `1GB`, `1TB`). Units are case-insensitive; a fractional number
+/// is allowed with a unit (`1.5MiB`).
 ///
 /// ```
 /// assert_eq!(warden::units::parse_size("64MiB"), Ok(64 << 20));
+/// assert_eq!(warden::units::parse_size("64Mi"), Ok(64 << 20));
 /// assert_eq!(warden::units::parse_size("64M"), Ok(64 << 20));
 /// assert_eq!(warden::units::parse_size("1000"), Ok(1000));
 /// assert!(warden::units::parse_size("lots").is_err());
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, ParseError> {
-    let invalid = || {
-        ParseError::new(format!(
-            "invalid size `{text}`: expected bytes or a number with a unit such as 64KiB, 64MiB, 1GiB, 64M or 64MB"
-        ))
-    };
+    let invalid = || ParseError::new(format!("invalid size `{text}`: {SIZE_FORMS}"));
     let (number, unit) = split_number(text.trim()).ok_or_else(invalid)?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+    let multiplier: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        "t" | "ti" | "tib" => 1 << 40,
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         _ => return Err(invalid()),
     };
     if multiplier == 1 {
@@ -79,34 +89,67 @@ pub fn parse_size(text: &str) -> Result<u64, ParseError> {
     Ok(bytes.round() as u64)
 }
 
-/// Parses a duration such as `300ms`, `5s`, `1.5s`, `2m` or `250us`.
+/// Parses a duration such as `300ms`, `5s`, `1.5s`, `2m`, `250us`, or a
+/// compound one such as `1m30s` or `1h 30m` (the parts are added).
 ///
-/// A unit is required: `ns`, `us`, `ms`, `s`, `m` or `h`.
+/// Each part needs a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m` (or `min`)
+/// or `h`.
 ///
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(warden::units::parse_duration("300ms"), Ok(Duration::from_millis(300)));
 /// assert_eq!(warden::units::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(warden::units::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
 /// assert!(warden::units::parse_duration("5").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
-    let invalid = || {
-        ParseError::new(format!(
-            "invalid duration `{text}`: expected a number with a unit such as 300ms, 5s or 2m"
-        ))
-    };
-    let (number, unit) = split_number(text.trim()).ok_or_else(invalid)?;
-    let seconds_per_unit = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(invalid()),
-    };
-    let value: f64 = number.parse().map_err(|_| invalid())?;
-    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| invalid())
+    let invalid = || ParseError::new(format!("invalid duration `{text}`: {DURATION_FORMS}"));
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let (number, after) = split_number(rest).ok_or_else(invalid)?;
+        let after = after.trim_start();
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let seconds_per_unit = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let part = Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| invalid())?;
+        total = total.checked_add(part).ok_or_else(invalid)?;
+        rest = next.trim_start();
+    }
+    Ok(total)
+}
+
+/// Parses a duration as [`parse_duration`] does, refusing zero: for
+/// timeouts and intervals, where zero would fail every call or spin.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(warden::units::parse_positive_duration("2s"), Ok(Duration::from_secs(2)));
+/// assert!(warden::units::parse_positive_duration("0s").is_err());
+/// ```
+pub fn parse_positive_duration(text: &str) -> Result<Duration, ParseError> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(ParseError::new(format!(
+            "`{}` is zero; give a duration longer than zero, such as 300ms, 5s or 1m30s",
+            text.trim()
+        )));
+    }
+    Ok(duration)
 }
 
 /// Splits `64MiB` into `("64", "MiB")`; `None` when there is no number.
@@ -118,7 +161,7 @@ fn split_number(text: &str) -> Option<(&str, &str)> {
     if number.is_empty() || number.starts_with('.') {
         return None;
     }
-    Some((number, unit.trim_start()))
+    Some((number, unit))
 }
 
 /// Formats bytes with the largest binary unit that keeps the number ≥ 1,
@@ -181,12 +224,19 @@ mod tests {
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
         assert_eq!(parse_size(" 8 MiB "), Ok(8 << 20));
+        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_size("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_size("1Ti"), Ok(1 << 40));
+        assert_eq!(parse_size("1TB"), Ok(1_000_000_000_000));
         for bad in [
             "",
             "MiB",
             "-1",
             "1.5",
             "64XB",
+            "64Mii",
+            "1m30s",
             "1e3",
             ".5M",
             "99999999999999999999GiB",
@@ -203,9 +253,42 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
-        for bad in ["", "5", "s", "5 parsecs", "-1s", "1e400s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        assert_eq!(parse_duration(" 5 s "), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2s500ms"), Ok(Duration::from_millis(2500)));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 parsecs",
+            "-1s",
+            "1e400s",
+            "1m30",
+            "1m-30s",
+            "1d",
+            "5sec",
+            "1M",
+        ] {
+            let error = parse_duration(bad).expect_err(bad).to_string();
+            assert!(
+                error.contains("such as 300ms, 1.5s, 2m or 1m30s"),
+                "{error}"
+            );
         }
+    }
+
+    #[test]
+    fn positive_durations_refuse_zero() {
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+        for zero in ["0s", "0ms", "0m0s"] {
+            let error = parse_positive_duration(zero).expect_err(zero).to_string();
+            assert!(
+                error.contains("is zero; give a duration longer than zero"),
+                "{error}"
+            );
+        }
+        assert!(parse_positive_duration("soon").is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use clap::{Args, Parser, Subcommand};
 
 pub use self::sandbox::{SandboxArgs, SandboxedComponent};
 pub use self::serve::{ListenAddr, ServeArgs};
-pub use self::trust::{KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs};
+pub use self::trust::{
+    KeygenArgs, SignArgs, TrustArgs, TrustCommand, VerifyArgs, require_existing_store,
+};
 
 /// Run untrusted WebAssembly plugins under real limits and explicit grants.
 #[derive(Debug, Parser)]
@@ -84,7 +86,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Check a plugin's signatures: who signed it, and whether the key is
     /// trusted. Exits 0 only when a known key's signature is valid and no
-    /// signature is bad.
+    /// signature is bad; 31 otherwise, and 10 for a file that is not
+    /// WebAssembly.
     Verify(VerifyArgs),
     /// Manage the trust store: the keys whose signatures `--signed-by
     /// trusted` accepts.

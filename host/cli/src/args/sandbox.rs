@@ -11,6 +11,7 @@ use warden::trust::{SignatureStatus, TrustPolicy};
 use warden::{GrantOptions, LimitOptions, Manifest, Sandbox, Source};
 
 use super::TrustArgs;
+use super::trust::apply_unsigned_from_environment;
 
 /// The flags every command that runs guest code shares: a manifest, the
 /// limits and grants, the trust policy and the compile cache.
@@ -122,17 +123,17 @@ impl SandboxArgs {
             Some(manifest) => {
                 let manifest = Manifest::from_file(manifest)?;
                 let entry = manifest.plugin(component)?;
-                (
-                    entry.name.clone(),
-                    entry.path.clone(),
-                    entry.sandbox.clone(),
-                )
+                let mut sandbox = entry.sandbox.clone();
+                if !entry.states_unsigned {
+                    apply_unsigned_from_environment(&mut sandbox.trust)?;
+                }
+                (entry.name.clone(), entry.path.clone(), sandbox)
             }
             None => {
                 let path = PathBuf::from(component);
                 let name = Source::name_of(&path);
                 let mut sandbox = Sandbox::default();
-                sandbox.trust = self.trust.keys.command_line_trust();
+                sandbox.trust = self.trust.keys.command_line_trust()?;
                 (name, path, sandbox)
             }
         };

@@ -15,8 +15,9 @@ use warden::trust::{PublicKey, SignerPolicy, TrustPolicy, TrustStore, UnsignedPo
 #[command(next_help_heading = "Signatures")]
 pub struct TrustArgs {
     /// What to do with a plugin without a verifiable signature
-    /// [default: warn, or the manifest's for a plugin it declares; deny
-    /// under --signed-by trusted, which allow and warn contradict].
+    /// [default: the manifest's for a plugin it declares, else
+    /// $WARDEN_UNSIGNED, else warn; deny under --signed-by trusted, which
+    /// allow and warn contradict].
     #[arg(long, value_name = "allow|warn|deny")]
     pub unsigned: Option<UnsignedPolicy>,
     /// Whose signatures count: any key Warden knows, or trusted keys only
@@ -27,6 +28,39 @@ pub struct TrustArgs {
     pub signed_by: Option<SignerPolicy>,
     #[command(flatten)]
     pub keys: KeyArgs,
+}
+
+/// The environment variable that sets the unsigned policy once for a
+/// machine (`WARDEN_UNSIGNED=allow` on a development machine), below the
+/// flag and the manifest.
+pub const UNSIGNED_VARIABLE: &str = "WARDEN_UNSIGNED";
+
+/// The unsigned policy [`UNSIGNED_VARIABLE`] sets, if it is set; a value
+/// that is not a policy is an error naming the variable.
+pub fn unsigned_from_environment() -> anyhow::Result<Option<UnsignedPolicy>> {
+    match std::env::var(UNSIGNED_VARIABLE) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{UNSIGNED_VARIABLE}={value}: {err}")),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{UNSIGNED_VARIABLE} is not valid UTF-8: expected allow, warn or deny")
+        }
+    }
+}
+
+/// Puts the environment's unsigned policy, if any, in `trust`, which holds
+/// a default the manifest did not override. Under `signed_by = trusted`
+/// unsigned plugins are refused whatever the environment says.
+pub fn apply_unsigned_from_environment(trust: &mut TrustPolicy) -> anyhow::Result<()> {
+    if let Some(unsigned) = unsigned_from_environment()?
+        && trust.signed_by == SignerPolicy::Any
+    {
+        trust.unsigned = unsigned;
+    }
+    Ok(())
 }
 
 impl TrustArgs {
@@ -82,7 +116,8 @@ impl TrustArgs {
 #[command(next_help_heading = "Signatures")]
 pub struct KeyArgs {
     /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml, else
-    /// ~/.config/warden/trust.toml].
+    /// ~/.config/warden/trust.toml]. `verify` refuses one given here that
+    /// does not exist.
     #[arg(long, value_name = "PATH")]
     pub trust_store: Option<PathBuf>,
     /// A public key whose signatures are checked but not trusted. Repeatable.
@@ -95,13 +130,15 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The trust policy the command line starts from for a plugin file
-    /// outside any manifest: warn about unverified plugins (the library
-    /// leaves that choice to its caller) and trust the trust store's keys.
-    pub fn command_line_trust(&self) -> TrustPolicy {
+    /// outside any manifest: $WARDEN_UNSIGNED's unsigned policy, else warn
+    /// about unverified plugins (the library leaves that choice to its
+    /// caller), and trust the trust store's keys.
+    pub fn command_line_trust(&self) -> anyhow::Result<TrustPolicy> {
         let mut trust = TrustPolicy::default();
         trust.unsigned = UnsignedPolicy::Warn;
+        apply_unsigned_from_environment(&mut trust)?;
         trust.trusted = Arc::new(self.trust_store_for_loading());
-        trust
+        Ok(trust)
     }
 
     /// The trust store's path: --trust-store, else the default location.
@@ -110,8 +147,12 @@ impl KeyArgs {
     }
 
     /// The trust store, for a command that reports on trust: one that
-    /// cannot be used is an error naming it.
+    /// cannot be used, or a --trust-store that does not exist (a typo would
+    /// otherwise read as a store that trusts no one), is an error naming it.
     pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        if let Some(path) = &self.trust_store {
+            require_existing_store(path)?;
+        }
         Ok(match self.trust_store_path() {
             Some(path) => TrustStore::open(path)?,
             None => TrustStore::default(),
@@ -152,6 +193,20 @@ impl KeyArgs {
     }
 }
 
+/// Refuses a trust store named on the command line that does not exist:
+/// only the default location may be missing (then no key is trusted).
+pub fn require_existing_store(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "trust store `{}` does not exist; check the path, or create the store with \
+             `warden trust add NAME.pub --trust-store {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// The key pair's name (a path without extension); refuses to overwrite.
@@ -187,20 +242,23 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Trust a public key under a name.
+    /// Trust a public key under a name. Adding a key already trusted under
+    /// the same name changes nothing and succeeds.
     Add {
         /// The public key file (NAME.pub).
         key: PathBuf,
-        /// The name to trust it under.
+        /// The name to trust it under [default: the key file's name without
+        /// its extension, e.g. `alice` for alice.pub].
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
         #[arg(long, value_name = "PATH")]
         trust_store: Option<PathBuf>,
     },
-    /// List the trusted keys.
+    /// List the trusted keys (or say that there are none).
     List {
-        /// The trust store [default: $XDG_CONFIG_HOME/warden/trust.toml].
+        /// The trust store, which must exist [default:
+        /// $XDG_CONFIG_HOME/warden/trust.toml].
         #[arg(long, value_name = "PATH")]
         trust_store: Option<PathBuf>,
         /// Print JSON.

@@ -62,3 +62,51 @@ fn inspect_lists_capabilities_and_their_grants() {
         "{stdout}"
     );
 }
+
+/// An ungranted environment is empty, so Rust's `std`, which always imports
+/// `wasi:cli/environment`, is low risk and passes `--strict`; granted
+/// variables are host data: medium.
+#[test]
+fn an_ungranted_environment_is_low_risk_and_passes_strict() {
+    let environment = |value: &serde_json::Value| {
+        value["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "env")
+            .map(|env| (env["risk"].clone(), env["granted"].clone()))
+            .unwrap()
+    };
+    let (value, code) = json(&["inspect", guests::HELLO]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(environment(&value), ("low".into(), false.into()));
+    let (value, code) = json(&["inspect", guests::HELLO, "--env", "GREETING=hi"]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(environment(&value), ("medium".into(), true.into()));
+
+    let (value, code) = json(&[
+        "run",
+        guests::HELLO,
+        "greet",
+        "--input",
+        "Ada",
+        "--unsigned",
+        "allow",
+        "--strict",
+    ]);
+    assert_status(&value, code, "ok", 0);
+    // What --strict still refuses: an ungranted high-risk import.
+    let (value, code) = json(&[
+        "run",
+        guests::PROBE,
+        "echo",
+        "--unsigned",
+        "allow",
+        "--strict",
+    ]);
+    assert_status(&value, code, "denied", 30);
+    assert!(
+        value["error"].as_str().unwrap().contains("http (high risk"),
+        "{value}"
+    );
+}

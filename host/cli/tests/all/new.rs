@@ -1,18 +1,19 @@
 //! `warden new` and the guide's quick starts built from it, and
-//! `warden componentize`.
+//! `warden componentize` (and what `run` says of a module it would need).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use warden_tests::with_home;
 
-use crate::support::{warden, write_file};
+use crate::support::{Scratch, stderr_of, warden, write_file};
 
 /// The quick starts of `docs/guest-guide.md`, run as written: `warden new`,
 /// the build, and `warden run`. Lines marked `# set-up` install a toolchain;
 /// `make setup` has installed those for the tests, so they are skipped and
-/// the installed toolchains are put on the PATH instead.
-fn run_quick_start(language: &str) {
+/// the installed toolchains are put on the PATH instead. Returns the
+/// directory the quick start ran in.
+fn run_quick_start(language: &str) -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let guide = std::fs::read_to_string(root.join("docs/guest-guide.md")).unwrap();
     let fence = format!("```sh quickstart-{language}\n");
@@ -70,6 +71,7 @@ fn run_quick_start(language: &str) {
         script.join("\n"),
         String::from_utf8_lossy(&output.stderr)
     );
+    dir
 }
 
 /// Where a toolchain installer keeps its files: `variable`, else `under_home`
@@ -83,9 +85,35 @@ fn user_tool_home(variable: &str, under_home: &str) -> PathBuf {
         })
 }
 
+/// The Rust template passes `--strict`: its standard library imports the
+/// environment, which, ungranted, is empty and low risk.
 #[test]
-fn the_guides_quick_start_works_for_rust() {
-    run_quick_start("rust");
+fn the_guides_quick_start_works_for_rust_and_passes_strict() {
+    let dir = run_quick_start("rust");
+    let plugin = dir
+        .path()
+        .join("my-plugin/target/wasm32-wasip2/release/my_plugin.wasm");
+    let plugin = plugin.to_str().unwrap();
+    let output = warden(&[
+        "run",
+        plugin,
+        "greet",
+        "--input",
+        "Ada",
+        "--unsigned",
+        "allow",
+        "--strict",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim_end(),
+        "Hello, Ada!"
+    );
+    let inspect = String::from_utf8(warden(&["inspect", plugin]).stdout).unwrap();
+    assert!(
+        inspect.contains("env      low     not granted (--env KEY=VALUE)"),
+        "{inspect}"
+    );
 }
 
 #[test]
@@ -130,4 +158,75 @@ fn componentize_refuses_what_is_not_a_reactor() {
     let output = warden(&["componentize", &module, "-o", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(10));
     assert!(!out.exists());
+}
+
+#[test]
+fn componentize_says_what_a_component_or_a_text_file_is() {
+    let shop = Scratch::with_hello();
+    let out = shop.path("out.wasm");
+    let text = write_file(shop.dir.path(), "main.c", b"int main(void) { return 0; }\n");
+    for (input, expected) in [
+        (
+            shop.path("hello.wasm"),
+            "is already a component; run it as it is (`warden run`, `warden exec`)",
+        ),
+        (
+            text,
+            "is not a WebAssembly module (it does not start with the `\\0asm` magic bytes)",
+        ),
+    ] {
+        let output = shop.run(&["componentize", &input, "-o", &out]);
+        assert_eq!(output.status.code(), Some(10), "{input}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("`{input}` {expected}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("component-type"), "{stderr}");
+    }
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn run_points_a_core_module_at_exec_and_componentize() {
+    let shop = Scratch::new();
+    let module = write_file(
+        shop.dir.path(),
+        "module.wasm",
+        &wat::parse_str("(module)").unwrap(),
+    );
+    let output = shop.run(&["run", &module, "greet", "--unsigned", "allow"]);
+    assert_eq!(output.status.code(), Some(10));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("this is a core WebAssembly module, not a component: run a WASI program (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT into a component with `warden componentize`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wasm-tools"), "{stderr}");
+}
+
+/// The new project cannot see Warden's docs, so its README carries the
+/// essentials instead of pointing at a file it does not have.
+#[test]
+fn the_new_projects_readme_is_a_guide_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().to_str().unwrap();
+    let output = warden(&["new", "shop-sign", "--lang", "rust", "--dir", parent]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let readme = std::fs::read_to_string(dir.path().join("shop-sign/README.md")).unwrap();
+    assert!(readme.starts_with("# shop-sign\n"), "{readme}");
+    assert!(!readme.contains("docs/"), "{readme}");
+    assert!(!readme.contains("{{"), "{readme}");
+    for section in [
+        "cargo build --release --target wasm32-wasip2",
+        "warden run target/wasm32-wasip2/release/shop_sign.wasm greet --input Ada --unsigned allow",
+        "## Capabilities",
+        "`--env NAME=VALUE`",
+        "## Limits",
+        "## Signing",
+        "warden sign target/wasm32-wasip2/release/shop_sign.wasm --key me.key",
+        "WARDEN_UNSIGNED=allow",
+    ] {
+        assert!(readme.contains(section), "no {section:?} in:\n{readme}");
+    }
 }

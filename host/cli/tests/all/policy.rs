@@ -237,3 +237,85 @@ fn key_id(public_key: &str) -> String {
         .unwrap()
         .key_id()
 }
+
+/// `WARDEN_UNSIGNED` sets the unsigned policy for every run on a machine,
+/// below the flag and the manifest: flag > manifest > environment > `warn`.
+#[test]
+fn warden_unsigned_sets_the_default_below_the_flag_and_the_manifest() {
+    let shop = Scratch::with_hello();
+    let hello = shop.path("hello.wasm");
+    let silent = write_file(
+        shop.dir.path(),
+        "silent.toml",
+        b"[plugins.hello]\npath = \"hello.wasm\"\n",
+    );
+    let warns = write_file(
+        shop.dir.path(),
+        "warns.toml",
+        b"[plugins.hello]\npath = \"hello.wasm\"\n\n[plugins.hello.trust]\nunsigned = \"warn\"\n",
+    );
+    let run = |environment: &str, plugin: &[&str], flags: &[&str]| {
+        let mut all = vec!["run"];
+        all.extend_from_slice(plugin);
+        all.extend_from_slice(&["echo", "--input", "x"]);
+        all.extend_from_slice(flags);
+        let output = shop
+            .command(&all)
+            .env("WARDEN_UNSIGNED", environment)
+            .output()
+            .unwrap();
+        (output.status.code(), stderr_of(&output))
+    };
+    const WARNING: &str = "warning: running an unverified plugin (it is unsigned)";
+
+    // The environment over the default, for a file and for a manifest
+    // that says nothing.
+    let (code, stderr) = run("allow", &[&hello], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (code, stderr) = run("deny", &[&hello], &[]);
+    assert_eq!(code, Some(31), "{stderr}");
+    assert!(stderr.contains("unsigned"), "{stderr}");
+    let (code, stderr) = run("deny", &["--manifest", &silent, "hello"], &[]);
+    assert_eq!(code, Some(31), "{stderr}");
+    let (code, stderr) = run("allow", &["--manifest", &silent, "hello"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The manifest over the environment.
+    let (code, stderr) = run("allow", &["--manifest", &warns, "hello"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(WARNING), "{stderr}");
+
+    // The flag over both.
+    let (code, stderr) = run("deny", &[&hello], &["--unsigned", "allow"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (code, stderr) = run(
+        "allow",
+        &["--manifest", &warns, "hello"],
+        &["--unsigned", "deny"],
+    );
+    assert_eq!(code, Some(31), "{stderr}");
+
+    // `--signed-by trusted` refuses unsigned plugins whatever it says.
+    let (code, stderr) = run("allow", &[&hello], &["--signed-by", "trusted"]);
+    assert_eq!(code, Some(31), "{stderr}");
+
+    // Unset (or empty), the default warns; a value that is not a policy
+    // is a usage error naming the variable.
+    let (code, stderr) = run("", &[&hello], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(WARNING) && stderr.contains("WARDEN_UNSIGNED=allow"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("maybe", &[&hello], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "WARDEN_UNSIGNED=maybe: invalid unsigned policy `maybe`: expected allow, warn or deny"
+        ),
+        "{stderr}"
+    );
+}

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::support::{Scratch, assert_status, exit_code, json, report, warden, write_file};
+use crate::support::{
+    Scratch, assert_status, exit_code, json, report, stderr_of, warden, write_file,
+};
 
 #[test]
 fn keygen_writes_a_private_key_pair_and_never_overwrites() {
@@ -33,6 +35,8 @@ fn sign_trust_verify_run_from_the_command_line() {
     let shop = Scratch::with_hello();
     shop.keygen("alice");
     let store = shop.path("trust.toml");
+    // An empty store: `verify` refuses a --trust-store that does not exist.
+    warden::trust::TrustStore::default().save(&store).unwrap();
     let plugin = shop.path("hello.wasm");
     let verify_json = || {
         report(&warden(&[
@@ -256,5 +260,73 @@ fn bad_key_files_are_reported_clearly() {
         String::from_utf8(output.stderr)
             .unwrap()
             .contains("not an Ed25519 public key")
+    );
+}
+
+#[test]
+fn signing_with_a_public_key_names_the_secret_key() {
+    let shop = Scratch::with_hello();
+    shop.keygen("alice");
+    let output = shop.run(&[
+        "sign",
+        &shop.path("hello.wasm"),
+        "--key",
+        &shop.path("alice.pub"),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!(
+            "`{}` is a public key; sign with its secret key (`{}`",
+            shop.path("alice.pub"),
+            shop.path("alice.key")
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("chmod"), "{stderr}");
+}
+
+#[test]
+fn keygen_into_a_missing_directory_gives_the_os_error_once() {
+    let shop = Scratch::new();
+    let output = shop.run(&["keygen", &shop.path("missing/dir/k")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!(
+            "cannot write `{}`",
+            shop.path("missing/dir/k.key")
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verify_says_a_file_that_is_not_wasm_is_not_wasm() {
+    let shop = Scratch::new();
+    let text = write_file(shop.dir.path(), "notes.txt", b"hello\n");
+    let output = shop.run(&["verify", &text]);
+    assert_eq!(output.status.code(), Some(10));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!(
+            "{text}: not a WebAssembly file (it does not start with the `\\0asm` magic bytes)\n"
+        )
+    );
+    let (value, code) = report(&shop.run(&["verify", &text, "--json"]));
+    assert_eq!(code, 10);
+    assert_eq!(value["verified"], false);
+    assert!(
+        value["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a WebAssembly file"),
+        "{value}"
     );
 }

@@ -288,3 +288,84 @@ fn trusted_names(store: &str) -> Vec<String> {
         .map(|(name, _)| name.to_owned())
         .collect()
 }
+
+#[test]
+fn trust_add_names_a_key_after_its_file_and_adding_it_again_changes_nothing() {
+    let shop = Scratch::new();
+    shop.keygen("alice");
+    let store = shop.path("trust.toml");
+    let alice = shop.path("alice.pub");
+    let add = |args: &[&str]| {
+        let mut all = vec!["trust", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--trust-store", &store]);
+        shop.run(&all)
+    };
+    let output = add(&[&alice]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with("trusting key ") && stdout.contains(" as `alice` in "),
+        "{stdout}"
+    );
+    assert_eq!(trusted_names(&store), ["alice"]);
+
+    let output = add(&[&alice]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("already trusting key "), "{stdout}");
+    assert_eq!(trusted_names(&store), ["alice"]);
+
+    // The same key under another name, or another key under the same name,
+    // is still refused: either would change what a name means.
+    let output = add(&[&alice, "--name", "bob"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("is already trusted as `alice`"),
+        "{}",
+        stderr_of(&output)
+    );
+    shop.keygen("other");
+    let output = add(&[&shop.path("other.pub"), "--name", "alice"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("a key named `alice` is already trusted"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert_eq!(trusted_names(&store), ["alice"]);
+}
+
+#[test]
+fn an_empty_trust_list_says_so() {
+    let shop = Scratch::new();
+    let output = shop.run(&["trust", "list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with("no trusted keys in `")
+            && stdout.contains("add one with `warden trust add NAME.pub`"),
+        "{stdout}"
+    );
+    let (value, code) = report(&shop.run(&["trust", "list", "--json"]));
+    assert_eq!((value, code), (serde_json::json!([]), 0));
+}
+
+#[test]
+fn a_trust_store_named_on_the_command_line_must_exist() {
+    let shop = Scratch::with_hello();
+    let typo = shop.path("typo.toml");
+    for args in [
+        vec!["verify", &*shop.path("hello.wasm"), "--trust-store", &typo],
+        vec!["trust", "list", "--trust-store", &typo],
+    ] {
+        let output = shop.run(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("trust store `{typo}` does not exist")),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!Path::new(&typo).exists());
+}

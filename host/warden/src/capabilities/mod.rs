@@ -71,11 +71,13 @@ use crate::state::HostState;
 /// How much authority a capability hands to a plugin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Risk {
-    /// Cannot affect anything outside the plugin's own call: logs, clocks, random numbers.
+    /// Cannot affect anything outside the plugin's own call: logs, clocks,
+    /// random numbers, an environment with nothing granted in it (empty).
     Low,
-    /// Reads host data or keeps state of its own: a key-value namespace, read-only files.
+    /// Reads host data or keeps state of its own: a key-value namespace,
+    /// read-only files, granted environment variables.
     Medium,
-    /// Reaches the network, the host's files or its environment.
+    /// Reaches the network or writes the host's files.
     High,
 }
 

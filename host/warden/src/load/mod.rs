@@ -140,8 +140,9 @@ async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
             compile::component(runtime.engine(), runtime.compile_cache(), verified).await
         }
         BinaryKind::CoreModule => Err(Error::invalid_plugin(
-            "this is a core WebAssembly module, not a component; build the plugin for \
-             `wasm32-wasip2` or turn the module into a component with `wasm-tools component new`",
+            "this is a core WebAssembly module, not a component: run a WASI program \
+             (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \
+             into a component with `warden componentize`, or build the plugin for `wasm32-wasip2`",
         )),
     }
 }

@@ -1,6 +1,8 @@
 //! How a manifest's values are written: durations and sizes as text
 //! (`"5s"`, `"64MiB"`, or a plain number of bytes), and anything that parses
-//! from a string as a string.
+//! from a string as a string. Limits that would fail every call (a zero
+//! timeout, zero fuel, a memory below one page) are refused here, with the
+//! same checks as the command line's flags.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,13 +10,30 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use super::options::{check_fuel, check_memory};
 use crate::units;
 
-pub(super) fn duration<'de, D: Deserializer<'de>>(
+/// A duration longer than zero: a timeout or an interval.
+pub(super) fn positive_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    units::parse_duration(&text)
+    units::parse_positive_duration(&text)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+/// A memory limit: a size of at least one WebAssembly page.
+pub(super) fn memory<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match size(deserializer)? {
+        Some(bytes) => check_memory(bytes).map(Some).map_err(de::Error::custom),
+        None => Ok(None),
+    }
+}
+
+/// A fuel limit: more than zero.
+pub(super) fn fuel<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    check_fuel(u64::deserialize(deserializer)?)
         .map(Some)
         .map_err(de::Error::custom)
 }

@@ -3,20 +3,57 @@
 
 use std::path::{Path, PathBuf};
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::de::size;
 use super::options::{InvalidSetting, KV_PATH_KEY, default_kv_path};
 use crate::capabilities::kv::{KvGrant, KvQuotas, KvStore};
 
 /// A manifest's `kv` value: `kv = true` (the default location) or a table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub(crate) enum KvTable {
     /// `kv = true` or `kv = false`.
     Enabled(bool),
     /// `kv = { path = "kv.sqlite", max_keys = 1000 }` and the like.
     Store(KvStoreTable),
+}
+
+/// What the manifest's `kv` key takes, for errors.
+const KV_FORMS: &str = "`kv` takes `true` (the default location) or a table: \
+     `kv = { path = \"kv.sqlite\" }` or `kv = { redis = \"redis://HOST:PORT/DB\" }`";
+
+// By hand rather than `#[serde(untagged)]`, whose error ("did not match any
+// variant of untagged enum") says nothing a person can act on.
+impl<'de> Deserialize<'de> for KvTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KvVisitor;
+
+        impl<'de> Visitor<'de> for KvVisitor {
+            type Value = KvTable;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(KV_FORMS)
+            }
+
+            fn visit_bool<E: de::Error>(self, enabled: bool) -> Result<KvTable, E> {
+                Ok(KvTable::Enabled(enabled))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<KvTable, E> {
+                Err(E::custom(format!("`kv = \"{text}\"`: {KV_FORMS}")))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KvTable, A::Error> {
+                KvStoreTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(KvTable::Store)
+            }
+        }
+
+        deserializer.deserialize_any(KvVisitor)
+    }
 }
 
 /// A manifest's `kv` table: where the store is, the namespace, the quotas.

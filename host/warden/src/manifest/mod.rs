@@ -100,6 +100,12 @@ pub struct PluginEntry {
     /// so that a host can notice when the store changes (a key revoked) and
     /// read the manifest again.
     pub trust_store: Option<PathBuf>,
+    /// Whether the manifest decides what happens to this plugin when it is
+    /// unsigned (`unsigned`, or `signed_by = "trusted"`, in its own or the
+    /// defaults' `[trust]`). When it does not, the policy holds the default,
+    /// `warn`, and a host may put its own default in its place: `warden`
+    /// does for `WARDEN_UNSIGNED`.
+    pub states_unsigned: bool,
 }
 
 impl Manifest {
@@ -227,6 +233,7 @@ impl RawPlugin {
             return Err(format!("plugin `{name}`: {contradiction}"));
         }
         let trust_store = trust.store_path(base);
+        let states_unsigned = trust.states_unsigned();
         let trust = trust
             .into_policy(base)
             .map_err(|err| format!("plugin `{name}`: {err}"))?;
@@ -249,6 +256,7 @@ impl RawPlugin {
                 trust,
             },
             trust_store,
+            states_unsigned,
         })
     }
 }

@@ -23,15 +23,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::de::{duration, key_value_table, parsed_list, size};
+use super::de::{fuel, key_value_table, memory, parsed_list, positive_duration, size};
 use super::kv::KvTable;
 use crate::capabilities::http::OriginPattern;
 use crate::capabilities::kv::{KvGrant, KvStore};
 use crate::capabilities::sockets::SocketPattern;
 use crate::grants::{Grants, Preopen};
 use crate::limits::Limits;
-#[cfg(feature = "clap")]
-use crate::units;
+use crate::units::{self, ParseError};
 
 /// A setting the sandbox cannot take, e.g. a kv namespace without a kv
 /// grant. The message names the setting and what to do instead.
@@ -46,16 +45,20 @@ pub struct InvalidSetting(pub(super) String);
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[non_exhaustive]
 pub struct LimitOptions {
-    /// Wall-clock time per call, e.g. 300ms or 5s [default: 5s].
-    #[serde(default, deserialize_with = "duration")]
-    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = units::parse_duration))]
+    /// Wall-clock time per call, e.g. 300ms, 5s or 1m30s; more than zero
+    /// [default: 5s].
+    #[serde(default, deserialize_with = "positive_duration")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = units::parse_positive_duration))]
     pub timeout: Option<Duration>,
-    /// Fuel per call (turns on fuel metering); unlimited when omitted.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    /// Fuel per call (turns on fuel metering), more than zero; unlimited
+    /// when omitted.
+    #[serde(default, deserialize_with = "fuel")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N", value_parser = parse_fuel))]
     pub fuel: Option<u64>,
-    /// Linear memory per instance, e.g. 64MiB, 64M or 67108864 [default: 64MiB].
-    #[serde(default, deserialize_with = "size")]
-    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::parse_size))]
+    /// Linear memory per instance, at least 64KiB (one WebAssembly page),
+    /// e.g. 64MiB, 64Mi, 64M or 67108864 [default: 64MiB].
+    #[serde(default, deserialize_with = "memory")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = parse_memory))]
     pub memory: Option<u64>,
     /// Largest input accepted [default: 16MiB].
     #[serde(default, deserialize_with = "size")]
@@ -200,7 +203,7 @@ pub struct GrantOptions {
     pub allow_http: Vec<OriginPattern>,
     /// Give the plugin a configuration value (wasi:config). Repeatable.
     #[serde(skip)]
-    #[cfg_attr(feature = "clap", arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_env_var))]
+    #[cfg_attr(feature = "clap", arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_value))]
     pub config: Vec<(String, String)>,
     /// Grant the key-value store at its default location
     /// ($XDG_DATA_HOME/warden/kv.sqlite).
@@ -246,12 +249,12 @@ pub struct GrantOptions {
     pub http_max_response: Option<u64>,
     /// [`HttpGrant::connect_timeout`](crate::HttpGrant::connect_timeout)
     /// (manifest only).
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     #[cfg_attr(feature = "clap", arg(skip))]
     pub http_connect_timeout: Option<Duration>,
     /// [`HttpGrant::total_timeout`](crate::HttpGrant::total_timeout)
     /// (manifest only).
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     #[cfg_attr(feature = "clap", arg(skip))]
     pub http_total_timeout: Option<Duration>,
     /// The manifest's `kv` key: `true` for the default location (as
@@ -339,20 +342,78 @@ pub(super) fn default_kv_path(asked_by: &str, instead: &str) -> Result<PathBuf, 
 /// How a manifest names the kv store's file, for errors.
 pub(super) const KV_PATH_KEY: &str = "`kv = { path = \"kv.sqlite\" }`";
 
-/// Parses `KEY=VALUE`, as `--env` and `--config` take it.
+/// The smallest memory limit: one WebAssembly page. Below it no plugin
+/// with a linear memory can even be instantiated.
+const MIN_MEMORY_BYTES: u64 = 64 << 10;
+
+/// Parses a memory limit (`--memory`, `memory`), refusing one below
+/// [`MIN_MEMORY_BYTES`] at once rather than at the plugin's first call.
 #[cfg(feature = "clap")]
-fn parse_env_var(text: &str) -> Result<(String, String), units::ParseError> {
+fn parse_memory(text: &str) -> Result<u64, ParseError> {
+    check_memory(units::parse_size(text)?)
+}
+
+/// Refuses a memory limit below [`MIN_MEMORY_BYTES`], naming it.
+pub(super) fn check_memory(bytes: u64) -> Result<u64, ParseError> {
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(ParseError::new(format!(
+            "{bytes} bytes is below the smallest memory ({}, one WebAssembly page); \
+             give at least 64KiB, e.g. 64MiB (a size without a unit is in bytes)",
+            units::format_bytes(MIN_MEMORY_BYTES)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Parses a fuel limit (`--fuel`), refusing zero.
+#[cfg(feature = "clap")]
+fn parse_fuel(text: &str) -> Result<u64, ParseError> {
+    let fuel = text.trim().parse().map_err(|_| {
+        ParseError::new(format!(
+            "invalid fuel `{text}`: expected a whole number of units, e.g. 10000000"
+        ))
+    })?;
+    check_fuel(fuel)
+}
+
+/// Refuses a fuel limit of zero, which would stop every call at once.
+pub(super) fn check_fuel(fuel: u64) -> Result<u64, ParseError> {
+    if fuel == 0 {
+        return Err(ParseError::new(
+            "a fuel limit of 0 stops every call before it starts; give more than zero, \
+             or leave fuel out for no limit",
+        ));
+    }
+    Ok(fuel)
+}
+
+/// Parses `KEY=VALUE`, as `--env` and `--config` take it; `what` names the
+/// setting in the error (`environment variable`, `configuration value`).
+#[cfg(feature = "clap")]
+fn parse_key_value(text: &str, what: &str) -> Result<(String, String), ParseError> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(units::ParseError::new(format!(
-            "invalid environment variable `{text}`: expected KEY=VALUE"
+        _ => Err(ParseError::new(format!(
+            "invalid {what} `{text}`: expected KEY=VALUE"
         ))),
     }
 }
 
+/// Parses `--env KEY=VALUE`.
+#[cfg(feature = "clap")]
+fn parse_env_var(text: &str) -> Result<(String, String), ParseError> {
+    parse_key_value(text, "environment variable")
+}
+
+/// Parses `--config KEY=VALUE`.
+#[cfg(feature = "clap")]
+fn parse_config_value(text: &str) -> Result<(String, String), ParseError> {
+    parse_key_value(text, "configuration value")
+}
+
 #[cfg(all(test, feature = "clap"))]
 mod tests {
-    use super::parse_env_var;
+    use super::{parse_config_value, parse_env_var, parse_fuel, parse_memory};
 
     #[test]
     fn env_vars_split_at_the_first_equals_sign() {
@@ -360,6 +421,33 @@ mod tests {
             parse_env_var("GREETING=hi=there"),
             Ok(("GREETING".to_owned(), "hi=there".to_owned()))
         );
-        assert!(parse_env_var("NO_VALUE").is_err());
+        let error = parse_env_var("NO_VALUE").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid environment variable `NO_VALUE`: expected KEY=VALUE"
+        );
+    }
+
+    #[test]
+    fn config_values_are_not_called_environment_variables() {
+        let error = parse_config_value("k").unwrap_err().to_string();
+        assert_eq!(error, "invalid configuration value `k`: expected KEY=VALUE");
+    }
+
+    #[test]
+    fn memory_below_one_page_and_zero_fuel_are_refused() {
+        assert_eq!(parse_memory("64Ki"), Ok(64 << 10));
+        let error = parse_memory("64").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "64 bytes is below the smallest memory (64 KiB, one WebAssembly page)"
+            ),
+            "{error}"
+        );
+        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_fuel("1"), Ok(1));
+        let error = parse_fuel("0").unwrap_err().to_string();
+        assert!(error.contains("a fuel limit of 0"), "{error}");
+        assert!(parse_fuel("-1").is_err());
     }
 }

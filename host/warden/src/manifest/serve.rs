@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::de::{duration, size};
+use super::de::{positive_duration, size};
 
 /// The `[serve]` table: connection bounds for `warden serve`, each unset
 /// unless the manifest sets it. `warden serve`'s flags take precedence;
@@ -59,11 +59,11 @@ impl ServeSettings {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServe {
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     header_read_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     write_timeout: Option<Duration>,
     max_connections: Option<u32>,
     #[serde(default, deserialize_with = "size")]

@@ -299,3 +299,69 @@ fn serve_settings_are_read_and_unknown_ones_refused() {
     let err = parse("[serve]\nidle = \"1s\"\n").unwrap_err().to_string();
     assert!(err.contains("unknown field `idle`"), "{err}");
 }
+
+#[test]
+fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
+    let manifest = parse(
+        r#"
+        [plugins.a]
+        path = "a.wasm"
+        [plugins.a.limits]
+        timeout = "1m30s"
+        memory = "48Mi"
+        fuel = 1
+        "#,
+    )
+    .unwrap();
+    let limits = &manifest.plugin("a").unwrap().sandbox.limits;
+    assert_eq!(limits.timeout, Duration::from_secs(90));
+    assert_eq!(limits.memory_bytes, 48 << 20);
+    assert_eq!(limits.fuel, Some(1));
+    for (setting, expected) in [
+        (
+            "memory = 64",
+            "64 bytes is below the smallest memory (64 KiB",
+        ),
+        ("memory = \"64KiB\"", ""),
+        ("timeout = \"0s\"", "`0s` is zero"),
+        ("fuel = 0", "a fuel limit of 0"),
+    ] {
+        let text = format!("[plugins.a]\npath = \"a.wasm\"\n[plugins.a.limits]\n{setting}\n");
+        match parse(&text) {
+            Ok(_) => assert_eq!(expected, "", "{setting} was accepted"),
+            Err(err) => {
+                let message = err.to_string();
+                assert!(
+                    !expected.is_empty()
+                        && message.contains(expected)
+                        && message.contains("line 4"),
+                    "{setting}: {message}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_given_a_string_says_what_kv_takes() {
+    let err = parse("[plugins.a]\npath = \"a.wasm\"\n[plugins.a.grants]\nkv = \"kv.sqlite\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`kv = \"kv.sqlite\"`: `kv` takes `true` (the default location) or a table: `kv = { path = \"kv.sqlite\" }`"),
+        "{err}"
+    );
+    assert!(!err.contains("untagged"), "{err}");
+}
+
+#[test]
+fn a_plugin_says_whether_its_manifest_decides_the_unsigned_policy() {
+    let states = |trust: &str| {
+        let text = format!("{trust}\n[plugins.a]\npath = \"a.wasm\"\n");
+        parse(&text).unwrap().plugin("a").unwrap().states_unsigned
+    };
+    assert!(!states(""));
+    assert!(!states("[defaults.trust]\nsigned_by = \"any\""));
+    assert!(states("[defaults.trust]\nunsigned = \"warn\""));
+    assert!(states("[defaults.trust]\nsigned_by = \"trusted\""));
+}

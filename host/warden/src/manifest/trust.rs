@@ -73,6 +73,11 @@ impl RawTrust {
         }
     }
 
+    /// Whether these settings decide what happens to an unsigned plugin.
+    pub(super) fn states_unsigned(&self) -> bool {
+        self.unsigned.is_some() || self.signed_by == Some(SignerPolicy::Trusted)
+    }
+
     /// The trust store file: the one named, else the user's.
     pub(super) fn store_path(&self, base: &Path) -> Option<PathBuf> {
         self.trust_store

@@ -72,6 +72,25 @@ impl SecretKey {
             ))
         };
         let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        if !metadata.is_file() {
+            return Err(Error::InvalidConfig(format!(
+                "secret key `{}` is not a file",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        // A public key given by mistake (`--key alice.pub`) is named as such,
+        // rather than advising `chmod` on a file meant to be shared.
+        if wasmsign2::SecretKey::from_any(&bytes).is_err()
+            && wasmsign2::PublicKey::from_any(&bytes).is_ok()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "`{}` is a public key; sign with its secret key (`{}` if it came from \
+                 `warden keygen`)",
+                path.display(),
+                path.with_extension("key").display()
+            )));
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -84,13 +103,6 @@ impl SecretKey {
                 )));
             }
         }
-        if !metadata.is_file() {
-            return Err(Error::InvalidConfig(format!(
-                "secret key `{}` is not a file",
-                path.display()
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(unreadable)?;
         wasmsign2::SecretKey::from_any(&bytes)
             .map(SecretKey)
             .map_err(|err| {
