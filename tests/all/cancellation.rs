@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use warden::tools::KvInspector;
-use warden::{KvGrant, Limits, Sandbox, Source};
+use warden::{ErrorKind, KvGrant, Limits, Sandbox, Source};
 use warden_tests::{guest_bytes, guests};
 
 use crate::{assert_runtime_serves, hostile, runtime, wait_for_instances};
@@ -95,47 +95,107 @@ fn shutting_down_tokio_with_calls_in_flight_is_safe() {
     executor.block_on(assert_runtime_serves(&runtime));
 }
 
+/// Every handle the caller holds (the `Runtime` and the `Plugin`) is dropped
+/// while two calls run in wasm, so the calls' own futures hold the last
+/// references. One goes on to its timeout, which needs the runtime's epoch
+/// ticker to outlive the handle; the other is then dropped itself, which
+/// frees the last of the runtime (its store, its instance slot, its ticker)
+/// from inside the cancelled task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_runtime_and_plugins_mid_call_is_safe() {
     let runtime = runtime();
-    let plugin = hostile(&runtime, patient_limits()).await;
-    let call = tokio::spawn(async move { plugin.execute("loop", b"").await });
-    drop(runtime);
-    tokio::time::sleep(RUN_FOR).await;
-    call.abort();
-    assert!(call.await.unwrap_err().is_cancelled());
+    let mut limits = Limits::default();
+    limits.timeout = Duration::from_secs(2);
+    let brief = hostile(&runtime, limits).await;
+    let patient = hostile(&runtime, patient_limits()).await;
+    let spawn_loop = |plugin: &warden::Plugin| {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { plugin.execute("loop", b"").await })
+    };
+    let (finishing, cancelled) = (spawn_loop(&brief), spawn_loop(&patient));
+    wait_for_instances(&runtime, 2).await;
+    drop((brief, patient, runtime));
+
+    let outcome = tokio::time::timeout(Duration::from_secs(30), finishing)
+        .await
+        .expect("the call ended at its timeout")
+        .unwrap();
+    let err = outcome.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+
+    assert!(!cancelled.is_finished(), "the other call is still running");
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
     assert_runtime_serves(&crate::runtime()).await;
 }
 
-/// A call cancelled in the middle of kv writes leaves whole batches only:
+/// Calls cancelled in the middle of kv writes leave whole batches only:
 /// each `set-many` is one transaction, which a cancelled caller never splits.
+/// Each of the five calls writes under its own plugin name (its own kv
+/// namespace), and is cancelled only once a batch of it is in the store, so
+/// every cancellation lands among its writes and is checked on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_kv_writes_leave_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("kv.sqlite");
     let runtime = runtime();
-    let mut sandbox = Sandbox::with_limits(patient_limits());
-    sandbox.grants.kv = Some(KvGrant::at(&store));
-    let plugin = runtime
-        .load(Source::new("writer", guest_bytes(guests::PROBE)), sandbox)
-        .await
-        .unwrap();
-    for _ in 0..5 {
+    for writer in 0..5 {
+        let name = format!("writer-{writer}");
+        let mut sandbox = Sandbox::with_limits(patient_limits());
+        sandbox.grants.kv = Some(KvGrant::at(&store));
+        let plugin = runtime
+            .load(Source::new(&name, guest_bytes(guests::PROBE)), sandbox)
+            .await
+            .unwrap();
         let call = plugin.execute("kv-batches", b"1000000");
-        assert!(tokio::time::timeout(RUN_FOR, call).await.is_err());
-        assert_eq!(runtime.instances_in_use(), 0);
+        tokio::select! {
+            outcome = call => panic!("{name}: a million batches finished: {:?}", outcome.result),
+            () = wait_for_a_batch(&store, &name) => {}
+        }
+        assert_eq!(runtime.instances_in_use(), 0, "{name}");
     }
 
-    let inspector = KvInspector::open(&store, "writer").unwrap();
-    let keys = inspector.keys("default").unwrap();
-    assert!(!keys.is_empty(), "no batch was written in time");
-    let mut per_batch: BTreeMap<&str, usize> = BTreeMap::new();
-    for key in &keys {
-        let (batch, _) = key.split_once('-').expect("bBATCH-KEY");
-        *per_batch.entry(batch).or_default() += 1;
+    for writer in 0..5 {
+        let name = format!("writer-{writer}");
+        let inspector = KvInspector::open(&store, &name).unwrap();
+        let mut per_batch: BTreeMap<u32, usize> = BTreeMap::new();
+        for key in inspector.keys("default").unwrap() {
+            let (batch, _) = key.split_once('-').expect("bBATCH-KEY");
+            let batch: u32 = batch[1..].parse().expect("a batch number");
+            let value = inspector.get("default", &key).unwrap().unwrap();
+            assert_eq!(value, batch.to_string().as_bytes(), "{name}: {key}");
+            *per_batch.entry(batch).or_default() += 1;
+        }
+        // Batches are written in order: whole ones numbered from 0, then
+        // nothing of the one the cancellation interrupted.
+        let batches: Vec<u32> = per_batch.keys().copied().collect();
+        assert!(!batches.is_empty(), "{name}: nothing written");
+        assert_eq!(
+            batches,
+            (0..batches.len() as u32).collect::<Vec<_>>(),
+            "{name}: a gap"
+        );
+        assert!(
+            per_batch.values().all(|&count| count == 100),
+            "{name}: a batch was split: {per_batch:?}"
+        );
     }
-    assert!(
-        per_batch.values().all(|&count| count == 100),
-        "a batch was split: {per_batch:?}"
-    );
+}
+
+/// Waits until the store holds at least one batch of `namespace`'s.
+async fn wait_for_a_batch(store: &std::path::Path, namespace: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let written = KvInspector::open(store, namespace)
+            .and_then(|inspector| inspector.keys("default"))
+            .is_ok_and(|keys| !keys.is_empty());
+        if written {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{namespace} wrote no batch in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

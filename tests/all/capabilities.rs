@@ -9,7 +9,8 @@ use warden::{
     Runtime, Sandbox, Source,
 };
 use warden_tests::{
-    HTTP_BIG_BODY, HTTP_GREETING, HttpServer, TcpPong, UdpSink, guest_bytes, guests,
+    HTTP_BIG_BODY, HTTP_DRIP_BYTES, HTTP_DRIP_INTERVAL, HTTP_GREETING, HttpServer, TcpPong,
+    UdpSink, guest_bytes, guests,
 };
 
 use crate::{runtime, tight_limits};
@@ -198,6 +199,63 @@ async fn http_responses_beyond_the_cap_fail() {
     );
 }
 
+/// A body that keeps arriving, a byte every 100 ms, never trips the
+/// first-byte timeout (the head comes at once) nor the between-bytes one
+/// (bounded by the total, 1 s here): only the total deadline ends it, one
+/// second after the request was sent, with part of the body read.
+#[tokio::test]
+async fn a_dripping_body_ends_at_the_grants_total_timeout() {
+    let server = HttpServer::start();
+    let total_timeout = Duration::from_secs(1);
+    let plugin = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()));
+        grants.http.total_timeout = total_timeout;
+    }))
+    .await;
+    let started = std::time::Instant::now();
+    let err = call(&plugin, "http-get", &server.url("/drip"))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let Error::Plugin(PluginError::Failed(message)) = &err else {
+        panic!("expected the probe to report the error code, got {err:?}");
+    };
+    // wasmtime-wasi-http gives a body's read error no `error-code`; its
+    // text names it: "HTTP response timeout" is the total deadline, which
+    // the first-byte and between-bytes timeouts would call "connection read
+    // timeout".
+    let (arrived, error) = message
+        .strip_prefix("None after ")
+        .and_then(|rest| rest.split_once(" bytes of the body: "))
+        .unwrap_or_else(|| panic!("expected a failed body read, got {message:?}"));
+    assert_eq!(error.lines().next(), Some("HTTP response timeout"), "{message}");
+    let arrived: usize = arrived.parse().unwrap();
+    assert!(
+        arrived > 0 && arrived < HTTP_DRIP_BYTES,
+        "{arrived} bytes of the body arrived"
+    );
+    let drip_takes = HTTP_DRIP_INTERVAL * HTTP_DRIP_BYTES as u32;
+    assert!(
+        elapsed >= total_timeout && elapsed < drip_takes,
+        "{elapsed:?}"
+    );
+
+    // With a total timeout longer than the drip, the same body arrives
+    // whole: no other timeout cut it short.
+    let patient = probe(sandbox(|grants| {
+        grants.http.allow.push(origin(&server.origin()));
+        grants.http.total_timeout = drip_takes * 4;
+    }))
+    .await;
+    assert_eq!(
+        call(&patient, "http-get", &server.url("/drip"))
+            .await
+            .unwrap(),
+        "d".repeat(HTTP_DRIP_BYTES)
+    );
+}
+
+/// A server that sends no head within the total timeout.
 #[tokio::test]
 async fn http_requests_end_at_the_grants_total_timeout() {
     let server = HttpServer::start();

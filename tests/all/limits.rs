@@ -42,6 +42,29 @@ async fn a_guest_blocked_in_a_host_call_times_out_too() {
     assert_serves(&plugin).await;
 }
 
+/// A guest that calls the host on every turn of its loop (the monotonic
+/// clock) spends most of its time in host code, where no epoch check runs;
+/// each return into wasm checks the deadline.
+#[tokio::test]
+async fn a_busy_loop_calling_the_host_stops_at_its_timeout() {
+    let runtime = runtime();
+    let plugin = hostile(&runtime, tight_limits()).await;
+    let started = Instant::now();
+    let err = plugin
+        .execute("busy-host-calls", b"")
+        .await
+        .result
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { limit } if limit == TIGHT_TIMEOUT),
+        "{err:?}"
+    );
+    assert!(elapsed >= TIGHT_TIMEOUT, "{elapsed:?}");
+    assert!(elapsed < TIGHT_TIMEOUT + TIMEOUT_MARGIN, "{elapsed:?}");
+    assert_serves(&plugin).await;
+}
+
 #[tokio::test]
 async fn a_memory_bomb_is_reported_as_a_memory_limit() {
     let runtime = runtime();
@@ -211,6 +234,32 @@ async fn log_floods_are_capped_by_count_and_by_bytes() {
         "each record is 1 KiB of message plus its context"
     );
     assert_eq!(report.dropped_logs, 96);
+}
+
+/// One record far larger than `Limits::log_bytes` keeps its start, cut to
+/// the cap with a note of its full length, and the call succeeds.
+#[tokio::test]
+async fn a_huge_log_record_is_cut_to_the_cap_not_lost() {
+    let runtime = runtime();
+    let plugin = hostile(&runtime, tight_limits()).await;
+    let outcome = plugin.execute("log-huge", b"8388608").await;
+    assert_eq!(outcome.result.unwrap(), b"done");
+    let report = outcome.report;
+    assert_eq!(report.dropped_logs, 0);
+    let [record] = report.logs.as_slice() else {
+        panic!("expected one record, got {}", report.logs.len());
+    };
+    assert_eq!(record.context, "huge");
+    let kept = record.context.len() + record.message.len();
+    assert!(kept <= Limits::DEFAULT_LOG_BYTES, "{kept} bytes kept");
+    let (text, note) = record
+        .message
+        .split_once('…')
+        .expect("the cut record notes its length");
+    assert_eq!(note, " (8388608 bytes in all)");
+    assert!(text.bytes().all(|byte| byte == b'h'));
+    // Everything but the context and the note is kept.
+    assert_eq!(kept, Limits::DEFAULT_LOG_BYTES);
 }
 
 #[tokio::test]

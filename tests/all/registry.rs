@@ -1,7 +1,10 @@
 //! The plugin registry: loading by name, hot reload while calls run, and
 //! graceful shutdown.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use warden::{Error, ErrorKind, Limits, Registry, Reload, Sandbox, Source};
@@ -14,15 +17,6 @@ fn replace(path: &Path, bytes: &[u8]) {
     let staged = path.with_extension("staged");
     std::fs::write(&staged, bytes).unwrap();
     std::fs::rename(&staged, path).unwrap();
-}
-
-/// The hello guest with a custom section appended: the same behaviour, a
-/// different file and hash.
-fn hello_variant(tag: u8) -> Vec<u8> {
-    let mut bytes = guest_bytes(guests::HELLO);
-    // Custom section (id 0): size, name length, name, payload.
-    bytes.extend_from_slice(&[0, 7, 5, b'w', b'a', b'r', b'd', b'n', tag]);
-    bytes
 }
 
 async fn count_vowels(registry: &Registry, name: &str) -> Result<Vec<u8>, Error> {
@@ -167,31 +161,110 @@ async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
     assert_eq!(count_vowels(&registry, "plugin").await.unwrap(), b"3");
 }
 
+/// A plugin written against the canonical ABI whose every action answers
+/// `v{version}`, so a caller can tell which version served it.
+fn versioned_plugin(version: u32) -> Vec<u8> {
+    let answer = format!("v{version}");
+    let module = wat::parse_str(format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (global $heap (mut i32) (i32.const 1024))
+          (data (i32.const 64) "versioned")
+          (data (i32.const 80) "0.1.0")
+          (data (i32.const 96) "answers its version")
+          (data (i32.const 128) "version")
+          ;; `actions`: one (pointer, length) pair.
+          (data (i32.const 144) "\80\00\00\00\07\00\00\00")
+          (data (i32.const 160) "{answer}")
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $ptr i32)
+            (local.set $ptr
+              (i32.and
+                (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $heap (i32.add (local.get $ptr) (local.get 3)))
+            (local.get $ptr))
+          (func (export "warden:plugin/guest@0.1.0#init") (result i32)
+            (i32.store8 (i32.const 512) (i32.const 0))
+            (i32.store (i32.const 516) (i32.const 64))
+            (i32.store (i32.const 520) (i32.const 9))
+            (i32.store (i32.const 524) (i32.const 80))
+            (i32.store (i32.const 528) (i32.const 5))
+            (i32.store (i32.const 532) (i32.const 96))
+            (i32.store (i32.const 536) (i32.const 19))
+            (i32.store (i32.const 540) (i32.const 144))
+            (i32.store (i32.const 544) (i32.const 1))
+            (i32.const 512))
+          (func (export "warden:plugin/guest@0.1.0#execute")
+            (param i32 i32 i32 i32) (result i32)
+            (i32.store8 (i32.const 512) (i32.const 0))
+            (i32.store (i32.const 516) (i32.const 160))
+            (i32.store (i32.const 520) (i32.const {len}))
+            (i32.const 512)))"#,
+        len = answer.len()
+    ))
+    .expect("the versioned plugin parses");
+    warden_tests::wrap_core_module(module, None, "plugin")
+}
+
+/// Callers keep calling through five hot swaps. Every call succeeds, each
+/// version serves some of them (each swap waits until the version it
+/// installed has answered), and no caller sees an older version after a
+/// newer one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_a_plugin_under_load_fails_no_call() {
+    const SWAPS: u32 = 5;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hello.wasm");
-    std::fs::write(&path, hello_variant(0)).unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, versioned_plugin(0)).unwrap();
     let registry = Registry::new(runtime());
     registry
-        .load_file("hello", &path, Sandbox::default())
+        .load_file("plugin", &path, Sandbox::default())
         .await
         .unwrap();
     let mut watch = registry.watch(Duration::from_millis(20));
 
+    let served: Arc<Mutex<BTreeMap<u32, usize>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let registry = registry.clone();
+        let (registry, served, stop) = (registry.clone(), served.clone(), stop.clone());
         callers.spawn(async move {
-            for _ in 0..100 {
-                count_vowels(&registry, "hello").await.unwrap();
+            let mut newest = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let output = registry
+                    .execute("plugin", "version", b"")
+                    .await
+                    .result
+                    .expect("every call succeeds");
+                let version: u32 = std::str::from_utf8(&output)
+                    .ok()
+                    .and_then(|text| text.strip_prefix('v')?.parse().ok())
+                    .unwrap_or_else(|| panic!("answered {output:?}"));
+                assert!(version >= newest, "v{version} after v{newest}");
+                newest = version;
+                *served.lock().unwrap().entry(version).or_default() += 1;
             }
         });
     }
+    let wait_until_served = |version: u32| {
+        let served = served.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !served.lock().unwrap().contains_key(&version) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "v{version} served no call in 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_until_served(0).await;
     let mut hashes = vec![registry.list()[0].sha256.clone()];
-    for tag in 1..=5 {
-        replace(&path, &hello_variant(tag));
-        let reload = tokio::time::timeout(Duration::from_secs(10), watch.next())
+    for version in 1..=SWAPS {
+        replace(&path, &versioned_plugin(version));
+        let reload = tokio::time::timeout(Duration::from_secs(30), watch.next())
             .await
             .expect("the watcher noticed the change")
             .unwrap();
@@ -200,13 +273,21 @@ async fn swapping_a_plugin_under_load_fails_no_call() {
         };
         assert_eq!(&from, hashes.last().unwrap());
         hashes.push(to);
+        wait_until_served(version).await;
     }
+    stop.store(true, Ordering::SeqCst);
     while let Some(caller) = callers.join_next().await {
         caller.expect("every call succeeded");
     }
+    let served = served.lock().unwrap().clone();
+    assert_eq!(
+        served.keys().copied().collect::<Vec<_>>(),
+        (0..=SWAPS).collect::<Vec<_>>(),
+        "{served:?}"
+    );
     assert_eq!(registry.list()[0].sha256, *hashes.last().unwrap());
     hashes.dedup();
-    assert_eq!(hashes.len(), 6, "every version had its own hash");
+    assert_eq!(hashes.len(), 1 + SWAPS as usize, "every version had its own hash");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

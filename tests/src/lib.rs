@@ -219,12 +219,19 @@ pub fn with_extra_core_instances(component: Vec<u8>, extra: &[(&str, u32)]) -> V
 pub const HTTP_GREETING: &str = "hello from the test server";
 /// The size of `GET /big` on [`HttpServer`].
 pub const HTTP_BIG_BODY: usize = 256 << 10;
+/// The size of `GET /drip` on [`HttpServer`], sent a byte at a time.
+pub const HTTP_DRIP_BYTES: usize = 40;
+/// The pause before each byte of `GET /drip`: the whole body takes
+/// [`HTTP_DRIP_BYTES`] of them (4 s).
+pub const HTTP_DRIP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An HTTP/1.1 server on 127.0.0.1 for the tests: `GET /` answers
 /// [`HTTP_GREETING`], `GET /big` answers [`HTTP_BIG_BODY`] bytes, `GET /slow`
 /// answers after five seconds, `GET /stall` sends its head and the first
 /// bytes of the greeting at once and the rest after five seconds (so the
-/// connection stays open while the client holds the response), anything else
+/// connection stays open while the client holds the response), `GET /drip`
+/// sends its head at once and then [`HTTP_DRIP_BYTES`] bytes of `d`, one every
+/// [`HTTP_DRIP_INTERVAL`] (a body that keeps arriving, slowly), anything else
 /// 404. It serves until the test process ends.
 pub struct HttpServer {
     /// Where it listens.
@@ -260,6 +267,7 @@ impl HttpServer {
                     let (status, body) = match path {
                         "/" | "/slow" | "/stall" => ("200 OK", HTTP_GREETING.as_bytes().to_vec()),
                         "/big" => ("200 OK", vec![b'b'; HTTP_BIG_BODY]),
+                        "/drip" => ("200 OK", vec![b'd'; HTTP_DRIP_BYTES]),
                         _ => ("404 Not Found", b"not found".to_vec()),
                     };
                     let mut stream = &stream;
@@ -268,6 +276,15 @@ impl HttpServer {
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes());
+                    if path == "/drip" {
+                        for byte in body.chunks(1) {
+                            thread::sleep(HTTP_DRIP_INTERVAL);
+                            if stream.write_all(byte).is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
                     if path == "/stall" {
                         let (first, rest) = body.split_at(1);
                         let _ = stream.write_all(first);

@@ -37,7 +37,17 @@
 //!   panics if the host refuses one;
 //! - `dir-streams COUNT`: opens COUNT `read-directory` streams on the
 //!   directory granted at `/data` and keeps them all, unread; panics if the
-//!   host refuses one.
+//!   host refuses one;
+//! - `body-buffers COUNT`: builds COUNT outgoing `wasi:http` requests, fills
+//!   each one's body with as much as the host buffers, and keeps them unsent;
+//! - `open-at MODE PATH`: opens PATH (`..`, absolute and trailing-slash paths
+//!   included, as written) relative to the directory granted at `/data`
+//!   through `wasi:filesystem` itself, following symbolic links, for
+//!   `read`, `write` (creating the file) or `truncate`; answers `opened`, or
+//!   fails with the host's `wasi:filesystem` error code by its WIT name
+//!   (`not-permitted`). The
+//!   standard library's paths go through wasi-libc, which refuses some of
+//!   them in the guest before the host sees them.
 //!
 //! `init` misbehaves when the environment variable `HOSTILE_INIT` (which only
 //! a grant makes visible) says so: `trap`, `fail` or `loop`.
@@ -84,6 +94,8 @@ const ACTIONS: &[&str] = &[
     "stat",
     "header-maps",
     "dir-streams",
+    "body-buffers",
+    "open-at",
 ];
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -215,6 +227,7 @@ impl Guest for Hostile {
             "header-maps" => keep_header_maps(parse_size(&input)?),
             "dir-streams" => keep_directory_streams(parse_size(&input)?),
             "body-buffers" => keep_body_buffers(parse_size(&input)?),
+            "open-at" => open_at(utf8(&input)?),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -267,10 +280,7 @@ fn keep_body_buffers(count: usize) -> Result<Vec<u8>, PluginError> {
 
 /// Opens `count` listings of `/data` and keeps every one.
 fn keep_directory_streams(count: usize) -> Result<Vec<u8>, PluginError> {
-    let (data, _) = wasi::filesystem::preopens::get_directories()
-        .into_iter()
-        .find(|(_, path)| path == "/data")
-        .ok_or_else(|| failed("no directory is granted at /data"))?;
+    let data = granted_data()?;
     let mut kept = Vec::with_capacity(count);
     for _ in 0..count {
         kept.push(
@@ -279,6 +289,38 @@ fn keep_directory_streams(count: usize) -> Result<Vec<u8>, PluginError> {
         );
     }
     Ok(format!("kept {}", kept.len()).into_bytes())
+}
+
+/// `MODE PATH`: opens PATH relative to `/data` with the raw
+/// `wasi:filesystem` call, so the host alone judges the path.
+fn open_at(input: &str) -> Result<Vec<u8>, PluginError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let (mode, path) = input
+        .split_once(' ')
+        .ok_or_else(|| PluginError::InvalidInput("expected MODE PATH".into()))?;
+    let (open_flags, flags) = match mode {
+        "read" => (OpenFlags::empty(), DescriptorFlags::READ),
+        "write" => (OpenFlags::CREATE, DescriptorFlags::WRITE),
+        "truncate" => (OpenFlags::TRUNCATE, DescriptorFlags::WRITE),
+        other => {
+            return Err(PluginError::InvalidInput(format!(
+                "mode `{other}` is not read, write or truncate"
+            )));
+        }
+    };
+    granted_data()?
+        .open_at(PathFlags::SYMLINK_FOLLOW, path, open_flags, flags)
+        .map(|_| b"opened".to_vec())
+        .map_err(|code| failed(code.name()))
+}
+
+/// The directory granted at `/data`.
+fn granted_data() -> Result<wasi::filesystem::types::Descriptor, PluginError> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == "/data")
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| failed("no directory is granted at /data"))
 }
 
 fn spin_forever() -> ! {

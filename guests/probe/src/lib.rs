@@ -2,7 +2,8 @@
 //! what happens when it is granted and when it is not.
 //!
 //! Actions and their input:
-//! - `http-get URL`: the response body (an error names the `wasi:http` error code);
+//! - `http-get URL`: the response body (an error names the `wasi:http` error
+//!   code, and how much of the body had arrived when reading it failed);
 //! - `kv-set KEY=VALUE`, `kv-get KEY`, `kv-delete KEY`, `kv-incr KEY`,
 //!   `kv-list`, `kv-set-many K1=V1,K2=V2`: the `default` bucket, or
 //!   `BUCKET/KEY` for another one;
@@ -439,7 +440,11 @@ fn http_get(url: &str) -> Result<Vec<u8>, String> {
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(err)) => {
                 let code = wasi::http::types::http_error_code(&err);
-                return Err(format!("{code:?}: {}", err.to_debug_string()));
+                return Err(format!(
+                    "{code:?} after {} bytes of the body: {}",
+                    bytes.len(),
+                    err.to_debug_string()
+                ));
             }
         }
     }

@@ -129,6 +129,8 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    use wasmtime::{Config, Instance, Module, Store, Trap};
+
     fn wait_for(condition: impl Fn() -> bool) {
         let started = Instant::now();
         while !condition() {
@@ -137,15 +139,67 @@ mod tests {
         }
     }
 
+    /// Reads the engine's epoch the only way wasmtime allows: a store whose
+    /// deadline is one tick ahead, and a function whose entry checks it.
+    struct EpochProbe {
+        store: Store<()>,
+        check: wasmtime::TypedFunc<(), ()>,
+    }
+
+    impl EpochProbe {
+        fn new(engine: &Engine) -> Self {
+            let wasm = wat::parse_str(r#"(module (func (export "check")))"#).unwrap();
+            let module = Module::new(engine, wasm).unwrap();
+            let mut store = Store::new(engine, ());
+            let instance = Instance::new(&mut store, &module, &[]).unwrap();
+            let check = instance.get_typed_func(&mut store, "check").unwrap();
+            EpochProbe { store, check }
+        }
+
+        /// Starts counting from the epoch as it is now.
+        fn arm(&mut self) {
+            self.store.set_epoch_deadline(1);
+        }
+
+        /// Whether the epoch advanced since [`EpochProbe::arm`].
+        fn advanced(&mut self) -> bool {
+            match self.check.call(&mut self.store, ()) {
+                Ok(()) => false,
+                Err(err) => {
+                    assert_eq!(err.downcast_ref::<Trap>(), Some(&Trap::Interrupt));
+                    true
+                }
+            }
+        }
+    }
+
     #[test]
     fn ticks_while_called_then_sleeps_and_wakes_again() {
-        let engine = Engine::default();
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).unwrap();
+        let mut probe = EpochProbe::new(&engine);
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).unwrap();
-        wait_for(|| ticker.shared.sleeping.load(Ordering::SeqCst));
-        let guard = ticker.keep_ticking();
-        wait_for(|| !ticker.shared.sleeping.load(Ordering::SeqCst));
-        drop(guard);
-        wait_for(|| ticker.shared.sleeping.load(Ordering::SeqCst));
+        for _ in 0..2 {
+            wait_for(|| ticker.shared.sleeping.load(Ordering::SeqCst));
+            // Asleep, it leaves the epoch alone: waiting a hundred ticks'
+            // worth sees no change.
+            probe.arm();
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!probe.advanced(), "the epoch advanced while asleep");
+
+            // A call wakes it, and the epoch advances, tick after tick.
+            let guard = ticker.keep_ticking();
+            for _ in 0..3 {
+                probe.arm();
+                let started = Instant::now();
+                while !probe.advanced() {
+                    assert!(started.elapsed() < Duration::from_secs(5), "no tick");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            drop(guard);
+        }
         drop(ticker);
     }
 }

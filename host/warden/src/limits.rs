@@ -53,7 +53,10 @@ pub struct Limits {
     /// Log records kept per call; further records are counted and dropped.
     /// Default: 1,000.
     pub log_records: usize,
-    /// Bytes of log context and message text kept per call. Default: 1 MiB.
+    /// Bytes of log context and message text kept per call; a record larger
+    /// than the room left keeps the start of its message, cut to fit with a
+    /// note of its full length, and further records are counted and dropped.
+    /// Default: 1 MiB.
     pub log_bytes: usize,
     /// Host resources (open files, streams, buckets, HTTP requests, …) an
     /// instance may hold at once; a guest that creates more and never drops

@@ -6,7 +6,10 @@
 //! [`Limits::log_bytes`](crate::Limits::log_bytes), and charged to the
 //! instance's host-memory budget: past any of them a record is counted and
 //! dropped, so a log flood costs the host nothing but the time the guest
-//! spends producing it.
+//! spends producing it. A record too large for the bytes left is cut to fit,
+//! with a note of its full length, rather than lost whole (its start, say a
+//! backtrace's, is what a reader needs); with less than
+//! [`MIN_CUT_MESSAGE_BYTES`] of room for its message it is dropped.
 
 use std::sync::Arc;
 
@@ -23,6 +26,10 @@ use crate::state::HostState;
 
 /// The `log` capability.
 pub(crate) struct Log;
+
+/// The least of a cut record's message worth keeping; with less room left
+/// the record is dropped, as a few bytes of it say nothing.
+const MIN_CUT_MESSAGE_BYTES: usize = 64;
 
 impl Capability for Log {
     const NAME: &'static str = "log";
@@ -106,11 +113,19 @@ impl logging::Host for LogCapture {
         message: String,
     ) -> wasmtime::Result<()> {
         let level = LogLevel::from(level);
+        let room = self.max_bytes.saturating_sub(self.bytes);
+        let message = match room.checked_sub(context.len()) {
+            Some(message_room) if self.records.len() < self.max_records => {
+                cut_to_fit(message, message_room)
+            }
+            _ => None,
+        };
+        let Some(message) = message else {
+            self.dropped += 1;
+            return Ok(());
+        };
         let size = context.len() + message.len();
-        if self.records.len() >= self.max_records
-            || self.bytes + size > self.max_bytes
-            || !self.host_memory.try_hold_record(size)
-        {
+        if !self.host_memory.try_hold_record(size) {
             self.dropped += 1;
             return Ok(());
         }
@@ -123,6 +138,24 @@ impl logging::Host for LogCapture {
         });
         Ok(())
     }
+}
+
+/// `message` whole if it fits in `room` bytes; else its start, cut on a
+/// character boundary, with a note of its full length, in `room` bytes at
+/// most; `None` when less than [`MIN_CUT_MESSAGE_BYTES`] of it would fit.
+fn cut_to_fit(message: String, room: usize) -> Option<String> {
+    if message.len() <= room {
+        return Some(message);
+    }
+    let note = format!("… ({} bytes in all)", message.len());
+    let mut end = room.checked_sub(note.len())?;
+    if end < MIN_CUT_MESSAGE_BYTES {
+        return None;
+    }
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!("{}{note}", &message[..end]))
 }
 
 impl From<Level> for LogLevel {
@@ -151,5 +184,36 @@ fn emit_tracing_event(plugin: &str, level: LogLevel, context: &str, message: &st
         LogLevel::Info => event!(tracing::Level::INFO),
         LogLevel::Warn => event!(tracing::Level::WARN),
         LogLevel::Error | LogLevel::Critical => event!(tracing::Level::ERROR),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_that_fits_is_kept_whole() {
+        assert_eq!(cut_to_fit("whole".to_owned(), 5).as_deref(), Some("whole"));
+    }
+
+    #[test]
+    fn a_record_too_large_keeps_its_start_and_its_length_within_the_room() {
+        // Two-byte characters, so the cut falls inside one.
+        let message = "é".repeat(1000);
+        let cut = cut_to_fit(message.clone(), 301).unwrap();
+        assert!(cut.len() <= 301, "{}", cut.len());
+        let (kept, note) = cut.split_once('…').unwrap();
+        assert!(message.starts_with(kept) && kept.len() >= 301 - 30, "{kept}");
+        assert_eq!(note, " (2000 bytes in all)");
+    }
+
+    #[test]
+    fn a_record_with_too_little_room_is_dropped() {
+        let note = "… (1000 bytes in all)".len();
+        assert_eq!(
+            cut_to_fit("x".repeat(1000), note + MIN_CUT_MESSAGE_BYTES - 1),
+            None
+        );
+        assert!(cut_to_fit("x".repeat(1000), note + MIN_CUT_MESSAGE_BYTES).is_some());
     }
 }
