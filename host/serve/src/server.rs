@@ -94,18 +94,16 @@ impl Server {
     /// accepting, serves the connections already open (`/readyz` answering
     /// 503, every reply asking the client to close) until no request is in
     /// progress, closes them, and cancels what is still running when
-    /// [`ServerConfig::shutdown_grace`] ends. The
-    /// registry is shut down with it ([`Registry::shutdown`]): it accepts no
-    /// calls afterwards.
+    /// [`ServerConfig::shutdown_grace`] ends. The registry is shut down with
+    /// it ([`Registry::shutdown`]): it accepts no calls afterwards.
     ///
     /// # Errors
     ///
     /// An [`InvalidInput`](std::io::ErrorKind::InvalidInput) error naming
     /// the setting when the [`ServerConfig`] has a bound of zero (calls,
     /// connections, body memory, the request timeout, the watch interval, a
-    /// connection time limit) or more admitted
-    /// calls than a semaphore holds; otherwise, if the listener's address
-    /// cannot be read.
+    /// connection time limit) or more admitted calls than a semaphore holds;
+    /// otherwise, if the listener's address cannot be read.
     pub async fn run(
         self,
         listener: TcpListener,
