@@ -108,8 +108,12 @@ demo: guests build
 ## is killed and fails the run (.config/nextest.toml). nextest does not run doctests: `cargo test --doc` does
 test: lint doc wasmtime
 	@command -v cargo-nextest >/dev/null || { echo 'make test needs cargo-nextest: cargo install --locked cargo-nextest' >&2; exit 1; }
-	$(CARGO) nextest run --workspace
-	$(CARGO) test --doc --workspace
+	@# Every process a test starts gets a home of its own; these directories keep the tests themselves (which
+	@# read the default trust store when they parse a manifest) out of the user's too.
+	home=$$(mktemp -d) && trap 'rm -rf "$$home"' EXIT && \
+		export XDG_CONFIG_HOME="$$home/config" XDG_CACHE_HOME="$$home/cache" XDG_DATA_HOME="$$home/data" \
+			XDG_STATE_HOME="$$home/state" && \
+		$(CARGO) nextest run --workspace && $(CARGO) test --doc --workspace
 	@echo "hello in every language (tests/all/conformance.rs):" && cat target/conformance.txt
 	$(CARGO) run --quiet -p warden --example embed -- $(GUESTS)/hello.wasm
 	$(CARGO) run --quiet -p warden --example text-filter -- $(GUESTS)/text_filter.wasm

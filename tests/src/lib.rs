@@ -30,9 +30,9 @@ pub fn proc_status_bytes(process: &str, field: &str) -> Option<u64> {
 }
 
 /// A runtime builder for tests. Its compile cache and the key that seals it
-/// are the tests' own, `target/test-cache/` (beside the guests, and shared
-/// by every test process of a run, so each guest compiles once), never the
-/// defaults in the home of the user running the tests.
+/// are the tests' own, in `target/test-cache/` beside the guests, never the
+/// defaults in the home of the user running the tests; every test process
+/// shares them, so that a guest is compiled once rather than once per test.
 pub fn runtime_builder() -> warden::RuntimeBuilder {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache");
     let mut builder = warden::Runtime::builder();
