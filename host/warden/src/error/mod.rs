@@ -31,14 +31,17 @@ pub enum Error {
     },
 
     /// The plugin reported a failure itself (the `plugin-error` of the WIT)
-    /// from `execute`.
-    #[error("plugin error: {0}")]
+    /// from `execute`. Shown as `plugin error: ` and the plugin's text
+    /// (`invalid input: …` for that variant; for an unknown action, the
+    /// words of [`unknown_action_message`] without the list of actions,
+    /// which only the plugin's metadata knows).
+    #[error("plugin error: {}", describe_plugin_error(.0))]
     Plugin(PluginError),
 
     /// The plugin's `init` reported a failure, so no action ran. The fault
     /// is in the plugin or what it was given (a missing config value, say),
     /// not in the call's input: retrying the call will not help.
-    #[error("init failed: {0}")]
+    #[error("init failed: {}", describe_plugin_error(.0))]
     InitFailed(PluginError),
 
     /// The call ran past its wall-clock timeout, whether it was computing or
@@ -99,8 +102,12 @@ pub enum Error {
     },
 
     /// A capability the plugin was not granted was refused, and the call then
-    /// failed: the denial is the cause a caller can act on.
-    #[error("denied: {denial} (the plugin then failed: {then})")]
+    /// failed: the denial is the cause a caller can act on. The message says
+    /// how to grant it ([`Denial::how_to_grant`]).
+    #[error(
+        "denied: {denial}{} (the plugin then failed: {then})",
+        grant_hint(denial)
+    )]
     Denied {
         /// The first request the host refused during the call.
         denial: Denial,
@@ -342,6 +349,44 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// How Warden words a call to an action the plugin does not have, given
+/// the actions its metadata lists, the same on the command line and in
+/// `warden serve`'s replies: "the plugin has no action `shout`; its actions
+/// are: count-vowels, greet". An empty `action` is a call that named none.
+pub fn unknown_action_message(action: &str, actions: &[String]) -> String {
+    let listed = actions.join(", ");
+    match (action.is_empty(), actions.is_empty()) {
+        (false, false) => format!("the plugin has no action `{action}`; its actions are: {listed}"),
+        (true, false) => format!("no action was given; the plugin's actions are: {listed}"),
+        (false, true) => {
+            format!("the plugin has no action `{action}`; it takes no action name")
+        }
+        (true, true) => {
+            "the plugin refused a call without an action name, yet lists no actions".to_owned()
+        }
+    }
+}
+
+/// The plugin's own error in words: its text, after what kind of failure
+/// it is when the variant adds something.
+fn describe_plugin_error(err: &PluginError) -> String {
+    match err {
+        PluginError::InvalidInput(text) => format!("invalid input: {text}"),
+        PluginError::UnknownAction(action) if action.is_empty() => {
+            "the plugin needs an action name".to_owned()
+        }
+        PluginError::UnknownAction(action) => format!("the plugin has no action `{action}`"),
+        PluginError::Failed(text) => text.clone(),
+    }
+}
+
+fn grant_hint(denial: &Denial) -> String {
+    match denial.how_to_grant() {
+        Some(how) => format!(" — grant it with {how}"),
+        None => String::new(),
     }
 }
 
