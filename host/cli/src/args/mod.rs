@@ -56,9 +56,12 @@ pub enum Command {
     /// Run a WASI program (a `wasi:cli/run` component, or a `wasm32-wasip1`
     /// module) under the same limits and grants as a plugin.
     ///
-    /// Without --json the program's stdout and stderr pass through (bounded)
-    /// and Warden exits with the program's exit code; failures of the
-    /// sandbox (limits, traps) use Warden's own exit codes.
+    /// Its arguments go after `--`. Stdin passes through, read to its end
+    /// before the program starts (up to --max-input; a terminal gives none).
+    /// Without --json its stdout (up to --max-output, default 1MiB) and
+    /// stderr pass through, and what goes past a bound is dropped and said
+    /// so on stderr; Warden exits with the program's exit code, while
+    /// failures of the sandbox (limits, traps) use Warden's own exit codes.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Exec(ExecArgs),
     /// Show what a plugin is: its metadata, capabilities, imports, exports,

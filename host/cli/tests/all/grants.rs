@@ -115,7 +115,7 @@ fn a_denial_says_how_to_grant_it() {
     assert!(
         error.starts_with(
             "denied: kv capability: opening bucket `default` — grant it with --kv or \
-             --kv-store PATH|URL (a manifest: `kv` in [grants]) (the plugin then failed: "
+             --kv-store PATH|URL, or `kv` in a manifest's [grants] (the plugin then failed: "
         ),
         "{error}"
     );
@@ -124,7 +124,7 @@ fn a_denial_says_how_to_grant_it() {
     let error = value["error"].as_str().unwrap();
     assert!(
         error.contains(
-            "— grant it with --config KEY=VALUE (a manifest: the plugin's [config] table)"
+            "— grant it with --config KEY=VALUE, or the plugin's [config] table in a manifest"
         ),
         "{error}"
     );

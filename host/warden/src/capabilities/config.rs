@@ -22,7 +22,7 @@ impl Capability for Config {
     const NAME: &'static str = "config";
     const INTERFACES: &'static [&'static str] = &["wasi:config/store"];
     const HOW_TO_GRANT: &'static str =
-        "--config KEY=VALUE (a manifest: the plugin's [config] table)";
+        "--config KEY=VALUE, or the plugin's [config] table in a manifest";
     type Shared = Arc<BTreeMap<String, String>>;
     type State = ConfigState;
 

@@ -72,7 +72,7 @@ impl Capability for Filesystem {
     const INTERFACES: &'static [&'static str] =
         &["wasi:filesystem/types", "wasi:filesystem/preopens"];
     const HOW_TO_GRANT: &'static str =
-        "--dir HOST::GUEST[:ro|:rw] (a manifest: `dirs` in [grants])";
+        "--dir HOST::GUEST[:ro|:rw], or `dirs` in a manifest's [grants]";
     /// The granted directories, opened once: instances never look their
     /// paths up again.
     type Shared = GrantedDirs;

@@ -428,3 +428,75 @@ fn format_backtrace(frames: &[String]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_unknown_action_is_worded_once_for_every_case() {
+        assert_eq!(
+            unknown_action_message("shout", &actions(&["echo", "greet"])),
+            "the plugin has no action `shout`; its actions are: echo, greet"
+        );
+        assert_eq!(
+            unknown_action_message("", &actions(&["echo", "greet"])),
+            "no action was given; the plugin's actions are: echo, greet"
+        );
+        assert_eq!(
+            unknown_action_message("shout", &[]),
+            "the plugin has no action `shout`; it takes no action name"
+        );
+    }
+
+    #[test]
+    fn plugin_errors_read_as_words_not_rust() {
+        let cases = [
+            (
+                Error::Plugin(PluginError::Failed("kv: access denied".into())),
+                "plugin error: kv: access denied",
+            ),
+            (
+                Error::Plugin(PluginError::InvalidInput("not UTF-8".into())),
+                "plugin error: invalid input: not UTF-8",
+            ),
+            (
+                Error::Plugin(PluginError::UnknownAction("shout".into())),
+                "plugin error: the plugin has no action `shout`",
+            ),
+            (
+                Error::InitFailed(PluginError::Failed("no config".into())),
+                "init failed: no config",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn a_denial_names_its_grant_and_a_host_capability_goes_without() {
+        let denied = |capability| Error::Denied {
+            denial: Denial {
+                capability,
+                detail: "reading `mode`".into(),
+            },
+            then: Box::new(Error::Plugin(PluginError::Failed("no value".into()))),
+        };
+        assert_eq!(
+            denied("config").to_string(),
+            "denied: config capability: reading `mode` — grant it with --config KEY=VALUE, \
+             or the plugin's [config] table in a manifest (the plugin then failed: \
+             plugin error: no value)"
+        );
+        assert_eq!(
+            denied("dictionary").to_string(),
+            "denied: dictionary capability: reading `mode` (the plugin then failed: \
+             plugin error: no value)"
+        );
+    }
+}
