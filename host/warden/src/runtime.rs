@@ -73,10 +73,13 @@ pub struct RuntimeBuilder {
     on_compile: Option<CompileNotice>,
 }
 
+/// A function of a component's name and size in bytes.
+type NoticeFn = dyn Fn(&str, u64) + Send + Sync;
+
 /// What [`RuntimeBuilder::on_compile`] calls: the component's name and
 /// size in bytes.
 #[derive(Clone)]
-pub(crate) struct CompileNotice(Arc<dyn Fn(&str, u64) + Send + Sync>);
+pub(crate) struct CompileNotice(Arc<NoticeFn>);
 
 impl CompileNotice {
     pub(crate) fn notify(&self, name: &str, size: u64) {
