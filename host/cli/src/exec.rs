@@ -1,45 +1,111 @@
 //! `warden exec`: a WASI program under the same limits and grants as a plugin.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use warden::{Error, Outcome, Report, Stdio};
+use warden::units::format_bytes;
+use warden::{Captured, Error, Outcome, Report, Stdio};
 
 use crate::args::ExecArgs;
-use crate::exit;
-use crate::load;
-use crate::output;
+use crate::output::{self, Failure};
+use crate::run::{Input, read_bounded};
 
-/// `warden exec`: loads the program and runs it with its arguments; its
-/// exit code becomes warden's.
+/// `warden exec`: loads the program and runs it with its arguments and
+/// stdin; its exit code becomes warden's.
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.resolve(&args.program)?;
-    let program = match load::program(&target, &args.sandbox).await {
+    let mut target = match args.sandbox.resolve(&args.program) {
+        Ok(target) => target,
+        Err(err) => {
+            let name = match args.sandbox.manifest {
+                Some(_) => args.program.clone(),
+                None => warden::Source::name_of(std::path::Path::new(&args.program)),
+            };
+            return finish(&args, &name, Err(Failure::before_loading(&err)), None);
+        }
+    };
+    // A program's output is what it writes to stdout, so --max-output
+    // bounds that (a plugin's is what `execute` returns).
+    if let Some(bytes) = args.sandbox.limits.max_output {
+        target.sandbox.limits.stdout_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    let limit = target.sandbox.limits.max_input_bytes;
+    let stdin = match read_stdin(limit) {
+        Ok(Input::Bytes(bytes)) => bytes,
+        Ok(Input::TooLarge { size }) => {
+            let err = Error::InputTooLarge { size, limit };
+            return finish(&args, &target.name, Err((&err).into()), None);
+        }
+        Err(err) => {
+            return finish(
+                &args,
+                &target.name,
+                Err(Failure::before_loading(&err)),
+                None,
+            );
+        }
+    };
+    let program = match crate::load::program(&target, &args.sandbox).await {
         Ok(program) => program,
-        Err(err) => return finish(&args, &target.name, Err(err), None),
+        Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
     let stdio = if args.json {
         Stdio::Capture
     } else {
         Stdio::Forward
     };
-    let Outcome { result, report } = program.run(&args.args, stdio).await;
+    let Outcome { result, report } = program.run_with_stdin(&args.args, stdin, stdio).await;
+    if !args.json {
+        let limits = &program.sandbox().limits;
+        say_what_was_dropped(
+            "stdout",
+            &report.stdout,
+            limits.stdout_bytes,
+            "--max-output",
+        );
+        say_what_was_dropped("stderr", &report.stderr, limits.stderr_bytes, "`stderr`");
+    }
+    let result = result.map_err(|err| Failure::from(&err));
     finish(&args, program.name(), result, Some(&report))
+}
+
+/// Reads the program's stdin, unless it is a terminal (a person would have
+/// to type the whole input before the program starts): at most `limit`
+/// bytes are kept.
+fn read_stdin(limit: usize) -> anyhow::Result<Input> {
+    if std::io::stdin().is_terminal() {
+        return Ok(Input::Bytes(Vec::new()));
+    }
+    read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
+}
+
+/// Says on stderr that a forwarded stream went past its bound, so that a
+/// cut output is never taken for the whole of it.
+fn say_what_was_dropped(stream: &str, captured: &Captured, limit: usize, setting: &str) {
+    if captured.dropped_bytes > 0 {
+        // Cut stderr ends mid-line, and this note goes to the same stream.
+        let new_line = if stream == "stderr" { "\n" } else { "" };
+        eprintln!(
+            "{new_line}warden: the program's {stream} went past its limit of {} ({setting}); the last {} were dropped",
+            format_bytes(limit as u64),
+            format_bytes(captured.dropped_bytes)
+        );
+    }
 }
 
 /// Reports the run; `report` is `None` when the program never started.
 fn finish(
     args: &ExecArgs,
     program: &str,
-    result: Result<i32, Error>,
+    result: Result<i32, Failure>,
     report: Option<&Report>,
 ) -> anyhow::Result<ExitCode> {
     if args.json {
         let mut object = Map::new();
         let status = match &result {
             Ok(_) => "ok",
-            Err(err) => err.kind().as_str(),
+            Err(failure) => failure.kind.as_str(),
         };
         object.insert("status".into(), status.into());
         object.insert("program".into(), program.into());
@@ -57,19 +123,19 @@ fn finish(
             result
                 .as_ref()
                 .err()
-                .map_or(Value::Null, |err| err.to_string().into()),
+                .map_or(Value::Null, |failure| failure.message.clone().into()),
         );
         output::report_fields(&mut object, &report.cloned().unwrap_or_default());
         output::print_json(&Value::Object(object)).context("writing the report")?;
-    } else if let Err(err) = &result {
+    } else if let Err(failure) = &result {
         match report {
-            Some(report) => output::print_human_report(Some(err), report),
-            None => output::print_error(err),
+            Some(report) => output::print_report_with(Some(&failure.message), report),
+            None => output::print_failure(failure),
         }
     }
     Ok(match result {
         // Exit codes outside 0..=255 wrap, as a shell would see them.
         Ok(code) => ExitCode::from(code as u8),
-        Err(err) => ExitCode::from(exit::for_kind(err.kind())),
+        Err(failure) => failure.exit_code(),
     })
 }

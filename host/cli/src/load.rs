@@ -1,9 +1,12 @@
 //! Loading what `warden run`, `exec` and `inspect` name: the file read with
-//! the keys the flags give, a runtime for its sandbox, and a note on stderr
-//! when nothing verified it or when loading created its kv store.
+//! the keys the flags give, a runtime for its sandbox, a note on stderr
+//! before a long first compile, a warning on stderr when nothing verified
+//! it, and a note when loading created its kv store.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use warden::units::format_bytes;
 use warden::{Error, KvStore, Plugin, Program, Runtime, Sandbox, Source};
 
 use crate::args::{SandboxArgs, SandboxedComponent};
@@ -47,7 +50,21 @@ async fn prepare(
         .source(&target.path)
         .await?
         .named(target.name.clone());
-    let runtime = sandbox_args.runtime(&target.sandbox)?;
+    let mut builder = sandbox_args.runtime_builder(&target.sandbox);
+    // For a person waiting at a terminal; a script's log gains nothing.
+    if std::io::stderr().is_terminal() {
+        let file = target.path.file_name().map_or_else(
+            || target.name.clone(),
+            |file| file.to_string_lossy().into_owned(),
+        );
+        let cached = !sandbox_args.no_cache;
+        builder.on_compile(move |_, size| {
+            if let Some(note) = compile_note(&file, size, cached) {
+                eprintln!("{note}");
+            }
+        });
+    }
+    let runtime = builder.build()?;
     let sandbox = target.sandbox_for(&source);
     Ok((runtime, source, sandbox))
 }
@@ -65,5 +82,48 @@ fn missing_kv_store(sandbox: &Sandbox) -> Option<PathBuf> {
 fn say_if_created(path: Option<PathBuf>) {
     if let Some(path) = path.filter(|path| path.exists()) {
         eprintln!("warden: created the kv store `{}`", path.display());
+    }
+}
+
+/// Components from this size up get a note before a compile the cache
+/// cannot spare. Cranelift compiles very roughly 5 to 20 MiB of WebAssembly
+/// a second on one laptop core, so from 4 MiB a first load takes from a
+/// noticeable fraction of a second to several seconds; below it a note
+/// would only be noise.
+const COMPILE_NOTE_BYTES: u64 = 4 << 20;
+
+/// The note for compiling `file` of `size` bytes, or `None` when it is too
+/// small to keep anyone waiting.
+fn compile_note(file: &str, size: u64, cached: bool) -> Option<String> {
+    (size >= COMPILE_NOTE_BYTES).then(|| {
+        let size = format_bytes(size);
+        if cached {
+            format!("warden: compiling {file} ({size}) once; later loads use the cache")
+        } else {
+            format!("warden: compiling {file} ({size}); with --no-cache every load compiles it")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_large_component_gets_a_compile_note() {
+        assert_eq!(
+            compile_note("small.wasm", COMPILE_NOTE_BYTES - 1, true),
+            None
+        );
+        assert_eq!(
+            compile_note("my-plugin.wasm", 18 << 20, true).as_deref(),
+            Some("warden: compiling my-plugin.wasm (18 MiB) once; later loads use the cache")
+        );
+        assert_eq!(
+            compile_note("my-plugin.wasm", 18 << 20, false).as_deref(),
+            Some(
+                "warden: compiling my-plugin.wasm (18 MiB); with --no-cache every load compiles it"
+            )
+        );
     }
 }

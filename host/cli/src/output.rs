@@ -12,7 +12,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use warden::trust::{SignatureCheck, UnsignedPolicy};
 use warden::units::{format_bytes, format_duration};
-use warden::{CapabilityUse, Captured, ComponentInfo, Error, PluginError, Report, Sandbox};
+use warden::{
+    CapabilityUse, Captured, ComponentInfo, Error, ErrorKind, PluginError, Report, Sandbox,
+};
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise. Returns the
 /// value and its encoding (`utf-8` or `base64`).
@@ -26,14 +28,65 @@ pub fn encode_bytes(bytes: &[u8]) -> (Value, &'static str) {
     }
 }
 
+/// A failure as the command line reports it: its kind (the `status` and
+/// the exit code), its message for a person, and the plugin's own error
+/// when it reported one. Usually an [`Error`] as it is; the command adds
+/// what it knows beyond it (the plugin's actions, say), or stands for a
+/// failure before anything loaded (an unreadable input file).
+pub struct Failure {
+    /// The `status` and exit code.
+    pub kind: ErrorKind,
+    /// The message, for stderr and the `error` field.
+    pub message: String,
+    /// The plugin's own variant and text, for the `plugin_error` field.
+    pub plugin_error: Option<PluginError>,
+}
+
+impl From<&Error> for Failure {
+    fn from(error: &Error) -> Self {
+        let plugin_error = match error {
+            Error::Plugin(plugin_error) | Error::InitFailed(plugin_error) => {
+                Some(plugin_error.clone())
+            }
+            _ => None,
+        };
+        Failure {
+            kind: error.kind(),
+            message: error.to_string(),
+            plugin_error,
+        }
+    }
+}
+
+impl Failure {
+    /// A failure before the command loaded anything (a manifest that does
+    /// not declare the plugin, an unreadable input file): the library's
+    /// kind when it is one of its errors, else `invalid-config`, and the
+    /// whole chain of context as its message.
+    pub fn before_loading(error: &anyhow::Error) -> Self {
+        Failure {
+            kind: error
+                .downcast_ref::<Error>()
+                .map_or(ErrorKind::InvalidConfig, Error::kind),
+            message: format!("{error:#}"),
+            plugin_error: None,
+        }
+    }
+
+    /// The process exit code for it.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(crate::exit::for_kind(self.kind))
+    }
+}
+
 /// The `error` field and, for errors the plugin reported from `execute` or
 /// `init`, the plugin's own variant.
-fn error_fields(object: &mut Map<String, Value>, error: Option<&Error>) {
+fn error_fields(object: &mut Map<String, Value>, failure: Option<&Failure>) {
     object.insert(
         "error".into(),
-        error.map_or(Value::Null, |err| Value::String(err.to_string())),
+        failure.map_or(Value::Null, |failure| failure.message.clone().into()),
     );
-    if let Some(Error::Plugin(plugin_error) | Error::InitFailed(plugin_error)) = error {
+    if let Some(plugin_error) = failure.and_then(|failure| failure.plugin_error.as_ref()) {
         let (variant, detail) = match plugin_error {
             PluginError::InvalidInput(detail) => ("invalid-input", detail),
             PluginError::UnknownAction(detail) => ("unknown-action", detail),
@@ -60,13 +113,13 @@ fn captured_fields(object: &mut Map<String, Value>, name: &str, captured: &Captu
 pub fn call_json(
     plugin: &str,
     action: &str,
-    result: &Result<Vec<u8>, Error>,
+    result: &Result<Vec<u8>, Failure>,
     report: &Report,
 ) -> Value {
     let mut object = Map::new();
     let status = match result {
         Ok(_) => "ok",
-        Err(err) => err.kind().as_str(),
+        Err(failure) => failure.kind.as_str(),
     };
     object.insert("status".into(), status.into());
     object.insert("plugin".into(), plugin.into());
@@ -136,6 +189,11 @@ pub fn print_error(error: &Error) {
     print_guest_line(&format!("warden: {error}"));
 }
 
+/// Reports a [`Failure`] that happened before any guest code ran.
+pub fn print_failure(failure: &Failure) {
+    print_guest_line(&format!("warden: {}", failure.message));
+}
+
 /// Writes one line that may quote guest text (a load error names the
 /// binary's imports, say) to stderr, escaped on a terminal.
 pub fn print_guest_line(line: &str) {
@@ -187,21 +245,26 @@ pub fn print_output(output: &[u8], end_line: bool) -> std::io::Result<()> {
 
 /// What the guest wrote and logged, then the one-line report, on stderr.
 pub fn print_human_report(error: Option<&Error>, report: &Report) {
+    print_report_with(error.map(ToString::to_string).as_deref(), report);
+}
+
+/// [`print_human_report`] with the failure's message given: what the guest
+/// wrote and logged, then the one-line report, on stderr.
+pub fn print_report_with(message: Option<&str>, report: &Report) {
     let mut text = Vec::new();
-    write_human_report(&mut text, error, report);
+    write_human_report(&mut text, message, report);
     let mut stderr = std::io::stderr().lock();
     let terminal = stderr.is_terminal();
     // Best effort: if stderr is gone there is nowhere to report that.
     let _ = stderr.write_all(&shown(&text, terminal));
 }
 
-fn write_human_report(out: &mut Vec<u8>, error: Option<&Error>, report: &Report) {
-    let message = error.map(ToString::to_string);
+fn write_human_report(out: &mut Vec<u8>, message: Option<&str>, report: &Report) {
     // The summary stays on one line; a backtrace follows it.
-    let (headline, details) = match &message {
+    let (headline, details) = match message {
         Some(message) => match message.split_once('\n') {
             Some((headline, details)) => (Some(headline), Some(details)),
-            None => (Some(message.as_str()), None),
+            None => (Some(message), None),
         },
         None => (None, None),
     };

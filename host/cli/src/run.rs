@@ -6,23 +6,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use warden::{Error, Outcome, Registry, Reload, Report};
+use warden::{Error, ErrorKind, Outcome, Plugin, PluginError, Registry, Reload, Report};
 
 use crate::args::{RunArgs, SandboxedComponent};
-use crate::exit;
 use crate::load;
-use crate::output;
+use crate::output::{self, Failure};
 
 /// `warden run`: reads the input, loads the plugin and calls the action
-/// once (or, with `--watch`, again after every change).
+/// once (or, with `--watch`, again after every change). Every failure is
+/// reported like a failed call: with `--json`, as its one JSON object.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let target = args.sandbox.resolve(&args.plugin)?;
+    let target = match args.sandbox.resolve(&args.plugin) {
+        Ok(target) => target,
+        Err(err) => {
+            let name = args.plugin_name();
+            return finish(&args, &name, Err(Failure::before_loading(&err)), None);
+        }
+    };
     let limit = target.sandbox.limits.max_input_bytes;
-    let input = match read_input(&args, limit)? {
-        Input::Bytes(bytes) => bytes,
-        Input::TooLarge { size } => {
+    let input = match read_input(&args, limit) {
+        Ok(Input::Bytes(bytes)) => bytes,
+        Ok(Input::TooLarge { size }) => {
             let err = Error::InputTooLarge { size, limit };
-            return finish(&args, &target.name, Err(err), None);
+            return finish(&args, &target.name, Err((&err).into()), None);
+        }
+        Err(err) => {
+            return finish(
+                &args,
+                &target.name,
+                Err(Failure::before_loading(&err)),
+                None,
+            );
         }
     };
     if args.watch {
@@ -30,10 +44,47 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
-        Err(err) => return finish(&args, &target.name, Err(err), None),
+        Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
-    let Outcome { result, report } = plugin.execute(&args.action, &input).await;
+    let Outcome { result, report } = plugin.execute(args.action(), &input).await;
+    let result = explained(&args, Some(&plugin), result).await;
     finish(&args, plugin.name(), result, Some(&report))
+}
+
+/// A call's result as the command line reports it. A call of an action the
+/// plugin does not have lists the actions it has; a call that named no
+/// action, of a plugin that lists actions, is a usage error (exit 2).
+async fn explained(
+    args: &RunArgs,
+    plugin: Option<&Plugin>,
+    result: Result<Vec<u8>, Error>,
+) -> Result<Vec<u8>, Failure> {
+    let err = match result {
+        Ok(output) => return Ok(output),
+        Err(err) => err,
+    };
+    let mut failure = Failure::from(&err);
+    if let (Error::Plugin(PluginError::UnknownAction(_)), Some(plugin)) = (&err, plugin) {
+        // The call ran `init`, so the metadata is known: no instance is
+        // created to ask for it.
+        if let Ok(metadata) = plugin.metadata().await {
+            let actions = &metadata.actions;
+            let message = warden::unknown_action_message(args.action(), actions);
+            failure = if args.action.is_none() && !actions.is_empty() {
+                Failure {
+                    kind: ErrorKind::InvalidConfig,
+                    message: format!("{message}; name one after the plugin"),
+                    plugin_error: None,
+                }
+            } else {
+                Failure {
+                    message: format!("plugin error: {message}"),
+                    ..failure
+                }
+            };
+        }
+    }
+    Err(failure)
 }
 
 /// How often `--watch` looks at the plugin file and the manifest.
@@ -50,18 +101,22 @@ async fn watch(
     target: SandboxedComponent,
     input: Vec<u8>,
 ) -> anyhow::Result<ExitCode> {
-    let registry = Registry::new(args.sandbox.runtime(&target.sandbox)?);
+    let runtime = match args.sandbox.runtime(&target.sandbox) {
+        Ok(runtime) => runtime,
+        Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
+    };
+    let registry = Registry::new(runtime);
     // A derived kv namespace comes from the version first loaded, and stays
     // the same across reloads: they are new versions of the same plugin.
     let sandbox = match args.sandbox.trust.keys.source(&target.path).await {
         Ok(source) => target.sandbox_for(&source),
-        Err(err) => return finish(&args, &target.name, Err(err), None),
+        Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
     if let Err(err) = registry
         .load_file(&target.name, &target.path, sandbox)
         .await
     {
-        return finish(&args, &target.name, Err(err), None);
+        return finish(&args, &target.name, Err((&err).into()), None);
     }
     if let Some(plugin) = registry.get(&target.name) {
         output::warn_if_unverified(plugin.info(), plugin.sandbox());
@@ -82,7 +137,7 @@ async fn watch(
             }
             reload = reloads.next() => match reload {
                 Some(Reload::Replaced { name, from, to }) => {
-                    eprintln!("warden: {name} changed ({} → {}); running `{}` again", short(&from), short(&to), args.action);
+                    eprintln!("warden: {name} changed ({} → {}); running `{}` again", short(&from), short(&to), args.action());
                     if let Some(previous) = run.take() {
                         code = previous.await.context("the run failed")??;
                     }
@@ -100,7 +155,7 @@ async fn watch(
                 if now != *seen {
                     manifest = Some(now);
                     if let Some(name) = reload_manifest(&registry, &args).await {
-                        eprintln!("warden: the manifest changed; running `{}` again", args.action);
+                        eprintln!("warden: the manifest changed; running `{}` again", args.action());
                         if let Some(previous) = run.take() {
                             code = previous.await.context("the run failed")??;
                         }
@@ -161,8 +216,9 @@ fn spawn_run(
         input.clone(),
     );
     tokio::spawn(async move {
-        let Outcome { result, report } = registry.execute(&name, &args.action, &input).await;
+        let Outcome { result, report } = registry.execute(&name, args.action(), &input).await;
         let report = (!matches!(result, Err(Error::Cancelled { .. }))).then_some(report);
+        let result = explained(&args, registry.get(&name).as_ref(), result).await;
         finish(&args, &name, result, report.as_ref())
     })
 }
@@ -218,32 +274,39 @@ async fn interrupted() {
 fn finish(
     args: &RunArgs,
     plugin: &str,
-    result: Result<Vec<u8>, Error>,
+    result: Result<Vec<u8>, Failure>,
     report: Option<&Report>,
 ) -> anyhow::Result<ExitCode> {
     if args.json {
         let report = report.cloned().unwrap_or_default();
-        output::print_json(&output::call_json(plugin, &args.action, &result, &report))
+        output::print_json(&output::call_json(plugin, args.action(), &result, &report))
             .context("writing the report")?;
     } else {
         if let Ok(bytes) = &result {
             output::print_output(bytes, args.watch).context("writing the output")?;
         }
+        let message = result
+            .as_ref()
+            .err()
+            .map(|failure| failure.message.as_str());
         match (report, &result) {
-            (Some(report), _) => output::print_human_report(result.as_ref().err(), report),
-            (None, Err(err)) => output::print_error(err),
+            (Some(report), _) => output::print_report_with(message, report),
+            (None, Err(failure)) => output::print_failure(failure),
             (None, Ok(_)) => {}
         }
     }
-    Ok(exit::code(&result))
+    Ok(match &result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(failure) => failure.exit_code(),
+    })
 }
 
-enum Input {
+/// Input read within a limit.
+pub enum Input {
+    /// All of it.
     Bytes(Vec<u8>),
     /// More than the input limit: counted, not kept.
-    TooLarge {
-        size: usize,
-    },
+    TooLarge { size: usize },
 }
 
 /// Reads the input from `--input`, `--input-file` or stdin, keeping at most
@@ -268,7 +331,8 @@ fn read_input(args: &RunArgs, limit: usize) -> anyhow::Result<Input> {
     read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
 }
 
-fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
+/// Reads `reader` to its end, keeping at most `limit` bytes in memory.
+pub fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
     let mut bytes = Vec::new();
     (&mut reader).take(limit as u64).read_to_end(&mut bytes)?;
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;

@@ -39,13 +39,13 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use warden::{ErrorKind, Outcome, Plugin, Report, truncate_record_text};
+use warden::{Error, ErrorKind, Outcome, Plugin, PluginError, Report, truncate_record_text};
 
 use self::body::read_body;
 use self::reply::Reply;
 use self::reply::{
     error_reply, failure_reply, json_reply, method_not_allowed, octets_reply, only_get, text_reply,
-    unavailable,
+    unavailable, unknown_action_reply,
 };
 use crate::log::TARGET;
 use crate::server::Shared;
@@ -272,6 +272,16 @@ async fn call_reply(
             entry.report = Some(report);
             match result {
                 Ok(output) => octets_reply(output),
+                Err(Error::Plugin(PluginError::UnknownAction(_))) => {
+                    // Named as requested, not as the plugin echoed it. The
+                    // call ran `init`, so the metadata is known: listing the
+                    // actions creates no instance.
+                    let actions = match server.registry.get(name) {
+                        Some(plugin) => plugin.metadata().await.ok().map(|meta| meta.actions),
+                        None => None,
+                    };
+                    unknown_action_reply(action, actions.as_deref(), entry)
+                }
                 Err(err) => failure_reply(&err, entry),
             }
         }

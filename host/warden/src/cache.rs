@@ -232,6 +232,13 @@ impl CompileCache {
         Ok((component, false))
     }
 
+    /// Whether an entry for `sha256` exists for `engine`, without reading
+    /// it: [`get_or_compile`](Self::get_or_compile) decides whether it is
+    /// sound.
+    pub(crate) fn has_entry(&self, engine: &Engine, sha256: &[u8; 32]) -> bool {
+        self.entry_path(sha256, engine_hash(engine)).is_file()
+    }
+
     fn entry_path(&self, sha256: &[u8; 32], engine_hash: u64) -> PathBuf {
         self.dir
             .join(format!("{}-{engine_hash:016x}.cwasm", hex::encode(sha256)))

@@ -115,7 +115,7 @@ pub use capabilities::kv::{KvGrant, KvQuotas, KvStore};
 pub use capabilities::random::{DETERMINISTIC_SEED, MAX_RANDOM_BYTES};
 pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, unknown_action_message};
 pub use grants::{DirAccess, Grants, Preopen, Sandbox};
 pub use host_memory::{MAX_RECORD_TEXT_BYTES, truncate_record_text};
 pub use instance::Instance;

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -58,24 +60,45 @@ impl Program {
     }
 
     /// Runs the program in a fresh instance with `args` (not counting the
-    /// program's own name, which Warden passes first) and returns its exit
-    /// code: 0 for success, 1 when `run` returns an error, or the code the
-    /// program passed to `exit` (`exit-with-code`, or `proc_exit` for a
-    /// preview 1 module), exactly.
+    /// program's own name, which Warden passes first) and an empty stdin,
+    /// and returns its exit code: 0 for success, 1 when `run` returns an
+    /// error, or the code the program passed to `exit` (`exit-with-code`,
+    /// or `proc_exit` for a preview 1 module), exactly.
     ///
     /// With [`Stdio::Capture`] its output lands in the report; with
     /// [`Stdio::Forward`] it goes to this process's stdout and stderr as it
-    /// is written. Either way it is bounded by the limits.
+    /// is written. Either way it is bounded by the limits
+    /// ([`Limits::stdout_bytes`](crate::Limits::stdout_bytes) and
+    /// [`Limits::stderr_bytes`](crate::Limits::stderr_bytes)).
     pub async fn run(&self, args: &[String], stdio: Stdio) -> Outcome<i32> {
+        self.run_with_stdin(args, Bytes::new(), stdio).await
+    }
+
+    /// [`Program::run`], with `stdin` as the program's standard input: it
+    /// reads those bytes, then the end of the stream. More bytes than
+    /// [`Limits::max_input_bytes`](crate::Limits::max_input_bytes) are
+    /// refused with [`Error::InputTooLarge`] before the program starts.
+    pub async fn run_with_stdin(
+        &self,
+        args: &[String],
+        stdin: impl Into<Bytes>,
+        stdio: Stdio,
+    ) -> Outcome<i32> {
         let loaded = &self.inner.loaded;
         let options = InstanceOptions {
             args: std::iter::once(loaded.name.to_string())
                 .chain(args.iter().cloned())
                 .collect(),
             stdio,
+            stdin: stdin.into(),
             preview1: matches!(self.inner.entry, Entry::Preview1(_)),
         };
-        call::in_new_instance(loaded, &options, &self.inner.entry).await
+        let start = Start {
+            entry: &self.inner.entry,
+            stdin_bytes: options.stdin.len(),
+            max_input_bytes: loaded.sandbox.limits.max_input_bytes,
+        };
+        call::in_new_instance(loaded, &options, start).await
     }
 }
 
@@ -102,13 +125,31 @@ impl Entry {
     }
 }
 
+/// Starting a program: its stdin checked against the input limit, then
+/// instantiated and run to its end.
+struct Start<'a> {
+    entry: &'a Entry,
+    stdin_bytes: usize,
+    max_input_bytes: usize,
+}
+
 /// Running a program is instantiating it and running it to its end; a
 /// program that called `exit` succeeded with the code it passed.
-impl GuestWork for &Entry {
+impl GuestWork for Start<'_> {
     type Output = i32;
 
+    fn check(&self) -> Result<(), Error> {
+        if self.stdin_bytes > self.max_input_bytes {
+            return Err(Error::InputTooLarge {
+                size: self.stdin_bytes,
+                limit: self.max_input_bytes,
+            });
+        }
+        Ok(())
+    }
+
     async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<i32, Error>> {
-        match self.start(store).await {
+        match self.entry.start(store).await {
             Ok(code) => Ok(Ok(code)),
             Err(err) => match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(code)) => Ok(Ok(*code)),

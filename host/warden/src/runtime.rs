@@ -52,6 +52,7 @@ struct RuntimeInner {
     preview1_linker: wasmtime::Linker<HostState>,
     ticker: EpochTicker,
     cache: Option<CompileCache>,
+    on_compile: Option<CompileNotice>,
     slots: Arc<Semaphore>,
     max_instances: usize,
     /// The limits a plugin may ask for.
@@ -69,6 +70,27 @@ pub struct RuntimeBuilder {
     pooling: bool,
     cache: CacheLocation,
     cache_key: Option<PathBuf>,
+    on_compile: Option<CompileNotice>,
+}
+
+/// A function of a component's name and size in bytes.
+type NoticeFn = dyn Fn(&str, u64) + Send + Sync;
+
+/// What [`RuntimeBuilder::on_compile`] calls: the component's name and
+/// size in bytes.
+#[derive(Clone)]
+pub(crate) struct CompileNotice(Arc<NoticeFn>);
+
+impl CompileNotice {
+    pub(crate) fn notify(&self, name: &str, size: u64) {
+        (self.0)(name, size);
+    }
+}
+
+impl std::fmt::Debug for CompileNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompileNotice(..)")
+    }
 }
 
 impl RuntimeBuilder {
@@ -168,6 +190,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Calls `notice` with a component's name and size in bytes just before
+    /// it is compiled because the compile cache holds no entry for it (or
+    /// there is no cache), after the trust policy passed it: for telling a
+    /// person who waits that a first load takes a while. Not called for
+    /// cache hits nor for WASI preview 1 modules. Default: none.
+    pub fn on_compile(&mut self, notice: impl Fn(&str, u64) + Send + Sync + 'static) -> &mut Self {
+        self.on_compile = Some(CompileNotice(Arc::new(notice)));
+        self
+    }
+
     /// Creates the engine and starts the epoch thread.
     pub fn build(&self) -> Result<Runtime, Error> {
         if self.max_wasm_stack == 0 {
@@ -220,6 +252,7 @@ impl RuntimeBuilder {
                 preview1_linker,
                 ticker,
                 cache: self.cache.open(self.cache_key.clone())?,
+                on_compile: self.on_compile.clone(),
                 slots: Arc::new(Semaphore::new(self.max_instances as usize)),
                 max_instances: self.max_instances as usize,
                 capacity: Capacity::new(self.fuel, self.pooling, max_memory_bytes),
@@ -242,6 +275,7 @@ impl Default for RuntimeBuilder {
             pooling: true,
             cache: CacheLocation::Default,
             cache_key: None,
+            on_compile: None,
         }
     }
 }
@@ -365,6 +399,11 @@ impl Runtime {
 
     pub(crate) fn compile_cache(&self) -> Option<&CompileCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// What to tell before compiling a component the cache does not hold.
+    pub(crate) fn compile_notice(&self) -> Option<&CompileNotice> {
+        self.inner.on_compile.as_ref()
     }
 
     pub(crate) fn capacity(&self) -> &Capacity {

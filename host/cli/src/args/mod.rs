@@ -44,6 +44,10 @@ impl Cli {
             _ => None,
         }
         .or_else(|| {
+            let stray = cli.command.stray_arguments()?;
+            Some((clap::error::ErrorKind::UnknownArgument, stray))
+        })
+        .or_else(|| {
             let contradiction = cli
                 .command
                 .trust_args()
@@ -68,9 +72,12 @@ pub enum Command {
     /// Run a WASI program (a `wasi:cli/run` component, or a `wasm32-wasip1`
     /// module) under the same limits and grants as a plugin.
     ///
-    /// Without --json the program's stdout and stderr pass through (bounded)
-    /// and Warden exits with the program's exit code; failures of the
-    /// sandbox (limits, traps) use Warden's own exit codes.
+    /// Its arguments go after `--`. Stdin passes through, read to its end
+    /// before the program starts (up to --max-input; a terminal gives none).
+    /// Without --json its stdout (up to --max-output, default 1MiB) and
+    /// stderr pass through, and what goes past a bound is dropped and said
+    /// so on stderr; Warden exits with the program's exit code, while
+    /// failures of the sandbox (limits, traps) use Warden's own exit codes.
     #[command(after_help = crate::exit::EXIT_CODES_HELP)]
     Exec(ExecArgs),
     /// Show what a plugin is: its metadata, capabilities, imports, exports,
@@ -140,6 +147,32 @@ pub enum Command {
 }
 
 impl Command {
+    /// What is wrong with words a command takes no place for, and where
+    /// they belong: `warden run p.wasm greet Ada` meant `--input Ada`, and
+    /// `warden exec p.wasm a b` meant `-- a b` (after the program, Warden
+    /// reads its own flags, unlike `wasmtime run`).
+    fn stray_arguments(&self) -> Option<String> {
+        match self {
+            Command::Run(args) => {
+                let first = args.unexpected.first()?;
+                Some(format!(
+                    "unexpected argument `{first}` after the action; the input goes in \
+                     --input (`--input {first}`), --input-file PATH or stdin"
+                ))
+            }
+            Command::Exec(args) => {
+                let first = args.unexpected.first()?;
+                Some(format!(
+                    "unexpected argument `{first}`; the program's arguments go after `--` \
+                     (`warden exec {} -- {}`)",
+                    args.program,
+                    args.unexpected.join(" ")
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The trust policy's flags, for the commands that have them.
     fn trust_args(&self) -> Option<&TrustArgs> {
         match self {
@@ -229,9 +262,13 @@ pub struct ComponentArgs {
 pub struct RunArgs {
     /// The plugin component (.wasm), or with --manifest the plugin's name.
     pub plugin: String,
-    /// The action to run; empty when omitted.
-    #[arg(default_value = "")]
-    pub action: String,
+    /// The action to run. Omitted, the plugin is called with the empty
+    /// action; a plugin that lists actions refuses it, and Warden then lists
+    /// them (exit 2).
+    pub action: Option<String>,
+    /// Words after the action: refused with a hint at --input.
+    #[arg(hide = true)]
+    pub unexpected: Vec<String>,
     /// The input, as text. Without --input or --input-file, stdin is read
     /// (unless it is a terminal, in which case the input is empty).
     #[arg(long, conflicts_with = "input_file")]
@@ -252,10 +289,29 @@ pub struct RunArgs {
     pub sandbox: SandboxArgs,
 }
 
+impl RunArgs {
+    /// The action to call: the empty one when none was named.
+    pub fn action(&self) -> &str {
+        self.action.as_deref().unwrap_or_default()
+    }
+
+    /// The plugin's name before it is resolved: the manifest's name for
+    /// it, or its file's stem.
+    pub fn plugin_name(&self) -> String {
+        match self.sandbox.manifest {
+            Some(_) => self.plugin.clone(),
+            None => warden::Source::name_of(std::path::Path::new(&self.plugin)),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The program (.wasm), or with --manifest its name.
     pub program: String,
+    /// Words before `--`: refused with a hint at `--`.
+    #[arg(hide = true)]
+    pub unexpected: Vec<String>,
     /// Arguments for the program, after `--`.
     #[arg(last = true)]
     pub args: Vec<String>,

@@ -162,7 +162,8 @@ fn bad_values_are_usage_errors() {
         &["--timeout", "5"][..],
         &["--memory", "lots"],
         &["--dir", "/tmp"],
-        &["--env", "NOVALUE"],
+        &["--env", "=NOKEY"],
+        &["--config", "NOVALUE"],
         &["--allow-http", "example.com"],
         &["--allow-tcp", "localhost"],
     ] {

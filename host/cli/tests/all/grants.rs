@@ -5,7 +5,7 @@
 use serde_json::Value;
 use warden_tests::guests;
 
-use crate::support::{assert_status, json, json_at_home, warden};
+use crate::support::{Scratch, assert_status, json, json_at_home, warden};
 
 #[test]
 fn writing_into_a_read_only_preopen_is_refused() {
@@ -101,6 +101,66 @@ fn config_values_and_environment_are_granted_by_flags() {
     assert_status(&value, code, "denied", 30);
     let (value, code) = json(&["run", guests::PROBE, "env", "--input", "A", "--env", "A=1"]);
     assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "1");
+}
+
+/// A denial names the grant that would have allowed it, for the flag and
+/// for the manifest.
+#[test]
+fn a_denial_says_how_to_grant_it() {
+    let scratch = Scratch::new();
+    let (value, code) = scratch.run_json(&[guests::PROBE, "kv-get", "--input", "a"]);
+    assert_status(&value, code, "denied", 30);
+    let error = value["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "denied: kv capability: opening bucket `default` — grant it with --kv or \
+             --kv-store PATH|URL, or `kv` in a manifest's [grants] (the plugin then failed: "
+        ),
+        "{error}"
+    );
+    let (value, code) = scratch.run_json(&[guests::PROBE, "config-get", "--input", "mode"]);
+    assert_status(&value, code, "denied", 30);
+    let error = value["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "— grant it with --config KEY=VALUE, or the plugin's [config] table in a manifest"
+        ),
+        "{error}"
+    );
+}
+
+/// `--allow-udp` on the command line: datagrams reach the granted address
+/// and no other.
+#[test]
+fn udp_is_granted_by_address() {
+    let sink = warden_tests::UdpSink::start();
+    let address = sink.addr.to_string();
+    let scratch = Scratch::new();
+    let send = |grants: &[&str]| {
+        scratch.run_json(
+            &[
+                &[guests::PROBE, "udp-send", "--input", &address][..],
+                grants,
+            ]
+            .concat(),
+        )
+    };
+    let (value, code) = send(&["--allow-udp", &address]);
+    assert_status(&value, code, "ok", 0);
+    assert_eq!(value["output"], "sent");
+    assert_eq!(
+        sink.next(std::time::Duration::from_secs(10)).as_deref(),
+        Some(&b"ping"[..])
+    );
+
+    let elsewhere = format!("127.0.0.1:{}", sink.addr.port().wrapping_add(1).max(1));
+    for grants in [&[][..], &["--allow-udp", &elsewhere]] {
+        let (value, code) = send(grants);
+        assert_status(&value, code, "denied", 30);
+        assert_eq!(value["denials"][0]["capability"], "sockets", "{value}");
+    }
+    assert_eq!(sink.next(std::time::Duration::from_millis(300)), None);
 }
 
 #[test]
@@ -209,19 +269,22 @@ fn strict_refuses_and_names_every_missing_grant() {
 #[test]
 fn deterministic_runs_print_the_same_output() {
     let run = || {
-        json(&[
+        let (value, code) = json(&[
             "run",
             guests::PROBE,
             "random",
             "--input",
             "8",
             "--deterministic",
-        ])
-        .0["output"]
-            .clone()
+        ]);
+        assert_status(&value, code, "ok", 0);
+        let output = value["output"].as_str().unwrap().to_owned();
+        assert!(!output.is_empty(), "{value}");
+        output
     };
     assert_eq!(run(), run());
-    let (value, _) = json(&["run", guests::PROBE, "clock", "--deterministic"]);
+    let (value, code) = json(&["run", guests::PROBE, "clock", "--deterministic"]);
+    assert_status(&value, code, "ok", 0);
     assert_eq!(value["output"], "946684800 0 1000000");
 }
 

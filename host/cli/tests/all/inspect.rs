@@ -58,7 +58,7 @@ fn inspect_lists_capabilities_and_their_grants() {
     let output = warden(&["inspect", guests::PROBE]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.contains("http     high    not granted (--allow-http ORIGIN)"),
+        stdout.contains("http     high    not granted (--allow-http ORIGIN, or `allow_http` in a manifest's [grants])"),
         "{stdout}"
     );
 }

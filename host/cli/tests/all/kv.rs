@@ -132,10 +132,10 @@ fn kv_on_redis_is_shared_by_processes() {
         .as_bytes(),
     );
     let (code, stderr) = refused(&["kv", "probe", "list", "--manifest", &manifest]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a usage error");
     assert!(stderr.contains("SQLite files only"), "{stderr}");
     let (code, stderr) = refused(&["kv", "probe", "list", "--kv-store", &server.url]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a usage error");
     assert!(stderr.contains("SQLite files only"), "{stderr}");
 }
 

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_tests::guests;
 
-use crate::support::{assert_status, at_home, json, report, warden, warden_with_stdin, write_file};
+use crate::support::{
+    Scratch, assert_status, at_home, json, report, stderr_of, wait_bounded, warden,
+    warden_with_stdin, write_file,
+};
 
 #[test]
 fn run_prints_the_output_and_a_one_line_report() {
@@ -334,4 +337,142 @@ fn run_watch_reruns_on_changes_and_stops_on_interrupt() {
     assert!(status.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// After its arguments parse, `warden run --json` answers every failure
+/// with its one JSON object, with the status and exit code of the table.
+#[test]
+fn run_json_reports_failures_before_the_call_as_one_object() {
+    let scratch = Scratch::with_hello();
+    let manifest = write_file(
+        scratch.dir.path(),
+        "warden.toml",
+        format!("[plugins.hello]\npath = {:?}\n", scratch.path("hello.wasm")).as_bytes(),
+    );
+    let missing_input = scratch.path("missing-input.txt");
+    let missing_manifest = scratch.path("no-such.toml");
+    let hello = scratch.path("hello.wasm");
+    let cases: [(Vec<&str>, &str, &str); 4] = [
+        (
+            vec!["--manifest", &manifest, "nobody", "echo"],
+            "nobody",
+            "declares no plugin `nobody`; it declares: hello",
+        ),
+        (
+            vec!["--manifest", &missing_manifest, "hello"],
+            "hello",
+            "cannot read manifest",
+        ),
+        (
+            vec![&hello, "echo", "--input-file", &missing_input],
+            "hello",
+            "cannot read --input-file",
+        ),
+        (
+            vec![&hello, "echo", "--kv-namespace", "wallet"],
+            "hello",
+            "--kv-namespace needs a kv grant",
+        ),
+    ];
+    for (args, plugin, message) in cases {
+        let (value, code) = scratch.run_json(&args);
+        assert_status(&value, code, "invalid-config", 2);
+        assert_eq!(value["plugin"], plugin, "{value}");
+        assert_eq!(value["output"], Value::Null, "{value}");
+        let error = value["error"].as_str().unwrap();
+        assert!(error.contains(message), "{args:?}: {error}");
+        // Without --json, the same words on stderr and nothing on stdout.
+        let output = scratch.run(&[&["run"][..], &args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(stderr_of(&output).contains(message), "{args:?}");
+    }
+}
+
+#[test]
+fn an_unknown_action_names_the_actions_the_plugin_has() {
+    let scratch = Scratch::with_hello();
+    let hello = scratch.path("hello.wasm");
+    let expected = "plugin error: the plugin has no action `shout`; \
+                    its actions are: count-vowels, echo, greet";
+    let (value, code) = scratch.run_json(&[&hello, "shout", "--unsigned", "allow"]);
+    assert_status(&value, code, "plugin-error", 1);
+    assert_eq!(value["error"], expected);
+    assert_eq!(
+        value["plugin_error"],
+        serde_json::json!({"variant": "unknown-action", "detail": "shout"})
+    );
+    let output = scratch.run(&["run", &hello, "shout", "--unsigned", "allow"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with(&format!("warden: {expected} · in ")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PluginError"), "no Rust names: {stderr}");
+}
+
+#[test]
+fn run_without_an_action_lists_the_actions_and_exits_with_the_usage_code() {
+    let scratch = Scratch::with_hello();
+    let hello = scratch.path("hello.wasm");
+    let expected = "no action was given; the plugin's actions are: \
+                    count-vowels, echo, greet; name one after the plugin";
+    let output = scratch.run(&["run", &hello, "--unsigned", "allow"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.starts_with(&format!("warden: {expected} · in ")),
+        "{stderr}"
+    );
+    let (value, code) = scratch.run_json(&[&hello, "--unsigned", "allow"]);
+    assert_status(&value, code, "invalid-config", 2);
+    assert_eq!(value["action"], "");
+    assert_eq!(value["error"], expected);
+    assert_eq!(value["plugin_error"], Value::Null, "{value}");
+}
+
+/// Exit code 40: Ctrl-C in `--watch` mode cancels the call in flight once
+/// the grace period is over, and the run reports `cancelled`.
+#[test]
+fn an_interrupted_watch_cancels_the_call_with_exit_code_40() {
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::new();
+    let mut child = scratch
+        .command(&[
+            "run",
+            "--json",
+            guests::HOSTILE,
+            "sleep",
+            "--timeout",
+            "60s",
+            "--watch",
+        ])
+        .spawn()
+        .expect("starting warden");
+    // The unsigned guest's warning comes once it is loaded, just before its
+    // call starts.
+    let stderr = child.stderr.take().unwrap();
+    let (first_line, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut line = String::new();
+        let _ = stderr.read_line(&mut line);
+        let _ = first_line.send(line);
+        // Drained to the end: warden still writes to it.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a warning line within a minute");
+    assert!(line.contains("running an unverified plugin"), "{line}");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = wait_bounded(child, Duration::from_secs(30));
+    let (value, code) = report(&output);
+    assert_status(&value, code, "cancelled", 40);
 }

@@ -280,10 +280,12 @@ fn actions_metadata_and_every_error_mapping() {
         400,
         "invalid-input",
     );
-    assert_error(
-        &server.post("/plugins/hello/no-such", b""),
-        404,
-        "unknown-action",
+    let reply = server.post("/plugins/hello/no-such", b"");
+    assert_error(&reply, 404, "unknown-action");
+    assert_eq!(
+        json(&reply)["message"],
+        "the plugin has no action `no-such`; its actions are: count-vowels, echo, greet",
+        "the command line's words"
     );
     // Without an env grant the variable is missing, which probe reports as `failed`.
     assert_error(&server.post("/plugins/probe/env", b"HOME"), 500, "failed");

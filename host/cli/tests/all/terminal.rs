@@ -237,3 +237,47 @@ fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
     ]);
     assert_eq!(piped.stdout, b"\x1b]0;value\x07");
 }
+
+/// A large component's first compile is announced on a terminal, once: the
+/// next load uses the cache, and a stderr that is not a terminal gets no
+/// note.
+#[test]
+fn a_long_first_compile_is_announced_on_a_terminal_once() {
+    let home = tempfile::tempdir().unwrap();
+    let plugin = home.path().join("my-plugin.wasm");
+    std::fs::copy(guests::PYTHON_HELLO, &plugin).unwrap();
+    let size = std::fs::metadata(&plugin).unwrap().len();
+    assert!(size >= 4 << 20, "the guest must be large: {size} bytes");
+    let note = format!(
+        "warden: compiling my-plugin.wasm ({}) once; later loads use the cache",
+        warden::units::format_bytes(size)
+    );
+    let run = r#""$WARDEN" run "$PLUGIN" count-vowels --input hello --unsigned allow"#;
+    let Some(shown) = shown_on_a_terminal(
+        &format!("{run}; {run}"),
+        &[("PLUGIN", plugin.as_os_str())],
+        home.path(),
+    ) else {
+        return;
+    };
+    assert_eq!(shown.matches(&note).count(), 1, "{shown}");
+    assert_eq!(shown.matches("warden: ok").count(), 2, "{shown}");
+
+    // Piped, with the cache off so that it compiles again: no note.
+    let output = warden_at_home(
+        home.path(),
+        &[
+            "run",
+            plugin.to_str().unwrap(),
+            "count-vowels",
+            "--input",
+            "hello",
+            "--unsigned",
+            "allow",
+            "--no-cache",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("compiling"), "{stderr}");
+}

@@ -13,7 +13,7 @@ fn bad_flags_are_usage_errors() {
         &["run", guests::HELLO, "--timeout", "soon"][..],
         &["run", guests::HELLO, "--memory", "-1"],
         &["run", guests::HELLO, "--dir", "no-separator"],
-        &["run", guests::HELLO, "--env", "NOEQUALS"],
+        &["run", guests::HELLO, "--env", "=NOKEY"],
         &["run"],
         &["frobnicate"],
     ] {
@@ -136,4 +136,52 @@ fn the_cli_fuzz_corpus_ends_in_expected_exit_codes() {
             panic!("{}: {why}", path.display());
         }
     }
+}
+
+/// Words the command line has no place for say where they belong: the
+/// input of `run` goes in `--input`, the arguments of `exec` after `--`.
+#[test]
+fn stray_words_are_usage_errors_that_say_where_they_belong() {
+    for (args, hint) in [
+        (
+            &["run", guests::HELLO, "greet", "Ada"][..],
+            "unexpected argument `Ada` after the action; the input goes in --input (`--input Ada`)",
+        ),
+        (
+            &["exec", guests::COMMAND, "args", "b"],
+            "the program's arguments go after `--`",
+        ),
+    ] {
+        let output = warden(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(hint), "{args:?}: {stderr}");
+    }
+    let (code, stderr) = refused(&["exec", guests::COMMAND, "args", "b"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("(`warden exec {} -- args b`)", guests::COMMAND)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_and_env_flags_name_what_they_expected() {
+    let (code, stderr) = refused(&["run", guests::HELLO, "--config", "mode"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid config value `mode`: expected KEY=VALUE"),
+        "{stderr}"
+    );
+    let unset = "WARDEN_TEST_NEVER_SET_ANYWHERE";
+    let (code, stderr) = refused(&["run", guests::HELLO, "--env", unset]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!(
+            "`{unset}` is not set in Warden's environment, so there is no value to pass; \
+             give one with --env {unset}=VALUE"
+        )),
+        "{stderr}"
+    );
 }

@@ -38,10 +38,9 @@ pub(super) fn failure_reply(err: &Error, entry: &mut Entry) -> Reply {
     entry.error = Some(error_name(err));
     let (status, message) = match err {
         Error::Plugin(PluginError::InvalidInput(text)) => (StatusCode::BAD_REQUEST, text.clone()),
-        Error::Plugin(PluginError::UnknownAction(action)) => (
-            StatusCode::NOT_FOUND,
-            format!("the plugin has no action `{action}`"),
-        ),
+        Error::Plugin(PluginError::UnknownAction(action)) => {
+            return unknown_action_reply(action, None, entry);
+        }
         Error::Plugin(PluginError::Failed(text))
         | Error::InitFailed(PluginError::Failed(text) | PluginError::InvalidInput(text)) => {
             (StatusCode::INTERNAL_SERVER_ERROR, text.clone())
@@ -67,6 +66,25 @@ pub(super) fn failure_reply(err: &Error, entry: &mut Entry) -> Reply {
         }
     };
     error_reply(status, error_name(err), &message)
+}
+
+/// The reply to a call of an action the plugin does not have: 404, in the
+/// words the command line uses too, listing `actions` (the plugin's
+/// metadata) when they are known.
+pub(super) fn unknown_action_reply(
+    action: &str,
+    actions: Option<&[String]>,
+    entry: &mut Entry,
+) -> Reply {
+    let name = "unknown-action";
+    entry.error = Some(name);
+    // The name is the client's; a reply need not echo megabytes of it.
+    let action = warden::truncate_record_text(action);
+    let message = match actions {
+        Some(actions) => warden::unknown_action_message(&action, actions),
+        None => format!("the plugin has no action `{action}`"),
+    };
+    error_reply(StatusCode::NOT_FOUND, name, &message)
 }
 
 /// What a client is told about a host-side failure: what happened, in one

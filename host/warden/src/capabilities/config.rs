@@ -21,7 +21,8 @@ pub(crate) struct Config;
 impl Capability for Config {
     const NAME: &'static str = "config";
     const INTERFACES: &'static [&'static str] = &["wasi:config/store"];
-    const HOW_TO_GRANT: &'static str = "--config KEY=VALUE";
+    const HOW_TO_GRANT: &'static str =
+        "--config KEY=VALUE, or the plugin's [config] table in a manifest";
     type Shared = Arc<BTreeMap<String, String>>;
     type State = ConfigState;
 

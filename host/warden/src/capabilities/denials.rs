@@ -15,6 +15,19 @@ pub struct Denial {
     pub detail: String,
 }
 
+impl Denial {
+    /// The flag (and manifest key) that grants the capability, as `warden
+    /// inspect` lists it; `None` for a capability the embedding application
+    /// defines ([`HostCapability`](crate::HostCapability)), which it grants
+    /// in its own words.
+    pub fn how_to_grant(&self) -> Option<&'static str> {
+        super::CAPABILITIES
+            .iter()
+            .find(|capability| capability.name == self.capability)
+            .map(|capability| capability.how_to_grant)
+    }
+}
+
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} capability: {}", self.capability, self.detail)

@@ -18,7 +18,7 @@ pub(crate) struct Env;
 impl Capability for Env {
     const NAME: &'static str = "env";
     const INTERFACES: &'static [&'static str] = &["wasi:cli/environment"];
-    const HOW_TO_GRANT: &'static str = "--env KEY=VALUE";
+    const HOW_TO_GRANT: &'static str = "--env KEY=VALUE, or `env` in a manifest's [grants]";
     type Shared = ();
     type State = ();
 

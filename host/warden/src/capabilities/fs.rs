@@ -71,7 +71,8 @@ impl Capability for Filesystem {
     const NAME: &'static str = "fs";
     const INTERFACES: &'static [&'static str] =
         &["wasi:filesystem/types", "wasi:filesystem/preopens"];
-    const HOW_TO_GRANT: &'static str = "--dir HOST::GUEST[:ro|:rw]";
+    const HOW_TO_GRANT: &'static str =
+        "--dir HOST::GUEST[:ro|:rw], or `dirs` in a manifest's [grants]";
     /// The granted directories, opened once: instances never look their
     /// paths up again.
     type Shared = GrantedDirs;

@@ -30,6 +30,8 @@ pub(crate) struct InstanceOptions {
     /// Command-line arguments, for programs run with `wasi:cli/run`.
     pub args: Vec<String>,
     pub stdio: Stdio,
+    /// Standard input, for programs; empty for plugins.
+    pub stdin: bytes::Bytes,
     /// Whether the instance is a WASI preview 1 core module, which needs a
     /// preview 1 context ([`WasiContext::Preview1`]).
     pub preview1: bool,

@@ -108,7 +108,8 @@ pub(crate) trait Capability {
     /// The interfaces it answers for, without their version, e.g.
     /// `wasi:http/outgoing-handler`.
     const INTERFACES: &'static [&'static str];
-    /// The flag (or manifest key) that grants it, for error messages.
+    /// The flag and the manifest key that grant it, for `inspect` and for
+    /// error messages (a denial's, `--strict`'s).
     const HOW_TO_GRANT: &'static str;
 
     /// What it prepares once per plugin and shares with all of its

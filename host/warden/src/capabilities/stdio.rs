@@ -1,5 +1,7 @@
 //! The `stdio` capability: `wasi:cli/stdin`, `stdout`, `stderr` and the
-//! terminal interfaces. Stdin is closed and no stream is a terminal; stdout
+//! terminal interfaces. Stdin is empty (a program run with
+//! [`Program::run_with_stdin`](crate::Program::run_with_stdin) reads the
+//! bytes it was given) and no stream is a terminal; stdout
 //! and stderr are captured into bounded buffers that end up in the call's
 //! report, or, for programs run with `warden exec`, written through to the
 //! host's own streams up to the same bounds. Output forwarded to a host
@@ -21,6 +23,7 @@ use tokio::io::AsyncWrite;
 use wasmtime::component::Linker;
 use wasmtime_wasi::cli::{StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::cli;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::{Capability, InstanceSetup, Risk, Stdio};
@@ -87,6 +90,11 @@ impl Capability for StandardStreams {
             .wasi
             .stdout(streams.stdout.clone())
             .stderr(streams.stderr.clone());
+        if !setup.options.stdin.is_empty() {
+            setup
+                .wasi
+                .stdin(MemoryInputPipe::new(setup.options.stdin.clone()));
+        }
         streams
     }
 

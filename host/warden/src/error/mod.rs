@@ -31,14 +31,17 @@ pub enum Error {
     },
 
     /// The plugin reported a failure itself (the `plugin-error` of the WIT)
-    /// from `execute`.
-    #[error("plugin error: {0}")]
+    /// from `execute`. Shown as `plugin error: ` and the plugin's text
+    /// (`invalid input: …` for that variant; for an unknown action, the
+    /// words of [`unknown_action_message`] without the list of actions,
+    /// which only the plugin's metadata knows).
+    #[error("plugin error: {}", describe_plugin_error(.0))]
     Plugin(PluginError),
 
     /// The plugin's `init` reported a failure, so no action ran. The fault
     /// is in the plugin or what it was given (a missing config value, say),
     /// not in the call's input: retrying the call will not help.
-    #[error("init failed: {0}")]
+    #[error("init failed: {}", describe_plugin_error(.0))]
     InitFailed(PluginError),
 
     /// The call ran past its wall-clock timeout, whether it was computing or
@@ -99,8 +102,12 @@ pub enum Error {
     },
 
     /// A capability the plugin was not granted was refused, and the call then
-    /// failed: the denial is the cause a caller can act on.
-    #[error("denied: {denial} (the plugin then failed: {then})")]
+    /// failed: the denial is the cause a caller can act on. The message says
+    /// how to grant it ([`Denial::how_to_grant`]).
+    #[error(
+        "denied: {denial}{} (the plugin then failed: {then})",
+        grant_hint(denial)
+    )]
     Denied {
         /// The first request the host refused during the call.
         denial: Denial,
@@ -345,6 +352,44 @@ impl Error {
     }
 }
 
+/// How Warden words a call to an action the plugin does not have, given
+/// the actions its metadata lists, the same on the command line and in
+/// `warden serve`'s replies: "the plugin has no action `shout`; its actions
+/// are: count-vowels, greet". An empty `action` is a call that named none.
+pub fn unknown_action_message(action: &str, actions: &[String]) -> String {
+    let listed = actions.join(", ");
+    match (action.is_empty(), actions.is_empty()) {
+        (false, false) => format!("the plugin has no action `{action}`; its actions are: {listed}"),
+        (true, false) => format!("no action was given; the plugin's actions are: {listed}"),
+        (false, true) => {
+            format!("the plugin has no action `{action}`; it takes no action name")
+        }
+        (true, true) => {
+            "the plugin refused a call without an action name, yet lists no actions".to_owned()
+        }
+    }
+}
+
+/// The plugin's own error in words: its text, after what kind of failure
+/// it is when the variant adds something.
+fn describe_plugin_error(err: &PluginError) -> String {
+    match err {
+        PluginError::InvalidInput(text) => format!("invalid input: {text}"),
+        PluginError::UnknownAction(action) if action.is_empty() => {
+            "the plugin needs an action name".to_owned()
+        }
+        PluginError::UnknownAction(action) => format!("the plugin has no action `{action}`"),
+        PluginError::Failed(text) => text.clone(),
+    }
+}
+
+fn grant_hint(denial: &Denial) -> String {
+    match denial.how_to_grant() {
+        Some(how) => format!(" — grant it with {how}"),
+        None => String::new(),
+    }
+}
+
 fn describe_missing(missing: &[CapabilityUse]) -> String {
     missing
         .iter()
@@ -382,4 +427,76 @@ fn format_backtrace(frames: &[String]) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_unknown_action_is_worded_once_for_every_case() {
+        assert_eq!(
+            unknown_action_message("shout", &actions(&["echo", "greet"])),
+            "the plugin has no action `shout`; its actions are: echo, greet"
+        );
+        assert_eq!(
+            unknown_action_message("", &actions(&["echo", "greet"])),
+            "no action was given; the plugin's actions are: echo, greet"
+        );
+        assert_eq!(
+            unknown_action_message("shout", &[]),
+            "the plugin has no action `shout`; it takes no action name"
+        );
+    }
+
+    #[test]
+    fn plugin_errors_read_as_words_not_rust() {
+        let cases = [
+            (
+                Error::Plugin(PluginError::Failed("kv: access denied".into())),
+                "plugin error: kv: access denied",
+            ),
+            (
+                Error::Plugin(PluginError::InvalidInput("not UTF-8".into())),
+                "plugin error: invalid input: not UTF-8",
+            ),
+            (
+                Error::Plugin(PluginError::UnknownAction("shout".into())),
+                "plugin error: the plugin has no action `shout`",
+            ),
+            (
+                Error::InitFailed(PluginError::Failed("no config".into())),
+                "init failed: no config",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn a_denial_names_its_grant_and_a_host_capability_goes_without() {
+        let denied = |capability| Error::Denied {
+            denial: Denial {
+                capability,
+                detail: "reading `mode`".into(),
+            },
+            then: Box::new(Error::Plugin(PluginError::Failed("no value".into()))),
+        };
+        assert_eq!(
+            denied("config").to_string(),
+            "denied: config capability: reading `mode` — grant it with --config KEY=VALUE, \
+             or the plugin's [config] table in a manifest (the plugin then failed: \
+             plugin error: no value)"
+        );
+        assert_eq!(
+            denied("dictionary").to_string(),
+            "denied: dictionary capability: reading `mode` (the plugin then failed: \
+             plugin error: no value)"
+        );
+    }
 }

@@ -8,12 +8,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
-use crate::cache::CompileCache;
 use crate::capabilities::{self, CapabilityUse};
 use crate::error::Error;
 use crate::footprint::Footprint;
 use crate::grants::Sandbox;
 use crate::preview1;
+use crate::runtime::Runtime;
 use crate::trust::TrustVerdict;
 
 use super::verify::Verified;
@@ -58,17 +58,21 @@ pub(crate) struct Compiled<Code = Component> {
 /// re-exports them); it is not part of the plugin's interface.
 const TOOLCHAIN_EXPORT: &str = "exports";
 
-/// Compiles a component, or takes it from `cache`.
-pub(crate) async fn component(
-    engine: &Engine,
-    cache: Option<&CompileCache>,
-    verified: Verified,
-) -> Result<Compiled, Error> {
+/// Compiles a component, or takes it from the runtime's compile cache.
+pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<Compiled, Error> {
+    let engine = runtime.engine();
     // Before compiling: a component too big for its share of the pools
     // costs nothing but this parse.
     Footprint::of_component(&verified.bytes)?.check(&verified.sandbox.limits)?;
     let sha256: [u8; 32] = Sha256::digest(&verified.bytes).into();
-    let cache = cache.cloned();
+    let cache = runtime.compile_cache().cloned();
+    if let Some(notice) = runtime.compile_notice()
+        && !cache
+            .as_ref()
+            .is_some_and(|cache| cache.has_entry(engine, &sha256))
+    {
+        notice.notify(&verified.name, verified.bytes.len() as u64);
+    }
     let (bytes, compiled) =
         on_blocking_pool(engine, verified.bytes, move |engine, bytes| match &cache {
             Some(cache) => cache.get_or_compile(engine, &sha256, bytes),

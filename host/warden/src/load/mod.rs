@@ -65,8 +65,7 @@ pub(crate) async fn program(
     let verified = read_and_verify(runtime, source, sandbox)?;
     match verified.kind {
         BinaryKind::Component => {
-            let compiled =
-                compile::component(runtime.engine(), runtime.compile_cache(), verified).await?;
+            let compiled = compile::component(runtime, verified).await?;
             world_check::command(&compiled.code, runtime.engine())?;
             let pre = link::command(runtime.linker(), &compiled.code)?;
             Ok(Program::new(
@@ -116,11 +115,7 @@ pub(crate) async fn compile_only(
 ) -> Result<ComponentInfo, Error> {
     let verified = read_and_verify(runtime, source, sandbox)?;
     Ok(match verified.kind {
-        BinaryKind::Component => {
-            compile::component(runtime.engine(), runtime.compile_cache(), verified)
-                .await?
-                .info
-        }
+        BinaryKind::Component => compile::component(runtime, verified).await?.info,
         BinaryKind::CoreModule => compile::preview1(runtime.engine(), verified).await?.info,
     })
 }
@@ -136,9 +131,7 @@ fn read_and_verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
 async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Compiled, Error> {
     let verified = read_and_verify(runtime, source, sandbox)?;
     match verified.kind {
-        BinaryKind::Component => {
-            compile::component(runtime.engine(), runtime.compile_cache(), verified).await
-        }
+        BinaryKind::Component => compile::component(runtime, verified).await,
         BinaryKind::CoreModule => Err(Error::invalid_plugin(
             "this is a core WebAssembly module, not a component: run a WASI program \
              (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \

@@ -191,10 +191,11 @@ pub struct GrantOptions {
         arg(long = "dir", value_name = "HOST::GUEST[:ro|:rw]")
     )]
     pub dirs: Vec<Preopen>,
-    /// Set an environment variable in the plugin. Repeatable; nothing is
-    /// inherited from Warden's own environment.
+    /// Set an environment variable in the plugin: KEY=VALUE, or KEY alone
+    /// to pass Warden's own value of it (refused when Warden has none).
+    /// Repeatable; nothing else is inherited from Warden's environment.
     #[serde(default, deserialize_with = "key_value_table")]
-    #[cfg_attr(feature = "clap", arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_var))]
+    #[cfg_attr(feature = "clap", arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env_grant))]
     pub env: Vec<(String, String)>,
     /// Allow HTTP requests to an origin, e.g. https://api.example.com,
     /// https://*.example.com or http://127.0.0.1:8080. Repeatable.
@@ -387,45 +388,67 @@ pub(super) fn check_fuel(fuel: u64) -> Result<u64, ParseError> {
     Ok(fuel)
 }
 
-/// Parses `KEY=VALUE`, as `--env` and `--config` take it; `what` names the
-/// setting in the error (`environment variable`, `configuration value`).
+/// Splits `KEY=VALUE` at the first `=`; `None` without one (or without a key).
 #[cfg(feature = "clap")]
-fn parse_key_value(text: &str, what: &str) -> Result<(String, String), ParseError> {
+fn split_key_value(text: &str) -> Option<(String, String)> {
     match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(ParseError::new(format!(
-            "invalid {what} `{text}`: expected KEY=VALUE"
-        ))),
+        Some((key, value)) if !key.is_empty() => Some((key.to_owned(), value.to_owned())),
+        _ => None,
     }
 }
 
-/// Parses `--env KEY=VALUE`.
+/// Parses `--env`: `KEY=VALUE`, or `KEY` alone for Warden's own value of
+/// it, as `wasmtime run --env` takes them.
 #[cfg(feature = "clap")]
-fn parse_env_var(text: &str) -> Result<(String, String), ParseError> {
-    parse_key_value(text, "environment variable")
+fn parse_env_grant(text: &str) -> Result<(String, String), ParseError> {
+    if let Some(pair) = split_key_value(text) {
+        return Ok(pair);
+    }
+    if text.is_empty() || text.contains('=') {
+        return Err(ParseError::new(format!(
+            "invalid environment variable `{text}`: expected KEY=VALUE, or KEY for Warden's own value"
+        )));
+    }
+    match std::env::var(text) {
+        Ok(value) => Ok((text.to_owned(), value)),
+        Err(std::env::VarError::NotPresent) => Err(ParseError::new(format!(
+            "`{text}` is not set in Warden's environment, so there is no value to pass; \
+             give one with --env {text}=VALUE"
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ParseError::new(format!(
+            "`{text}` in Warden's environment is not UTF-8; give its value with --env {text}=VALUE"
+        ))),
+    }
 }
 
 /// Parses `--config KEY=VALUE`.
 #[cfg(feature = "clap")]
 fn parse_config_value(text: &str) -> Result<(String, String), ParseError> {
-    parse_key_value(text, "configuration value")
+    split_key_value(text).ok_or_else(|| {
+        ParseError::new(format!(
+            "invalid configuration value `{text}`: expected KEY=VALUE"
+        ))
+    })
 }
 
 #[cfg(all(test, feature = "clap"))]
 mod tests {
-    use super::{parse_config_value, parse_env_var, parse_fuel, parse_memory};
+    use super::{parse_config_value, parse_env_grant, parse_fuel, parse_memory};
 
     #[test]
     fn env_vars_split_at_the_first_equals_sign() {
         assert_eq!(
-            parse_env_var("GREETING=hi=there"),
+            parse_env_grant("GREETING=hi=there"),
             Ok(("GREETING".to_owned(), "hi=there".to_owned()))
         );
-        let error = parse_env_var("NO_VALUE").unwrap_err().to_string();
         assert_eq!(
-            error,
-            "invalid environment variable `NO_VALUE`: expected KEY=VALUE"
+            parse_config_value("mode=a=b"),
+            Ok(("mode".to_owned(), "a=b".to_owned()))
         );
+        let err = parse_config_value("NO_VALUE").unwrap_err().to_string();
+        assert!(err.contains("invalid configuration value `NO_VALUE`"), "{err}");
+        let err = parse_env_grant("=x").unwrap_err().to_string();
+        assert!(err.contains("expected KEY=VALUE"), "{err}");
     }
 
     #[test]

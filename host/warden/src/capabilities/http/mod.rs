@@ -47,7 +47,8 @@ pub(crate) struct Http;
 impl Capability for Http {
     const NAME: &'static str = "http";
     const INTERFACES: &'static [&'static str] = &["wasi:http/types", "wasi:http/outgoing-handler"];
-    const HOW_TO_GRANT: &'static str = "--allow-http ORIGIN";
+    const HOW_TO_GRANT: &'static str =
+        "--allow-http ORIGIN, or `allow_http` in a manifest's [grants]";
     type Shared = Arc<HttpGrant>;
     type State = HttpState;
 

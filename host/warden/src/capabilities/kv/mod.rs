@@ -60,7 +60,8 @@ impl Capability for Kv {
         "wasi:keyvalue/atomics",
         "wasi:keyvalue/batch",
     ];
-    const HOW_TO_GRANT: &'static str = "--kv, or --kv-store PATH|URL";
+    const HOW_TO_GRANT: &'static str =
+        "--kv or --kv-store PATH|URL, or `kv` in a manifest's [grants]";
     /// The store, opened once per plugin when it is granted.
     type Shared = Option<SharedStore>;
     type State = KvState;

@@ -71,8 +71,7 @@ impl Capability for Sockets {
         "wasi:sockets/udp-create-socket",
         "wasi:sockets/ip-name-lookup",
     ];
-    const HOW_TO_GRANT: &'static str =
-        "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT";
+    const HOW_TO_GRANT: &'static str = "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT, or `allow_tcp`, `allow_tcp_listen` or `allow_udp` in a manifest's [grants]";
     type Shared = Arc<SocketPolicy>;
     type State = SocketState;
 
