@@ -9,6 +9,7 @@ mod tests;
 mod trust;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 

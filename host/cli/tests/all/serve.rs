@@ -51,7 +51,7 @@ impl Server {
     /// `warden serve` with `args`, which must make it listen on port 0.
     fn spawn(args: &[&str]) -> Server {
         let home = tempfile::tempdir().unwrap();
-        let mut child = support::in_home(
+        let mut child = in_home(
             Command::new(env!("CARGO_BIN_EXE_warden"))
                 .arg("serve")
                 .args(args),
