@@ -102,7 +102,8 @@ fn operator_mistakes_are_clear_errors() {
             ]
             .concat(),
             2,
-            "cannot create the kv store's directory",
+            // A directory that does not exist is never created for a store.
+            "the kv store `/proc/warden-kv/kv.sqlite` is in a directory that does not exist",
         ),
         (
             [&["run"][..], &probe, &["--kv-store", &not_a_store]].concat(),

@@ -2,7 +2,7 @@
 //! its space (`warden cache list` and `warden cache clean`).
 //!
 //! Only the directory's own entries are seen: regular files named the way
-//! [`CompileCache`](super::CompileCache) names them. Symbolic links,
+//! the compile cache names them (`SHA256-ENGINEHASH.cwasm`). Symbolic links,
 //! sub-directories and any other file are left alone, so a cache directory
 //! given by mistake (or a link planted in one) never loses anything that
 //! is not a Warden cache entry.
