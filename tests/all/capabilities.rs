@@ -372,7 +372,7 @@ async fn kv_without_a_grant_is_denied() {
     let plugin = probe(sandbox(|_| {})).await;
     assert_denied(&plugin, "kv-set", "a=1", "kv").await;
     let err = call(&plugin, "kv-get", "a").await.unwrap_err();
-    assert!(err.to_string().contains("AccessDenied"), "{err}");
+    assert!(err.to_string().contains("kv: access denied"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,10 +183,10 @@ impl Guest for Probe {
                 "written".to_owned()
             }
             "config-get" => wasi::config::store::get(&input)
-                .map_err(|err| PluginError::Failed(format!("{err:?}")))?
+                .map_err(config_error)?
                 .ok_or_else(|| PluginError::Failed(format!("no config value {input}")))?,
             "config-all" => wasi::config::store::get_all()
-                .map_err(|err| PluginError::Failed(format!("{err:?}")))?
+                .map_err(config_error)?
                 .into_iter()
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect::<Vec<_>>()
@@ -278,8 +278,21 @@ fn failed(err: impl std::fmt::Display) -> PluginError {
     PluginError::Failed(err.to_string())
 }
 
+/// The configuration store's error as a person reads it.
+fn config_error(err: wasi::config::store::Error) -> PluginError {
+    PluginError::Failed(match err {
+        wasi::config::store::Error::Upstream(reason) => format!("config: {reason}"),
+        wasi::config::store::Error::Io(reason) => format!("config: {reason}"),
+    })
+}
+
+/// The store's error as a person reads it, the way a plugin should report it.
 fn kv_error(err: store::Error) -> PluginError {
-    PluginError::Failed(format!("kv: {err:?}"))
+    PluginError::Failed(match err {
+        store::Error::NoSuchStore => "kv: no such store".to_owned(),
+        store::Error::AccessDenied => "kv: access denied".to_owned(),
+        store::Error::Other(reason) => format!("kv: {reason}"),
+    })
 }
 
 fn split(text: &str, separator: char) -> Result<(&str, &str), PluginError> {

@@ -372,7 +372,7 @@ fn config_and_kv_imports_are_served_by_wasmtimes_own_stores() {
     let reply = serve.request("POST", "/kv-get", b"greeting");
     assert_eq!(
         assert_error(&reply, 500, "failed")["message"],
-        "kv: Error::NoSuchStore"
+        "kv: no such store"
     );
 }
 
