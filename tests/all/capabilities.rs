@@ -228,7 +228,11 @@ async fn a_dripping_body_ends_at_the_grants_total_timeout() {
         .strip_prefix("None after ")
         .and_then(|rest| rest.split_once(" bytes of the body: "))
         .unwrap_or_else(|| panic!("expected a failed body read, got {message:?}"));
-    assert_eq!(error.lines().next(), Some("HTTP response timeout"), "{message}");
+    assert_eq!(
+        error.lines().next(),
+        Some("HTTP response timeout"),
+        "{message}"
+    );
     let arrived: usize = arrived.parse().unwrap();
     assert!(
         arrived > 0 && arrived < HTTP_DRIP_BYTES,

@@ -388,6 +388,14 @@ fn the_trust_store_round_trips_and_refuses_duplicates() {
         err.to_string().contains("already trusted as `alice`"),
         "{err}"
     );
+    let err = trusted.save(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("there is no directory")
+            && err.to_string().contains("nested"),
+        "a mistyped directory is named, not created: {err}"
+    );
+    assert!(!path.parent().unwrap().exists());
+    std::fs::create_dir(path.parent().unwrap()).unwrap();
     trusted.save(&path).unwrap();
 
     let mut reopened = TrustStore::open(&path).unwrap();

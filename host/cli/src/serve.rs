@@ -157,8 +157,9 @@ async fn bind(addr: &ListenAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The server's bounds: each flag, else the manifest's `[serve]` setting,
-/// else its default. The flags refuse zero when they are parsed; a zero in
-/// the table would refuse or close everything, so it is refused here.
+/// else its default. The flags refuse zero when they are parsed, and the
+/// manifest its zero durations; a count or size of zero in the table would
+/// refuse everything, so it is refused here.
 fn server_config(args: &ServeArgs, settings: &ServeSettings) -> anyhow::Result<ServerConfig> {
     let table = || {
         let manifest = args
@@ -167,7 +168,7 @@ fn server_config(args: &ServeArgs, settings: &ServeSettings) -> anyhow::Result<S
             .unwrap_or(Path::new("the manifest"));
         format!("the [serve] table of {}", manifest.display())
     };
-    let connection_limits = connection_limits(args, settings, &table)?;
+    let connection_limits = connection_limits(args, settings);
     let max_connections = args
         .max_connections
         .or(settings.max_connections)
@@ -217,41 +218,22 @@ fn log_unverified(registry: &Registry, loaded: &[String]) {
 }
 
 /// The connection bounds: each flag, else the manifest's `[serve]`
-/// setting (described by `table`), else its default.
-fn connection_limits(
-    args: &ServeArgs,
-    settings: &ServeSettings,
-    table: &dyn Fn() -> String,
-) -> anyhow::Result<ConnectionLimits> {
-    let resolve = |flag: Option<Duration>, setting: Option<Duration>, default, key: &str| {
-        let value = flag.or(setting).unwrap_or(default);
-        anyhow::ensure!(
-            !value.is_zero(),
-            "{key} in {} must be longer than zero",
-            table()
-        );
-        Ok(value)
-    };
-    Ok(ConnectionLimits {
-        header_read: resolve(
-            args.header_read_timeout,
-            settings.header_read_timeout,
-            ServeSettings::DEFAULT_HEADER_READ_TIMEOUT,
-            "header_read_timeout",
-        )?,
-        idle: resolve(
-            args.idle_timeout,
-            settings.idle_timeout,
-            ServeSettings::DEFAULT_IDLE_TIMEOUT,
-            "idle_timeout",
-        )?,
-        write: resolve(
-            args.write_timeout,
-            settings.write_timeout,
-            ServeSettings::DEFAULT_WRITE_TIMEOUT,
-            "write_timeout",
-        )?,
-    })
+/// setting, else its default. Both refuse zero when they are parsed.
+fn connection_limits(args: &ServeArgs, settings: &ServeSettings) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read: args
+            .header_read_timeout
+            .or(settings.header_read_timeout)
+            .unwrap_or(ServeSettings::DEFAULT_HEADER_READ_TIMEOUT),
+        idle: args
+            .idle_timeout
+            .or(settings.idle_timeout)
+            .unwrap_or(ServeSettings::DEFAULT_IDLE_TIMEOUT),
+        write: args
+            .write_timeout
+            .or(settings.write_timeout)
+            .unwrap_or(ServeSettings::DEFAULT_WRITE_TIMEOUT),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, with the signal's name.

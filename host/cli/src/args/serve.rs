@@ -58,7 +58,7 @@ pub struct ServeArgs {
     pub max_queue: Option<u32>,
     /// Time for a whole request: receiving the body, waiting for a slot and
     /// running. A slow body is answered 408, a slow call 504.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = warden::units::parse_positive_duration)]
     pub request_timeout: Duration,
     /// How long requests in flight may finish after SIGTERM before they are
     /// cancelled (answered 503); 0s cancels them at once.
@@ -87,16 +87,16 @@ pub struct ServeArgs {
     /// Time a client has to send a whole request head, from its first byte;
     /// then the connection is closed [default: the manifest's [serve]
     /// header_read_timeout, else 10s].
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_positive_duration)]
     pub header_read_timeout: Option<Duration>,
     /// Time a connection may stay open with no request in progress
     /// [default: the manifest's [serve] idle_timeout, else 60s].
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_positive_duration)]
     pub idle_timeout: Option<Duration>,
     /// Time writing a response may make no progress (the client stopped
     /// reading) before the connection is dropped [default: the manifest's
     /// [serve] write_timeout, else 30s].
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_positive_duration)]
     pub write_timeout: Option<Duration>,
     /// Connections open at once; further ones wait in the listen backlog
     /// until one closes [default: the manifest's [serve] max_connections,
@@ -229,21 +229,12 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// A duration flag that zero would break: every request would time out, or
-/// every connection close at once.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = warden::units::parse_duration(text).map_err(|err| err.to_string())?;
-    if duration.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(duration)
-}
-
 /// `--watch-interval`: longer than zero, which would check the files in a
 /// busy loop; --no-watch is how to stop watching.
 fn watch_interval(text: &str) -> Result<Duration, String> {
-    positive_duration(text).map_err(|err| {
-        if err.starts_with("must be") {
+    warden::units::parse_positive_duration(text).map_err(|err| {
+        let err = err.to_string();
+        if err.contains("is zero") {
             format!("{err}; to stop watching the files, use --no-watch")
         } else {
             err

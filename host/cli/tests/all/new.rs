@@ -111,7 +111,9 @@ fn the_guides_quick_start_works_for_rust_and_passes_strict() {
     );
     let inspect = String::from_utf8(warden(&["inspect", plugin]).stdout).unwrap();
     assert!(
-        inspect.contains("env      low     not granted (--env KEY=VALUE)"),
+        inspect.contains(
+            "env      low     not granted (--env KEY=VALUE, or `env` in a manifest's [grants])"
+        ),
         "{inspect}"
     );
 }

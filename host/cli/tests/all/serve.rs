@@ -1971,12 +1971,29 @@ fn a_zero_duration_or_size_is_refused_naming_the_flag_or_the_setting() {
         (
             "--watch-interval",
             "0s",
-            "must be longer than zero; to stop watching the files, use --no-watch",
+            "is zero; give a duration longer than zero, such as 300ms, 5s or 1m30s; \
+             to stop watching the files, use --no-watch",
         ),
-        ("--request-timeout", "0ms", "must be longer than zero"),
-        ("--idle-timeout", "0s", "must be longer than zero"),
-        ("--header-read-timeout", "0s", "must be longer than zero"),
-        ("--write-timeout", "0s", "must be longer than zero"),
+        (
+            "--request-timeout",
+            "0ms",
+            "is zero; give a duration longer than zero",
+        ),
+        (
+            "--idle-timeout",
+            "0s",
+            "is zero; give a duration longer than zero",
+        ),
+        (
+            "--header-read-timeout",
+            "0s",
+            "is zero; give a duration longer than zero",
+        ),
+        (
+            "--write-timeout",
+            "0s",
+            "is zero; give a duration longer than zero",
+        ),
         ("--max-body-memory", "0", "must be at least 1 byte"),
     ] {
         let (code, stderr) = serve(&[flag, value]);
@@ -1999,9 +2016,10 @@ fn a_zero_duration_or_size_is_refused_naming_the_flag_or_the_setting() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "idle_timeout in the [serve] table of {} must be longer than zero",
+            "in manifest `{}`",
             dir.path().join("warden.toml").display()
-        )),
+        )) && stderr.contains("idle_timeout = \"0s\"")
+            && stderr.contains("`0s` is zero; give a duration longer than zero"),
         "{stderr}"
     );
 }

@@ -172,7 +172,7 @@ fn config_and_env_flags_name_what_they_expected() {
     let (code, stderr) = refused(&["run", guests::HELLO, "--config", "mode"]);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("invalid config value `mode`: expected KEY=VALUE"),
+        stderr.contains("invalid configuration value `mode`: expected KEY=VALUE"),
         "{stderr}"
     );
     let unset = "WARDEN_TEST_NEVER_SET_ANYWHERE";

@@ -446,7 +446,10 @@ mod tests {
             Ok(("mode".to_owned(), "a=b".to_owned()))
         );
         let err = parse_config_value("NO_VALUE").unwrap_err().to_string();
-        assert!(err.contains("invalid configuration value `NO_VALUE`"), "{err}");
+        assert!(
+            err.contains("invalid configuration value `NO_VALUE`"),
+            "{err}"
+        );
         let err = parse_env_grant("=x").unwrap_err().to_string();
         assert!(err.contains("expected KEY=VALUE"), "{err}");
     }

@@ -145,7 +145,9 @@ impl TrustStore {
 
     /// Writes the store, replacing the file atomically (through a symbolic
     /// link, if the path is one); a new file is readable by its owner only.
-    /// Use [`edit`](Self::edit) when other processes may edit it too.
+    /// The directory must exist: a mistyped one is an [`Error::Io`] naming
+    /// it, not a new directory. Use [`edit`](Self::edit) when other
+    /// processes may edit it too.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         self.write(&final_target(path.as_ref())?)
     }
