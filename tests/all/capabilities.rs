@@ -276,6 +276,27 @@ async fn http_requests_end_at_the_grants_total_timeout() {
     );
 }
 
+/// A guest that panics right after a `set-many` loses nothing of the
+/// batch: it was one transaction, committed before the trap.
+#[tokio::test]
+async fn a_panic_right_after_a_kv_batch_leaves_the_batch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
+    let pairs: Vec<String> = (0..100).map(|key| format!("k{key:03}={key}")).collect();
+    let err = call(&plugin, "kv-set-many-then-panic", &pairs.join(","))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trap, "{err}");
+    let inspector = warden::tools::KvInspector::open(&dir.path().join("kv.sqlite"), "probe")
+        .unwrap();
+    let keys = inspector.keys("default").unwrap();
+    assert_eq!(keys.len(), 100, "{keys:?}");
+    for key in 0..100 {
+        let value = inspector.get("default", &format!("k{key:03}")).unwrap();
+        assert_eq!(value, Some(key.to_string().into_bytes()));
+    }
+}
+
 fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
     KvGrant::at(dir.path().join("kv.sqlite"))
 }

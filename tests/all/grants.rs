@@ -237,9 +237,11 @@ async fn symlinks_and_trailing_slashes_do_not_lead_out_of_a_preopen() {
     ] {
         for action in ["read-file", "write-file", "truncate"] {
             let why = failure(plugin.execute(action, path.as_bytes()).await.result);
-            // Creating a file at a path with a trailing slash is refused
-            // before any link is looked at; a file is not a directory.
+            // `..` out of the preopen is refused first; then creating a file
+            // at a path with a trailing slash is refused before any link is
+            // followed; and a file is not a directory.
             let expected = match (action, path) {
+                (_, "/data/../secret.txt/") => NOT_PERMITTED,
                 ("write-file", _) if path.ends_with('/') => "Is a directory (os error 31)",
                 (_, "/data/inside.txt/") => "Not a directory (os error 54)",
                 _ => NOT_PERMITTED,
