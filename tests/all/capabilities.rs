@@ -228,7 +228,11 @@ async fn a_dripping_body_ends_at_the_grants_total_timeout() {
         .strip_prefix("None after ")
         .and_then(|rest| rest.split_once(" bytes of the body: "))
         .unwrap_or_else(|| panic!("expected a failed body read, got {message:?}"));
-    assert_eq!(error.lines().next(), Some("HTTP response timeout"), "{message}");
+    assert_eq!(
+        error.lines().next(),
+        Some("HTTP response timeout"),
+        "{message}"
+    );
     let arrived: usize = arrived.parse().unwrap();
     assert!(
         arrived > 0 && arrived < HTTP_DRIP_BYTES,
@@ -287,8 +291,8 @@ async fn a_panic_right_after_a_kv_batch_leaves_the_batch_whole() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Trap, "{err}");
-    let inspector = warden::tools::KvInspector::open(&dir.path().join("kv.sqlite"), "probe")
-        .unwrap();
+    let inspector =
+        warden::tools::KvInspector::open(&dir.path().join("kv.sqlite"), "probe").unwrap();
     let keys = inspector.keys("default").unwrap();
     assert_eq!(keys.len(), 100, "{keys:?}");
     for key in 0..100 {

@@ -121,7 +121,11 @@ async fn nothing_outside_a_preopen_is_reachable() {
         }
     }
     assert_eq!(
-        plugin.execute("open-at", b"read inside.txt").await.result.unwrap(),
+        plugin
+            .execute("open-at", b"read inside.txt")
+            .await
+            .result
+            .unwrap(),
         b"opened"
     );
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use warden::{
-    Error, ErrorKind, Grants, KvGrant, LimitedResource, Limits, OriginPattern, Outcome, PluginError,
-    Preopen, Runtime, Sandbox, Source,
+    Error, ErrorKind, Grants, KvGrant, LimitedResource, Limits, OriginPattern, Outcome,
+    PluginError, Preopen, Runtime, Sandbox, Source,
 };
 use warden_tests::{
     HttpServer, TcpPong, UdpSink, guest_bytes, guests, malformed_abi_plugin,

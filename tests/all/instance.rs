@@ -167,9 +167,19 @@ async fn output_too_large_keeps_the_instance() {
     let plugin = hostile(&runtime, limits).await;
     let mut instance = plugin.instantiate().await.result.unwrap();
     assert_eq!(instance.execute("calls", b"").await.result.unwrap(), b"1");
-    let err = instance.execute("output", b"2048").await.result.unwrap_err();
+    let err = instance
+        .execute("output", b"2048")
+        .await
+        .result
+        .unwrap_err();
     assert!(
-        matches!(err, Error::OutputTooLarge { size: 2048, limit: 1024 }),
+        matches!(
+            err,
+            Error::OutputTooLarge {
+                size: 2048,
+                limit: 1024
+            }
+        ),
         "{err:?}"
     );
     assert!(!instance.is_discarded());

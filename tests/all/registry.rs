@@ -286,7 +286,11 @@ async fn swapping_a_plugin_under_load_fails_no_call() {
     );
     assert_eq!(registry.list()[0].sha256, *hashes.last().unwrap());
     hashes.dedup();
-    assert_eq!(hashes.len(), 1 + SWAPS as usize, "every version had its own hash");
+    assert_eq!(
+        hashes.len(),
+        1 + SWAPS as usize,
+        "every version had its own hash"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,7 +203,10 @@ mod tests {
         let cut = cut_to_fit(message.clone(), 301).unwrap();
         assert!(cut.len() <= 301, "{}", cut.len());
         let (kept, note) = cut.split_once('…').unwrap();
-        assert!(message.starts_with(kept) && kept.len() >= 301 - 30, "{kept}");
+        assert!(
+            message.starts_with(kept) && kept.len() >= 301 - 30,
+            "{kept}"
+        );
         assert_eq!(note, " (2000 bytes in all)");
     }
 
