@@ -639,6 +639,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Without any socket grant, binding is refused like every other socket
+/// use, and so is reading configuration without a config grant: each a
+/// denial of its capability, which the guest sees as an error.
+#[tokio::test]
+async fn binding_a_socket_and_reading_config_without_a_grant_are_denied() {
+    let plugin = probe(sandbox(|_| {})).await;
+    assert_denied(
+        &plugin,
+        "tcp-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "sockets",
+    )
+    .await;
+    assert_denied(&plugin, "config-get", "greeting", "config").await;
+}
+
 #[tokio::test]
 async fn listening_needs_its_own_grant() {
     let port = free_port();
