@@ -280,6 +280,27 @@ async fn http_requests_end_at_the_grants_total_timeout() {
     );
 }
 
+/// A guest that panics right after a `set-many` loses nothing of the
+/// batch: it was one transaction, committed before the trap.
+#[tokio::test]
+async fn a_panic_right_after_a_kv_batch_leaves_the_batch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = probe(sandbox(|grants| grants.kv = Some(kv_at(&dir)))).await;
+    let pairs: Vec<String> = (0..100).map(|key| format!("k{key:03}={key}")).collect();
+    let err = call(&plugin, "kv-set-many-then-panic", &pairs.join(","))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trap, "{err}");
+    let inspector =
+        warden::tools::KvInspector::open(&dir.path().join("kv.sqlite"), "probe").unwrap();
+    let keys = inspector.keys("default").unwrap();
+    assert_eq!(keys.len(), 100, "{keys:?}");
+    for key in 0..100 {
+        let value = inspector.get("default", &format!("k{key:03}")).unwrap();
+        assert_eq!(value, Some(key.to_string().into_bytes()));
+    }
+}
+
 fn kv_at(dir: &tempfile::TempDir) -> KvGrant {
     KvGrant::at(dir.path().join("kv.sqlite"))
 }
@@ -616,6 +637,22 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Without any socket grant, binding is refused like every other socket
+/// use, and so is reading configuration without a config grant: each a
+/// denial of its capability, which the guest sees as an error.
+#[tokio::test]
+async fn binding_a_socket_and_reading_config_without_a_grant_are_denied() {
+    let plugin = probe(sandbox(|_| {})).await;
+    assert_denied(
+        &plugin,
+        "tcp-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "sockets",
+    )
+    .await;
+    assert_denied(&plugin, "config-get", "greeting", "config").await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use warden::{Error, ErrorKind, PluginError, Sandbox};
 
 use warden_tests::guests;
 
-use crate::{hostile, load, runtime, tight_limits};
+use crate::{fuel_runtime, hostile, load, runtime, tight_limits};
 
 #[tokio::test]
 async fn a_live_instance_keeps_state_and_a_fresh_call_never_does() {
@@ -109,4 +109,79 @@ async fn a_failing_init_is_reported_as_init_failed_on_every_path() {
         assert!(!err.poisons_instance());
     }
     assert_eq!(fresh.metrics().failures_of(ErrorKind::InitFailed), 1);
+}
+
+/// A memory limit, running out of fuel and a stack overflow discard a live
+/// instance as a trap does; a plugin that keeps instances
+/// (`calls_per_instance`) runs the next call in a fresh one, whose state
+/// starts over.
+#[tokio::test]
+async fn limits_discard_live_and_kept_instances() {
+    let runtime = fuel_runtime();
+    for (action, kind) in [
+        ("grow-memory", ErrorKind::MemoryLimit),
+        ("loop", ErrorKind::OutOfFuel),
+        ("recurse", ErrorKind::StackOverflow),
+    ] {
+        let mut limits = tight_limits();
+        if action == "loop" {
+            limits.fuel = Some(10_000_000);
+        }
+        let mut sandbox = Sandbox::with_limits(limits);
+        let plugin = load(&runtime, guests::HOSTILE, sandbox.clone()).await;
+        let mut instance = plugin.instantiate().await.result.unwrap();
+        assert_eq!(instance.execute("calls", b"").await.result.unwrap(), b"1");
+        let err = instance.execute(action, b"").await.result.unwrap_err();
+        assert_eq!(err.kind(), kind, "{action}: {err}");
+        assert!(instance.is_discarded(), "{action}");
+        let err = instance.execute("calls", b"").await.result.unwrap_err();
+        assert!(
+            matches!(err, Error::InstanceDiscarded(after) if after == kind),
+            "{action}: {err:?}"
+        );
+
+        drop(instance);
+        sandbox.calls_per_instance = 10;
+        let kept = load(&runtime, guests::HOSTILE, sandbox).await;
+        for expected in ["1", "2"] {
+            let output = kept.execute("calls", b"").await.result.unwrap();
+            assert_eq!(output, expected.as_bytes(), "{action}");
+        }
+        let err = kept.execute(action, b"").await.result.unwrap_err();
+        assert_eq!(err.kind(), kind, "{action}: {err}");
+        assert_eq!(
+            kept.execute("calls", b"").await.result.unwrap(),
+            b"1",
+            "{action}: the next call ran in a fresh instance"
+        );
+    }
+}
+
+/// Output over `max_output_bytes` is refused, but the guest returned
+/// normally and its instance is sound: it is kept, state and all.
+#[tokio::test]
+async fn output_too_large_keeps_the_instance() {
+    let runtime = runtime();
+    let mut limits = tight_limits();
+    limits.max_output_bytes = 1 << 10;
+    let plugin = hostile(&runtime, limits).await;
+    let mut instance = plugin.instantiate().await.result.unwrap();
+    assert_eq!(instance.execute("calls", b"").await.result.unwrap(), b"1");
+    let err = instance
+        .execute("output", b"2048")
+        .await
+        .result
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OutputTooLarge {
+                size: 2048,
+                limit: 1024
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!instance.is_discarded());
+    assert_eq!(instance.execute("calls", b"").await.result.unwrap(), b"3");
 }

@@ -14,9 +14,14 @@ use crate::state::HostState;
 ///
 /// Its `init` has run; each [`Instance::execute`] runs under the plugin's
 /// limits afresh (timeout and fuel per call), while linear memory and any
-/// state the guest keeps persist between calls. After a trap, a limit or a
-/// timeout the instance is discarded: further calls fail with
-/// [`Error::InstanceDiscarded`].
+/// state the guest keeps persist between calls. After a trap, a timeout, or
+/// a limit that stopped the guest (memory, fuel, stack) the instance is
+/// discarded: further calls fail with [`Error::InstanceDiscarded`]. Errors
+/// the guest returned normally keep it: its own [`Error::Plugin`], and
+/// [`Error::OutputTooLarge`], where the guest finished and only its answer
+/// was refused. A plugin that keeps instances
+/// ([`Sandbox::calls_per_instance`](crate::Sandbox::calls_per_instance))
+/// runs the call after a discard in a fresh instance.
 pub struct Instance {
     plugin: Plugin,
     store: Store<HostState>,
