@@ -390,8 +390,7 @@ fn the_trust_store_round_trips_and_refuses_duplicates() {
     );
     let err = trusted.save(&path).unwrap_err();
     assert!(
-        err.to_string().contains("there is no directory")
-            && err.to_string().contains("nested"),
+        err.to_string().contains("there is no directory") && err.to_string().contains("nested"),
         "a mistyped directory is named, not created: {err}"
     );
     assert!(!path.parent().unwrap().exists());
