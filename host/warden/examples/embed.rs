@@ -44,7 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Failures are typed: match on what you would handle differently.
     match plugin.execute("shout", b"hi").await.result {
         Err(Error::Plugin(PluginError::UnknownAction(action))) => {
-            println!("the plugin does not know `{action}`");
+            let actions = plugin.metadata().await?.actions;
+            println!("{}", warden::unknown_action_message(&action, &actions));
         }
         other => return Err(format!("expected an unknown action, got {other:?}").into()),
     }
