@@ -1,16 +1,15 @@
 //! `warden exec`: a WASI program under the same limits and grants as a plugin.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::{Map, Value};
 use warden::units::format_bytes;
-use warden::{Captured, Error, Outcome, Report, Stdio};
+use warden::{Captured, Outcome, Report, Stdio};
 
 use crate::args::ExecArgs;
 use crate::output::{self, Failure};
-use crate::run::{Input, read_bounded};
+use crate::run;
 
 /// `warden exec`: loads the program and runs it with its arguments and
 /// stdin; its exit code becomes warden's.
@@ -31,20 +30,10 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         target.sandbox.limits.stdout_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     let limit = target.sandbox.limits.max_input_bytes;
-    let stdin = match read_stdin(limit) {
-        Ok(Input::Bytes(bytes)) => bytes,
-        Ok(Input::TooLarge { size }) => {
-            let err = Error::InputTooLarge { size, limit };
-            return finish(&args, &target.name, Err((&err).into()), None);
-        }
-        Err(err) => {
-            return finish(
-                &args,
-                &target.name,
-                Err(Failure::before_loading(&err)),
-                None,
-            );
-        }
+    // The program's stdin, read before it starts (see `read_stdin`).
+    let stdin = match run::bounded(run::read_stdin(limit), limit) {
+        Ok(bytes) => bytes,
+        Err(failure) => return finish(&args, &target.name, Err(failure), None),
     };
     let program = match crate::load::program(&target, &args.sandbox).await {
         Ok(program) => program,
@@ -68,16 +57,6 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     let result = result.map_err(|err| Failure::from(&err));
     finish(&args, program.name(), result, Some(&report))
-}
-
-/// Reads the program's stdin, unless it is a terminal (a person would have
-/// to type the whole input before the program starts): at most `limit`
-/// bytes are kept.
-fn read_stdin(limit: usize) -> anyhow::Result<Input> {
-    if std::io::stdin().is_terminal() {
-        return Ok(Input::Bytes(Vec::new()));
-    }
-    read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
 }
 
 /// Says on stderr that a forwarded stream went past its bound, so that a

@@ -24,20 +24,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let limit = target.sandbox.limits.max_input_bytes;
-    let input = match read_input(&args, limit) {
-        Ok(Input::Bytes(bytes)) => bytes,
-        Ok(Input::TooLarge { size }) => {
-            let err = Error::InputTooLarge { size, limit };
-            return finish(&args, &target.name, Err((&err).into()), None);
-        }
-        Err(err) => {
-            return finish(
-                &args,
-                &target.name,
-                Err(Failure::before_loading(&err)),
-                None,
-            );
-        }
+    let input = match bounded(read_input(&args, limit), limit) {
+        Ok(bytes) => bytes,
+        Err(failure) => return finish(&args, &target.name, Err(failure), None),
     };
     if args.watch {
         return watch(args, target, input).await;
@@ -325,14 +314,30 @@ fn read_input(args: &RunArgs, limit: usize) -> anyhow::Result<Input> {
         return read_bounded(file, limit)
             .with_context(|| format!("cannot read --input-file `{}`", path.display()));
     }
+    read_stdin(limit)
+}
+
+/// Reads stdin, unless it is a terminal (a person would have to type the
+/// whole input before anything runs): at most `limit` bytes are kept.
+pub fn read_stdin(limit: usize) -> anyhow::Result<Input> {
     if std::io::stdin().is_terminal() {
         return Ok(Input::Bytes(Vec::new()));
     }
     read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
 }
 
+/// The bytes of `input`, read within `limit`, or the failure to report:
+/// the limit it went past, or why it could not be read.
+pub fn bounded(input: anyhow::Result<Input>, limit: usize) -> Result<Vec<u8>, Failure> {
+    match input {
+        Ok(Input::Bytes(bytes)) => Ok(bytes),
+        Ok(Input::TooLarge { size }) => Err((&Error::InputTooLarge { size, limit }).into()),
+        Err(err) => Err(Failure::before_loading(&err)),
+    }
+}
+
 /// Reads `reader` to its end, keeping at most `limit` bytes in memory.
-pub fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
+fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
     let mut bytes = Vec::new();
     (&mut reader).take(limit as u64).read_to_end(&mut bytes)?;
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
