@@ -121,7 +121,11 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
             name,
             trust_store,
         } => {
+            let explicit = trust_store.is_some();
             let path = store_path(trust_store)?;
+            if explicit {
+                refuse_missing_directory(&path)?;
+            }
             let name = match name {
                 Some(name) => name,
                 None => name_from_file(&key_path)?,
@@ -189,6 +193,21 @@ fn name_from_file(key: &Path) -> anyhow::Result<String> {
                 key.display()
             )
         })
+}
+
+/// Refuses a trust store named on the command line whose directory does
+/// not exist: a mistyped path is named, not made. (The default location's
+/// directory is Warden's own, made on first use.)
+fn refuse_missing_directory(store: &Path) -> anyhow::Result<()> {
+    match store.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => anyhow::bail!(
+            "there is no directory `{}` for trust store `{}`; check the path, or create the \
+             directory first",
+            dir.display(),
+            store.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn store_path(explicit: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {

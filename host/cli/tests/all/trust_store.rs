@@ -369,3 +369,32 @@ fn a_trust_store_named_on_the_command_line_must_exist() {
     }
     assert!(!Path::new(&typo).exists());
 }
+
+/// `trust add --trust-store` with a mistyped directory names it rather than
+/// creating it (the default location's directory is made on first use).
+#[test]
+fn trust_add_does_not_create_a_mistyped_directory() {
+    let shop = Scratch::new();
+    let key = shop.path("alice");
+    warden::trust::KeyFiles::named(&key).generate().unwrap();
+    let typo = shop.path("tpyo/trust.toml");
+    let output = shop.run(&[
+        "trust",
+        "add",
+        &format!("{key}.pub"),
+        "--trust-store",
+        &typo,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains(&format!(
+            "there is no directory `{}` for trust store `{typo}`",
+            shop.path("tpyo")
+        )),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(!Path::new(&shop.path("tpyo")).exists());
+    let output = shop.run(&["trust", "add", &format!("{key}.pub")]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
