@@ -1,7 +1,8 @@
 //! One `hello` plugin in four languages (Rust, Python, JavaScript, C), every
 //! one through the same assertions: outputs for the same inputs (non-ASCII
 //! and empty ones included), the same log record and stdout, the same typed
-//! errors, and the same failure under a timeout and under a memory limit.
+//! errors, and the same failure under a timeout and under a memory limit
+//! that stop the guest mid-call.
 //! Prints a table of size, compile time, load-from-cache time and the time
 //! of an isolated call, and writes it to `target/conformance.txt`.
 
@@ -121,27 +122,49 @@ async fn check_behaviour(language: &str, plugin: &Plugin) {
     }
 }
 
-/// Under limits no hello can meet, every language fails the same way.
+/// Under limits each hello meets when a call starts but not by its end,
+/// every language runs its code, then fails the same way.
 async fn check_limits(language: &str, runtime: &Runtime, path: &str) {
-    // Counting 15 MiB takes every language well past a millisecond.
-    let mut limits = Limits::default();
-    limits.timeout = Duration::from_millis(1);
-    let plugin = load(runtime, path, Sandbox::with_limits(limits))
-        .await
-        .unwrap();
-    let err = output(&plugin, "count-vowels", &vec![b'a'; 15 << 20])
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{language}: {err}");
+    // What a call costs before it does any work: instantiation, `init` and
+    // counting nothing, in a fresh instance like every call below.
+    let plugin = load(runtime, path, Sandbox::default()).await.unwrap();
+    let setup = plugin.execute("count-vowels", b"").await;
+    setup.result.unwrap();
+    let setup = setup.report;
+    // Taking 15 MiB in grows every hello's memory by more than 1 MiB, and
+    // counting it takes every language well past ten times the setup (Rust,
+    // the fastest, about five times the 20 ms floor).
+    let input = vec![b'a'; 15 << 20];
 
-    // One page of linear memory is less than any of them starts with.
     let mut limits = Limits::default();
-    limits.memory_bytes = 64 << 10;
+    limits.timeout = (setup.duration * 10).max(Duration::from_millis(20));
+    let plugin = load(runtime, path, Sandbox::with_limits(limits.clone()))
+        .await
+        .unwrap();
+    let outcome = plugin.execute("count-vowels", &input).await;
+    let err = outcome.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{language}: {err}");
+    assert!(
+        outcome.report.peak_memory_bytes >= input.len() as u64,
+        "{language}: the guest took the input in before the timeout ({} bytes of memory)",
+        outcome.report.peak_memory_bytes
+    );
+    assert!(outcome.report.duration >= limits.timeout, "{language}");
+
+    // Just above the memory the instance starts with: `init` runs, and
+    // taking the input in fails.
+    let mut limits = Limits::default();
+    limits.memory_bytes = setup.peak_memory_bytes + (1 << 20);
     let plugin = load(runtime, path, Sandbox::with_limits(limits))
         .await
         .unwrap();
-    let err = output(&plugin, "count-vowels", b"hello").await.unwrap_err();
+    let outcome = plugin.execute("count-vowels", &input).await;
+    let err = outcome.result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::MemoryLimit, "{language}: {err}");
+    assert_eq!(
+        outcome.report.peak_memory_bytes, setup.peak_memory_bytes,
+        "{language}: the instance reached its starting size, so `init` ran"
+    );
 }
 
 async fn measure(language: &'static str, path: &'static str) -> Measured {

@@ -675,6 +675,79 @@ async fn a_forged_cache_entry_never_runs_as_a_signed_plugin() {
     }
 }
 
+/// Every file in the compile cache directory, with its contents.
+fn cache_contents(
+    cache: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_plugin_is_never_looked_up_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let runtime = isolated_runtime(&dir);
+    let alice = Signer::new("alice");
+    let mallory = Signer::new("mallory");
+    let anything = || {
+        policy(
+            UnsignedPolicy::Allow,
+            SignerPolicy::Any,
+            TrustStore::default(),
+        )
+    };
+    let cases = [
+        (
+            "unsigned under unsigned = deny",
+            hello(),
+            policy(
+                UnsignedPolicy::Deny,
+                SignerPolicy::Any,
+                TrustStore::default(),
+            ),
+            TrustFailure::Unsigned,
+        ),
+        (
+            "signed by a stranger under signed_by = trusted",
+            mallory.sign(&hello()),
+            only_trusted(store(&[("alice", &alice)])),
+            TrustFailure::UnknownSigner(vec![mallory.public.key_id()]),
+        ),
+    ];
+    for (case, bytes, refusing, expected) in cases {
+        let source = || Source::new("hello", bytes.clone());
+        let plugin = runtime.load(source(), anything()).await.unwrap();
+        let entry = cache_entry(&cache, &plugin.info().sha256);
+        drop(plugin);
+        // A lookup of this entry would find it damaged, recompile the
+        // plugin and replace the entry, so any lookup leaves a trace.
+        let planted = b"WARDENC\x01 not a sound entry".to_vec();
+        std::fs::write(&entry, &planted).unwrap();
+        let before = cache_contents(&cache);
+
+        let result = runtime.load(source(), refusing).await;
+        assert_eq!(failure(result), expected, "{case}");
+        assert_eq!(
+            cache_contents(&cache),
+            before,
+            "{case}: the cache was neither read nor written"
+        );
+
+        // The control: a policy that admits the plugin does look the entry
+        // up, and so finds and replaces the planted one.
+        let plugin = runtime.load(source(), anything()).await.unwrap();
+        assert!(!plugin.info().cached, "{case}: the planted entry was read");
+        assert_ne!(std::fs::read(&entry).unwrap(), planted, "{case}: replaced");
+    }
+}
+
 fn hex_decode(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)
