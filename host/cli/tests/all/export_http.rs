@@ -528,3 +528,93 @@ fn export_http_help_mentions_no_manifest() {
         "{refused:?}"
     );
 }
+
+/// `docs/scale-out.md`'s quick start (its first `sh` block), typed as
+/// written in a fresh directory holding `hello.wasm`: the export prints the
+/// serve command the block quotes, and the app served with the block's
+/// command answers each `curl` line with the value in its comment. Only the
+/// port differs (a free one instead of 8080).
+#[test]
+fn the_scale_out_quick_start_works_as_written() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/scale-out.md"),
+    )
+    .expect("reading docs/scale-out.md");
+    let start = doc.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &doc[start..start + doc[start..].find("```").expect("the block's end")];
+    let command_of = |line: &str| line.split(" #").next().unwrap_or(line).trim().to_owned();
+    let mut lines = block.lines().filter(|line| !line.trim().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::HELLO, dir.path().join("hello.wasm")).unwrap();
+    let export = command_of(lines.next().expect("the export line"));
+    let words: Vec<&str> = export.split_whitespace().collect();
+    assert_eq!(words[0], "warden", "{export}");
+    let output = in_home(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(&words[1..])
+            .current_dir(dir.path()),
+        home.path(),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{export}: {output:?}");
+    let quoted = lines
+        .next()
+        .and_then(|line| line.strip_prefix("# … it ends with: "))
+        .expect("the line quoting the serve command");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().last(), Some(quoted), "{stdout}");
+
+    let serve = command_of(lines.next().expect("the serve line"));
+    let words: Vec<&str> = serve.split_whitespace().collect();
+    assert_eq!(&words[..2], ["wasmtime", "serve"], "{serve}");
+    let mut serve_flags = Vec::new();
+    let mut rest = words[2..words.len() - 1].iter();
+    while let Some(word) = rest.next() {
+        match *word {
+            // The test picks a free port instead.
+            "--addr" => _ = rest.next(),
+            flag => serve_flags.push(flag.to_owned()),
+        }
+    }
+    let app = WasmtimeApp {
+        path: dir.path().join(words[words.len() - 1]),
+        serve_flags,
+    };
+    let server = Serve::start(&app, &[]);
+
+    let mut curls = 0;
+    for line in lines {
+        let (command, expected) = line.split_once(" # ").expect("a curl line with its answer");
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "curl", "{line}");
+        let path = words
+            .last()
+            .unwrap()
+            .split_once('/')
+            .map_or("/", |(_, path)| path);
+        let path = format!("/{path}");
+        let reply = match command.split_once("--data-binary '") {
+            Some((_, data)) => {
+                let body = data.split('\'').next().unwrap();
+                server.request("POST", &path, body.as_bytes())
+            }
+            None => server.request("GET", &path, b""),
+        };
+        assert_eq!(reply.status, 200, "{line}: {reply:?}");
+        let body = String::from_utf8(reply.body).unwrap();
+        let expected = expected.trim();
+        // `…` stands for text the comment leaves out.
+        match expected.split_once('…') {
+            Some((head, tail)) => assert!(
+                body.starts_with(head) && body.trim_end().ends_with(tail),
+                "{line}: {body}"
+            ),
+            None => assert_eq!(body.trim_end(), expected, "{line}"),
+        }
+        curls += 1;
+    }
+    assert_eq!(curls, 2, "the block's curl lines");
+}
