@@ -49,6 +49,7 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
         Ok(plugin) => plugin,
         Err(err) => return Ok(refuse(&err)),
     };
+    output::warn_if_trust_store_damaged(&sandbox);
     // Nothing runs here, so the warning says what happens instead.
     if let Some(reason) = output::unverified_warning(plugin.info(), &sandbox) {
         eprintln!(

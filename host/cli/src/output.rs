@@ -358,15 +358,21 @@ pub fn describe_signature(signature: &SignatureCheck) -> String {
 /// when the policy asked to be warned, and that a trust store that cannot
 /// be used was ignored (which a policy that needs it never does).
 pub fn warn_if_unverified(info: &ComponentInfo, sandbox: &Sandbox) {
-    if let Some(damage) = sandbox.trust.trusted.damage() {
-        eprintln!(
-            "warden: warning: ignoring the trust store, so no key counts as trusted: {damage}"
-        );
-    }
+    warn_if_trust_store_damaged(sandbox);
     if let Some(reason) = unverified_warning(info, sandbox) {
         eprintln!(
             "warden: warning: running an unverified plugin ({reason}); see `warden sign` and --unsigned \
              (or WARDEN_UNSIGNED=allow on a development machine)"
+        );
+    }
+}
+
+/// Warns that the trust store could not be used, so that no key counts as
+/// trusted under `sandbox`'s policy.
+pub fn warn_if_trust_store_damaged(sandbox: &Sandbox) {
+    if let Some(damage) = sandbox.trust.trusted.damage() {
+        eprintln!(
+            "warden: warning: ignoring the trust store, so no key counts as trusted: {damage}"
         );
     }
 }

@@ -121,11 +121,7 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<ExitCode> {
             name,
             trust_store,
         } => {
-            let explicit = trust_store.is_some();
             let path = store_path(trust_store)?;
-            if explicit {
-                refuse_missing_directory(&path)?;
-            }
             let name = match name {
                 Some(name) => name,
                 None => name_from_file(&key_path)?,
@@ -210,8 +206,13 @@ fn refuse_missing_directory(store: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The store `trust` edits or lists: `--trust-store`, in a directory that
+/// exists, else the default location.
 fn store_path(explicit: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
-    explicit
-        .or_else(TrustStore::default_path)
+    if let Some(path) = explicit {
+        refuse_missing_directory(&path)?;
+        return Ok(path);
+    }
+    TrustStore::default_path()
         .context("no --trust-store given and no default location (HOME is not set)")
 }

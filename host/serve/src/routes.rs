@@ -265,21 +265,25 @@ async fn call_reply(
 ) -> Reply {
     let call = async {
         let _running = server.running.acquire().await;
-        server.registry.execute(name, action, body).await
+        let outcome = server.registry.execute(name, action, body).await;
+        // The actions an unknown action's reply lists. The call ran `init`,
+        // so they are usually known; a plugin swapped in meanwhile may need
+        // an instance for them, which the same permit and deadline bound.
+        let actions = match (&outcome.result, server.registry.get(name)) {
+            (Err(Error::Plugin(PluginError::UnknownAction(_))), Some(plugin)) => {
+                plugin.metadata().await.ok().map(|meta| meta.actions)
+            }
+            _ => None,
+        };
+        (outcome, actions)
     };
     match tokio::time::timeout_at(deadline, call).await {
-        Ok(Outcome { result, report }) => {
+        Ok((Outcome { result, report }, actions)) => {
             entry.report = Some(report);
             match result {
                 Ok(output) => octets_reply(output),
+                // Named as requested, not as the plugin echoed it.
                 Err(Error::Plugin(PluginError::UnknownAction(_))) => {
-                    // Named as requested, not as the plugin echoed it. The
-                    // call ran `init`, so the metadata is known: listing the
-                    // actions creates no instance.
-                    let actions = match server.registry.get(name) {
-                        Some(plugin) => plugin.metadata().await.ok().map(|meta| meta.actions),
-                        None => None,
-                    };
                     unknown_action_reply(action, actions.as_deref(), entry)
                 }
                 Err(err) => failure_reply(&err, entry),

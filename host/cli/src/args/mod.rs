@@ -137,7 +137,8 @@ pub enum Command {
         // export-http takes a plugin file, never a manifest.
         mut_arg("unsigned", |arg| arg.help(
             "What to do with a plugin without a verifiable signature [default: warn; deny under \
-             --signed-by trusted, which allow and warn contradict]"
+             --signed-by trusted, which allow and warn contradict; $WARDEN_UNSIGNED, when set, \
+             takes the place of warn]"
         )),
         mut_arg("signed_by", |arg| arg.help(
             "Whose signatures count: any key Warden knows, or trusted keys only (then unsigned \
@@ -404,7 +405,7 @@ pub struct CacheListArgs {
 
 #[derive(Debug, Args)]
 pub struct CacheCleanArgs {
-    /// Remove only entries compiled longer ago than this, e.g. 30d or 12h.
+    /// Remove only entries compiled longer ago than this, e.g. 720h or 30m.
     #[arg(long, value_name = "DURATION", value_parser = warden::units::parse_duration)]
     pub older_than: Option<Duration>,
     /// Remove only the entries compiled from this component file.

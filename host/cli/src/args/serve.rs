@@ -232,14 +232,10 @@ impl fmt::Display for ListenAddr {
 /// `--watch-interval`: longer than zero, which would check the files in a
 /// busy loop; --no-watch is how to stop watching.
 fn watch_interval(text: &str) -> Result<Duration, String> {
-    warden::units::parse_positive_duration(text).map_err(|err| {
-        let err = err.to_string();
-        if err.contains("is zero") {
-            format!("{err}; to stop watching the files, use --no-watch")
-        } else {
-            err
-        }
-    })
+    // Unparsable text gets the plain error; only zero gets the way out.
+    warden::units::parse_duration(text).map_err(|err| err.to_string())?;
+    warden::units::parse_positive_duration(text)
+        .map_err(|zero| format!("{zero}; to stop watching the files, use --no-watch"))
 }
 
 /// A size flag that zero would break: every body would be refused.

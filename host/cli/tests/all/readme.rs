@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use warden_tests::guests;
+use warden_tests::{guests, without_user_environment};
 
 /// The README's fenced block whose info string is `info`.
 fn readme_block(info: &str) -> String {
@@ -56,15 +56,12 @@ impl Fresh {
         )))
         .expect("a PATH");
         let mut command = Command::new(program);
-        command
+        without_user_environment(&mut command)
             .args(args)
             .current_dir(self.dir.path())
             .env("PATH", path)
-            .env("HOME", self.home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_CACHE_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("WARDEN_UNSIGNED");
+            // No XDG variables, so paths print as the README shows them.
+            .env("HOME", self.home.path());
         command
     }
 

@@ -17,9 +17,8 @@ pub struct Denial {
 
 impl Denial {
     /// The flag (and manifest key) that grants the capability, as `warden
-    /// inspect` lists it; `None` for a capability the embedding application
-    /// defines ([`HostCapability`](crate::HostCapability)), which it grants
-    /// in its own words.
+    /// inspect` lists it; `None` for a capability that is not one of
+    /// Warden's own.
     pub fn how_to_grant(&self) -> Option<&'static str> {
         super::CAPABILITIES
             .iter()

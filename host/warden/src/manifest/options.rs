@@ -191,8 +191,9 @@ pub struct GrantOptions {
         arg(long = "dir", value_name = "HOST::GUEST[:ro|:rw]")
     )]
     pub dirs: Vec<Preopen>,
-    /// Set an environment variable in the plugin: KEY=VALUE, or KEY alone
-    /// to pass Warden's own value of it (refused when Warden has none).
+    /// Set an environment variable in the plugin: KEY=VALUE, or on the
+    /// command line KEY alone to pass Warden's own value of it (refused when
+    /// Warden has none; a manifest's `env` table always gives the value).
     /// Repeatable; nothing else is inherited from Warden's environment.
     #[serde(default, deserialize_with = "key_value_table")]
     #[cfg_attr(feature = "clap", arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env_grant))]

@@ -666,10 +666,7 @@ impl KvInspector {
         };
         self.database
             .set_many(scope, &[(key.to_owned(), value)])
-            .map_err(|err| Error::Io {
-                context: format!("cannot set `{key}` in the kv store"),
-                source: std::io::Error::other(err.to_string()),
-            })
+            .map_err(|err| store_error(format!("cannot set `{key}` in the kv store"), err))
     }
 
     /// Deletes a key; returns whether it existed.
@@ -685,14 +682,19 @@ impl KvInspector {
         };
         self.database
             .delete_many(scope, &[key.to_owned()])
-            .map_err(inspection_error)?;
+            .map_err(|err| store_error(format!("cannot delete `{key}` from the kv store"), err))?;
         Ok(existed)
     }
 }
 
 fn inspection_error(err: StoreError) -> Error {
+    store_error("reading the kv store".to_owned(), err)
+}
+
+/// The store's error as an [`Error::Io`] saying what was being done.
+fn store_error(context: String, err: StoreError) -> Error {
     Error::Io {
-        context: "reading the kv store".into(),
+        context,
         source: std::io::Error::other(err.to_string()),
     }
 }
