@@ -127,10 +127,21 @@ async fn check_behaviour(language: &str, plugin: &Plugin) {
 async fn check_limits(language: &str, runtime: &Runtime, path: &str) {
     // What a call costs before it does any work: instantiation, `init` and
     // counting nothing, in a fresh instance like every call below.
+    // The fastest of a few samples, so that one preemption on a loaded
+    // machine cannot stretch the timeout past the work it must cut short.
     let plugin = load(runtime, path, Sandbox::default()).await.unwrap();
-    let setup = plugin.execute("count-vowels", b"").await;
-    setup.result.unwrap();
-    let setup = setup.report;
+    let mut setup = None;
+    for _ in 0..3 {
+        let sample = plugin.execute("count-vowels", b"").await;
+        sample.result.unwrap();
+        if setup
+            .as_ref()
+            .is_none_or(|fastest: &warden::Report| sample.report.duration < fastest.duration)
+        {
+            setup = Some(sample.report);
+        }
+    }
+    let setup = setup.expect("three samples");
     // Taking 15 MiB in grows every hello's memory by more than 1 MiB, and
     // counting it takes every language well past ten times the setup (Rust,
     // the fastest, about five times the 20 ms floor).

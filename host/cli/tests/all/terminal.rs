@@ -238,6 +238,32 @@ fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
     assert_eq!(piped.stdout, b"\x1b]0;value\x07");
 }
 
+/// A custom section (id 0) named `name` holding `payload`, as the binary
+/// format encodes it.
+fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut contents = leb128(name.len());
+    contents.extend(name.as_bytes());
+    contents.extend(payload);
+    let mut section = vec![0];
+    section.extend(leb128(contents.len()));
+    section.extend(contents);
+    section
+}
+
+/// `value` as unsigned LEB128.
+fn leb128(mut value: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(byte);
+            return bytes;
+        }
+        bytes.push(byte | 0x80);
+    }
+}
+
 /// A large component's first compile is announced on a terminal, once: the
 /// next load uses the cache, and a stderr that is not a terminal gets no
 /// note.
@@ -245,7 +271,12 @@ fn kv_keys_and_values_a_plugin_wrote_are_escaped_on_a_terminal() {
 fn a_long_first_compile_is_announced_on_a_terminal_once() {
     let home = tempfile::tempdir().unwrap();
     let plugin = home.path().join("my-plugin.wasm");
-    std::fs::copy(guests::PYTHON_HELLO, &plugin).unwrap();
+    // The Rust hello made large by a 4 MiB custom section: the note goes by
+    // the file's size, and this compiles in a fraction of a second where a
+    // really large guest would take half a minute on a loaded machine.
+    let mut bytes = std::fs::read(guests::HELLO).unwrap();
+    bytes.extend(custom_section("padding", &vec![0; 4 << 20]));
+    std::fs::write(&plugin, bytes).unwrap();
     let size = std::fs::metadata(&plugin).unwrap().len();
     assert!(size >= 4 << 20, "the guest must be large: {size} bytes");
     let note = format!(
