@@ -134,7 +134,9 @@ async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
 
     let napping = {
         let registry = registry.clone();
-        tokio::spawn(async move { registry.execute("plugin", "nap", b"500").await })
+        // Long enough to outlast the reload on a loaded machine, within the
+        // default 5 s timeout.
+        tokio::spawn(async move { registry.execute("plugin", "nap", b"2000").await })
     };
     wait_for_instances(&runtime, 1).await;
     replace(&path, &guest_bytes(guests::HELLO));
@@ -143,6 +145,7 @@ async fn a_reload_leaves_calls_in_flight_on_the_old_version() {
         matches!(reloads.as_slice(), [Reload::Replaced { name, .. }] if name == "plugin"),
         "{reloads:?}"
     );
+    assert!(!napping.is_finished(), "the call was still in flight");
     // New calls see hello; the call that started on hostile finishes there.
     assert_eq!(count_vowels(&registry, "plugin").await.unwrap(), b"3");
     assert_eq!(napping.await.unwrap().result.unwrap(), b"rested");
@@ -312,13 +315,14 @@ async fn shutdown_lets_calls_finish_then_cancels_the_rest() {
         let registry = registry.clone();
         tokio::spawn(async move { registry.execute("hostile", action, input).await })
     };
-    // The nap is long enough to be seen in flight, and short enough to end
-    // within the grace period.
-    let quick = call("nap", b"300");
+    // The endless call is in flight first, so the nap is seen in flight as
+    // soon as it starts; the nap ends well within the grace period.
     let endless = call("loop", b"");
+    wait_for_instances(&runtime, 1).await;
+    let quick = call("nap", b"1000");
     wait_for_instances(&runtime, 2).await;
 
-    let stopped = registry.shutdown(Duration::from_millis(500)).await;
+    let stopped = registry.shutdown(Duration::from_secs(3)).await;
     assert_eq!((stopped.finished, stopped.cancelled), (1, 1));
     assert_eq!(quick.await.unwrap().result.unwrap(), b"rested");
     let err = endless.await.unwrap().result.unwrap_err();
