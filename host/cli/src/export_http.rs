@@ -38,7 +38,10 @@ pub async fn export_http(args: ExportHttpArgs) -> anyhow::Result<ExitCode> {
         Ok(source) => source.named(name.clone()),
         Err(err) => return Ok(refuse(&err)),
     };
-    let bytes = source.bytes().to_vec();
+    let bytes = match source.bytes() {
+        Ok(bytes) => bytes.to_vec(),
+        Err(err) => return Ok(refuse(&err)),
+    };
     // Loading checks the trust policy and that the bytes are a component of
     // Warden's plugin world; nothing runs and nothing is cached.
     let runtime = match Runtime::builder().no_compile_cache().pooling(false).build() {

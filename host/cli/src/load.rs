@@ -65,7 +65,7 @@ async fn prepare(
         });
     }
     let runtime = builder.build()?;
-    let sandbox = target.sandbox_for(&source);
+    let sandbox = target.sandbox_for(&source, &runtime)?;
     Ok((runtime, source, sandbox))
 }
 

@@ -94,13 +94,17 @@ async fn watch(
         Ok(runtime) => runtime,
         Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
-    let registry = Registry::new(runtime);
     // A derived kv namespace comes from the version first loaded, and stays
     // the same across reloads: they are new versions of the same plugin.
     let sandbox = match args.sandbox.trust.keys.source(&target.path).await {
-        Ok(source) => target.sandbox_for(&source),
+        Ok(source) => target.sandbox_for(&source, &runtime),
+        Err(err) => Err(err),
+    };
+    let sandbox = match sandbox {
+        Ok(sandbox) => sandbox,
         Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
+    let registry = Registry::new(runtime);
     if let Err(err) = registry
         .load_file(&target.name, &target.path, sandbox)
         .await

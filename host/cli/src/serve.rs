@@ -129,8 +129,12 @@ async fn load_plugin(args: ServeArgs) -> anyhow::Result<Result<Registry, ExitCod
         Ok(source) => source,
         Err(err) => return not_loaded(err),
     };
-    let sandbox = target.sandbox_for(&source);
-    let registry = Registry::new(sandbox_args.runtime(&sandbox)?);
+    let runtime = sandbox_args.runtime(&target.sandbox)?;
+    let sandbox = match target.sandbox_for(&source, &runtime) {
+        Ok(sandbox) => sandbox,
+        Err(err) => return not_loaded(err),
+    };
+    let registry = Registry::new(runtime);
     if let Err(err) = registry
         .load_file(&target.name, &target.path, sandbox)
         .await

@@ -57,8 +57,9 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let source: Source = args.keys.source(&args.plugin).await?;
     // Anything that is not wasm would otherwise read as merely "unsigned".
-    let is_wasm = wasmparser::Parser::is_component(source.bytes())
-        || wasmparser::Parser::is_core_wasm(source.bytes());
+    let bytes = source.bytes()?;
+    let is_wasm =
+        wasmparser::Parser::is_component(bytes) || wasmparser::Parser::is_core_wasm(bytes);
     let mut policy = TrustPolicy::development();
     policy.trusted = std::sync::Arc::new(args.keys.trust_store()?);
     policy.known_keys = args.keys.known_keys()?;

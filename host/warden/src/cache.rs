@@ -1,39 +1,81 @@
 //! The compile cache: compiled components on disk, so that only the first
 //! load of a plugin pays for Cranelift (seconds, for a Python or JavaScript
-//! component) and later loads deserialize it (milliseconds).
+//! component) and later loads map it (a millisecond or two, whatever its
+//! size).
 //!
-//! An entry is named after the component's SHA-256 and the engine's
-//! compatibility hash. Deserializing compiled code is `unsafe` in wasmtime:
-//! an artifact is native code that runs as it is. So an entry is used only
-//! when it provably is one this host wrote for exactly these component bytes
-//! and this engine: its header (a magic number and format version, the
-//! engine hash, the component's SHA-256 and the artifact's length) and its
-//! artifact are sealed with HMAC-SHA256 under a 32-byte key that lives
-//! outside the cache directory (by default `$XDG_DATA_HOME/warden/cache.key`,
-//! else `~/.local/share/warden/cache.key`, created readable by its owner
-//! only). An entry that is truncated, damaged, copied from another
-//! component, edited in place or sealed with another key is never
-//! deserialized: it is recompiled and replaced, and a `tracing` warning
-//! says so once (the replacement is sound).
+//! An entry is two files named after the component's SHA-256 and the
+//! engine's compatibility hash: `SHA256-ENGINE.cwasm`, the artifact exactly
+//! as `Component::serialize` wrote it, which wasmtime maps into memory
+//! rather than copying, and `SHA256-ENGINE.seal`, its seal. Deserializing
+//! compiled code is `unsafe` in wasmtime: an artifact is native code that
+//! runs as it is. So an entry is used only when it provably is one this
+//! host wrote for exactly these component bytes and this engine: its
+//! header (a magic number and format version, the engine hash, the
+//! component's SHA-256 and the artifact's length) and its artifact are
+//! sealed with HMAC-SHA256 under a 32-byte key that lives outside the cache
+//! directory (by default `$XDG_DATA_HOME/warden/cache.key`, else
+//! `~/.local/share/warden/cache.key`, created readable by its owner only).
+//! An entry that is truncated, damaged, copied from another component,
+//! edited in place or sealed with another key is never deserialized: it is
+//! recompiled and replaced, and a `tracing` warning says so once (the
+//! replacement is sound).
+//!
+//! Checking the MAC of tens of megabytes on every load would cost more than
+//! mapping them, so it is checked in full once: then the artifact file's
+//! identity (device, inode, size, modification and change times, from
+//! `fstat` of the file opened) is added to its seal under its own MAC, and
+//! a later load whose open file has that identity skips the full check. Any
+//! write into the file moves its change time to the present, which only
+//! root can set back, so an edited artifact goes back to the full check and
+//! is refused. An identity whose change time is within
+//! [`RACY_WINDOW`] of the present is not recorded: a write in the same
+//! timestamp tick could otherwise go unseen (such a file is checked in full
+//! again next time). The trade: damage that leaves the change time alone
+//! (bit rot under the file system) is no longer caught by the MAC; wasmtime
+//! still checks the artifact's structure and its engine hash. The checked
+//! file is the one mapped (wasmtime is handed `/proc/self/fd/N` of the
+//! opened file), and its identity is checked again once it is mapped.
+//!
+//! The same key seals two kinds of small facts beside the entries, each
+//! tagged with its kind so that no sealed record passes for another:
+//!
+//! - the digest index ([`digests`], `digests/DEV-INO`): the SHA-256 (with
+//!   the size and the pool footprint) of a component file with a given
+//!   identity, recorded after hashing it, under the same racy-time rule, so
+//!   that loading an unchanged file neither reads nor hashes it;
+//! - verification outcomes ([`verified`], `verified/HASH`): whether a
+//!   public key's signature over a component (with a given detached
+//!   signature, or its embedded one) verified; a pure function of those
+//!   inputs, so it holds under any trust store, whose policy is applied
+//!   afresh on every load.
 //!
 //! Threat model: whoever can write the cache directory can delete or damage
-//! entries, which costs a recompilation, but cannot make Warden run code
-//! that it did not compile from the exact bytes that passed the trust
-//! policy, unless they can also read the key. So the directory must belong
-//! to the user running Warden (or root) and not be writable by group or
-//! others, and the key must belong to that user and be readable by nobody
-//! else; either is refused otherwise, with an error naming the path and the
-//! fix. Someone who can read the key or replace Warden's binary already is
-//! that user.
+//! entries and records, which costs a recompilation or a hash, but cannot
+//! make Warden run code that it did not compile from the exact bytes that
+//! passed the trust policy, nor make it take a file for another, unless
+//! they can also read the key. So the directory must belong to the user
+//! running Warden (or root) and not be writable by group or others, and the
+//! key must belong to that user and be readable by nobody else; either is
+//! refused otherwise, with an error naming the path and the fix. Someone
+//! who can read the key or replace Warden's binary already is that user. A
+//! mapped artifact is read from its file as it runs: a write into the file
+//! while a process has it mapped could reach that process's code, but
+//! writing it takes the cache owner's rights (entries are created readable
+//! and writable by their owner only, in a directory only the owner may
+//! write), and that user can change the process anyway.
 //!
-//! Nothing is looked up before the trust policy has passed the component's
-//! bytes, so an artifact compiled from bytes that failed verification is
-//! never run.
+//! Compiled code is not looked up before the trust policy has passed the
+//! component, so an artifact compiled from bytes that failed verification
+//! is never run. The digest index and the verification outcomes are read
+//! before: they are what the trust policy is applied to, and a record is
+//! only believed when its seal holds.
 
 use std::fmt;
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -41,26 +83,42 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::error::Error;
-use crate::fsutil::{self, UserDir};
+use crate::fsutil::{self, FileIdentity, UserDir};
 
+mod digests;
 mod inventory;
 mod location;
+pub(crate) mod verified;
 
 pub use inventory::CacheEntry;
 pub(crate) use location::CacheLocation;
 
-/// Identifies Warden's cache entries.
+/// Identifies Warden's cache entries' seals.
 const MAGIC: &[u8; 8] = b"WARDENC\x01";
-/// The header's layout version; a different one is a foreign entry.
-/// Version 1 had an unkeyed checksum where version 2 has the MAC.
-const FORMAT_VERSION: u32 = 2;
+/// The seal's layout version; a different one is a foreign entry.
+/// Version 1 had an unkeyed checksum where version 2 has the MAC; version 3
+/// keeps the artifact alone in its own file, so that it can be mapped, and
+/// may record the artifact file's identity.
+const FORMAT_VERSION: u32 = 3;
 /// magic + version + engine hash + component SHA-256 + artifact length: the
-/// part of the header the MAC covers (with the artifact).
+/// part of the seal the MAC covers (with the artifact).
 const SEALED_HEADER_LEN: usize = 8 + 4 + 8 + 32 + 8;
 /// Bytes of an HMAC-SHA256 tag.
 const MAC_LEN: usize = 32;
 /// The sealed header followed by the MAC over it and the artifact.
-const HEADER_LEN: usize = SEALED_HEADER_LEN + MAC_LEN;
+const SEAL_LEN: usize = SEALED_HEADER_LEN + MAC_LEN;
+/// A seal that also vouches for the artifact file's identity.
+const SEAL_WITH_IDENTITY_LEN: usize = SEAL_LEN + FileIdentity::LEN + MAC_LEN;
+/// Tags the MAC over a seal and an artifact identity, so that it cannot be
+/// taken for any other sealed record.
+const IDENTITY_TAG: &[u8; 8] = b"WARDENI\x01";
+/// The extension of an entry's seal file (beside `NAME.cwasm`).
+const SEAL_EXTENSION: &str = "seal";
+/// How long after its last change a file's identity may vouch for its
+/// contents. File systems keep times at granularities from a nanosecond to
+/// two seconds (FAT); a write within the same tick as an identity was taken
+/// would leave the identity as it was.
+const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// Bytes of the cache key: SHA-256's output size, the most HMAC-SHA256's
 /// security can use.
 pub(crate) const KEY_LEN: usize = 32;
@@ -72,6 +130,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub(crate) struct CompileCache {
     dir: PathBuf,
     key: CacheKey,
+    /// [`RACY_WINDOW`]; tests shorten it to see identities recorded.
+    racy_window: Duration,
 }
 
 /// The secret that seals this host's cache entries, as HMAC state already
@@ -115,6 +175,7 @@ enum Rejection {
     OtherEngine,
     Swapped,
     Tampered,
+    Changed,
 }
 
 impl fmt::Display for Rejection {
@@ -129,8 +190,25 @@ impl fmt::Display for Rejection {
             Rejection::Tampered => f.write_str(
                 "its seal does not match: it was damaged, edited, or written with another key",
             ),
+            Rejection::Changed => f.write_str("it was written to while it was being loaded"),
         }
     }
+}
+
+/// An entry's seal file, read and parsed (not yet checked against the
+/// artifact).
+struct Seal {
+    /// The sealed header and the MAC over it and the artifact.
+    sealed: [u8; SEAL_LEN],
+    /// The artifact file's identity, when the seal vouches for one under a
+    /// MAC that holds.
+    identity: Option<FileIdentity>,
+}
+
+/// An artifact file whose seal holds, open.
+struct CheckedArtifact {
+    file: File,
+    identity: FileIdentity,
 }
 
 impl CompileCache {
@@ -172,7 +250,11 @@ impl CompileCache {
             ))));
         }
         let key = CacheKey::load_or_create(key_path)?;
-        Ok(CompileCache { dir, key })
+        Ok(CompileCache {
+            dir,
+            key,
+            racy_window: RACY_WINDOW,
+        })
     }
 
     /// `$XDG_CACHE_HOME/warden/compiled`, else `$HOME/.cache/warden/compiled`.
@@ -187,47 +269,38 @@ impl CompileCache {
         UserDir::Data.warden_path("cache.key")
     }
 
-    /// The compiled component for `bytes` (whose SHA-256 is `sha256`): from
-    /// the cache when a sound entry exists, else compiled and stored.
-    /// Returns the component and whether it came from the cache.
-    pub(crate) fn get_or_compile(
+    /// The compiled component whose SHA-256 is `sha256`: from the cache when
+    /// a sound entry exists, else compiled from what `bytes` returns (called
+    /// only then) and stored. Returns the component and whether it came
+    /// from the cache.
+    pub(crate) fn get_or_compile<'b>(
         &self,
         engine: &Engine,
         sha256: &[u8; 32],
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
+        bytes: impl FnOnce() -> Result<&'b [u8], Error>,
+    ) -> Result<(Component, bool), Error> {
         let engine_hash = engine_hash(engine);
-        let path = self.entry_path(sha256, engine_hash);
-        match self.read_entry(&path, engine_hash, sha256) {
-            Ok(artifact) => {
-                // SAFETY: the artifact's MAC, under a key only this host's
-                // user can read, proves that `store` below wrote it from
-                // `Component::serialize` of an engine with this
-                // compatibility hash, for a component with this SHA-256.
-                // It is deserialized from the bytes that were checked, so
-                // nothing can change it in between.
-                #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize(engine, &artifact) };
-                match loaded {
-                    Ok(component) => return Ok((component, true)),
-                    Err(err) => tracing::warn!(
-                        target: "warden::cache",
-                        path = %path.display(),
-                        "recompiling: wasmtime refused a cache entry: {err:#}"
-                    ),
-                }
-            }
+        match self.load(engine, engine_hash, sha256) {
+            Ok(component) => return Ok((component, true)),
             Err(Rejection::Missing) => {}
             Err(rejection) => tracing::warn!(
                 target: "warden::cache",
-                path = %path.display(),
+                path = %self.entry_path(sha256, engine_hash).display(),
                 "recompiling instead of using a cache entry: {rejection}"
             ),
         }
-        let component = Component::new(engine, bytes)?;
-        if let Err(err) = self.store(&path, engine_hash, sha256, &component) {
+        let component = Component::new(engine, bytes()?).map_err(|err| {
+            Error::invalid_plugin(format!(
+                "the component failed to validate or compile: {err:#}"
+            ))
+        })?;
+        if let Err(err) = self.store(engine_hash, sha256, &component) {
             // A cache that cannot be written only costs the next load time.
-            tracing::warn!(target: "warden::cache", path = %path.display(), "not caching: {err}");
+            tracing::warn!(
+                target: "warden::cache",
+                path = %self.entry_path(sha256, engine_hash).display(),
+                "not caching: {err}"
+            );
         }
         Ok((component, false))
     }
@@ -236,17 +309,49 @@ impl CompileCache {
     /// it: [`get_or_compile`](Self::get_or_compile) decides whether it is
     /// sound.
     pub(crate) fn has_entry(&self, engine: &Engine, sha256: &[u8; 32]) -> bool {
-        self.entry_path(sha256, engine_hash(engine)).is_file()
+        let path = self.entry_path(sha256, engine_hash(engine));
+        path.is_file() && path.with_extension(SEAL_EXTENSION).is_file()
     }
 
+    /// The artifact file of the entry for `sha256` and `engine_hash`; its
+    /// seal is the same path with the [`SEAL_EXTENSION`].
     fn entry_path(&self, sha256: &[u8; 32], engine_hash: u64) -> PathBuf {
         self.dir
             .join(format!("{}-{engine_hash:016x}.cwasm", hex::encode(sha256)))
     }
 
+    /// Maps the entry's artifact after checking it; wasmtime is handed the
+    /// file that was checked.
+    fn load(
+        &self,
+        engine: &Engine,
+        engine_hash: u64,
+        sha256: &[u8; 32],
+    ) -> Result<Component, Rejection> {
+        let path = self.entry_path(sha256, engine_hash);
+        let checked = self.check_entry(&path, engine_hash, sha256)?;
+        let mapped = mapping_path(&checked.file, &path);
+        // SAFETY: the artifact's MAC, under a key only this host's user can
+        // read, proves that `store` below wrote it from
+        // `Component::serialize` of an engine with this compatibility hash,
+        // for a component with this SHA-256: checked in full over the file,
+        // or earlier in full and since then vouched for by the file's
+        // identity, which any write changes (see the module's
+        // documentation). `mapped` names the very file that was checked
+        // (its open descriptor), and its identity is checked again below,
+        // once it is mapped.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, &mapped) };
+        let component =
+            loaded.map_err(|err| Rejection::Unreadable(format!("wasmtime refused it: {err:#}")))?;
+        match checked.file.metadata() {
+            Ok(metadata) if FileIdentity::of(&metadata) == checked.identity => Ok(component),
+            _ => Err(Rejection::Changed),
+        }
+    }
+
     fn store(
         &self,
-        path: &Path,
         engine_hash: u64,
         sha256: &[u8; 32],
         component: &Component,
@@ -257,40 +362,37 @@ impl CompileCache {
                 std::io::Error::other(err.to_string()),
             )
         })?;
-        let mut entry = Vec::with_capacity(HEADER_LEN + artifact.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        entry.extend_from_slice(&engine_hash.to_le_bytes());
-        entry.extend_from_slice(sha256);
-        entry.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
-        let mac = self.key.mac(&entry, &artifact).finalize().into_bytes();
-        entry.extend_from_slice(&mac);
-        entry.extend_from_slice(&artifact);
-        fsutil::write_private_file_atomically(path, &entry)
+        let mut seal = Vec::with_capacity(SEAL_LEN);
+        seal.extend_from_slice(MAGIC);
+        seal.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        seal.extend_from_slice(&engine_hash.to_le_bytes());
+        seal.extend_from_slice(sha256);
+        seal.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+        let mac = self.key.mac(&seal, &artifact).finalize().into_bytes();
+        seal.extend_from_slice(&mac);
+        let path = self.entry_path(sha256, engine_hash);
+        // The artifact first: a seal never vouches for a file not yet
+        // written, and a reader that meets a new seal beside an old
+        // artifact (or the reverse) finds the MAC broken and recompiles.
+        fsutil::write_private_file_atomically(&path, &artifact)?;
+        fsutil::write_private_file_atomically(&path.with_extension(SEAL_EXTENSION), &seal)
     }
 
-    /// Reads an entry and checks its header and seal; returns the artifact.
-    fn read_entry(
+    /// Reads an entry's seal, opens its artifact and checks it: in full
+    /// (then records the file's identity in the seal, when it is settled),
+    /// or by the identity its seal vouches for.
+    fn check_entry(
         &self,
         path: &Path,
         engine_hash: u64,
         sha256: &[u8; 32],
-    ) -> Result<Vec<u8>, Rejection> {
-        let mut entry = match std::fs::read(path) {
-            Ok(entry) => entry,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Rejection::Missing);
-            }
-            Err(err) => return Err(Rejection::Unreadable(err.to_string())),
-        };
-        if entry.len() < HEADER_LEN {
-            return Err(Rejection::Truncated);
-        }
-        let (header, artifact) = entry.split_at(HEADER_LEN);
-        let (sealed, mac) = header.split_at(SEALED_HEADER_LEN);
-        let field = |range: std::ops::Range<usize>| &sealed[range];
+    ) -> Result<CheckedArtifact, Rejection> {
+        let seal_path = path.with_extension(SEAL_EXTENSION);
+        let seal = self.read_seal(&seal_path)?;
+        let (header, _) = seal.sealed.split_at(SEALED_HEADER_LEN);
+        let field = |range: std::ops::Range<usize>| &header[range];
         // The cheap field checks only name the most likely cause; the MAC
-        // below is what makes an entry trustworthy.
+        // is what makes an entry trustworthy.
         if field(0..8) != MAGIC || field(8..12) != FORMAT_VERSION.to_le_bytes() {
             return Err(Rejection::Foreign);
         }
@@ -301,16 +403,106 @@ impl CompileCache {
             return Err(Rejection::Swapped);
         }
         let length = u64::from_le_bytes(field(52..60).try_into().map_err(|_| Rejection::Foreign)?);
-        if length != artifact.len() as u64 {
+        let (file, metadata) = fsutil::open_without_blocking(path).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                Rejection::Missing
+            } else {
+                Rejection::Unreadable(err.to_string())
+            }
+        })?;
+        if !metadata.is_file() {
+            return Err(Rejection::Unreadable("it is not a regular file".to_owned()));
+        }
+        let identity = FileIdentity::of(&metadata);
+        if identity.size() != length {
             return Err(Rejection::Truncated);
         }
+        if seal.identity == Some(identity) {
+            return Ok(CheckedArtifact { file, identity });
+        }
+        let mut artifact = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        (&file)
+            .read_to_end(&mut artifact)
+            .map_err(|err| Rejection::Unreadable(err.to_string()))?;
+        if artifact.len() as u64 != length {
+            return Err(Rejection::Truncated);
+        }
+        let (sealed_header, mac) = seal.sealed.split_at(SEALED_HEADER_LEN);
         self.key
-            .mac(sealed, artifact)
+            .mac(sealed_header, &artifact)
             .verify_slice(mac)
             .map_err(|_| Rejection::Tampered)?;
-        entry.drain(..HEADER_LEN);
-        Ok(entry)
+        match file.metadata() {
+            Ok(after) if FileIdentity::of(&after) == identity => {}
+            _ => return Err(Rejection::Changed),
+        }
+        if identity.is_settled(SystemTime::now(), self.racy_window) {
+            let mut vouched = seal.sealed.to_vec();
+            vouched.extend_from_slice(&identity.to_bytes());
+            vouched.extend_from_slice(&self.key.tag(&[IDENTITY_TAG, &vouched]));
+            if let Err(err) = fsutil::write_private_file_atomically(&seal_path, &vouched) {
+                // Only costs the next load another full check.
+                tracing::warn!(
+                    target: "warden::cache",
+                    path = %seal_path.display(),
+                    "not recording the artifact's identity: {err}"
+                );
+            }
+        }
+        Ok(CheckedArtifact { file, identity })
     }
+
+    /// Reads and parses a seal file; an identity whose MAC fails is
+    /// ignored (the artifact is then checked in full).
+    fn read_seal(&self, path: &Path) -> Result<Seal, Rejection> {
+        let bytes = read_small_file(path, SEAL_WITH_IDENTITY_LEN).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                Rejection::Missing
+            } else {
+                Rejection::Unreadable(err.to_string())
+            }
+        })?;
+        if bytes.len() < SEAL_LEN {
+            return Err(Rejection::Truncated);
+        }
+        let (sealed, rest) = bytes.split_at(SEAL_LEN);
+        let sealed: [u8; SEAL_LEN] = sealed.try_into().map_err(|_| Rejection::Truncated)?;
+        let identity = (rest.len() == FileIdentity::LEN + MAC_LEN)
+            .then(|| rest.split_at(FileIdentity::LEN))
+            .filter(|(identity, mac)| self.key.verify(&[IDENTITY_TAG, &sealed, identity], mac))
+            .and_then(|(identity, _)| FileIdentity::from_bytes(identity));
+        Ok(Seal { sealed, identity })
+    }
+}
+
+/// The path that names `file`, which `path` was opened as: on Linux its
+/// descriptor's entry in `/proc/self/fd`, which opens that very inode even
+/// if `path` has been replaced since; elsewhere (or without `/proc`) `path`
+/// itself, whose identity [`CompileCache::load`] checks after mapping.
+fn mapping_path(file: &File, path: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if cfg!(target_os = "linux") && by_descriptor.exists() {
+        by_descriptor
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Reads a file of at most `max` bytes without waiting on a planted pipe;
+/// a longer file or one that is not a regular file is
+/// [`std::io::ErrorKind::InvalidData`].
+fn read_small_file(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    let (file, metadata) = fsutil::open_without_blocking(path)?;
+    if !metadata.is_file() || metadata.len() > max as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a cache record",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(max);
+    file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 impl CacheKey {
@@ -372,6 +564,25 @@ impl CacheKey {
         mac.update(artifact);
         mac
     }
+
+    /// The MAC over `parts`, one after the other. Every record sealed this
+    /// way starts with a tag of its kind, so no record passes for another.
+    fn tag(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC over `parts` (compared in constant time).
+    fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
 }
 
 /// The engine's compatibility hash, folded to 64 bits.
@@ -382,4 +593,4 @@ fn engine_hash(engine: &Engine) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,6 +4,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use tempfile::NamedTempFile;
 
@@ -138,6 +139,105 @@ pub(crate) fn open_without_blocking(path: &Path) -> std::io::Result<(File, Metad
         .open(path)?;
     let metadata = file.metadata()?;
     Ok((file, metadata))
+}
+
+/// What tells one version of a file from another without reading it: its
+/// device and inode, size, and modification and change times to the
+/// nanosecond (as `fstat` gives them). Any write into a file moves its
+/// change time to the present, and only root can set a change time back,
+/// so an unchanged identity means unchanged contents, except for a write in
+/// the same timestamp tick as the identity was taken: see
+/// [`FileIdentity::is_settled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileIdentity {
+    /// Bytes of [`FileIdentity::to_bytes`].
+    pub(crate) const LEN: usize = 7 * 8;
+
+    /// The identity of the file `metadata` describes (read from an open file
+    /// with `fstat`, so that it is the file that is read).
+    pub(crate) fn of(metadata: &Metadata) -> Self {
+        FileIdentity {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime: metadata.mtime(),
+            mtime_nsec: metadata.mtime_nsec(),
+            ctime: metadata.ctime(),
+            ctime_nsec: metadata.ctime_nsec(),
+        }
+    }
+
+    /// The file's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// A name for files about this one: `DEV-INO`, which no other file has
+    /// while it exists.
+    pub(crate) fn file_key(&self) -> String {
+        format!("{:x}-{:x}", self.dev, self.ino)
+    }
+
+    /// Whether the file's last change is at least `window` before `now`.
+    /// A write in the same timestamp tick as an identity was taken could
+    /// leave the change time where it was (git's "racy" index entries), so
+    /// only a settled identity may vouch for the contents later.
+    pub(crate) fn is_settled(&self, now: SystemTime, window: Duration) -> bool {
+        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let changed = i128::from(self.ctime) * 1_000_000_000 + i128::from(self.ctime_nsec);
+        let now = since_epoch.as_nanos() as i128;
+        changed + window.as_nanos() as i128 <= now
+    }
+
+    /// The identity as fixed-size little-endian bytes, for sealed records.
+    pub(crate) fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut bytes = [0; Self::LEN];
+        let fields = [
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime as u64,
+            self.mtime_nsec as u64,
+            self.ctime as u64,
+            self.ctime_nsec as u64,
+        ];
+        for (chunk, field) in bytes.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&field.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// The identity [`FileIdentity::to_bytes`] wrote; `None` for another length.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        let mut fields = bytes
+            .chunks_exact(8)
+            .map(|chunk| u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        let mut next = || fields.next().unwrap_or(0);
+        Some(FileIdentity {
+            dev: next(),
+            ino: next(),
+            size: next(),
+            mtime: next() as i64,
+            mtime_nsec: next() as i64,
+            ctime: next() as i64,
+            ctime_nsec: next() as i64,
+        })
+    }
 }
 
 /// Checks that only the user running Warden can change a file or directory

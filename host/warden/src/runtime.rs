@@ -21,6 +21,7 @@ use crate::preview1;
 use crate::program::Program;
 use crate::source::Source;
 use crate::state::HostState;
+use crate::trust::{SignatureCheck, TrustPolicy};
 use crate::world::{World, WorldPlugin};
 
 /// Loads and runs plugins. Cheap to clone; clones share the engine.
@@ -329,6 +330,28 @@ impl Runtime {
     /// alike. Returns what it learned about the component.
     pub async fn compile(&self, source: Source, sandbox: Sandbox) -> Result<ComponentInfo, Error> {
         load::compile_only(self, source, sandbox).await
+    }
+
+    /// The SHA-256 of a component, as lowercase hex, as a load of `source`
+    /// on this runtime sees it: from the compile cache's digest index when
+    /// the component's file has not changed since it was last hashed, else
+    /// by hashing it. A load of the same source (or of a clone of it) takes
+    /// this digest rather than computing it again.
+    pub fn component_sha256(&self, source: &Source) -> Result<String, Error> {
+        load::sha256(self, source).map(hex::encode)
+    }
+
+    /// Finds and checks a component's signatures against the keys `policy`
+    /// knows, without applying its verdict, as a load on this runtime
+    /// checks them: a check its compile cache remembers for these exact
+    /// bytes, signature and key is not done again. A signature that is
+    /// present but malformed is an [`Error::Untrusted`].
+    pub fn inspect_signatures(
+        &self,
+        source: &Source,
+        policy: &TrustPolicy,
+    ) -> Result<Vec<SignatureCheck>, Error> {
+        load::inspect_signatures(self, source, policy)
     }
 
     /// How many instances exist right now (calls in flight and live

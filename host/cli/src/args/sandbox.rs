@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use sha2::{Digest, Sha256};
 use warden::trust::{SignatureStatus, TrustPolicy};
-use warden::{GrantOptions, LimitOptions, Manifest, Sandbox, Source};
+use warden::{GrantOptions, LimitOptions, Manifest, Runtime, Sandbox, Source};
 
 use super::TrustArgs;
 use super::trust::apply_unsigned_from_environment;
@@ -73,16 +72,27 @@ pub struct SandboxedComponent {
 }
 
 impl SandboxedComponent {
-    /// The sandbox to load `source` (this component's bytes) in: with the
-    /// kv namespace derived from the component when no one named it.
-    pub fn sandbox_for(&self, source: &Source) -> Sandbox {
+    /// The sandbox to load `source` (this component's file) in on
+    /// `runtime`: with the kv namespace derived from the component when no
+    /// one named it. Fails when the component must be read for that and
+    /// cannot be.
+    pub fn sandbox_for(
+        &self,
+        source: &Source,
+        runtime: &Runtime,
+    ) -> Result<Sandbox, warden::Error> {
         let mut sandbox = self.sandbox.clone();
         if self.derives_kv_namespace
             && let Some(kv) = &mut sandbox.grants.kv
         {
-            kv.namespace = Some(derived_kv_namespace(&self.name, source, &sandbox.trust));
+            kv.namespace = Some(derived_kv_namespace(
+                &self.name,
+                source,
+                &sandbox.trust,
+                runtime,
+            )?);
         }
-        sandbox
+        Ok(sandbox)
     }
 }
 
@@ -99,20 +109,31 @@ impl SandboxedComponent {
 ///   SHA-256: a different component never shares it by accident, and a new
 ///   unsigned version starts empty (name the namespace with --kv-namespace
 ///   to keep its data).
-pub fn derived_kv_namespace(name: &str, source: &Source, trust: &TrustPolicy) -> String {
-    let signer = warden::trust::inspect_signatures(source, trust)
+///
+/// The signatures and the hash are what a load on `runtime` finds: from its
+/// compile cache when the file has not changed since they were last
+/// checked, and computed once otherwise (the load of `source` reuses the
+/// hash).
+pub fn derived_kv_namespace(
+    name: &str,
+    source: &Source,
+    trust: &TrustPolicy,
+    runtime: &Runtime,
+) -> Result<String, warden::Error> {
+    let signer = runtime
+        .inspect_signatures(source, trust)
         .unwrap_or_default()
         .into_iter()
         .filter(|check| check.status == SignatureStatus::Valid)
         .filter_map(|check| check.key_id)
         .min();
-    match signer {
+    Ok(match signer {
         Some(key_id) => format!("{name}@key:{key_id}"),
         None => {
-            let digest = hex::encode(Sha256::digest(source.bytes()));
+            let digest = runtime.component_sha256(source)?;
             format!("{name}@sha256:{}", &digest[..16])
         }
-    }
+    })
 }
 
 impl SandboxArgs {

@@ -131,7 +131,16 @@ fn host_memory_and_the_kv_namespace_are_the_operators() {
     let target = args.sandbox.resolve(&args.plugin).unwrap();
     assert_eq!(target.sandbox.limits.host_memory_bytes, 8 << 20);
     let source = Source::new("p", b"\0asm".to_vec());
-    let kv = target.sandbox_for(&source).grants.kv.unwrap();
+    let runtime = warden::Runtime::builder()
+        .no_compile_cache()
+        .build()
+        .unwrap();
+    let kv = target
+        .sandbox_for(&source, &runtime)
+        .unwrap()
+        .grants
+        .kv
+        .unwrap();
     assert_eq!(kv.namespace.as_deref(), Some("wallet"));
 
     // Unnamed, a plugin file's namespace comes from what it is.
@@ -140,7 +149,8 @@ fn host_memory_and_the_kv_namespace_are_the_operators() {
     let namespace = |bytes: &[u8]| {
         let source = Source::new("p", bytes.to_vec());
         target
-            .sandbox_for(&source)
+            .sandbox_for(&source, &runtime)
+            .unwrap()
             .grants
             .kv
             .unwrap()

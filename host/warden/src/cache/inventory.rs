@@ -2,7 +2,8 @@
 //! its space (`warden cache list` and `warden cache clean`).
 //!
 //! Only the directory's own entries are seen: regular files named the way
-//! the compile cache names them (`SHA256-ENGINEHASH.cwasm`). Symbolic links,
+//! the compile cache names them (`SHA256-ENGINEHASH.cwasm`, each with its
+//! seal beside it, `SHA256-ENGINEHASH.seal`). Symbolic links,
 //! sub-directories and any other file are left alone, so a cache directory
 //! given by mistake (or a link planted in one) never loses anything that
 //! is not a Warden cache entry.
@@ -26,7 +27,7 @@ pub struct CacheEntry {
     pub path: PathBuf,
     /// The SHA-256 of the component it was compiled from, in lower-case hex.
     pub component_sha256: String,
-    /// Bytes on disk.
+    /// Bytes of its compiled code on disk.
     pub size: u64,
     /// When it was last written, i.e. compiled.
     pub modified: SystemTime,
@@ -65,18 +66,26 @@ impl CacheEntry {
         Ok(entries)
     }
 
-    /// Removes the entry's file. One already removed (by another `clean`, or
-    /// a load replacing it) counts as removed; the next load of its
-    /// component compiles it again.
+    /// Removes the entry's file and its seal. One already removed (by
+    /// another `clean`, or a load replacing it) counts as removed; the next
+    /// load of its component compiles it again.
     pub fn remove(&self) -> Result<(), Error> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(Error::io(
-                format!("cannot remove `{}`", self.path.display()),
-                err,
-            )),
+        for path in [
+            self.path.clone(),
+            self.path.with_extension(super::SEAL_EXTENSION),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(Error::io(
+                        format!("cannot remove `{}`", path.display()),
+                        err,
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 
     /// The per-user compile cache directory that a runtime uses by default:
@@ -132,9 +141,12 @@ mod tests {
     fn removing_an_entry_already_gone_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(entry_name('d')), b"entry").unwrap();
+        let seal = dir.path().join(entry_name('d')).with_extension("seal");
+        std::fs::write(&seal, b"seal").unwrap();
         let entry = CacheEntry::list(dir.path()).unwrap().remove(0);
         entry.remove().unwrap();
         assert!(!entry.path.exists());
+        assert!(!seal.exists(), "the seal goes with its entry");
         entry.remove().unwrap();
     }
 

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
@@ -16,6 +15,7 @@ use crate::preview1;
 use crate::runtime::Runtime;
 use crate::trust::TrustVerdict;
 
+use super::read;
 use super::verify::Verified;
 
 /// Facts about a component, known without running it.
@@ -61,51 +61,71 @@ const TOOLCHAIN_EXPORT: &str = "exports";
 /// Compiles a component, or takes it from the runtime's compile cache.
 pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<Compiled, Error> {
     let engine = runtime.engine();
-    // Before compiling: a component too big for its share of the pools
-    // costs nothing but this parse.
-    Footprint::of_component(&verified.bytes)?.check(&verified.sandbox.limits)?;
-    let sha256: [u8; 32] = Sha256::digest(&verified.bytes).into();
     let cache = runtime.compile_cache().cloned();
+    let Verified {
+        source,
+        sha256,
+        sandbox,
+        verdict,
+        ..
+    } = verified;
+    let digested = read::digest(&source, cache.as_ref())?;
+    let size = digested.size;
+    // Before compiling: a component too big for its share of the pools
+    // costs nothing but this parse (or nothing at all, when the digest
+    // index recorded it for this version of the file).
+    let footprint = match digested.footprint {
+        Some(footprint) => footprint,
+        None => {
+            let footprint = Footprint::of_component(read::checked_bytes(&source)?)?;
+            if let (Some(cache), Some(identity)) = (&cache, source.read_identity()) {
+                cache.record_digest(identity, &sha256, footprint);
+            }
+            footprint
+        }
+    };
+    footprint.check(&sandbox.limits)?;
     if let Some(notice) = runtime.compile_notice()
         && !cache
             .as_ref()
             .is_some_and(|cache| cache.has_entry(engine, &sha256))
     {
-        notice.notify(&verified.name, verified.bytes.len() as u64);
+        notice.notify(&source.name, size);
     }
-    let (bytes, compiled) =
-        on_blocking_pool(engine, verified.bytes, move |engine, bytes| match &cache {
-            Some(cache) => cache.get_or_compile(engine, &sha256, bytes),
-            None => Component::new(engine, bytes).map(|component| (component, false)),
-        })
-        .await?;
-    let (component, cached) = compiled.map_err(|err| {
-        Error::invalid_plugin(format!(
-            "the component failed to validate or compile: {err:#}"
-        ))
-    })?;
+    let name = source.name.clone();
+    let (component, cached) = on_blocking_pool(engine, move |engine| match &cache {
+        Some(cache) => cache.get_or_compile(engine, &sha256, || read::checked_bytes(&source)),
+        None => Component::new(engine, read::checked_bytes(&source)?)
+            .map(|component| (component, false))
+            .map_err(|err| {
+                Error::invalid_plugin(format!(
+                    "the component failed to validate or compile: {err:#}"
+                ))
+            }),
+    })
+    .await??;
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
     let info = ComponentInfo {
-        size: bytes.len() as u64,
+        size,
         sha256: hex::encode(sha256),
-        capabilities: capabilities::capabilities_of(&imports, &verified.sandbox),
+        capabilities: capabilities::capabilities_of(&imports, &sandbox),
         imports,
         exports: ty
             .exports(engine)
             .map(|(name, _)| name.to_owned())
             .filter(|name| name != TOOLCHAIN_EXPORT)
             .collect(),
-        trust: verified.verdict,
+        trust: verdict,
         cached,
         preview1: false,
     };
     Ok(Compiled {
-        name: verified.name.into(),
-        sandbox: verified.sandbox,
+        name: name.into(),
+        sandbox,
         info,
         code: component,
     })
@@ -117,11 +137,19 @@ pub(crate) async fn preview1(
     engine: &Engine,
     verified: Verified,
 ) -> Result<Compiled<Module>, Error> {
-    let sha256: [u8; 32] = Sha256::digest(&verified.bytes).into();
-    let (bytes, compiled) = on_blocking_pool(engine, verified.bytes, |engine, bytes| {
-        Module::new(engine, bytes)
+    let Verified {
+        source,
+        sha256,
+        sandbox,
+        verdict,
+        ..
+    } = verified;
+    let name = source.name.clone();
+    let (size, compiled) = on_blocking_pool(engine, move |engine| {
+        let bytes = read::checked_bytes(&source)?;
+        Ok::<_, Error>((bytes.len() as u64, Module::new(engine, bytes)))
     })
-    .await?;
+    .await??;
     let module = compiled.map_err(|err| {
         Error::invalid_plugin(format!(
             "this core module is not a valid WASI preview 1 command: {err:#}"
@@ -129,38 +157,33 @@ pub(crate) async fn preview1(
     })?;
     let imports = preview1::imports(&module);
     let info = ComponentInfo {
-        size: bytes.len() as u64,
+        size,
         sha256: hex::encode(sha256),
-        capabilities: preview1::capabilities_of(&imports, &verified.sandbox),
+        capabilities: preview1::capabilities_of(&imports, &sandbox),
         imports,
         exports: module
             .exports()
             .map(|export| export.name().to_owned())
             .collect(),
-        trust: verified.verdict,
+        trust: verdict,
         cached: false,
         preview1: true,
     };
     Ok(Compiled {
-        name: verified.name.into(),
-        sandbox: verified.sandbox,
+        name: name.into(),
+        sandbox,
         info,
         code: module,
     })
 }
 
-/// Runs `compile` on Tokio's blocking pool and hands the bytes back with
-/// what it returned.
+/// Runs `compile` on Tokio's blocking pool and returns what it returned.
 async fn on_blocking_pool<T: Send + 'static>(
     engine: &Engine,
-    bytes: Vec<u8>,
-    compile: impl FnOnce(&Engine, &[u8]) -> T + Send + 'static,
-) -> Result<(Vec<u8>, T), Error> {
+    compile: impl FnOnce(&Engine) -> T + Send + 'static,
+) -> Result<T, Error> {
     let engine = engine.clone();
-    tokio::task::spawn_blocking(move || {
-        let compiled = compile(&engine, &bytes);
-        (bytes, compiled)
-    })
-    .await
-    .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))
+    tokio::task::spawn_blocking(move || compile(&engine))
+        .await
+        .map_err(|err| Error::Internal(wasmtime::Error::msg(err.to_string())))
 }

@@ -1,10 +1,11 @@
 //! Loading a plugin, a program or a component of an application's world,
 //! one stage per file, in the order they run:
 //!
-//! 1. [`read`]: what kind of binary the bytes are (a component or a core
-//!    module), from their header.
-//! 2. [`verify`]: the trust policy, before anything is compiled or looked up
-//!    in the compile cache.
+//! 1. [`read`]: the component's digest (from the compile cache's digest
+//!    index for a file unchanged since it was hashed), and what kind of
+//!    binary it is (a component or a core module), from its header.
+//! 2. [`verify`]: the trust policy, before anything is compiled or compiled
+//!    code looked up in the compile cache.
 //! 3. [`compile`]: what one instance takes from the pools, then compile (or
 //!    take from the compile cache) and describe the code ([`ComponentInfo`]).
 //! 4. [`world_check`]: the component exports what the world it is loaded as
@@ -38,6 +39,7 @@ use crate::preview1;
 use crate::program::{Entry, Program};
 use crate::runtime::Runtime;
 use crate::source::Source;
+use crate::trust::{self, SignatureCheck, Subject, TrustPolicy};
 use crate::world::{World, WorldPlugin};
 
 use compile::Compiled;
@@ -120,11 +122,44 @@ pub(crate) async fn compile_only(
     })
 }
 
-/// Checks the limits against the runtime, then reads and verifies the bytes.
+/// The component's SHA-256, as a load on `runtime` sees it (and remembered
+/// in `source` for that load).
+pub(crate) fn sha256(runtime: &Runtime, source: &Source) -> Result<[u8; 32], Error> {
+    Ok(read::digest(source, runtime.compile_cache())?.sha256)
+}
+
+/// Finds and checks the component's signatures as a load on `runtime`
+/// would (with the outcomes its compile cache remembers), without applying
+/// a policy's verdict.
+pub(crate) fn inspect_signatures(
+    runtime: &Runtime,
+    source: &Source,
+    policy: &TrustPolicy,
+) -> Result<Vec<SignatureCheck>, Error> {
+    let cache = runtime.compile_cache();
+    let digested = read::digest(source, cache)?;
+    let bytes = || read::checked_bytes(source);
+    let subject = Subject {
+        sha256: Some(&digested.sha256),
+        prefix: read::prefix(source, digested)?,
+        bytes: &bytes,
+        detached: source.detached_signature(),
+        outcomes: cache,
+    };
+    trust::inspect(&subject, policy)?.map_err(|failure| Error::Untrusted {
+        failure,
+        signatures: Vec::new(),
+    })
+}
+
+/// Checks the limits against the runtime, then identifies and verifies the
+/// component.
 fn read_and_verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Verified, Error> {
     runtime.capacity().check(&sandbox.limits)?;
-    let kind = read::binary_kind(source.bytes())?;
-    verify::verify(source, kind, sandbox)
+    let cache = runtime.compile_cache();
+    let digested = read::digest(&source, cache)?;
+    let kind = read::binary_kind(read::prefix(&source, digested)?)?;
+    verify::verify(source, kind, sandbox, cache)
 }
 
 /// The stages up to compiling, for what must be a component.
@@ -139,3 +174,6 @@ async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,13 @@
-//! Stage 1: what kind of binary a source holds, told from its header before
-//! anything else looks at it.
+//! Stage 1: what a source holds: its digest (from the compile cache's
+//! digest index when its file has not changed since it was last hashed,
+//! else by hashing it), and what kind of binary it is, told from its header
+//! before anything else looks at it.
 
+use sha2::{Digest, Sha256};
+
+use crate::cache::CompileCache;
 use crate::error::Error;
+use crate::source::{Digested, Source};
 
 /// What a WebAssembly binary is.
 pub(crate) enum BinaryKind {
@@ -30,4 +36,61 @@ pub(crate) fn binary_kind(bytes: &[u8]) -> Result<BinaryKind, Error> {
         )));
     }
     Ok(BinaryKind::Component)
+}
+
+/// The source's digest: remembered from an earlier call (by this source or
+/// a clone of it), recorded in the digest index for the identity its file
+/// was opened with, or computed from its bytes.
+pub(crate) fn digest<'s>(
+    source: &'s Source,
+    cache: Option<&CompileCache>,
+) -> Result<&'s Digested, Error> {
+    if let Some(digested) = source.digested() {
+        return Ok(digested);
+    }
+    let indexed = source
+        .opened_identity()
+        .zip(cache)
+        .and_then(|(identity, cache)| cache.digest_of(&identity));
+    let digested = match indexed {
+        Some(indexed) => indexed,
+        None => {
+            let bytes = source.bytes()?;
+            Digested::hashed(Sha256::digest(bytes).into(), bytes.len() as u64)
+        }
+    };
+    Ok(source.remember_digest(digested))
+}
+
+/// The start of the component, of the same version of the file as its
+/// digest: the prefix read when it was opened when the digest came from the
+/// index (which holds for that identity), else the bytes that were hashed.
+pub(crate) fn prefix<'s>(source: &'s Source, digested: &Digested) -> Result<&'s [u8], Error> {
+    if digested.indexed {
+        Ok(source.prefix())
+    } else {
+        source.bytes()
+    }
+}
+
+/// The component's bytes, checked against its digest when that came from
+/// the digest index: the file could have changed after it was opened, and
+/// code compiled (or a signature checked) must be for the bytes the digest
+/// names.
+pub(crate) fn checked_bytes(source: &Source) -> Result<&[u8], Error> {
+    let bytes = source.bytes()?;
+    let Some(digested) = source.digested().filter(|digested| digested.indexed) else {
+        return Ok(bytes);
+    };
+    let matches = *digested
+        .bytes_match
+        .get_or_init(|| <[u8; 32]>::from(Sha256::digest(bytes)) == digested.sha256);
+    if matches {
+        Ok(bytes)
+    } else {
+        Err(Error::io(
+            format!("cannot load `{}`", source.name()),
+            std::io::Error::other("its file changed while it was being loaded; load it again"),
+        ))
+    }
 }

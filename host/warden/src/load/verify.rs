@@ -1,39 +1,47 @@
 //! Stage 2: the trust policy. Nothing is compiled, or fetched from the
-//! compile cache, before the bytes pass it.
+//! compile cache, before the component passes it.
 
+use crate::cache::CompileCache;
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::source::Source;
-use crate::trust::{self, TrustVerdict};
+use crate::trust::{self, Subject, TrustVerdict};
 
-use super::read::BinaryKind;
+use super::read::{self, BinaryKind};
 
-/// A source whose bytes passed the checks that come before compiling.
+/// A source that passed the checks that come before compiling. Its digest
+/// is remembered in `source` ([`read::digest`]).
 pub(crate) struct Verified {
-    pub name: String,
+    pub source: Source,
+    pub sha256: [u8; 32],
     pub sandbox: Sandbox,
-    pub bytes: Vec<u8>,
     pub kind: BinaryKind,
     pub verdict: TrustVerdict,
 }
 
-/// Checks the source's bytes, and its detached signature if it has one,
-/// against the sandbox's trust policy.
+/// Checks the source, and its detached signature if it has one, against
+/// the sandbox's trust policy; signature checks are remembered in `cache`.
 pub(crate) fn verify(
     source: Source,
     kind: BinaryKind,
     sandbox: Sandbox,
+    cache: Option<&CompileCache>,
 ) -> Result<Verified, Error> {
-    let Source {
-        name,
-        bytes,
-        detached_signature,
-    } = source;
-    let verdict = trust::check(&bytes, detached_signature.as_deref(), &sandbox.trust)?;
+    let digested = read::digest(&source, cache)?;
+    let sha256 = digested.sha256;
+    let bytes = || read::checked_bytes(&source);
+    let subject = Subject {
+        sha256: Some(&digested.sha256),
+        prefix: read::prefix(&source, digested)?,
+        bytes: &bytes,
+        detached: source.detached_signature(),
+        outcomes: cache,
+    };
+    let verdict = trust::check(&subject, &sandbox.trust)?;
     Ok(Verified {
-        name,
+        source,
+        sha256,
         sandbox,
-        bytes,
         kind,
         verdict,
     })

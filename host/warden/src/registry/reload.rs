@@ -156,7 +156,10 @@ impl Registry {
     /// the running version no longer passes and has been withdrawn.
     fn adopt_sandbox(&self, name: &str, current: &Registered, sandbox: &Sandbox) -> Option<Error> {
         let refusal = current.verified.as_ref().and_then(|source| {
-            trust::check(source.bytes(), source.detached_signature(), &sandbox.trust).err()
+            let bytes = || source.bytes();
+            let subject =
+                trust::Subject::in_memory(&bytes, source.prefix(), source.detached_signature());
+            trust::check(&subject, &sandbox.trust).err()
         });
         let mut plugins = write(&self.inner.plugins);
         let registered = plugins

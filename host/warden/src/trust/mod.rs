@@ -41,9 +41,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use self::keys::{KeyFiles, PublicKey, SecretKey};
-use self::signatures::inspect;
+pub(crate) use self::signatures::inspect;
 pub use self::signatures::{SignatureCheck, SignatureStatus, inspect_signatures, sign};
 pub use self::store::{EDIT_LOCK_WAIT, MAX_KEY_NAME_LEN, TrustStore};
+use crate::cache::CompileCache;
 use crate::error::Error;
 pub use crate::source::signature_path;
 use crate::units::ParseError;
@@ -213,12 +214,40 @@ impl fmt::Display for TrustFailure {
     }
 }
 
-/// Checks `bytes` (and an optional detached signature) against `policy`.
-pub(crate) fn check(
-    bytes: &[u8],
-    detached: Option<&[u8]>,
-    policy: &TrustPolicy,
-) -> Result<TrustVerdict, Error> {
+/// What the trust policy judges: a component known by its digest when a
+/// load has it, whose bytes are read only when a check needs them.
+pub(crate) struct Subject<'a> {
+    /// The component's SHA-256, when it is known without hashing.
+    pub sha256: Option<&'a [u8; 32]>,
+    /// The start of the component, where an embedded signature section is.
+    pub prefix: &'a [u8],
+    /// The whole component (read on the first call).
+    pub bytes: &'a dyn Fn() -> Result<&'a [u8], Error>,
+    /// The detached signature, if there is one.
+    pub detached: Option<&'a [u8]>,
+    /// Where signature checks are remembered (with `sha256`), if anywhere.
+    pub outcomes: Option<&'a CompileCache>,
+}
+
+impl<'a> Subject<'a> {
+    /// A component in memory, with no remembered checks.
+    pub(crate) fn in_memory(
+        bytes: &'a dyn Fn() -> Result<&'a [u8], Error>,
+        prefix: &'a [u8],
+        detached: Option<&'a [u8]>,
+    ) -> Self {
+        Subject {
+            sha256: None,
+            prefix,
+            bytes,
+            detached,
+            outcomes: None,
+        }
+    }
+}
+
+/// Checks a component (and its detached signature, if any) against `policy`.
+pub(crate) fn check(subject: &Subject<'_>, policy: &TrustPolicy) -> Result<TrustVerdict, Error> {
     if let Some(damage) = policy.trusted.damage() {
         if policy.requires_verification() {
             return Err(Error::InvalidConfig(damage.to_owned()));
@@ -226,10 +255,13 @@ pub(crate) fn check(
         tracing::warn!(target: "warden::trust", "ignoring the trust store: {damage}");
     }
     if let Some(expected) = &policy.sha256 {
-        check_pinned_hash(bytes, expected).map_err(|failure| refuse(failure, Vec::new()))?;
+        let actual: [u8; 32] = match subject.sha256 {
+            Some(sha256) => *sha256,
+            None => Sha256::digest((subject.bytes)()?).into(),
+        };
+        check_pinned_hash(&actual, expected).map_err(|failure| refuse(failure, Vec::new()))?;
     }
-    let signatures =
-        inspect(bytes, detached, policy).map_err(|failure| refuse(failure, Vec::new()))?;
+    let signatures = inspect(subject, policy)?.map_err(|failure| refuse(failure, Vec::new()))?;
     if let Some(failure) = mismatched_signatures(&signatures) {
         return Err(refuse(failure, signatures));
     }
@@ -243,9 +275,9 @@ fn refuse(failure: TrustFailure, signatures: Vec<SignatureCheck>) -> Error {
     }
 }
 
-/// Fails when the file's SHA-256 is not the `expected` one.
-fn check_pinned_hash(bytes: &[u8], expected: &str) -> Result<(), TrustFailure> {
-    let actual = hex::encode(Sha256::digest(bytes));
+/// Fails when the file's SHA-256, `actual`, is not the `expected` one.
+fn check_pinned_hash(actual: &[u8; 32], expected: &str) -> Result<(), TrustFailure> {
+    let actual = hex::encode(actual);
     if actual.eq_ignore_ascii_case(expected.trim()) {
         return Ok(());
     }

@@ -2,8 +2,11 @@
 
 use std::io::Cursor;
 
-use super::keys::SecretKey;
-use super::{TrustFailure, TrustPolicy};
+use sha2::{Digest, Sha256};
+
+use super::keys::{PublicKey, SecretKey};
+use super::{Subject, TrustFailure, TrustPolicy};
+use crate::cache::verified::Verification;
 use crate::error::Error;
 use crate::source::Source;
 
@@ -44,36 +47,50 @@ impl SignatureStatus {
 
 /// Finds and checks every signature of a source, without applying the
 /// policy's verdict (what `warden verify` shows). `Err` when a signature is
-/// present but malformed.
+/// present but malformed, or when the source's file cannot be read.
 pub fn inspect_signatures(
     source: &Source,
     policy: &TrustPolicy,
 ) -> Result<Vec<SignatureCheck>, TrustFailure> {
-    inspect(source.bytes(), source.detached_signature(), policy)
+    let bytes = || source.bytes();
+    let subject = Subject::in_memory(&bytes, source.prefix(), source.detached_signature());
+    inspect(&subject, policy).unwrap_or_else(|err| {
+        Err(TrustFailure::BadSignature(format!(
+            "the plugin cannot be read ({err})"
+        )))
+    })
 }
 
-/// Finds and checks every signature; `Err` when a signature section is
-/// present but malformed.
-pub(super) fn inspect(
-    bytes: &[u8],
-    detached: Option<&[u8]>,
+/// Finds and checks every signature; the inner `Err` when a signature
+/// section is present but malformed, the outer one when the component's
+/// bytes were needed and could not be read.
+pub(crate) fn inspect(
+    subject: &Subject<'_>,
     policy: &TrustPolicy,
-) -> Result<Vec<SignatureCheck>, TrustFailure> {
-    if detached.is_none() && !starts_with_signature_section(bytes) {
-        return Ok(Vec::new());
+) -> Result<Result<Vec<SignatureCheck>, TrustFailure>, Error> {
+    let detached = subject.detached;
+    if detached.is_none() && !starts_with_signature_section(subject.prefix) {
+        return Ok(Ok(Vec::new()));
     }
-    let info = match wasmsign2::signature_info_from_reader(&mut Cursor::new(bytes), detached) {
+    // With a detached signature wasmsign2 reads only that; an embedded one
+    // is the first section, read from the prefix when it holds all of it.
+    let head: &[u8] = match (detached, signature_section_end(subject.prefix)) {
+        (Some(_), _) => &[],
+        (None, Some(end)) if end <= subject.prefix.len() => &subject.prefix[..end],
+        (None, _) => (subject.bytes)()?,
+    };
+    let info = match wasmsign2::signature_info_from_reader(&mut Cursor::new(head), detached) {
         Ok(info) => info,
-        Err(wasmsign2::WSError::NoSignatures) => return Ok(Vec::new()),
+        Err(wasmsign2::WSError::NoSignatures) => return Ok(Ok(Vec::new())),
         Err(err) => {
-            return Err(TrustFailure::BadSignature(format!(
+            return Ok(Err(TrustFailure::BadSignature(format!(
                 "the signature {} is malformed ({err})",
                 if detached.is_some() {
                     "file"
                 } else {
                     "section"
                 }
-            )));
+            ))));
         }
     };
     let named: Vec<String> = info.key_ids().iter().map(hex::encode).collect();
@@ -94,11 +111,11 @@ pub(super) fn inspect(
         if already_checked || (!claims && anonymous == 0) {
             continue;
         }
-        let status = match key.inner().verify(&mut Cursor::new(bytes), detached) {
-            Ok(()) => SignatureStatus::Valid,
+        let status = match verifies(subject, key, &key_id)? {
+            true => SignatureStatus::Valid,
             // An anonymous signature this key did not make is not this key's.
-            Err(_) if !claims => continue,
-            Err(_) => SignatureStatus::Invalid,
+            false if !claims => continue,
+            false => SignatureStatus::Invalid,
         };
         if !claims {
             anonymous_attributed += 1;
@@ -128,7 +145,63 @@ pub(super) fn inspect(
             status: SignatureStatus::UnknownKey,
         });
     }
-    Ok(checks)
+    Ok(Ok(checks))
+}
+
+/// Whether `key`'s signature over the subject verifies: the remembered
+/// outcome of the same check when there is one, else checked over the
+/// component's bytes (and remembered).
+fn verifies(subject: &Subject<'_>, key: &PublicKey, key_id: &str) -> Result<bool, Error> {
+    let public_key = key.to_bytes();
+    let remembered = subject
+        .outcomes
+        .zip(subject.sha256)
+        .map(|(outcomes, component_sha256)| {
+            let verification = Verification {
+                component_sha256,
+                detached_sha256: subject
+                    .detached
+                    .map(|signature| Sha256::digest(signature).into()),
+                public_key: &public_key,
+                key_id,
+            };
+            (outcomes, verification)
+        });
+    if let Some((outcomes, verification)) = &remembered
+        && let Some(valid) = outcomes.verified(verification)
+    {
+        return Ok(valid);
+    }
+    let valid = key
+        .inner()
+        .verify(&mut Cursor::new((subject.bytes)()?), subject.detached)
+        .is_ok();
+    if let Some((outcomes, verification)) = &remembered {
+        outcomes.record_verified(verification, valid);
+    }
+    Ok(valid)
+}
+
+/// Where an embedded signature section (which
+/// [`starts_with_signature_section`] found) ends, from its size field.
+fn signature_section_end(bytes: &[u8]) -> Option<usize> {
+    const SECTION_START: usize = 9;
+    let (size, size_len) = read_leb128_u32(bytes.get(SECTION_START..)?)?;
+    SECTION_START
+        .checked_add(size_len)?
+        .checked_add(usize::try_from(size).ok()?)
+}
+
+/// An unsigned LEB128 number of at most 32 bits, and how many bytes it took.
+fn read_leb128_u32(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut value: u32 = 0;
+    for (index, byte) in bytes.iter().take(5).enumerate() {
+        value |= u32::from(byte & 0x7f).checked_shl(7 * index as u32)?;
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
 }
 
 /// Whether the first section after the 8-byte header is a custom section

@@ -1,0 +1,119 @@
+//! The digest index: for a component file of a given identity, its SHA-256
+//! and what a load needs besides (its size and pool footprint), sealed
+//! with the cache key, so that loading a file that has not changed since it
+//! was hashed neither reads nor hashes it.
+//!
+//! A record is `digests/DEV-INO` (one per file: a new version of the file
+//! replaces its record). It is believed only when its MAC holds and the
+//! identity it names is the one the file was opened with; a forged or
+//! stale record is ignored and the file hashed again. Only settled
+//! identities are recorded ([`FileIdentity::is_settled`]).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{CompileCache, FORMAT_VERSION, MAC_LEN, read_small_file};
+use crate::footprint::Footprint;
+use crate::fsutil::{self, FileIdentity};
+use crate::source::Digested;
+
+/// Tags a digest record, so that no other sealed record passes for one.
+const DIGEST_TAG: &[u8; 8] = b"WARDEND\x01";
+/// The cache's subdirectory of digest records.
+const DIGESTS_DIR: &str = "digests";
+/// Bytes of a footprint in a record: three little-endian `u32`s.
+const FOOTPRINT_LEN: usize = 3 * 4;
+/// tag + version + identity + SHA-256 + footprint, then the MAC over them.
+const RECORD_LEN: usize = 8 + 4 + FileIdentity::LEN + 32 + FOOTPRINT_LEN + MAC_LEN;
+
+impl CompileCache {
+    /// What the index recorded for the file with `identity`, if a sound
+    /// record for exactly that identity exists.
+    pub(crate) fn digest_of(&self, identity: &FileIdentity) -> Option<Digested> {
+        let path = self.digest_path(identity);
+        let record = read_small_file(&path, RECORD_LEN).ok()?;
+        if record.len() != RECORD_LEN {
+            return None;
+        }
+        let (body, mac) = record.split_at(RECORD_LEN - MAC_LEN);
+        if !self.key.verify(&[body], mac) {
+            tracing::warn!(
+                target: "warden::cache",
+                path = %path.display(),
+                "ignoring a digest record whose seal does not match"
+            );
+            return None;
+        }
+        let (tag, rest) = body.split_at(8);
+        let (version, rest) = rest.split_at(4);
+        let (recorded, rest) = rest.split_at(FileIdentity::LEN);
+        let (sha256, footprint) = rest.split_at(32);
+        if tag != DIGEST_TAG
+            || version != FORMAT_VERSION.to_le_bytes()
+            || FileIdentity::from_bytes(recorded)? != *identity
+        {
+            return None;
+        }
+        Some(Digested::indexed(
+            sha256.try_into().ok()?,
+            identity.size(),
+            Some(footprint_from_bytes(footprint)?),
+        ))
+    }
+
+    /// Records the SHA-256 and footprint of the file with `identity` (whose
+    /// bytes they were computed from), unless its identity is not settled
+    /// yet. A record that cannot be written only costs the next load a hash.
+    pub(crate) fn record_digest(
+        &self,
+        identity: FileIdentity,
+        sha256: &[u8; 32],
+        footprint: Footprint,
+    ) {
+        if !identity.is_settled(SystemTime::now(), self.racy_window) {
+            return;
+        }
+        let mut record = Vec::with_capacity(RECORD_LEN);
+        record.extend_from_slice(DIGEST_TAG);
+        record.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        record.extend_from_slice(&identity.to_bytes());
+        record.extend_from_slice(sha256);
+        for count in [
+            footprint.core_instances,
+            footprint.memories,
+            footprint.tables,
+        ] {
+            record.extend_from_slice(&count.to_le_bytes());
+        }
+        let mac = self.key.tag(&[&record]);
+        record.extend_from_slice(&mac);
+        let path = self.digest_path(&identity);
+        let written = fsutil::create_private_dir(&self.dir.join(DIGESTS_DIR))
+            .map_err(|err| crate::error::Error::io("creating the digest index", err))
+            .and_then(|()| fsutil::write_private_file_atomically(&path, &record));
+        if let Err(err) = written {
+            tracing::warn!(
+                target: "warden::cache",
+                path = %path.display(),
+                "not recording a component's digest: {err}"
+            );
+        }
+    }
+
+    pub(super) fn digest_path(&self, identity: &FileIdentity) -> PathBuf {
+        self.dir.join(DIGESTS_DIR).join(identity.file_key())
+    }
+}
+
+fn footprint_from_bytes(bytes: &[u8]) -> Option<Footprint> {
+    let count = |index: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bytes.get(index * 4..index * 4 + 4)?.try_into().ok()?,
+        ))
+    };
+    Some(Footprint {
+        core_instances: count(0)?,
+        memories: count(1)?,
+        tables: count(2)?,
+    })
+}
