@@ -571,42 +571,50 @@ async fn a_damaged_trust_store_fails_only_the_policies_that_depend_on_it() {
     }
 }
 
-/// The compile cache's entry file for a component, found by its hash.
+/// The compile cache's entry for a component, found by its hash: the file
+/// of its compiled code (its seal is beside it, [`seal_of`]).
 fn cache_entry(cache: &std::path::Path, sha256: &str) -> std::path::PathBuf {
     std::fs::read_dir(cache)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .find(|path| {
-            path.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(sha256)
+            path.extension()
+                .is_some_and(|extension| extension == "cwasm")
+                && path
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(sha256)
         })
         .unwrap_or_else(|| panic!("no cache entry for {sha256}"))
 }
 
-/// An entry for `artifact` claiming to be compiled from the component
-/// `sha256`: `version` 1 sealed with an unkeyed XXH3-128 checksum (how
-/// entries were sealed before the cache had a key), or version 2 sealed
-/// with HMAC-SHA256 under `key`, a key the attacker made up.
-fn forge_entry(version: u32, engine: &[u8], sha256: &[u8], artifact: &[u8], key: &[u8]) -> Vec<u8> {
+/// The seal beside a cache entry's compiled code.
+fn seal_of(entry: &std::path::Path) -> std::path::PathBuf {
+    entry.with_extension("seal")
+}
+
+/// A seal for `artifact` claiming it was compiled from the component
+/// `sha256`: `version` 1 with an unkeyed XXH3-128 checksum (how entries
+/// were sealed before the cache had a key), or a later version sealed with
+/// HMAC-SHA256 under `key`, a key the attacker made up.
+fn forge_seal(version: u32, engine: &[u8], sha256: &[u8], artifact: &[u8], key: &[u8]) -> Vec<u8> {
     use hmac::Mac;
-    let mut entry = b"WARDENC\x01".to_vec();
-    entry.extend_from_slice(&version.to_le_bytes());
-    entry.extend_from_slice(engine);
-    entry.extend_from_slice(sha256);
-    entry.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
+    let mut seal = b"WARDENC\x01".to_vec();
+    seal.extend_from_slice(&version.to_le_bytes());
+    seal.extend_from_slice(engine);
+    seal.extend_from_slice(sha256);
+    seal.extend_from_slice(&(artifact.len() as u64).to_le_bytes());
     if version == 1 {
-        entry.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes());
+        seal.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes());
     } else {
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-        mac.update(&entry);
+        mac.update(&seal);
         mac.update(artifact);
-        entry.extend_from_slice(&mac.finalize().into_bytes());
+        seal.extend_from_slice(&mac.finalize().into_bytes());
     }
-    entry.extend_from_slice(artifact);
-    entry
+    seal
 }
 
 #[tokio::test]
@@ -636,29 +644,28 @@ async fn a_forged_cache_entry_never_runs_as_a_signed_plugin() {
         )
         .await
         .unwrap();
-    let hostile_entry = std::fs::read(cache_entry(&cache, &hostile.info().sha256)).unwrap();
+    let hostile_entry = cache_entry(&cache, &hostile.info().sha256);
+    let artifact = std::fs::read(&hostile_entry).unwrap();
+    let hostile_seal = std::fs::read(seal_of(&hostile_entry)).unwrap();
     drop(hostile);
-    let header_len = match u32::from_le_bytes(hostile_entry[8..12].try_into().unwrap()) {
-        1 => 76,
-        _ => 92,
-    };
-    let engine = &hostile_entry[12..20];
-    let artifact = &hostile_entry[header_len..];
+    let version = u32::from_le_bytes(hostile_seal[8..12].try_into().unwrap());
+    let engine = &hostile_seal[12..20];
     let victim_hash = hex_decode(&victim_sha);
     let forgeries = [
-        ("copied as is", hostile_entry.clone()),
+        ("copied as is", hostile_seal.clone()),
         (
             "re-sealed with an unkeyed checksum",
-            forge_entry(1, engine, &victim_hash, artifact, &[]),
+            forge_seal(1, engine, &victim_hash, &artifact, &[]),
         ),
         (
             "sealed with the attacker's own key",
-            forge_entry(2, engine, &victim_hash, artifact, &[7; 32]),
+            forge_seal(version, engine, &victim_hash, &artifact, &[7; 32]),
         ),
     ];
     let victim_entry = cache_entry(&cache, &victim_sha);
-    for (forgery, bytes) in forgeries {
-        std::fs::write(&victim_entry, bytes).unwrap();
+    for (forgery, seal) in forgeries {
+        std::fs::write(&victim_entry, &artifact).unwrap();
+        std::fs::write(seal_of(&victim_entry), seal).unwrap();
         let plugin = load_signed().await.unwrap();
         assert!(!plugin.info().cached, "{forgery}: recompiled, not loaded");
         let output = plugin.execute("count-vowels", b"hello world").await;
@@ -675,18 +682,22 @@ async fn a_forged_cache_entry_never_runs_as_a_signed_plugin() {
     }
 }
 
-/// Every file in the compile cache directory, with its contents.
+/// Every file in the compile cache directory and its subdirectories, with
+/// its contents.
 fn cache_contents(
     cache: &std::path::Path,
 ) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
-    std::fs::read_dir(cache)
-        .unwrap()
-        .map(|entry| {
-            let path = entry.unwrap().path();
+    let mut contents = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(cache).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            contents.extend(cache_contents(&path));
+        } else {
             let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect()
+            contents.insert(path, bytes);
+        }
+    }
+    contents
 }
 
 #[tokio::test]

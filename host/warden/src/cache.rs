@@ -28,7 +28,7 @@
 //! write into the file moves its change time to the present, which only
 //! root can set back, so an edited artifact goes back to the full check and
 //! is refused. An identity whose change time is within
-//! [`RACY_WINDOW`] of the present is not recorded: a write in the same
+//! `RACY_WINDOW` of the present is not recorded: a write in the same
 //! timestamp tick could otherwise go unseen (such a file is checked in full
 //! again next time). The trade: damage that leaves the change time alone
 //! (bit rot under the file system) is no longer caught by the MAC; wasmtime
@@ -39,11 +39,11 @@
 //! The same key seals two kinds of small facts beside the entries, each
 //! tagged with its kind so that no sealed record passes for another:
 //!
-//! - the digest index ([`digests`], `digests/DEV-INO`): the SHA-256 (with
+//! - the digest index (`digests.rs`, `digests/DEV-INO`): the SHA-256 (with
 //!   the size and the pool footprint) of a component file with a given
 //!   identity, recorded after hashing it, under the same racy-time rule, so
 //!   that loading an unchanged file neither reads nor hashes it;
-//! - verification outcomes ([`verified`], `verified/HASH`): whether a
+//! - verification outcomes (`verified.rs`, `verified/HASH`): whether a
 //!   public key's signature over a component (with a given detached
 //!   signature, or its embedded one) verified; a pure function of those
 //!   inputs, so it holds under any trust store, whose policy is applied

@@ -184,13 +184,13 @@ impl SandboxArgs {
 
     /// A runtime for `sandbox`: metering fuel when it sets a fuel limit,
     /// with the cache the flags ask for.
-    pub fn runtime(&self, sandbox: &Sandbox) -> Result<warden::Runtime, warden::Error> {
+    pub fn runtime(&self, sandbox: &Sandbox) -> Result<Runtime, warden::Error> {
         self.runtime_builder(sandbox).build()
     }
 
     /// The builder of [`SandboxArgs::runtime`], for a caller to add to.
     pub fn runtime_builder(&self, sandbox: &Sandbox) -> warden::RuntimeBuilder {
-        let mut builder = warden::Runtime::builder();
+        let mut builder = Runtime::builder();
         builder.fuel(sandbox.limits.fuel.is_some());
         if let Some(dir) = &self.cache_dir {
             builder.compile_cache(dir);
