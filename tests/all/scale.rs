@@ -52,9 +52,14 @@ async fn the_second_load_comes_from_the_compile_cache() {
 async fn damaged_cache_entries_are_recompiled_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
     load_hello(&cached_runtime(&dir)).await;
+    // An entry's compiled code; its seal is the `.seal` file beside it.
     let entries: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "cwasm")
+        })
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
