@@ -17,6 +17,7 @@ mod limits;
 mod programs;
 mod registry;
 mod scale;
+mod slots;
 mod trust;
 
 use std::time::Duration;

@@ -103,6 +103,22 @@ pub fn malformed_abi_plugin() -> Vec<u8> {
     wrap_core_module(module, None, "plugin")
 }
 
+/// The slot-residue plugin (`fixtures/slot-residue.wat`): leaves a secret in
+/// its memory and table, and looks for one an earlier instance left.
+/// Different `variant`s give different components of the same code.
+///
+/// # Panics
+///
+/// If the fixture or Warden's WIT does not parse, which is a bug in the repository.
+pub fn slot_residue_plugin(variant: char) -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("fixtures/slot-residue.wat"))
+        .expect("the slot-residue fixture is readable");
+    let text = text.replace("in its slot: X\"", &format!("in its slot: {variant}\""));
+    let module = wat::parse_str(&text).expect("the slot-residue fixture parses");
+    wrap_core_module(module, None, "plugin")
+}
+
 /// Wraps a core module written against the canonical ABI into a component
 /// of `world`: a world of Warden's WIT package, or of `extra_wit`, a WIT
 /// document read beside it (so it may include Warden's world).
