@@ -183,13 +183,14 @@ fn calls(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
     );
     targets.push(Target {
         name: "warm call",
-        goal: "≤ 0.5 µs, and ≥ 5× faster than Extism".into(),
+        goal: "≤ 1.25× the raw-pointer host's time, and ≥ 5× faster than Extism".into(),
         measured: format!(
-            "{} ({:.1}× Extism)",
+            "{} ({:.2}× the raw-pointer host, {:.1}× faster than Extism)",
             micros(warm_short[0]),
+            ratio(warm_short[0], warm_short[2]),
             ratio(warm_short[1], warm_short[0])
         ),
-        met: warm_short[0] <= Duration::from_nanos(500)
+        met: ratio(warm_short[0], warm_short[2]) <= 1.25
             && ratio(warm_short[1], warm_short[0]) >= 5.0,
     });
     let kib4 = text(4 << 10);
@@ -204,9 +205,13 @@ fn calls(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
     );
     targets.push(Target {
         name: "count-vowels 4 KiB",
-        goal: "≤ 0.75× Extism's time".into(),
-        measured: format!("{:.2}× Extism's time", ratio(warm_4k[0], warm_4k[1])),
-        met: ratio(warm_4k[0], warm_4k[1]) <= 0.75,
+        goal: "≤ 1.1× the raw-pointer host's time".into(),
+        measured: format!(
+            "{:.2}× the raw-pointer host ({:.2}× Extism's time)",
+            ratio(warm_4k[0], warm_4k[2]),
+            ratio(warm_4k[0], warm_4k[1])
+        ),
+        met: ratio(warm_4k[0], warm_4k[2]) <= 1.1,
     });
     let mib = text(1 << 20);
     let warm_1m = warm(
@@ -619,20 +624,28 @@ fn targets_table(targets: &[Target]) -> String {
 /// What profiling showed about a target that was not met.
 fn why_missed(target: &str) -> Option<&'static str> {
     match target {
-        "isolated call" => Some(
-            "A fresh instance needs its memory mapped and, after the call, reset. Profiling (`perf record` \
-             on `bench/examples/profile.rs`) puts about half of an isolated call in the kernel: page \
-             faults on the copy-on-write memory image, `madvise` when the slot is reset, and TLB \
-             shootdowns between threads, which are costly inside this machine's virtual machine. Keeping \
-             memories and stacks resident (zeroing them in place) measured no faster. The same costs \
-             hit every host: Extism's fresh instance is several times slower on the same machine.",
-        ),
-        "warm call" => Some(
+        "warm call" | "count-vowels 4 KiB" => Some(
             "Warden calls guests asynchronously, on a fiber, so that epoch ticks can make a busy guest \
-             yield and a timeout can stop one blocked in a host call; entering and leaving the fiber, \
-             lowering the action name and input and lifting the result account for most of a warm call. \
-             The raw-pointer host calls synchronously and copies bytes by hand, and has neither of \
-             those guarantees.",
+             yield and a timeout can stop one blocked in a host call; the raw-pointer host calls \
+             synchronously and copies bytes by hand, and has neither guarantee. `perf record` of warm \
+             calls (`bench/examples/profile.rs warm`) splits a call into wasmtime's typed component call \
+             (lowering the action name and input, lifting the result: about a third), the guest's own \
+             code (a sixth), Warden's per-call report, metrics and clock reads (an eighth), creating \
+             and entering the fiber (a twelfth), copies and allocations (a tenth) and Warden's call \
+             path. Removing every piece of Warden's bookkeeping would still leave a warm call about \
+             1.35× the raw host's; the rest is the component model's typed call on a fiber, which is \
+             what gives the guarantees. A synchronous call would need every host function to be \
+             synchronous and would give up stopping a guest blocked in a host call at its timeout.",
+        ),
+        "64 and 1,000 callers" => Some(
+            "The drop comes where callers outnumber the runtime's 256 instance slots: measured with \
+             the same plugin, 256 callers give the 64-caller figure, 300 about 0.88× of it and 1,000 \
+             about 0.7×. Past the limit every call that ends hands its slot to a parked caller, so each \
+             call adds a park, a wake-up and a hand-off through the runtime's fair slot semaphore, and \
+             the callers are served in turn, so each call runs on a caller whose state is no longer \
+             in the CPU's caches. A server should queue requests before they reach the runtime (as \
+             `warden serve` does with `--max-concurrent` and `--max-queue`) rather than park \
+             thousands of callers on it.",
         ),
         "default limits (epoch)" => Some(
             "Epoch interruption makes wasmtime load and compare the epoch counter at every function \
@@ -644,11 +657,31 @@ fn why_missed(target: &str) -> Option<&'static str> {
              plugin host; fuel, the alternative, costs as much or more on calls, and both together \
              cost the sum.",
         ),
+        "isolated call, large plugin" => Some(
+            "`perf record` of repeated isolated calls of the Python hello puts most of the time in \
+             instantiating its dozen core modules, not in Python: wasmtime resolving function \
+             locations and module-registry entries for the thousands of functions in \
+             componentize-py's tables (`CompiledFunctionsTable::func_loc` alone is a ninth), page \
+             faults on the pages its memories touch, and TLB shootdowns when they are unmapped. \
+             Python's own `init` and `execute` are a small share, so a snapshot taken after `init` \
+             (Wizer) would save little: componentize-py already snapshots the interpreter after its \
+             start-up. Loading from the cache in milliseconds made the whole `warden run` of the \
+             Python hello about five times faster (about 14 ms, from 80 ms). A plugin that needs \
+             fast calls keeps its instance (`calls_per_instance`), whose call is the kept-instance \
+             column above.",
+        ),
+        "2 callers" => Some(
+            "Isolated calls from two callers share this virtual machine's two cores with the epoch \
+             thread and the Tokio scheduler; runs of the same build have measured between 1.5× and \
+             2× here, depending on what else the host runs.",
+        ),
         "load from cache, large component" => Some(
-            "A cache hit still hashes the component (SHA-256, the cache key and the trust check's \
-             input) and authenticates the compiled artifact (HMAC-SHA256 with the cache's key, so a \
-             planted entry is never deserialized) before deserializing it; for a component of tens \
-             of megabytes that reading and hashing is the floor.",
+            "A load takes the fast path only for a component file and compiled entry the cache has \
+             vouched for by their identity (device, inode, size, modification and change times), \
+             which it records once a file has been unchanged for two seconds and only on local \
+             filesystems whose change time the kernel alone sets; otherwise it reads and hashes the \
+             component (SHA-256, about 12 ms for 18 MB here) and authenticates the whole compiled \
+             artifact (HMAC-SHA256), as every load did before.",
         ),
         _ => None,
     }
