@@ -333,9 +333,9 @@ impl Source {
 /// same path: both clones of one opened source, or two openings that saw
 /// the same file identity (device, inode, size, modification and change
 /// times) at the time. Two openings are compared by that identity alone,
-/// not by bytes: a write that keeps the identity (see
-/// [`fsutil::keeps_change_times`]) is not seen, and neither source's bytes
-/// are read to compare them. A source in memory never equals one read from
+/// not by bytes: a write that keeps the identity (possible where the file
+/// system lets change times be set) is not seen, and neither source's
+/// bytes are read to compare them. A source in memory never equals one read from
 /// a file.
 impl PartialEq for Source {
     fn eq(&self, other: &Self) -> bool {

@@ -88,13 +88,13 @@ pub(crate) fn checked_bytes<'s>(
     let Some(digested) = source.digested().filter(|digested| digested.indexed) else {
         return Ok(bytes);
     };
-    let sha256: [u8; 32] = Sha256::digest(bytes).into();
-    if *digested
+    let matches = *digested
         .bytes_match
-        .get_or_init(|| sha256 == digested.sha256)
-    {
+        .get_or_init(|| <[u8; 32]>::from(Sha256::digest(bytes)) == digested.sha256);
+    if matches {
         return Ok(bytes);
     }
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
     if let (Some(cache), Some(identity)) = (cache, source.opened_identity()) {
         tracing::warn!(
             target: "warden::cache",

@@ -43,7 +43,11 @@ pub(crate) fn verify(
         // refusal of the file: a wrong record is found (and the load run
         // again) rather than refusing the file forever.
         Err(refusal) if digested.indexed => {
-            read::checked_bytes(&source, cache)?;
+            if let Err(wrong) = read::checked_bytes(&source, cache)
+                && source.digest_repaired()
+            {
+                return Err(wrong);
+            }
             return Err(refusal);
         }
         Err(refusal) => return Err(refusal),
