@@ -113,7 +113,7 @@ impl CacheEntry {
                 Ok(metadata) if metadata.is_dir() => {}
                 _ => continue,
             }
-            removed += remove_files_named(&subdir, |name| is_record(name))?;
+            removed += remove_files_named(&subdir, is_record)?;
             // Left in place if another process just wrote a record into it.
             let _ = std::fs::remove_dir(&subdir);
         }
