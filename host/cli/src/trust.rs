@@ -66,7 +66,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let result = trust::inspect_signatures(&source, &policy);
     let (signatures, malformed) = match result {
         Ok(signatures) => (signatures, None),
-        Err(failure) => (Vec::new(), Some(failure.to_string())),
+        Err(warden::Error::Untrusted { failure, .. }) => (Vec::new(), Some(failure.to_string())),
+        Err(err) => return Err(err.into()),
     };
     let valid = signatures
         .iter()

@@ -24,30 +24,44 @@
 //! mapping them, so it is checked in full once: then the artifact file's
 //! identity (device, inode, size, modification and change times, from
 //! `fstat` of the file opened) is added to its seal under its own MAC, and
-//! a later load whose open file has that identity skips the full check. Any
-//! write into the file moves its change time to the present, which only
-//! root can set back, so an edited artifact goes back to the full check and
-//! is refused. An identity whose change time is within
-//! `RACY_WINDOW` of the present is not recorded: a write in the same
-//! timestamp tick could otherwise go unseen (such a file is checked in full
-//! again next time). The trade: damage that leaves the change time alone
-//! (bit rot under the file system) is no longer caught by the MAC; wasmtime
-//! still checks the artifact's structure and its engine hash. The checked
-//! file is the one mapped (wasmtime is handed `/proc/self/fd/N` of the
-//! opened file), and its identity is checked again once it is mapped.
+//! a later load whose open file has that identity skips the full check.
+//! Identities are recorded and believed only on the local file systems
+//! whose change times the kernel alone sets
+//! ([`fsutil::keeps_change_times`], on Linux and Android): there any write
+//! into the file moves its change time to the present, which only root can
+//! set back (by stepping the clock, or writing the disk beneath the file
+//! system), so an edited artifact goes back to the full check and is
+//! refused. Elsewhere (FAT, FUSE, SMB, 9p, NFS, loop-mounted images with
+//! authored times, other systems) every load checks the full MAC. An
+//! identity whose change time is within `RACY_WINDOW` of the moment the
+//! checked read began is not recorded: a write in the same timestamp tick
+//! could otherwise go unseen (such a file is checked in full again next
+//! time). The trade: damage that leaves the change time alone (bit rot
+//! under the file system) is no longer caught by the MAC; wasmtime still
+//! checks the artifact's structure and its engine hash. The checked file
+//! is the one deserialized: on Linux and Android wasmtime maps it through
+//! `/proc/self/fd/N` of the opened file, and its identity is checked again
+//! once it is mapped; elsewhere (or without `/proc`) it is deserialized
+//! from the bytes whose MAC was checked, read from that descriptor.
 //!
 //! The same key seals two kinds of small facts beside the entries, each
 //! tagged with its kind so that no sealed record passes for another:
 //!
 //! - the digest index (`digests.rs`, `digests/DEV-INO`): the SHA-256 (with
-//!   the size and the pool footprint) of a component file with a given
-//!   identity, recorded after hashing it, under the same racy-time rule, so
-//!   that loading an unchanged file neither reads nor hashes it;
+//!   the size, the pool footprint and the SHA-256 of its first 64 KiB) of a
+//!   component file with a given identity, recorded after hashing it, under
+//!   the same file-system and racy-time rules, so that loading an unchanged
+//!   file neither reads nor hashes it; a record that the bytes read later
+//!   contradict is removed, and the load judges those bytes;
 //! - verification outcomes (`verified.rs`, `verified/HASH`): whether a
 //!   public key's signature over a component (with a given detached
 //!   signature, or its embedded one) verified; a pure function of those
 //!   inputs, so it holds under any trust store, whose policy is applied
-//!   afresh on every load.
+//!   afresh on every load. Only outcomes for keys the signature names, and
+//!   valid ones for anonymous signatures, are recorded.
+//!
+//! Both only spare work, and `warden cache clean` removes them
+//! ([`CacheEntry::remove_records`]) with seals left without their code.
 //!
 //! Threat model: whoever can write the cache directory can delete or damage
 //! entries and records, which costs a recompilation or a hash, but cannot
@@ -209,6 +223,9 @@ struct Seal {
 struct CheckedArtifact {
     file: File,
     identity: FileIdentity,
+    /// The artifact's bytes, when they were read to check their MAC (not
+    /// when the file's identity vouched for them).
+    artifact: Option<Vec<u8>>,
 }
 
 impl CompileCache {
@@ -330,18 +347,33 @@ impl CompileCache {
     ) -> Result<Component, Rejection> {
         let path = self.entry_path(sha256, engine_hash);
         let checked = self.check_entry(&path, engine_hash, sha256)?;
-        let mapped = mapping_path(&checked.file, &path);
-        // SAFETY: the artifact's MAC, under a key only this host's user can
-        // read, proves that `store` below wrote it from
-        // `Component::serialize` of an engine with this compatibility hash,
-        // for a component with this SHA-256: checked in full over the file,
-        // or earlier in full and since then vouched for by the file's
-        // identity, which any write changes (see the module's
-        // documentation). `mapped` names the very file that was checked
-        // (its open descriptor), and its identity is checked again below,
-        // once it is mapped.
-        #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(engine, &mapped) };
+        let loaded = match mapping_path(&checked.file) {
+            // SAFETY: the artifact's MAC, under a key only this host's user
+            // can read, proves that `store` below wrote it from
+            // `Component::serialize` of an engine with this compatibility
+            // hash, for a component with this SHA-256: checked in full over
+            // the file, or earlier in full and since then vouched for by
+            // the file's identity, which any write changes on the file
+            // systems where identities are trusted (see the module's
+            // documentation). `mapped` names the very file that was checked
+            // (its open descriptor), and its identity is checked again
+            // below, once it is mapped.
+            #[allow(unsafe_code)]
+            Some(mapped) => unsafe { Component::deserialize_file(engine, &mapped) },
+            None => {
+                let artifact = match checked.artifact {
+                    Some(artifact) => artifact,
+                    None => read_artifact(&checked.file, checked.identity.size())?,
+                };
+                // SAFETY: as above; these are the bytes whose MAC was
+                // checked, or (vouched for by the identity) read from the
+                // descriptor that was checked.
+                #[allow(unsafe_code)]
+                unsafe {
+                    Component::deserialize(engine, &artifact)
+                }
+            }
+        };
         let component =
             loaded.map_err(|err| Rejection::Unreadable(format!("wasmtime refused it: {err:#}")))?;
         match checked.file.metadata() {
@@ -417,11 +449,22 @@ impl CompileCache {
         if identity.size() != length {
             return Err(Rejection::Truncated);
         }
-        if seal.identity == Some(identity) {
-            return Ok(CheckedArtifact { file, identity });
+        let times_kept = fsutil::keeps_change_times(&file);
+        if times_kept && seal.identity == Some(identity) {
+            return Ok(CheckedArtifact {
+                file,
+                identity,
+                artifact: None,
+            });
         }
-        let mut artifact = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        // Taken before the read: the racy-time rule is judged against it.
+        let read_started = SystemTime::now();
+        let mut artifact = Vec::new();
+        artifact
+            .try_reserve_exact(usize::try_from(length).map_err(|_| Rejection::Truncated)?)
+            .map_err(|_| Rejection::Unreadable("not enough memory to check it".to_owned()))?;
         (&file)
+            .take(length.saturating_add(1))
             .read_to_end(&mut artifact)
             .map_err(|err| Rejection::Unreadable(err.to_string()))?;
         if artifact.len() as u64 != length {
@@ -436,7 +479,7 @@ impl CompileCache {
             Ok(after) if FileIdentity::of(&after) == identity => {}
             _ => return Err(Rejection::Changed),
         }
-        if identity.is_settled(SystemTime::now(), self.racy_window) {
+        if times_kept && identity.is_settled(read_started, self.racy_window) {
             let mut vouched = seal.sealed.to_vec();
             vouched.extend_from_slice(&identity.to_bytes());
             vouched.extend_from_slice(&self.key.tag(&[IDENTITY_TAG, &vouched]));
@@ -449,7 +492,11 @@ impl CompileCache {
                 );
             }
         }
-        Ok(CheckedArtifact { file, identity })
+        Ok(CheckedArtifact {
+            file,
+            identity,
+            artifact: Some(artifact),
+        })
     }
 
     /// Reads and parses a seal file; an identity whose MAC fails is
@@ -475,18 +522,38 @@ impl CompileCache {
     }
 }
 
-/// The path that names `file`, which `path` was opened as: on Linux its
+/// The path that names `file` itself: on Linux and Android its
 /// descriptor's entry in `/proc/self/fd`, which opens that very inode even
-/// if `path` has been replaced since; elsewhere (or without `/proc`) `path`
-/// itself, whose identity [`CompileCache::load`] checks after mapping.
-fn mapping_path(file: &File, path: &Path) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    if cfg!(target_os = "linux") && by_descriptor.exists() {
-        by_descriptor
-    } else {
-        path.to_owned()
+/// if the entry's path has been replaced since. `None` elsewhere, or
+/// without `/proc`: the artifact is then deserialized from bytes read from
+/// `file`.
+fn mapping_path(file: &File) -> Option<PathBuf> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        by_descriptor.exists().then_some(by_descriptor)
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// The whole of `file` (an artifact vouched for by its identity, on a
+/// system without `/proc/self/fd`), read from its start.
+fn read_artifact(file: &File, length: u64) -> Result<Vec<u8>, Rejection> {
+    use std::os::unix::fs::FileExt;
+    let length = usize::try_from(length).map_err(|_| Rejection::Truncated)?;
+    let mut artifact = Vec::new();
+    artifact
+        .try_reserve_exact(length)
+        .map_err(|_| Rejection::Unreadable("not enough memory to read it".to_owned()))?;
+    artifact.resize(length, 0);
+    file.read_exact_at(&mut artifact, 0)
+        .map_err(|err| Rejection::Unreadable(err.to_string()))?;
+    Ok(artifact)
 }
 
 /// Reads a file of at most `max` bytes without waiting on a planted pipe;

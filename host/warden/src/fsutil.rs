@@ -141,13 +141,61 @@ pub(crate) fn open_without_blocking(path: &Path) -> std::io::Result<(File, Metad
     Ok((file, metadata))
 }
 
+/// File systems (by `fstatfs` type) whose files' change times only the
+/// local kernel sets, to the present, on every change: ext2/3/4 (one
+/// magic), XFS, Btrfs, tmpfs, F2FS and ZFS. On these an unchanged identity
+/// means unchanged contents (see [`FileIdentity`]); elsewhere (FAT has no
+/// change time; FUSE, sshfs, SMB, 9p and NFS take times from a server or a
+/// process; a loop-mounted image's times are whatever its author wrote)
+/// identities vouch for nothing.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const KEEPS_CHANGE_TIMES: [u32; 6] = [
+    libc::EXT4_SUPER_MAGIC as u32,
+    libc::XFS_SUPER_MAGIC as u32,
+    libc::BTRFS_SUPER_MAGIC as u32,
+    libc::TMPFS_MAGIC as u32,
+    libc::F2FS_SUPER_MAGIC as u32,
+    ZFS_SUPER_MAGIC,
+];
+
+/// OpenZFS's `fstatfs` type (`ZFS_SUPER_MAGIC`), which `libc` does not name.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const ZFS_SUPER_MAGIC: u32 = 0x2fc1_2fc1;
+
+/// Whether `file` lives on a file system whose change times only the
+/// kernel sets ([`KEEPS_CHANGE_TIMES`]), so that its identity may vouch for
+/// its contents. Always `false` off Linux and Android, and when `fstatfs`
+/// fails: the file is then read and hashed, which is only slower.
+pub(crate) fn keeps_change_times(file: &File) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::fs::fstatfs(file).is_ok_and(|stat| is_kept_kind(stat.f_type as u32))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = file;
+        false
+    }
+}
+
+/// Whether a file system of `fstatfs` type `kind` is one of
+/// [`KEEPS_CHANGE_TIMES`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn is_kept_kind(kind: u32) -> bool {
+    KEEPS_CHANGE_TIMES.contains(&kind)
+}
+
 /// What tells one version of a file from another without reading it: its
 /// device and inode, size, and modification and change times to the
-/// nanosecond (as `fstat` gives them). Any write into a file moves its
-/// change time to the present, and only root can set a change time back,
-/// so an unchanged identity means unchanged contents, except for a write in
-/// the same timestamp tick as the identity was taken: see
-/// [`FileIdentity::is_settled`].
+/// nanosecond (as `fstat` gives them). On the file systems of
+/// [`keeps_change_times`], any write into a file moves its change time to
+/// the present and only root can set a change time back (by changing the
+/// clock, or writing the disk under the file system), so an unchanged
+/// identity means unchanged contents, except for a write in the same
+/// timestamp tick as the identity was taken: see
+/// [`FileIdentity::is_settled`]. Elsewhere change times can be authored
+/// (`touch -r` on some network and FUSE file systems, FAT has none), so an
+/// identity is only trusted where [`keeps_change_times`] says so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FileIdentity {
     dev: u64,
@@ -188,17 +236,20 @@ impl FileIdentity {
         format!("{:x}-{:x}", self.dev, self.ino)
     }
 
-    /// Whether the file's last change is at least `window` before `now`.
-    /// A write in the same timestamp tick as an identity was taken could
-    /// leave the change time where it was (git's "racy" index entries), so
-    /// only a settled identity may vouch for the contents later.
-    pub(crate) fn is_settled(&self, now: SystemTime, window: Duration) -> bool {
-        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+    /// Whether the file's last change is at least `window` before
+    /// `read_started`, when the read of the contents this identity is to
+    /// vouch for began. A write in the same timestamp tick as an identity
+    /// was taken could leave the change time where it was (git's "racy"
+    /// index entries); a write before the read is in the bytes read, and
+    /// one after it, a tick later, moves the change time. So only a settled
+    /// identity may vouch for the contents later.
+    pub(crate) fn is_settled(&self, read_started: SystemTime, window: Duration) -> bool {
+        let Ok(since_epoch) = read_started.duration_since(SystemTime::UNIX_EPOCH) else {
             return false;
         };
         let changed = i128::from(self.ctime) * 1_000_000_000 + i128::from(self.ctime_nsec);
-        let now = since_epoch.as_nanos() as i128;
-        changed + window.as_nanos() as i128 <= now
+        let started = since_epoch.as_nanos() as i128;
+        changed + window.as_nanos() as i128 <= started
     }
 
     /// The identity as fixed-size little-endian bytes, for sealed records.
@@ -306,6 +357,41 @@ impl Access {
 pub(crate) mod tests {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn only_local_file_systems_that_keep_change_times_are_trusted() {
+        // ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS.
+        for kind in [
+            0xef53,
+            0x5846_5342,
+            0x9123_683e,
+            0x0102_1994,
+            0xf2f5_2010,
+            0x2fc1_2fc1,
+        ] {
+            assert!(super::is_kept_kind(kind), "{kind:#x}");
+        }
+        // vfat (MSDOS), FUSE (sshfs and others), SMB2/CIFS, 9p, NFS,
+        // overlayfs, and ISO 9660 (a loop-mounted image).
+        for kind in [
+            0x4d44,
+            0x6573_5546,
+            0xfe53_4d42,
+            0xff53_4d42,
+            0x0102_1997,
+            0x6969,
+            0x794c_7630,
+            0x9660,
+        ] {
+            assert!(!super::is_kept_kind(kind), "{kind:#x}");
+        }
+        // This machine's temporary directory is one of them when it is;
+        // either way the answer is the allowlist's.
+        let file = tempfile::tempfile().unwrap();
+        let kind = rustix::fs::fstatfs(&file).unwrap().f_type as u32;
+        assert_eq!(super::keeps_change_times(&file), super::is_kept_kind(kind));
+    }
 
     /// Makes a named pipe at `path`, readable and writable by its owner.
     pub(crate) fn make_fifo(path: &Path) {

@@ -94,6 +94,16 @@ fn clean_removes_only_the_chosen_entries_and_nothing_else() {
     std::fs::write(&outside, b"keep").unwrap();
     let link_name = format!("{}-{}.cwasm", "e".repeat(64), "0".repeat(16));
     std::os::unix::fs::symlink(&outside, dir.join(&link_name)).unwrap();
+    // Records beside the entries, which only spare loads a hash or a
+    // signature check: a digest record and a remembered check.
+    let records = [
+        dir.join("digests").join("803-1a2b"),
+        dir.join("verified").join("e".repeat(64)),
+    ];
+    for record in &records {
+        std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+        std::fs::write(record, b"record").unwrap();
+    }
 
     // Nothing was compiled an hour ago.
     let clean = |args: &[&str]| {
@@ -123,6 +133,9 @@ fn clean_removes_only_the_chosen_entries_and_nothing_else() {
     assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"mine");
     assert!(dir.join(&link_name).is_symlink(), "the link was removed");
     assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+    for record in &records {
+        assert!(!record.exists(), "{} stays", record.display());
+    }
 
     // A cleaned plugin is compiled again on its next load.
     let output = warden_at_home(

@@ -3,10 +3,12 @@
 //!
 //! Only the directory's own entries are seen: regular files named the way
 //! the compile cache names them (`SHA256-ENGINEHASH.cwasm`, each with its
-//! seal beside it, `SHA256-ENGINEHASH.seal`). Symbolic links,
-//! sub-directories and any other file are left alone, so a cache directory
-//! given by mistake (or a link planted in one) never loses anything that
-//! is not a Warden cache entry.
+//! seal beside it, `SHA256-ENGINEHASH.seal`). Cleaning also removes the
+//! records the cache keeps beside them ([`CacheEntry::remove_records`]:
+//! `digests/DEV-INO`, `verified/SHA256` and seals left without their
+//! entry). Symbolic links, other sub-directories and any other file are
+//! left alone, so a cache directory given by mistake (or a link planted in
+//! one) never loses anything that is not Warden's.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -88,12 +90,102 @@ impl CacheEntry {
         Ok(())
     }
 
+    /// Removes the compile cache's records beside its entries: the digest
+    /// index (`digests/`), the remembered signature checks (`verified/`)
+    /// and seals whose compiled code is gone. They only spare later loads
+    /// a hash or a signature check, so removing them loses nothing; without
+    /// this they would only grow. Only regular files named the way the
+    /// cache names them are removed (never what a symbolic link points
+    /// at); a directory that does not exist has nothing to remove. Returns
+    /// how many files were removed.
+    pub fn remove_records(dir: &Path) -> Result<usize, Error> {
+        let mut removed = 0;
+        for (subdir, is_record) in [
+            (
+                super::digests::DIGESTS_DIR,
+                is_digest_record_name as fn(&str) -> bool,
+            ),
+            (super::verified::VERIFIED_DIR, is_verified_record_name),
+        ] {
+            let subdir = dir.join(subdir);
+            // Not followed if it is a link: only a real directory is ours.
+            match std::fs::symlink_metadata(&subdir) {
+                Ok(metadata) if metadata.is_dir() => {}
+                _ => continue,
+            }
+            removed += remove_files_named(&subdir, is_record)?;
+            // Left in place if another process just wrote a record into it.
+            let _ = std::fs::remove_dir(&subdir);
+        }
+        removed += remove_files_named(dir, |name| {
+            name.strip_suffix(SEAL_SUFFIX).is_some_and(|stem| {
+                let entry = format!("{stem}{ENTRY_EXTENSION}");
+                component_of_entry_name(&entry).is_some()
+                    && std::fs::symlink_metadata(dir.join(&entry)).is_err()
+            })
+        })?;
+        Ok(removed)
+    }
+
     /// The per-user compile cache directory that a runtime uses by default:
     /// `$XDG_CACHE_HOME/warden/compiled`, else `$HOME/.cache/warden/compiled`.
     /// `None` when neither variable is set.
     pub fn default_dir() -> Option<PathBuf> {
         super::CompileCache::default_dir()
     }
+}
+
+/// The suffix of an entry's seal's file name.
+const SEAL_SUFFIX: &str = ".seal";
+
+/// Removes the regular files of `dir` whose names `chosen` picks; one
+/// already gone counts as removed by someone else. A missing `dir` has none.
+fn remove_files_named(dir: &Path, chosen: impl Fn(&str) -> bool) -> Result<usize, Error> {
+    let context = || format!("cannot read the compile cache `{}`", dir.display());
+    let items = match std::fs::read_dir(dir) {
+        Ok(items) => items,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(Error::io(context(), err)),
+    };
+    let mut removed = 0;
+    for item in items {
+        let item = item.map_err(|err| Error::io(context(), err))?;
+        let name = item.file_name();
+        if !name.to_str().is_some_and(&chosen) {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow symbolic links.
+        if !item.metadata().is_ok_and(|metadata| metadata.is_file()) {
+            continue;
+        }
+        match std::fs::remove_file(item.path()) {
+            Ok(()) => removed += 1,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(Error::io(
+                    format!("cannot remove `{}`", item.path().display()),
+                    err,
+                ));
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is a digest record's, `DEV-INO` in lower-case hex.
+fn is_digest_record_name(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(dev, ino)| {
+        [dev, ino].iter().all(|part| {
+            !part.is_empty()
+                && part.len() <= 16
+                && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    })
+}
+
+/// Whether `name` is a verification record's: a SHA-256 in lower-case hex.
+fn is_verified_record_name(name: &str) -> bool {
+    name.len() == SHA256_HEX_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The component SHA-256 in an entry's file name,
@@ -148,6 +240,46 @@ mod tests {
         assert!(!entry.path.exists());
         assert!(!seal.exists(), "the seal goes with its entry");
         entry.remove().unwrap();
+    }
+
+    #[test]
+    fn removing_records_clears_the_index_checks_and_orphaned_seals_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        for subdir in ["digests", "verified"] {
+            std::fs::create_dir(cache.join(subdir)).unwrap();
+        }
+        std::fs::write(cache.join("digests/803-1a2b"), b"record").unwrap();
+        std::fs::write(cache.join("verified").join("e".repeat(64)), b"record").unwrap();
+        // An entry with its seal stays; a seal without its entry goes.
+        std::fs::write(cache.join(entry_name('a')), b"entry").unwrap();
+        let kept_seal = cache.join(entry_name('a')).with_extension("seal");
+        std::fs::write(&kept_seal, b"seal").unwrap();
+        let orphan = cache.join(entry_name('b')).with_extension("seal");
+        std::fs::write(&orphan, b"seal").unwrap();
+        // Not Warden's: left alone, as is what a planted link points at.
+        std::fs::write(cache.join("digests/notes.txt"), b"mine").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let precious = outside.path().join("precious");
+        std::fs::write(&precious, b"keep").unwrap();
+        std::os::unix::fs::symlink(&precious, cache.join("digests/803-ffff")).unwrap();
+
+        assert_eq!(CacheEntry::remove_records(cache).unwrap(), 3);
+        assert!(
+            !cache.join("verified").exists(),
+            "an emptied directory goes"
+        );
+        assert!(!orphan.exists());
+        assert!(kept_seal.exists() && cache.join(entry_name('a')).exists());
+        assert!(cache.join("digests/notes.txt").exists());
+        assert!(cache.join("digests/803-ffff").symlink_metadata().is_ok());
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep");
+        // Nothing left to remove, and a directory without records is fine.
+        assert_eq!(CacheEntry::remove_records(cache).unwrap(), 0);
+        assert_eq!(
+            CacheEntry::remove_records(&cache.join("missing")).unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -341,6 +341,14 @@ pub(crate) fn edit_in_place(path: &Path, offset: u64, byte: u8, restore_mtime: b
     }
 }
 
+/// `identity` as if its file's bytes were read just now.
+pub(crate) fn read_now(identity: FileIdentity) -> crate::source::ReadVersion {
+    crate::source::ReadVersion {
+        identity,
+        started: SystemTime::now(),
+    }
+}
+
 fn seal_len(setup: &Setup) -> usize {
     std::fs::read(setup.seal()).unwrap().len()
 }
@@ -429,10 +437,13 @@ fn a_racy_identity_is_not_recorded() {
     let component = setup.dir.path().join("plugin.wasm");
     std::fs::write(&component, &setup.bytes).unwrap();
     let identity = FileIdentity::of(&std::fs::metadata(&component).unwrap());
-    setup
-        .cache
-        .record_digest(identity, &setup.sha256, Default::default());
-    assert!(setup.cache.digest_of(&identity).is_none());
+    setup.cache.record_digest(
+        read_now(identity),
+        &setup.sha256,
+        &setup.bytes,
+        Default::default(),
+    );
+    assert!(setup.cache.digest_of(&identity, &setup.bytes).is_none());
 
     // Once settled, both are recorded.
     let mut settled = setup.cache.clone();
@@ -440,9 +451,16 @@ fn a_racy_identity_is_not_recorded() {
     settle();
     compile(&settled, &setup.engine, &setup.sha256, &setup.bytes);
     assert_eq!(seal_len(&setup), SEAL_WITH_IDENTITY_LEN);
-    settled.record_digest(identity, &setup.sha256, Default::default());
+    settled.record_digest(
+        read_now(identity),
+        &setup.sha256,
+        &setup.bytes,
+        Default::default(),
+    );
     assert_eq!(
-        settled.digest_of(&identity).map(|digested| digested.sha256),
+        settled
+            .digest_of(&identity, &setup.bytes)
+            .map(|digested| digested.sha256),
         Some(setup.sha256)
     );
 }
@@ -454,12 +472,15 @@ fn a_forged_digest_record_is_ignored() {
     std::fs::write(&component, &setup.bytes).unwrap();
     settle();
     let identity = FileIdentity::of(&std::fs::metadata(&component).unwrap());
-    setup
-        .cache
-        .record_digest(identity, &setup.sha256, Default::default());
+    setup.cache.record_digest(
+        read_now(identity),
+        &setup.sha256,
+        &setup.bytes,
+        Default::default(),
+    );
     let record = setup.cache.digest_path(&identity);
     let sound = std::fs::read(&record).unwrap();
-    assert!(setup.cache.digest_of(&identity).is_some());
+    assert!(setup.cache.digest_of(&identity, &setup.bytes).is_some());
 
     // Claiming another component's hash for the file breaks the seal.
     let other = sha256_of(&wat::parse_str(OTHER_COMPONENT).unwrap());
@@ -467,22 +488,22 @@ fn a_forged_digest_record_is_ignored() {
     let sha_at = 8 + 4 + FileIdentity::LEN;
     claimed[sha_at..sha_at + 32].copy_from_slice(&other);
     std::fs::write(&record, &claimed).unwrap();
-    assert!(setup.cache.digest_of(&identity).is_none());
+    assert!(setup.cache.digest_of(&identity, &setup.bytes).is_none());
 
     // So does sealing it with another key.
     let mut forger = open(&setup.dir, "compiled", "elsewhere/cache.key");
     forger.racy_window = TEST_RACY_WINDOW;
-    forger.record_digest(identity, &other, Default::default());
-    assert!(forger.digest_of(&identity).is_some());
-    assert!(setup.cache.digest_of(&identity).is_none());
+    forger.record_digest(read_now(identity), &other, &setup.bytes, Default::default());
+    assert!(forger.digest_of(&identity, &setup.bytes).is_some());
+    assert!(setup.cache.digest_of(&identity, &setup.bytes).is_none());
 
     // And a sound record of another identity (an older version) is stale.
     std::fs::write(&record, &sound).unwrap();
-    assert!(setup.cache.digest_of(&identity).is_some());
+    assert!(setup.cache.digest_of(&identity, &setup.bytes).is_some());
     edit_in_place(&component, 0, b'\0', true);
     let edited = FileIdentity::of(&std::fs::metadata(&component).unwrap());
     assert_ne!(edited, identity);
-    assert!(setup.cache.digest_of(&edited).is_none());
+    assert!(setup.cache.digest_of(&edited, &setup.bytes).is_none());
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! An outcome is a pure function of what it names (the component's
 //! SHA-256, the SHA-256 of the detached signature or that the embedded one
-//! was used, and the public key with its key id), so it holds whatever the
+//! was used, the public key with its key id, and the checker's version,
+//! [`CHECKER`]), so it holds whatever the
 //! trust store says later: the trust policy is applied afresh to the
 //! outcomes on every load. A record is `verified/HASH`, named after the
 //! SHA-256 of those inputs; it is believed only when its MAC holds and it
@@ -19,8 +20,12 @@ use crate::fsutil;
 
 /// Tags a verification record, so that no other sealed record passes for one.
 const VERIFIED_TAG: &[u8; 8] = b"WARDENV\x01";
+/// The signature checker whose outcomes a record holds: the `wasmsign2`
+/// version Warden is built with (a test checks it against `Cargo.lock`),
+/// so that an upgrade, which may check differently, never reuses them.
+pub(crate) const CHECKER: &str = "wasmsign2 0.2.8";
 /// The cache's subdirectory of verification records.
-const VERIFIED_DIR: &str = "verified";
+pub(super) const VERIFIED_DIR: &str = "verified";
 /// The largest record read: a public key and its id are well under this.
 const MAX_RECORD_LEN: usize = 4096;
 /// Outcome byte of a signature that verified.
@@ -49,6 +54,8 @@ impl Verification<'_> {
         let mut inputs = Vec::with_capacity(128);
         inputs.extend_from_slice(VERIFIED_TAG);
         inputs.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        inputs.extend_from_slice(&(CHECKER.len() as u32).to_le_bytes());
+        inputs.extend_from_slice(CHECKER.as_bytes());
         inputs.extend_from_slice(self.component_sha256);
         match self.detached_sha256 {
             Some(sha256) => {

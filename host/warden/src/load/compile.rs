@@ -77,9 +77,9 @@ pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<C
     let footprint = match digested.footprint {
         Some(footprint) => footprint,
         None => {
-            let footprint = Footprint::of_component(read::checked_bytes(&source)?)?;
-            if let (Some(cache), Some(identity)) = (&cache, source.read_identity()) {
-                cache.record_digest(identity, &sha256, footprint);
+            let footprint = Footprint::of_component(read::checked_bytes(&source, cache.as_ref())?)?;
+            if let (Some(cache), Some(version)) = (&cache, source.read_version()) {
+                cache.record_digest(version, &sha256, source.prefix(), footprint);
             }
             footprint
         }
@@ -94,8 +94,10 @@ pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<C
     }
     let name = source.name.clone();
     let (component, cached) = on_blocking_pool(engine, move |engine| match &cache {
-        Some(cache) => cache.get_or_compile(engine, &sha256, || read::checked_bytes(&source)),
-        None => Component::new(engine, read::checked_bytes(&source)?)
+        Some(cache) => cache.get_or_compile(engine, &sha256, || {
+            read::checked_bytes(&source, Some(cache))
+        }),
+        None => Component::new(engine, read::checked_bytes(&source, None)?)
             .map(|component| (component, false))
             .map_err(|err| {
                 Error::invalid_plugin(format!(
@@ -134,9 +136,11 @@ pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<C
 /// Compiles a WASI preview 1 core module. Modules skip the compile cache:
 /// preview 1 programs are small and compile in milliseconds.
 pub(crate) async fn preview1(
-    engine: &Engine,
+    runtime: &Runtime,
     verified: Verified,
 ) -> Result<Compiled<Module>, Error> {
+    let engine = runtime.engine();
+    let cache = runtime.compile_cache().cloned();
     let Verified {
         source,
         sha256,
@@ -146,7 +150,7 @@ pub(crate) async fn preview1(
     } = verified;
     let name = source.name.clone();
     let (size, compiled) = on_blocking_pool(engine, move |engine| {
-        let bytes = read::checked_bytes(&source)?;
+        let bytes = read::checked_bytes(&source, cache.as_ref())?;
         Ok::<_, Error>((bytes.len() as u64, Module::new(engine, bytes)))
     })
     .await??;

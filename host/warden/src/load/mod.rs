@@ -52,7 +52,10 @@ pub(crate) async fn plugin(
     source: Source,
     sandbox: Sandbox,
 ) -> Result<Plugin, Error> {
-    let compiled = component(runtime, source, sandbox).await?;
+    let compiled = repairing(source, sandbox, |source, sandbox| {
+        component(runtime, source, sandbox)
+    })
+    .await?;
     world_check::plugin(&compiled.code, runtime.engine())?;
     let pre = link::plugin(runtime.linker(), &compiled.code)?;
     Ok(Plugin::new(admit::admit(compiled, runtime.clone())?, pre))
@@ -60,6 +63,18 @@ pub(crate) async fn plugin(
 
 /// Loads a program: a `wasi:cli/run` component or a WASI preview 1 command.
 pub(crate) async fn program(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<Program, Error> {
+    repairing(source, sandbox, |source, sandbox| {
+        program_once(runtime, source, sandbox)
+    })
+    .await
+}
+
+/// [`program`], once.
+async fn program_once(
     runtime: &Runtime,
     source: Source,
     sandbox: Sandbox,
@@ -76,7 +91,7 @@ pub(crate) async fn program(
             ))
         }
         BinaryKind::CoreModule => {
-            let compiled = compile::preview1(runtime.engine(), verified).await?;
+            let compiled = compile::preview1(runtime, verified).await?;
             preview1::check_command(&compiled.code)?;
             let pre = link::preview1(runtime.preview1_linker(), &compiled.code)?;
             Ok(Program::new(
@@ -94,7 +109,10 @@ pub(crate) async fn world(
     sandbox: Sandbox,
     world: &World,
 ) -> Result<WorldPlugin, Error> {
-    let mut compiled = component(runtime, source, sandbox).await?;
+    let mut compiled = repairing(source, sandbox, |source, sandbox| {
+        component(runtime, source, sandbox)
+    })
+    .await?;
     let defined = capabilities::host_capabilities_of(
         &compiled.info.imports,
         &compiled.sandbox,
@@ -115,11 +133,36 @@ pub(crate) async fn compile_only(
     source: Source,
     sandbox: Sandbox,
 ) -> Result<ComponentInfo, Error> {
-    let verified = read_and_verify(runtime, source, sandbox)?;
-    Ok(match verified.kind {
-        BinaryKind::Component => compile::component(runtime, verified).await?.info,
-        BinaryKind::CoreModule => compile::preview1(runtime.engine(), verified).await?.info,
+    repairing(source, sandbox, |source, sandbox| async move {
+        let verified = read_and_verify(runtime, source, sandbox)?;
+        Ok(match verified.kind {
+            BinaryKind::Component => compile::component(runtime, verified).await?.info,
+            BinaryKind::CoreModule => compile::preview1(runtime, verified).await?.info,
+        })
     })
+    .await
+}
+
+/// Runs the `stages` of a load on `source`, and once more when they failed
+/// because its bytes did not match the digest the digest index gave for
+/// its file ([`read::checked_bytes`] removed the record and gave the source
+/// the bytes' own digest): the trust check then judges, and the compile
+/// stage compiles, the bytes actually read.
+async fn repairing<T, Stages, Run>(
+    source: Source,
+    sandbox: Sandbox,
+    stages: Stages,
+) -> Result<T, Error>
+where
+    Stages: Fn(Source, Sandbox) -> Run,
+    Run: Future<Output = Result<T, Error>>,
+{
+    let again = (source.clone(), sandbox.clone());
+    let repaired_before = source.digest_repaired();
+    match stages(source, sandbox).await {
+        Err(_) if !repaired_before && again.0.digest_repaired() => stages(again.0, again.1).await,
+        done => done,
+    }
 }
 
 /// The component's SHA-256, as a load on `runtime` sees it (and remembered
@@ -137,19 +180,28 @@ pub(crate) fn inspect_signatures(
     policy: &TrustPolicy,
 ) -> Result<Vec<SignatureCheck>, Error> {
     let cache = runtime.compile_cache();
-    let digested = read::digest(source, cache)?;
-    let bytes = || read::checked_bytes(source);
-    let subject = Subject {
-        sha256: Some(&digested.sha256),
-        prefix: read::prefix(source, digested)?,
-        bytes: &bytes,
-        detached: source.detached_signature(),
-        outcomes: cache,
+    let inspect = || -> Result<Vec<SignatureCheck>, Error> {
+        let digested = read::digest(source, cache)?;
+        let bytes = || read::checked_bytes(source, cache);
+        let subject = Subject {
+            sha256: Some(&digested.sha256),
+            prefix: read::prefix(source, digested)?,
+            bytes: &bytes,
+            detached: source.detached_signature(),
+            outcomes: cache,
+        };
+        trust::inspect(&subject, policy)?.map_err(|failure| Error::Untrusted {
+            failure,
+            signatures: Vec::new(),
+        })
     };
-    trust::inspect(&subject, policy)?.map_err(|failure| Error::Untrusted {
-        failure,
-        signatures: Vec::new(),
-    })
+    // As a load does (see `repairing`): once more on the bytes' own digest
+    // when the digest index was wrong about them.
+    let repaired_before = source.digest_repaired();
+    match inspect() {
+        Err(_) if !repaired_before && source.digest_repaired() => inspect(),
+        done => done,
+    }
 }
 
 /// Checks the limits against the runtime, then identifies and verifies the
@@ -177,3 +229,10 @@ async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
 
 #[cfg(test)]
 mod tests;
+
+/// [`read::binary_kind`], for the source's tests: whether the bytes are
+/// refused as not WebAssembly.
+#[cfg(test)]
+pub(crate) fn binary_kind_for_tests(bytes: &[u8]) -> Result<(), Error> {
+    read::binary_kind(bytes).map(|_| ())
+}

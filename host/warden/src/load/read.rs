@@ -51,7 +51,7 @@ pub(crate) fn digest<'s>(
     let indexed = source
         .opened_identity()
         .zip(cache)
-        .and_then(|(identity, cache)| cache.digest_of(&identity));
+        .and_then(|(identity, cache)| cache.digest_of(&identity, source.prefix()));
     let digested = match indexed {
         Some(indexed) => indexed,
         None => {
@@ -74,10 +74,16 @@ pub(crate) fn prefix<'s>(source: &'s Source, digested: &Digested) -> Result<&'s 
 }
 
 /// The component's bytes, checked against its digest when that came from
-/// the digest index: the file could have changed after it was opened, and
-/// code compiled (or a signature checked) must be for the bytes the digest
-/// names.
-pub(crate) fn checked_bytes(source: &Source) -> Result<&[u8], Error> {
+/// the digest index: code compiled (or a signature checked) must be for the
+/// bytes the digest names. Bytes that do not match it (the index's record
+/// was wrong: the file changed in a way its identity did not show) are an
+/// error, after the record is removed from `cache` and the source's digest
+/// replaced by theirs ([`Source::repair_digest`]): the caller runs what it
+/// judged with the wrong digest again ([`super::repairing`]).
+pub(crate) fn checked_bytes<'s>(
+    source: &'s Source,
+    cache: Option<&CompileCache>,
+) -> Result<&'s [u8], Error> {
     let bytes = source.bytes()?;
     let Some(digested) = source.digested().filter(|digested| digested.indexed) else {
         return Ok(bytes);
@@ -86,11 +92,20 @@ pub(crate) fn checked_bytes(source: &Source) -> Result<&[u8], Error> {
         .bytes_match
         .get_or_init(|| <[u8; 32]>::from(Sha256::digest(bytes)) == digested.sha256);
     if matches {
-        Ok(bytes)
-    } else {
-        Err(Error::io(
-            format!("cannot load `{}`", source.name()),
-            std::io::Error::other("its file changed while it was being loaded; load it again"),
-        ))
+        return Ok(bytes);
     }
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    if let (Some(cache), Some(identity)) = (cache, source.opened_identity()) {
+        tracing::warn!(
+            target: "warden::cache",
+            component = source.name(),
+            "the digest index was wrong about this file; hashing it"
+        );
+        cache.forget_digest(&identity);
+    }
+    source.repair_digest(Digested::hashed(sha256, bytes.len() as u64));
+    Err(Error::io(
+        format!("cannot load `{}`", source.name()),
+        std::io::Error::other("its digest index record was wrong; load it again"),
+    ))
 }

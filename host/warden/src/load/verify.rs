@@ -29,7 +29,7 @@ pub(crate) fn verify(
 ) -> Result<Verified, Error> {
     let digested = read::digest(&source, cache)?;
     let sha256 = digested.sha256;
-    let bytes = || read::checked_bytes(&source);
+    let bytes = || read::checked_bytes(&source, cache);
     let subject = Subject {
         sha256: Some(&digested.sha256),
         prefix: read::prefix(&source, digested)?,
@@ -37,7 +37,21 @@ pub(crate) fn verify(
         detached: source.detached_signature(),
         outcomes: cache,
     };
-    let verdict = trust::check(&subject, &sandbox.trust)?;
+    let verdict = match trust::check(&subject, &sandbox.trust) {
+        Ok(verdict) => verdict,
+        // A refusal of what the digest index said the file is must be a
+        // refusal of the file: a wrong record is found (and the load run
+        // again) rather than refusing the file forever.
+        Err(refusal) if digested.indexed => {
+            if let Err(wrong) = read::checked_bytes(&source, cache)
+                && source.digest_repaired()
+            {
+                return Err(wrong);
+            }
+            return Err(refusal);
+        }
+        Err(refusal) => return Err(refusal),
+    };
     Ok(Verified {
         source,
         sha256,

@@ -191,7 +191,7 @@ async fn off_thread<T: Send + 'static>(
 /// Reads `path` (a `what` file, for messages) if it is a regular file of at
 /// most `max` bytes. It is opened without blocking, so a FIFO or a device
 /// is refused instead of waited on.
-fn read_regular_file(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_regular_file(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, Error> {
     let context = || format!("cannot read {what} `{}`", path.display());
     let (file, metadata) =
         crate::fsutil::open_without_blocking(path).map_err(|err| Error::io(context(), err))?;

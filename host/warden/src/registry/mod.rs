@@ -23,6 +23,7 @@
 //! version serving, since that one was verified as it was.
 
 mod files;
+pub(crate) use files::read_regular_file;
 mod reload;
 mod shutdown;
 

@@ -46,18 +46,21 @@ impl SignatureStatus {
 }
 
 /// Finds and checks every signature of a source, without applying the
-/// policy's verdict (what `warden verify` shows). `Err` when a signature is
-/// present but malformed, or when the source's file cannot be read.
+/// policy's verdict (what `warden verify` shows). The component's bytes are
+/// read first, so that the signatures found and the bytes checked are of
+/// one version of its file. A signature that is present but malformed is
+/// [`Error::Untrusted`] with [`TrustFailure::BadSignature`]; a file that
+/// cannot be read (or changed since it was opened) is [`Error::Io`].
 pub fn inspect_signatures(
     source: &Source,
     policy: &TrustPolicy,
-) -> Result<Vec<SignatureCheck>, TrustFailure> {
-    let bytes = || source.bytes();
-    let subject = Subject::in_memory(&bytes, source.prefix(), source.detached_signature());
-    inspect(&subject, policy).unwrap_or_else(|err| {
-        Err(TrustFailure::BadSignature(format!(
-            "the plugin cannot be read ({err})"
-        )))
+) -> Result<Vec<SignatureCheck>, Error> {
+    let read = source.bytes()?;
+    let bytes = || Ok(read);
+    let subject = Subject::in_memory(&bytes, read, source.detached_signature());
+    inspect(&subject, policy)?.map_err(|failure| Error::Untrusted {
+        failure,
+        signatures: Vec::new(),
     })
 }
 
@@ -111,7 +114,7 @@ pub(crate) fn inspect(
         if already_checked || (!claims && anonymous == 0) {
             continue;
         }
-        let status = match verifies(subject, key, &key_id)? {
+        let status = match verifies(subject, key, &key_id, claims)? {
             true => SignatureStatus::Valid,
             // An anonymous signature this key did not make is not this key's.
             false if !claims => continue,
@@ -150,8 +153,16 @@ pub(crate) fn inspect(
 
 /// Whether `key`'s signature over the subject verifies: the remembered
 /// outcome of the same check when there is one, else checked over the
-/// component's bytes (and remembered).
-fn verifies(subject: &Subject<'_>, key: &PublicKey, key_id: &str) -> Result<bool, Error> {
+/// component's bytes and remembered, unless it failed for a key the
+/// signature does not name (`claims`): every known key is tried on an
+/// anonymous signature, and remembering each one's failure would add a
+/// record per known key and component.
+fn verifies(
+    subject: &Subject<'_>,
+    key: &PublicKey,
+    key_id: &str,
+    claims: bool,
+) -> Result<bool, Error> {
     let public_key = key.to_bytes();
     let remembered = subject
         .outcomes
@@ -176,7 +187,9 @@ fn verifies(subject: &Subject<'_>, key: &PublicKey, key_id: &str) -> Result<bool
         .inner()
         .verify(&mut Cursor::new((subject.bytes)()?), subject.detached)
         .is_ok();
-    if let Some((outcomes, verification)) = &remembered {
+    if let Some((outcomes, verification)) = &remembered
+        && (valid || claims)
+    {
         outcomes.record_verified(verification, valid);
     }
     Ok(valid)
@@ -193,9 +206,16 @@ fn signature_section_end(bytes: &[u8]) -> Option<usize> {
 }
 
 /// An unsigned LEB128 number of at most 32 bits, and how many bytes it took.
+/// A fifth byte may only hold the top four bits (as the WebAssembly spec
+/// says): anything above them would be dropped by the shift.
 fn read_leb128_u32(bytes: &[u8]) -> Option<(u32, usize)> {
+    /// The bits of a fifth byte that fit in 32 bits (7 × 4 = 28 below).
+    const LAST_BYTE_BITS: u8 = 0x0f;
     let mut value: u32 = 0;
     for (index, byte) in bytes.iter().take(5).enumerate() {
+        if index == 4 && byte & !LAST_BYTE_BITS != 0 {
+            return None;
+        }
         value |= u32::from(byte & 0x7f).checked_shl(7 * index as u32)?;
         if byte & 0x80 == 0 {
             return Some((value, index + 1));
@@ -250,4 +270,24 @@ pub fn sign(bytes: &[u8], key: &SecretKey, detached: bool) -> Result<Vec<u8>, Er
     let mut out = Vec::with_capacity(bytes.len() + 256);
     signed.serialize(&mut out).map_err(invalid)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_leb128_u32;
+
+    #[test]
+    fn a_fifth_leb128_byte_above_32_bits_is_refused() {
+        assert_eq!(read_leb128_u32(&[0x05]), Some((5, 1)));
+        assert_eq!(
+            read_leb128_u32(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Some((u32::MAX, 5))
+        );
+        // 0x1f and 0x7f set bits past 32, which the shift would drop: a
+        // section size read as something other than what the bytes say.
+        for last in [0x10, 0x1f, 0x7f] {
+            assert_eq!(read_leb128_u32(&[0x80, 0x80, 0x80, 0x80, last]), None);
+        }
+        assert_eq!(read_leb128_u32(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]), None);
+    }
 }
