@@ -337,6 +337,25 @@ impl CompileCache {
             .join(format!("{}-{engine_hash:016x}.cwasm", hex::encode(sha256)))
     }
 
+    /// Seals `record` with the cache key and writes it at `path`, in the
+    /// cache's subdirectory `dir` (created if missing). Records only save
+    /// later loads work, so one that cannot be written is a warning naming
+    /// `what` it would have recorded.
+    fn write_sealed_record(&self, dir: &str, path: &Path, mut record: Vec<u8>, what: &str) {
+        let mac = self.key.tag(&[&record]);
+        record.extend_from_slice(&mac);
+        let written = fsutil::create_private_dir(&self.dir.join(dir))
+            .map_err(|err| Error::io(format!("creating `{}`", self.dir.join(dir).display()), err))
+            .and_then(|()| fsutil::write_private_file_atomically(path, &record));
+        if let Err(err) = written {
+            tracing::warn!(
+                target: "warden::cache",
+                path = %path.display(),
+                "not recording {what}: {err}"
+            );
+        }
+    }
+
     /// Maps the entry's artifact after checking it; wasmtime is handed the
     /// file that was checked.
     fn load(

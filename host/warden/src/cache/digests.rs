@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CompileCache, FORMAT_VERSION, MAC_LEN, read_small_file};
 use crate::footprint::Footprint;
-use crate::fsutil::{self, FileIdentity};
+use crate::fsutil::FileIdentity;
 #[cfg(doc)]
 use crate::source::PREFIX_LEN;
 use crate::source::{Digested, ReadVersion};
@@ -111,19 +111,8 @@ impl CompileCache {
         ] {
             record.extend_from_slice(&count.to_le_bytes());
         }
-        let mac = self.key.tag(&[&record]);
-        record.extend_from_slice(&mac);
         let path = self.digest_path(&identity);
-        let written = fsutil::create_private_dir(&self.dir.join(DIGESTS_DIR))
-            .map_err(|err| crate::error::Error::io("creating the digest index", err))
-            .and_then(|()| fsutil::write_private_file_atomically(&path, &record));
-        if let Err(err) = written {
-            tracing::warn!(
-                target: "warden::cache",
-                path = %path.display(),
-                "not recording a component's digest: {err}"
-            );
-        }
+        self.write_sealed_record(DIGESTS_DIR, &path, record, "a component's digest");
     }
 
     /// Removes the record for the file with `identity`: bytes read from it

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{CompileCache, FORMAT_VERSION, MAC_LEN, read_small_file};
-use crate::fsutil;
 
 /// Tags a verification record, so that no other sealed record passes for one.
 const VERIFIED_TAG: &[u8; 8] = b"WARDENV\x01";
@@ -105,18 +104,7 @@ impl CompileCache {
         let mut record = verification.inputs();
         let path = self.verified_path(&record);
         record.push(if valid { VALID } else { INVALID });
-        let mac = self.key.tag(&[&record]);
-        record.extend_from_slice(&mac);
-        let written = fsutil::create_private_dir(&self.dir.join(VERIFIED_DIR))
-            .map_err(|err| crate::error::Error::io("creating the verification records", err))
-            .and_then(|()| fsutil::write_private_file_atomically(&path, &record));
-        if let Err(err) = written {
-            tracing::warn!(
-                target: "warden::cache",
-                path = %path.display(),
-                "not recording a signature check: {err}"
-            );
-        }
+        self.write_sealed_record(VERIFIED_DIR, &path, record, "a signature check");
     }
 
     fn verified_path(&self, inputs: &[u8]) -> PathBuf {
