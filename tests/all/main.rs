@@ -19,6 +19,7 @@ mod registry;
 mod scale;
 mod slots;
 mod trust;
+mod world_v0_2;
 
 use std::time::Duration;
 

@@ -31,3 +31,36 @@ mod generated {
 }
 
 pub use generated::*;
+
+/// Bindings for the exports of `warden:plugin@0.2.0`'s widest world
+/// (`streaming-lifecycle-plugin`). Its imports are all linked from
+/// `wasmtime-wasi`'s WASI 0.3 (`p3`) and the same capabilities as 0.1's, so
+/// they are mapped onto existing bindings; only the exports are new. Each
+/// export interface is loaded on its own, so that plugins without the
+/// optional `streaming` or `lifecycle` exports use the same bindings.
+pub mod v0_2 {
+    #[expect(missing_docs, reason = "bindgen-generated code")]
+    mod generated {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.2",
+            world: "warden:plugin/streaming-lifecycle-plugin@0.2.0",
+            imports: { default: async | trappable },
+            exports: { default: async | store },
+            with: {
+                "wasi:clocks@0.2.12": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:cli@0.3.0": wasmtime_wasi::p3::bindings::cli,
+                "wasi:clocks@0.3.0": wasmtime_wasi::p3::bindings::clocks,
+                "wasi:filesystem@0.3.0": wasmtime_wasi::p3::bindings::filesystem,
+                "wasi:random@0.3.0": wasmtime_wasi::p3::bindings::random,
+                "wasi:sockets@0.3.0": wasmtime_wasi::p3::bindings::sockets,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "wasi:logging": super::super::wasi::logging,
+                "wasi:config": super::super::wasi::config,
+                "wasi:keyvalue": super::super::wasi::keyvalue,
+            },
+        });
+    }
+
+    pub use generated::*;
+}

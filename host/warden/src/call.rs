@@ -15,6 +15,7 @@
 //! 7. count the call in the component's metrics, once.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
@@ -120,7 +121,20 @@ async fn run<W: GuestWork>(
     store: &mut Store<HostState>,
     work: W,
 ) -> Outcome<W::Output> {
-    let call = match CallScope::begin(store, loaded) {
+    host_call(loaded, store, loaded.sandbox.limits.timeout, work).await
+}
+
+/// Arms the store for `timeout`, runs `work` until the deadline, classifies
+/// what went wrong and finishes the report. Not counted as a call: with
+/// a timeout other than the limits', this is the host's own call into a
+/// live instance, such as `shutdown`.
+pub(crate) async fn host_call<W: GuestWork>(
+    loaded: &Loaded,
+    store: &mut Store<HostState>,
+    timeout: Duration,
+    work: W,
+) -> Outcome<W::Output> {
+    let call = match CallScope::begin(store, loaded, timeout) {
         Ok(call) => call,
         Err(err) => return Outcome::before_guest(err),
     };

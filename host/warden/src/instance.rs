@@ -1,11 +1,13 @@
 //! A live plugin [`Instance`]: one store, initialised once, called many times.
 
+use std::time::Duration;
+
 use wasmtime::Store;
 
-use crate::Metadata;
-use crate::bindings::Plugin as PluginBindings;
 use crate::call::{self, GuestWork, NewInstance, Slot};
 use crate::error::{Error, ErrorKind};
+use crate::guest::Guest;
+use crate::metadata::Metadata;
 use crate::plugin::{Action, Plugin};
 use crate::report::Outcome;
 use crate::state::HostState;
@@ -25,7 +27,7 @@ use crate::state::HostState;
 pub struct Instance {
     plugin: Plugin,
     store: Store<HostState>,
-    guest: PluginBindings,
+    guest: Guest,
     metadata: Metadata,
     discarded_after: Option<ErrorKind>,
     calls: u32,
@@ -37,7 +39,7 @@ impl Instance {
     pub(crate) fn new(
         plugin: Plugin,
         instance: NewInstance,
-        guest: PluginBindings,
+        guest: Guest,
         metadata: Metadata,
     ) -> Self {
         Instance {
@@ -71,6 +73,22 @@ impl Instance {
         self.discarded_after.is_some()
     }
 
+    /// Ends the instance: a plugin that exports `warden:plugin/lifecycle`
+    /// (world 0.2) gets its `shutdown` called first, once, under
+    /// [`SHUTDOWN_TIMEOUT`], when the instance is still sound (never after a
+    /// trap or a limit discarded it). Returns that call's outcome, with what
+    /// it logged and printed, or `None` when there was none to make.
+    ///
+    /// Dropping an instance instead skips `shutdown`.
+    pub async fn shutdown(mut self) -> Option<Outcome<()>> {
+        if self.is_discarded() || !self.plugin.has_lifecycle() {
+            return None;
+        }
+        let work = Shutdown { guest: &self.guest };
+        let loaded = self.plugin.loaded();
+        Some(call::host_call(loaded, &mut self.store, SHUTDOWN_TIMEOUT, work).await)
+    }
+
     /// Runs one action on this instance.
     pub async fn execute(&mut self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
         let loaded = self.plugin.loaded();
@@ -95,9 +113,27 @@ impl Instance {
     }
 }
 
+/// How long a plugin's `shutdown` may take: it is for flushing and saying
+/// goodbye, not for work, and it holds up whatever retires the instance (a
+/// reload, a server's drain).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The host's `shutdown` call into a live instance.
+struct Shutdown<'a> {
+    guest: &'a Guest,
+}
+
+impl GuestWork for Shutdown<'_> {
+    type Output = ();
+
+    async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<(), Error>> {
+        self.guest.shutdown(store).await.map(Ok)
+    }
+}
+
 /// A call into a live instance: `execute` alone, its `init` long done.
 struct KeptCall<'a> {
-    guest: &'a PluginBindings,
+    guest: &'a Guest,
     /// The instance's call count, raised once the call gets to run.
     calls: &'a mut u32,
     action: Action<'a>,

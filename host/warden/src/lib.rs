@@ -81,11 +81,13 @@ mod error;
 mod footprint;
 mod fsutil;
 mod grants;
+mod guest;
 mod host_memory;
 mod instance;
 mod limits;
 mod load;
 mod manifest;
+mod metadata;
 mod metrics;
 mod plugin;
 mod preview1;
@@ -95,6 +97,7 @@ mod report;
 mod runtime;
 mod source;
 mod state;
+mod streaming;
 pub mod terminal;
 pub mod trust;
 pub mod units;
@@ -117,13 +120,15 @@ pub use capabilities::sockets::SocketPattern;
 pub use capabilities::{CapabilityUse, Denial, HostCapability, Risk, Stdio};
 pub use error::{Error, ErrorKind, unknown_action_message};
 pub use grants::{DirAccess, Grants, Preopen, Sandbox};
+pub use guest::WorldVersion;
 pub use host_memory::{MAX_RECORD_TEXT_BYTES, truncate_record_text};
-pub use instance::Instance;
+pub use instance::{Instance, SHUTDOWN_TIMEOUT};
 pub use limits::{LimitRefusal, LimitedResource, Limits};
 pub use load::ComponentInfo;
 pub use manifest::{
     GrantOptions, InvalidSetting, LimitOptions, Manifest, PluginEntry, ServeSettings,
 };
+pub use metadata::{ActionDetails, Metadata};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use plugin::{GUEST_INTERFACE, Plugin};
 pub use program::{Program, RUN_INTERFACE};
@@ -132,10 +137,9 @@ pub use report::{Captured, LogLevel, LogRecord, Outcome, Report};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use source::Source;
 pub use state::HostState;
+pub use streaming::{OutputStream, STREAM_BUFFER_BYTES, StreamOutcome, Streamed};
 pub use trust::TrustPolicy;
 pub use world::{CallFuture, World, WorldPlugin};
 
-/// What a plugin says about itself, returned by its `init`.
-pub use bindings::warden::plugin::types::Metadata;
 /// A failure the plugin reports itself (`plugin-error` in the WIT).
 pub use bindings::warden::plugin::types::PluginError;

@@ -92,6 +92,19 @@ pub struct Limits {
     /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) (host memory).
     /// Default: 64 MiB ([`Limits::DEFAULT_HOST_MEMORY_BYTES`]).
     pub host_memory_bytes: u64,
+    /// Bytes a streaming call ([`Plugin::execute_stream`](crate::Plugin::execute_stream))
+    /// may take in; past it the call fails with
+    /// [`Error::InputTooLarge`](crate::Error::InputTooLarge). Whole-input
+    /// calls are bounded by [`Limits::max_input_bytes`] instead. Default: 4 GiB.
+    pub max_stream_input_bytes: u64,
+    /// Bytes a streaming call may give out; past it the call fails with
+    /// [`Error::OutputTooLarge`](crate::Error::OutputTooLarge). Default: 4 GiB.
+    pub max_stream_output_bytes: u64,
+    /// How long a streaming call may go without either side moving (no
+    /// input taken by the plugin, no output taken by the caller) before it
+    /// fails with [`Error::StreamIdle`](crate::Error::StreamIdle). The whole
+    /// call is bounded by [`Limits::timeout`] as well. Default: 10 s.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Limits {
@@ -128,6 +141,11 @@ impl Limits {
     /// linear memory, so that a plugin can make the host hold at most about
     /// twice what its memory limit says.
     pub const DEFAULT_HOST_MEMORY_BYTES: u64 = 64 << 20;
+    /// Default for [`Limits::max_stream_input_bytes`] and
+    /// [`Limits::max_stream_output_bytes`].
+    pub const DEFAULT_MAX_STREAM_BYTES: u64 = 4 << 30;
+    /// Default for [`Limits::stream_idle_timeout`].
+    pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for Limits {
@@ -150,6 +168,9 @@ impl Default for Limits {
             tables: Self::DEFAULT_TABLES,
             sockets: Self::DEFAULT_SOCKETS,
             host_memory_bytes: Self::DEFAULT_HOST_MEMORY_BYTES,
+            max_stream_input_bytes: Self::DEFAULT_MAX_STREAM_BYTES,
+            max_stream_output_bytes: Self::DEFAULT_MAX_STREAM_BYTES,
+            stream_idle_timeout: Self::DEFAULT_STREAM_IDLE_TIMEOUT,
         }
     }
 }

@@ -3,20 +3,23 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use tokio::io::AsyncRead;
 use wasmtime::Store;
 
-use crate::Metadata;
-use crate::bindings::{Plugin as PluginBindings, PluginPre as PluginBindingsPre};
 use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions};
 use crate::error::Error;
+use crate::guest::{Guest, GuestPre, WorldVersion};
 use crate::instance::Instance;
 use crate::limits::Limits;
 use crate::load::{Loaded, loaded_accessors};
+use crate::metadata::Metadata;
 use crate::report::Outcome;
 use crate::state::HostState;
+use crate::streaming::{self, OutputStream, StreamOutcome};
 
-/// The export every plugin must provide.
+/// The export every plugin of world 0.1 provides; a plugin of world 0.2
+/// exports `warden:plugin/guest@0.2.0` instead (see [`WorldVersion`]).
 pub const GUEST_INTERFACE: &str = "warden:plugin/guest@0.1.0";
 
 /// A plugin ready to run. Cheap to clone; clones share the compiled code.
@@ -31,7 +34,7 @@ pub struct Plugin {
 
 struct PluginInner {
     loaded: Loaded,
-    pre: PluginBindingsPre<HostState>,
+    pre: GuestPre,
     metadata: OnceLock<Metadata>,
     /// Kept instances waiting for their next call (with `calls_per_instance` > 1).
     idle: Mutex<Vec<Instance>>,
@@ -43,7 +46,7 @@ const MAX_IDLE_INSTANCES: usize = 8;
 
 impl Plugin {
     /// A plugin of a loaded component, linked as `pre`.
-    pub(crate) fn new(loaded: Loaded, pre: PluginBindingsPre<HostState>) -> Self {
+    pub(crate) fn new(loaded: Loaded, pre: GuestPre) -> Self {
         Plugin {
             inner: Arc::new(PluginInner {
                 loaded,
@@ -55,6 +58,23 @@ impl Plugin {
     }
 
     loaded_accessors!("plugin");
+
+    /// The version of Warden's plugin world the plugin targets.
+    pub fn world_version(&self) -> WorldVersion {
+        self.inner.pre.version()
+    }
+
+    /// Whether the plugin exports `warden:plugin/streaming` (world 0.2),
+    /// so that [`Plugin::execute_stream`] can call it.
+    pub fn streams(&self) -> bool {
+        self.inner.pre.streams()
+    }
+
+    /// Whether the plugin exports `warden:plugin/lifecycle` (world 0.2):
+    /// its kept instances are told before they are dropped.
+    pub fn has_lifecycle(&self) -> bool {
+        self.inner.pre.has_lifecycle()
+    }
 
     /// The capabilities the plugin imports, with their risk and grant status.
     pub fn capabilities(&self) -> &[CapabilityUse] {
@@ -123,7 +143,7 @@ impl Plugin {
         let outcome = instance.execute(action, input).await;
         let keep = !instance.is_discarded()
             && instance.calls() < self.inner.loaded.sandbox.calls_per_instance;
-        if keep {
+        let retired = if keep {
             let mut idle = self
                 .inner
                 .idle
@@ -131,9 +151,69 @@ impl Plugin {
                 .unwrap_or_else(PoisonError::into_inner);
             if idle.len() < MAX_IDLE_INSTANCES {
                 idle.push(instance);
+                None
+            } else {
+                Some(instance)
             }
+        } else {
+            Some(instance)
+        };
+        if let Some(instance) = retired {
+            // Its `shutdown` (if any) runs without holding up this call.
+            tokio::spawn(instance.shutdown());
         }
         outcome
+    }
+
+    /// Ends the kept instances waiting for their next call (see
+    /// [`Sandbox::calls_per_instance`](crate::Sandbox::calls_per_instance)),
+    /// calling each one's `shutdown` when the plugin exports
+    /// `warden:plugin/lifecycle`. A registry does this for a plugin it
+    /// unloads or replaces, and `warden serve` at the end of its drain;
+    /// calls after it start new instances as needed.
+    pub async fn retire_kept_instances(&self) {
+        let idle = std::mem::take(
+            &mut *self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for instance in idle {
+            instance.shutdown().await;
+        }
+    }
+
+    /// Runs one action of a plugin that exports `warden:plugin/streaming`
+    /// (world 0.2) on input that flows in as the plugin reads it, giving
+    /// its output as the plugin writes it.
+    ///
+    /// The call starts at once on a Tokio task of its own, in a fresh
+    /// instance (instantiate, `init`, `execute-stream`), under the plugin's
+    /// limits: its timeout covers the whole call, time blocked on either
+    /// stream included, and the stream limits
+    /// ([`Limits::max_stream_input_bytes`], [`Limits::max_stream_output_bytes`],
+    /// [`Limits::stream_idle_timeout`]) apply. Read the output while the
+    /// call runs: the host holds at most
+    /// [`STREAM_BUFFER_BYTES`](crate::STREAM_BUFFER_BYTES) of it, after
+    /// which the plugin's writes wait for the reader. The outcome resolves
+    /// when the call is over, with its report; for a plugin without the
+    /// `streaming` export it is [`Error::StreamingUnsupported`].
+    ///
+    /// ```no_run
+    /// # async fn example(plugin: warden::Plugin) -> Result<(), Box<dyn std::error::Error>> {
+    /// let input = tokio::fs::File::open("big.log").await?;
+    /// let (mut output, outcome) = plugin.execute_stream("upper", input);
+    /// tokio::io::copy(&mut output, &mut tokio::io::stdout()).await?;
+    /// let streamed = outcome.await.into_result()?;
+    /// eprintln!("{} bytes in, {} out", streamed.bytes_in, streamed.bytes_out);
+    /// # Ok(()) }
+    /// ```
+    pub fn execute_stream<R>(&self, action: &str, input: R) -> (OutputStream, StreamOutcome)
+    where
+        R: AsyncRead + Send + 'static,
+    {
+        streaming::start(self, action, input)
     }
 
     /// Creates a live instance and runs its `init`. The instance keeps its
@@ -152,7 +232,11 @@ impl Plugin {
         &self.inner.loaded
     }
 
-    fn remember(&self, metadata: Metadata) {
+    pub(crate) fn guest_pre(&self) -> &GuestPre {
+        &self.inner.pre
+    }
+
+    pub(crate) fn remember(&self, metadata: Metadata) {
         // Every instance describes the same plugin; the first answer stands.
         let _ = self.inner.metadata.set(metadata);
     }
@@ -190,13 +274,10 @@ impl<'a> Action<'a> {
     /// Calls the guest's `execute` and enforces the output limit.
     pub(crate) async fn run(
         &self,
-        guest: &PluginBindings,
+        guest: &Guest,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let returned = guest
-            .warden_plugin_guest()
-            .call_execute(store, self.name, self.input)
-            .await?;
+        let returned = guest.execute(store, self.name, self.input).await?;
         Ok(returned.map_err(Error::Plugin).and_then(|output| {
             if output.len() > self.max_output_bytes {
                 return Err(Error::OutputTooLarge {
@@ -223,8 +304,8 @@ impl GuestWork for FreshCall<'_> {
     }
 
     async fn run(self, store: &mut Store<HostState>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        let guest = self.plugin.inner.pre.instantiate_async(&mut *store).await?;
-        match guest.warden_plugin_guest().call_init(&mut *store).await? {
+        let guest = self.plugin.inner.pre.instantiate(&mut *store).await?;
+        match guest.init(&mut *store).await? {
             Ok(metadata) => self.plugin.remember(metadata),
             Err(err) => return Ok(Err(Error::InitFailed(err))),
         }
@@ -238,14 +319,14 @@ struct Init<'a> {
 }
 
 impl GuestWork for Init<'_> {
-    type Output = (PluginBindings, Metadata);
+    type Output = (Guest, Metadata);
 
     async fn run(
         self,
         store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Result<(PluginBindings, Metadata), Error>> {
-        let guest = self.plugin.inner.pre.instantiate_async(&mut *store).await?;
-        let init = guest.warden_plugin_guest().call_init(&mut *store).await?;
+    ) -> wasmtime::Result<Result<(Guest, Metadata), Error>> {
+        let guest = self.plugin.inner.pre.instantiate(&mut *store).await?;
+        let init = guest.init(&mut *store).await?;
         Ok(match init {
             Ok(metadata) => {
                 self.plugin.remember(metadata.clone());

@@ -2,7 +2,7 @@
 //! every plugin is linked against.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,11 +47,16 @@ pub struct Runtime {
 }
 
 struct RuntimeInner {
-    engine: Engine,
-    linker: Linker<HostState>,
+    /// The engine of 0.1 plugins, programs and application worlds: without
+    /// component-model concurrency, which makes every call cheaper.
+    plain: Arc<EngineUnit>,
+    /// The engine of 0.2 plugins (WASI 0.3, async exports and streams),
+    /// created when the first one loads.
+    concurrent: OnceLock<Arc<EngineUnit>>,
+    /// What built `plain`, for building `concurrent` the same way.
+    builder: RuntimeBuilder,
     /// What WASI preview 1 programs are linked against.
     preview1_linker: wasmtime::Linker<HostState>,
-    ticker: EpochTicker,
     cache: Option<CompileCache>,
     on_compile: Option<CompileNotice>,
     slots: Arc<Semaphore>,
@@ -218,6 +223,35 @@ impl RuntimeBuilder {
                 "the instance limit must be greater than zero".into(),
             ));
         }
+        let plain = Arc::new(self.engine_unit(Concurrency::Off)?);
+        let preview1_linker = preview1::linker(&plain.engine).map_err(Error::Internal)?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                plain,
+                concurrent: OnceLock::new(),
+                builder: self.clone(),
+                preview1_linker,
+                cache: self.cache.open(self.cache_key.clone())?,
+                on_compile: self.on_compile.clone(),
+                slots: Arc::new(Semaphore::new(self.max_instances as usize)),
+                max_instances: self.max_instances as usize,
+                capacity: Capacity::new(self.fuel, self.pooling, self.memory_slot_bytes()),
+            }),
+        })
+    }
+
+    /// The largest memory a plugin may have: a pool's memory slot, or the
+    /// configured maximum without pooling.
+    fn memory_slot_bytes(&self) -> u64 {
+        if self.pooling {
+            PoolSizes::for_instances(self.max_instances, self.max_memory_bytes).memory_slot_bytes
+        } else {
+            self.max_memory_bytes
+        }
+    }
+
+    /// An engine configured by this builder, its linker and its epoch thread.
+    fn engine_unit(&self, concurrency: Concurrency) -> Result<EngineUnit, Error> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -228,37 +262,53 @@ impl RuntimeBuilder {
             // it needs room beyond the guest's share.
             .async_stack_size(self.max_wasm_stack + HOST_STACK_HEADROOM)
             .memory_init_cow(true)
-            // Warden's world has no WASI 0.3 (async) interfaces, so stores
-            // need none of the concurrency machinery; without it a component
-            // call costs about a quarter as much.
-            .concurrency_support(false);
-        let max_memory_bytes = if self.pooling {
-            let pool = PoolSizes::for_instances(self.max_instances, self.max_memory_bytes);
-            pool.configure(&mut config);
-            pool.memory_slot_bytes
-        } else {
-            self.max_memory_bytes
-        };
+            // Without the concurrency machinery a component call costs about
+            // a quarter as much, so only 0.2 plugins, whose async exports and
+            // streams need it, get an engine with it.
+            .concurrency_support(concurrency == Concurrency::On);
+        if concurrency == Concurrency::On {
+            config.wasm_component_model_async(true);
+        }
+        if self.pooling {
+            PoolSizes::for_instances(self.max_instances, self.max_memory_bytes)
+                .configure(&mut config);
+        }
         let engine = Engine::new(&config)
             .map_err(|err| Error::InvalidConfig(format!("cannot create the engine: {err:#}")))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker).map_err(Error::Internal)?;
-        let preview1_linker = preview1::linker(&engine).map_err(Error::Internal)?;
+        if concurrency == Concurrency::On {
+            capabilities::add_wasi_0_3_to_linker(&mut linker).map_err(Error::Internal)?;
+        }
         let ticker = EpochTicker::start(engine.clone(), self.epoch_tick)
             .map_err(|err| Error::io("starting the epoch thread", err))?;
-        Ok(Runtime {
-            inner: Arc::new(RuntimeInner {
-                engine,
-                linker,
-                preview1_linker,
-                ticker,
-                cache: self.cache.open(self.cache_key.clone())?,
-                on_compile: self.on_compile.clone(),
-                slots: Arc::new(Semaphore::new(self.max_instances as usize)),
-                max_instances: self.max_instances as usize,
-                capacity: Capacity::new(self.fuel, self.pooling, max_memory_bytes),
-            }),
+        Ok(EngineUnit {
+            engine,
+            linker,
+            ticker,
         })
+    }
+}
+
+/// Whether an engine has component-model concurrency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Concurrency {
+    Off,
+    On,
+}
+
+/// One wasmtime engine, the linker of the plugins that run on it, and the
+/// thread that advances its epoch.
+pub(crate) struct EngineUnit {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    ticker: EpochTicker,
+}
+
+impl EngineUnit {
+    /// Keeps the epoch advancing until the guard is dropped.
+    pub(crate) fn keep_ticking(&self) -> TickGuard {
+        self.ticker.keep_ticking()
     }
 }
 
@@ -294,8 +344,11 @@ impl Runtime {
     }
 
     /// The wasmtime engine, for embedders that need it directly.
+    ///
+    /// This is the engine of 0.1 plugins, programs and application worlds;
+    /// 0.2 plugins run on a second engine with component-model concurrency.
     pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.plain.engine
     }
 
     /// Whether this runtime meters fuel.
@@ -399,15 +452,26 @@ impl Runtime {
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
-        &self.inner.linker
+        &self.inner.plain.linker
+    }
+
+    /// The engine of 0.1 plugins, programs and application worlds.
+    pub(crate) fn plain_engine(&self) -> &Arc<EngineUnit> {
+        &self.inner.plain
+    }
+
+    /// The engine of 0.2 plugins, created on first use.
+    pub(crate) fn concurrent_engine(&self) -> Result<&Arc<EngineUnit>, Error> {
+        if let Some(unit) = self.inner.concurrent.get() {
+            return Ok(unit);
+        }
+        let unit = Arc::new(self.inner.builder.engine_unit(Concurrency::On)?);
+        // Two loads may race to create it; the first one's stands.
+        Ok(self.inner.concurrent.get_or_init(|| unit))
     }
 
     pub(crate) fn preview1_linker(&self) -> &wasmtime::Linker<HostState> {
         &self.inner.preview1_linker
-    }
-
-    pub(crate) fn keep_ticking(&self) -> TickGuard {
-        self.inner.ticker.keep_ticking()
     }
 
     /// Waits for one of the runtime's instance slots.

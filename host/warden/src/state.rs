@@ -172,7 +172,7 @@ impl HostState {
             host_grants: loaded.resources.host_grants.clone(),
             extension: None,
         };
-        let mut store = Store::new(loaded.runtime.engine(), state);
+        let mut store = Store::new(&loaded.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|context| {
             if Instant::now() >= context.data().deadline {
@@ -202,15 +202,20 @@ pub(crate) struct CallScope {
 }
 
 impl CallScope {
-    /// Arms `store` for a call into `loaded` under its limits.
+    /// Arms `store` for a call into `loaded` under its limits, with `timeout`
+    /// (the limits' own, or a shorter one the host chose for `shutdown`).
     ///
     /// When the runtime meters fuel but the limits set no budget, the call may
     /// use as much as it likes and its consumption is still reported.
-    pub(crate) fn begin(store: &mut Store<HostState>, loaded: &Loaded) -> Result<Self, Error> {
+    pub(crate) fn begin(
+        store: &mut Store<HostState>,
+        loaded: &Loaded,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let limits = &loaded.sandbox.limits;
-        let ticking = loaded.runtime.keep_ticking();
+        let ticking = loaded.engine.keep_ticking();
         let started = Instant::now();
-        let deadline = started + limits.timeout;
+        let deadline = started + timeout;
         let state = store.data_mut();
         state.deadline = deadline;
         // A refusal the guest survived in an earlier call explains nothing now.
@@ -227,7 +232,7 @@ impl CallScope {
             _ticking: ticking,
             started,
             deadline,
-            timeout: limits.timeout,
+            timeout,
             fuel_budget,
             instances: limits.instances,
             host_resources: limits.host_resources,

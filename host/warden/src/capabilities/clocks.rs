@@ -48,8 +48,11 @@ pub(crate) struct Clocks;
 
 impl Capability for Clocks {
     const NAME: &'static str = "clocks";
-    const INTERFACES: &'static [&'static str] =
-        &["wasi:clocks/wall-clock", "wasi:clocks/monotonic-clock"];
+    const INTERFACES: &'static [&'static str] = &[
+        "wasi:clocks/wall-clock",
+        "wasi:clocks/monotonic-clock",
+        "wasi:clocks/system-clock",
+    ];
     const HOW_TO_GRANT: &'static str = "always granted";
     type Shared = ();
     type State = ClockState;
@@ -66,6 +69,13 @@ impl Capability for Clocks {
         let getter = <HostState as WasiClocksView>::clocks;
         clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, getter)?;
         monotonic_clock::add_to_linker::<_, MonotonicClock>(linker, monotonic_clock)
+    }
+
+    /// The instance's clocks are the ones [`Clocks::instantiate`] put in
+    /// its WASI context (fixed and stepping ones when deterministic), so
+    /// WASI 0.3's clock functions read the same time as 0.2's.
+    fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wasmtime_wasi::p3::clocks::add_to_linker(linker)
     }
 
     fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {

@@ -42,6 +42,11 @@ impl Capability for Env {
         cli::environment::add_to_linker::<_, WasiCli>(linker, <HostState as WasiCliView>::cli)
     }
 
+    fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        use wasmtime_wasi::p3::bindings::cli;
+        cli::environment::add_to_linker::<_, WasiCli>(linker, <HostState as WasiCliView>::cli)
+    }
+
     fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
         Ok(())
     }

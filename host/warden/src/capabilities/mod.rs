@@ -128,6 +128,15 @@ pub(crate) trait Capability {
     /// Adds its host functions to `linker`.
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
 
+    /// Adds its WASI 0.3 host functions, for plugins of world 0.2, to the
+    /// linker of the engine with component-model concurrency; they must
+    /// grant exactly what its WASI 0.2 functions grant. Default: none (the
+    /// capability has no WASI 0.3 interface, or Warden does not provide it
+    /// yet and such a plugin is refused at load, naming the import).
+    fn add_wasi_0_3_to_linker(_linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
     /// Checks its grant and opens what the grant names, when the plugin
     /// loads.
     fn prepare(plugin_name: &str, sandbox: &Sandbox) -> Result<Self::Shared, Error>;
@@ -152,6 +161,7 @@ pub(crate) struct CapabilityInfo {
     pub granted: fn(&Sandbox) -> bool,
     pub how_to_grant: &'static str,
     pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    pub add_wasi_0_3_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
 
 impl CapabilityInfo {
@@ -163,6 +173,7 @@ impl CapabilityInfo {
             granted: C::granted,
             how_to_grant: C::HOW_TO_GRANT,
             add_to_linker: C::add_to_linker,
+            add_wasi_0_3_to_linker: C::add_wasi_0_3_to_linker,
         }
     }
 }
@@ -186,6 +197,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// for each, in the order `inspect` lists them. `field` names the
 /// capability's part of [`PluginResources`] and [`InstanceState`]; the grant
 /// fields (with their documentation) become fields of [`Grants`].
+/// Adds the WASI 0.3 interfaces of every capability that has them, and
+/// exiting, to a linker that already has everything [`add_to_linker`] adds.
+pub(crate) fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p3::bindings::cli;
+    cli::exit::add_to_linker::<_, WasiCli>(linker, <HostState as WasiCliView>::cli)?;
+    for capability in CAPABILITIES {
+        (capability.add_wasi_0_3_to_linker)(linker)?;
+    }
+    Ok(())
+}
+
 macro_rules! capabilities {
     ($(
         $field:ident: $capability:ty { $($(#[$grant_doc:meta])* $grant:ident: $grant_type:ty,)* };
@@ -329,10 +351,12 @@ mod tests {
 
     /// The interfaces `world plugin` imports, read from `wit/`, with
     /// their versions.
-    fn world_imports() -> Vec<String> {
+    /// The imports of `world plugin` in the WIT package at `dir` (under the
+    /// repository's `wit/`).
+    fn world_imports(dir: &str) -> Vec<String> {
         let mut resolve = wit_parser::Resolve::default();
-        let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
-        let (package, _) = resolve.push_dir(wit).expect("wit/ parses");
+        let wit = format!("{}/../../wit{dir}", env!("CARGO_MANIFEST_DIR"));
+        let (package, _) = resolve.push_dir(&wit).expect("the WIT parses");
         let world = resolve
             .select_world(&[package], Some("plugin"))
             .expect("wit/ defines world plugin");
@@ -344,18 +368,25 @@ mod tests {
     }
 
     #[test]
-    fn every_interface_of_the_world_is_a_capability_or_plumbing() {
-        let imports = world_imports();
+    fn every_interface_of_both_worlds_is_a_capability_or_plumbing() {
+        for dir in ["", "/v0.2"] {
+            every_import_is_a_capability_or_plumbing(&world_imports(dir));
+        }
+    }
+
+    fn every_import_is_a_capability_or_plumbing(imports: &[String]) {
         // Stream plumbing, exiting and Warden's own types carry no authority.
         let plumbing = [
             "wasi:io/error",
             "wasi:io/poll",
             "wasi:io/streams",
             "wasi:cli/exit",
+            "wasi:cli/types",
+            "wasi:clocks/types",
             "warden:plugin/types",
         ];
-        let uses = capabilities_of(&imports, &Sandbox::default());
-        for import in &imports {
+        let uses = capabilities_of(imports, &Sandbox::default());
+        for import in imports {
             let claimed = uses.iter().filter(|u| u.imports.contains(import)).count();
             let is_plumbing = usize::from(plumbing.contains(&unversioned(import)));
             assert_eq!(

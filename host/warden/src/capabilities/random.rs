@@ -52,6 +52,13 @@ impl Capability for Random {
         random::insecure_seed::add_to_linker::<_, WasiRandom>(linker, HostState::random)
     }
 
+    fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        use wasmtime_wasi::p3::bindings::random;
+        random::random::add_to_linker::<_, WasiRandom>(linker, HostState::random)?;
+        random::insecure::add_to_linker::<_, WasiRandom>(linker, HostState::random)?;
+        random::insecure_seed::add_to_linker::<_, WasiRandom>(linker, HostState::random)
+    }
+
     fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
         Ok(())
     }

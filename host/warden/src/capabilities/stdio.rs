@@ -72,6 +72,19 @@ impl Capability for StandardStreams {
         cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, getter)
     }
 
+    fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        use wasmtime_wasi::p3::bindings::cli;
+        let getter = <HostState as WasiCliView>::cli;
+        cli::stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::stderr::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_input::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_output::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stdin::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stdout::add_to_linker::<_, WasiCli>(linker, getter)?;
+        cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, getter)
+    }
+
     fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
         Ok(())
     }

@@ -92,6 +92,29 @@ pub enum Error {
         limit: usize,
     },
 
+    /// Neither side of a streaming call moved (no input taken, no output
+    /// given) for [`Limits::stream_idle_timeout`](crate::Limits::stream_idle_timeout):
+    /// a plugin that never reads its input or never ends its output, or a
+    /// caller that stopped reading.
+    #[error("the stream stalled: neither side moved for {limit:?} (the stream idle timeout)")]
+    StreamIdle {
+        /// The idle timeout.
+        limit: Duration,
+    },
+
+    /// A streaming plugin broke the contract of `execute-stream`, e.g. it
+    /// dropped its outcome future without writing it.
+    #[error("the plugin broke the streaming contract: {0}")]
+    StreamBroken(String),
+
+    /// [`Plugin::execute_stream`](crate::Plugin::execute_stream) was called on
+    /// a plugin that does not export `warden:plugin/streaming@0.2.0`.
+    #[error(
+        "the plugin does not export `warden:plugin/streaming@0.2.0`, so it cannot take streamed input; \
+         call `execute` with the whole input, or rebuild it for world `streaming-plugin` of warden:plugin@0.2.0"
+    )]
+    StreamingUnsupported,
+
     /// The caller passed more bytes than [`Limits::max_input_bytes`](crate::Limits::max_input_bytes).
     #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
     InputTooLarge {
@@ -203,6 +226,12 @@ pub enum ErrorKind {
     OutputTooLarge,
     /// [`Error::InputTooLarge`].
     InputTooLarge,
+    /// [`Error::StreamIdle`].
+    StreamIdle,
+    /// [`Error::StreamBroken`].
+    StreamBroken,
+    /// [`Error::StreamingUnsupported`].
+    StreamingUnsupported,
     /// [`Error::InstanceDiscarded`].
     InstanceDiscarded,
     /// [`Error::Denied`] and [`Error::MissingGrants`].
@@ -235,6 +264,9 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::OutputTooLarge => "output-too-large",
             ErrorKind::InputTooLarge => "input-too-large",
+            ErrorKind::StreamIdle => "stream-idle",
+            ErrorKind::StreamBroken => "stream-broken",
+            ErrorKind::StreamingUnsupported => "streaming-unsupported",
             ErrorKind::InstanceDiscarded => "instance-discarded",
             ErrorKind::Denied => "denied",
             ErrorKind::Untrusted => "untrusted",
@@ -267,6 +299,9 @@ impl Error {
             Error::Trap { .. } => ErrorKind::Trap,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             Error::InputTooLarge { .. } => ErrorKind::InputTooLarge,
+            Error::StreamIdle { .. } => ErrorKind::StreamIdle,
+            Error::StreamBroken(_) => ErrorKind::StreamBroken,
+            Error::StreamingUnsupported => ErrorKind::StreamingUnsupported,
             Error::InstanceDiscarded(_) => ErrorKind::InstanceDiscarded,
             Error::Denied { .. } | Error::MissingGrants(_) => ErrorKind::Denied,
             Error::Untrusted { .. } => ErrorKind::Untrusted,

@@ -10,7 +10,7 @@ use crate::capabilities::{CapabilityUse, PluginResources, Risk};
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{EngineUnit, Runtime};
 
 use super::compile::{Compiled, ComponentInfo};
 
@@ -19,6 +19,9 @@ use super::compile::{Compiled, ComponentInfo};
 pub(crate) struct Loaded {
     /// The runtime its calls run on: its engine, instance slots and epoch.
     pub runtime: Runtime,
+    /// The engine its code was compiled for: the runtime's plain engine, or
+    /// its concurrent one for plugins of world 0.2.
+    pub engine: Arc<EngineUnit>,
     pub name: Arc<str>,
     pub sandbox: Sandbox,
     pub info: ComponentInfo,
@@ -81,6 +84,7 @@ pub(crate) fn admit<Code>(compiled: Compiled<Code>, runtime: Runtime) -> Result<
         .map(|permits| Arc::new(Semaphore::new(permits as usize)));
     Ok(Loaded {
         runtime,
+        engine: compiled.engine,
         name: compiled.name,
         sandbox: compiled.sandbox,
         info: compiled.info,

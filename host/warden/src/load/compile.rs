@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::footprint::Footprint;
 use crate::grants::Sandbox;
 use crate::preview1;
-use crate::runtime::Runtime;
+use crate::runtime::{EngineUnit, Runtime};
 use crate::trust::TrustVerdict;
 
 use super::read;
@@ -48,6 +48,8 @@ pub struct ComponentInfo {
 /// Code compiled for an engine but not yet linked or admitted: a component,
 /// or (for programs) a WASI preview 1 core module.
 pub(crate) struct Compiled<Code = Component> {
+    /// The engine the code was compiled for, which its calls run on.
+    pub engine: Arc<EngineUnit>,
     pub name: Arc<str>,
     pub sandbox: Sandbox,
     pub info: ComponentInfo,
@@ -58,9 +60,14 @@ pub(crate) struct Compiled<Code = Component> {
 /// re-exports them); it is not part of the plugin's interface.
 const TOOLCHAIN_EXPORT: &str = "exports";
 
-/// Compiles a component, or takes it from the runtime's compile cache.
-pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<Compiled, Error> {
-    let engine = runtime.engine();
+/// Compiles a component for `unit`'s engine, or takes it from the
+/// runtime's compile cache.
+pub(crate) async fn component(
+    runtime: &Runtime,
+    verified: Verified,
+    unit: &Arc<EngineUnit>,
+) -> Result<Compiled, Error> {
+    let engine = &unit.engine;
     let cache = runtime.compile_cache().cloned();
     let Verified {
         source,
@@ -126,6 +133,7 @@ pub(crate) async fn component(runtime: &Runtime, verified: Verified) -> Result<C
         preview1: false,
     };
     Ok(Compiled {
+        engine: unit.clone(),
         name: name.into(),
         sandbox,
         info,
@@ -139,7 +147,8 @@ pub(crate) async fn preview1(
     runtime: &Runtime,
     verified: Verified,
 ) -> Result<Compiled<Module>, Error> {
-    let engine = runtime.engine();
+    let unit = runtime.plain_engine();
+    let engine = &unit.engine;
     let cache = runtime.compile_cache().cloned();
     let Verified {
         source,
@@ -174,6 +183,7 @@ pub(crate) async fn preview1(
         preview1: true,
     };
     Ok(Compiled {
+        engine: unit.clone(),
         name: name.into(),
         sandbox,
         info,

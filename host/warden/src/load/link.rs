@@ -7,6 +7,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::bindings::PluginPre as PluginBindingsPre;
 use crate::error::Error;
+use crate::guest::GuestPre;
 use crate::plugin::GUEST_INTERFACE;
 use crate::state::HostState;
 
@@ -46,6 +47,22 @@ pub(crate) fn command(
             "the program's `wasi:cli/run` export is not the one Warden runs: {err:#}"
         ))
     })
+}
+
+/// Links a plugin of world 0.2 against the concurrent engine's linker, then
+/// checks its exports (`guest`, and `streaming` and `lifecycle` when
+/// present) against Warden's WIT and binds them.
+pub(crate) fn plugin_v0_2(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> Result<GuestPre, Error> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|err| {
+        Error::invalid_plugin(format!(
+            "the plugin imports something Warden does not provide: {err:#} (world 0.2 plugins \
+             get WASI 0.3's cli, clocks and random interfaces, and WASI 0.2's for the rest)"
+        ))
+    })?;
+    GuestPre::v0_2(instance_pre)
 }
 
 /// Links a WASI preview 1 module against the preview 1 linker.

@@ -32,12 +32,15 @@ pub(crate) use admit::{Loaded, loaded_accessors};
 pub use compile::ComponentInfo;
 
 use crate::capabilities;
+use std::sync::Arc;
+
 use crate::error::Error;
 use crate::grants::Sandbox;
+use crate::guest::{GuestPre, WorldVersion};
 use crate::plugin::Plugin;
 use crate::preview1;
 use crate::program::{Entry, Program};
-use crate::runtime::Runtime;
+use crate::runtime::{EngineUnit, Runtime};
 use crate::source::Source;
 use crate::trust::{self, SignatureCheck, Subject, TrustPolicy};
 use crate::world::{World, WorldPlugin};
@@ -52,13 +55,61 @@ pub(crate) async fn plugin(
     source: Source,
     sandbox: Sandbox,
 ) -> Result<Plugin, Error> {
-    let compiled = repairing(source, sandbox, |source, sandbox| {
-        component(runtime, source, sandbox)
+    let (compiled, version) = repairing(source, sandbox, |source, sandbox| {
+        plugin_component(runtime, source, sandbox)
     })
     .await?;
-    world_check::plugin(&compiled.code, runtime.engine())?;
-    let pre = link::plugin(runtime.linker(), &compiled.code)?;
+    let pre = match version {
+        WorldVersion::V0_2 => link::plugin_v0_2(&compiled.engine.linker, &compiled.code)?,
+        _ => {
+            world_check::plugin(&compiled.code, runtime.engine())?;
+            GuestPre::v0_1(link::plugin(runtime.linker(), &compiled.code)?)
+        }
+    };
     Ok(Plugin::new(admit::admit(compiled, runtime.clone())?, pre))
+}
+
+/// The stages up to compiling for a plugin, on the engine of the world
+/// version it targets.
+async fn plugin_component(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<(Compiled, WorldVersion), Error> {
+    let verified = read_and_verify(runtime, source, sandbox)?;
+    if verified.kind == BinaryKind::CoreModule {
+        return Err(not_a_component());
+    }
+    let (unit, version) = plugin_engine(runtime, &verified)?;
+    Ok((compile::component(runtime, verified, &unit).await?, version))
+}
+
+/// Which engine a plugin runs on, and the world version that decided it.
+///
+/// A compiled artifact in the cache answers without reading the component:
+/// only 0.1 plugins (and components that are not plugins at all, which the
+/// world check then refuses) are compiled for the plain engine, only 0.2
+/// plugins for the concurrent one. Otherwise the component's export names
+/// tell, before it is compiled.
+fn plugin_engine(
+    runtime: &Runtime,
+    verified: &Verified,
+) -> Result<(Arc<EngineUnit>, WorldVersion), Error> {
+    let cache = runtime.compile_cache();
+    let plain = runtime.plain_engine();
+    if cache.is_some_and(|cache| cache.has_entry(&plain.engine, &verified.sha256)) {
+        return Ok((plain.clone(), WorldVersion::V0_1));
+    }
+    if let Some(cache) = cache
+        && cache.has_entry(&runtime.concurrent_engine()?.engine, &verified.sha256)
+    {
+        return Ok((runtime.concurrent_engine()?.clone(), WorldVersion::V0_2));
+    }
+    let bytes = read::checked_bytes(&verified.source, cache)?;
+    match WorldVersion::of_component_bytes(bytes)? {
+        Some(WorldVersion::V0_2) => Ok((runtime.concurrent_engine()?.clone(), WorldVersion::V0_2)),
+        _ => Ok((plain.clone(), WorldVersion::V0_1)),
+    }
 }
 
 /// Loads a program: a `wasi:cli/run` component or a WASI preview 1 command.
@@ -82,7 +133,7 @@ async fn program_once(
     let verified = read_and_verify(runtime, source, sandbox)?;
     match verified.kind {
         BinaryKind::Component => {
-            let compiled = compile::component(runtime, verified).await?;
+            let compiled = compile::component(runtime, verified, runtime.plain_engine()).await?;
             world_check::command(&compiled.code, runtime.engine())?;
             let pre = link::command(runtime.linker(), &compiled.code)?;
             Ok(Program::new(
@@ -109,8 +160,12 @@ pub(crate) async fn world(
     sandbox: Sandbox,
     world: &World,
 ) -> Result<WorldPlugin, Error> {
-    let mut compiled = repairing(source, sandbox, |source, sandbox| {
-        component(runtime, source, sandbox)
+    let mut compiled = repairing(source, sandbox, |source, sandbox| async move {
+        let verified = read_and_verify(runtime, source, sandbox)?;
+        if verified.kind == BinaryKind::CoreModule {
+            return Err(not_a_component());
+        }
+        compile::component(runtime, verified, runtime.plain_engine()).await
     })
     .await?;
     let defined = capabilities::host_capabilities_of(
@@ -136,7 +191,10 @@ pub(crate) async fn compile_only(
     repairing(source, sandbox, |source, sandbox| async move {
         let verified = read_and_verify(runtime, source, sandbox)?;
         Ok(match verified.kind {
-            BinaryKind::Component => compile::component(runtime, verified).await?.info,
+            BinaryKind::Component => {
+                let (unit, _) = plugin_engine(runtime, &verified)?;
+                compile::component(runtime, verified, &unit).await?.info
+            }
             BinaryKind::CoreModule => compile::preview1(runtime, verified).await?.info,
         })
     })
@@ -214,17 +272,13 @@ fn read_and_verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
     verify::verify(source, kind, sandbox, cache)
 }
 
-/// The stages up to compiling, for what must be a component.
-async fn component(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Result<Compiled, Error> {
-    let verified = read_and_verify(runtime, source, sandbox)?;
-    match verified.kind {
-        BinaryKind::Component => compile::component(runtime, verified).await,
-        BinaryKind::CoreModule => Err(Error::invalid_plugin(
-            "this is a core WebAssembly module, not a component: run a WASI program \
-             (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \
-             into a component with `warden componentize`, or build the plugin for `wasm32-wasip2`",
-        )),
-    }
+/// Why a core module cannot be loaded where a component is expected.
+fn not_a_component() -> Error {
+    Error::invalid_plugin(
+        "this is a core WebAssembly module, not a component: run a WASI program \
+         (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \
+         into a component with `warden componentize`, or build the plugin for `wasm32-wasip2`",
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::source::{Digested, Source};
 
 /// What a WebAssembly binary is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BinaryKind {
     Component,
     CoreModule,

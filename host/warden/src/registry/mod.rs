@@ -232,7 +232,7 @@ impl Registry {
     ) {
         let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let sandbox = plugin.sandbox().clone();
-        write(&self.inner.plugins).insert(
+        let replaced = write(&self.inner.plugins).insert(
             name.to_owned(),
             Registered {
                 plugin,
@@ -244,6 +244,9 @@ impl Registry {
                 withdrawn: None,
             },
         );
+        if let Some(replaced) = replaced {
+            retire_in_background(replaced.plugin);
+        }
     }
 
     /// The plugin registered under `name`, unless it was withdrawn. The
@@ -282,10 +285,16 @@ impl Registry {
 
     /// Removes a plugin; calls already running on it finish. Returns it, or
     /// `None` if no plugin had that name.
+    ///
+    /// Its kept instances are retired in the background (see
+    /// [`Plugin::retire_kept_instances`]), as are those of a version the
+    /// registry replaces.
     pub fn unload(&self, name: &str) -> Option<Plugin> {
-        write(&self.inner.plugins)
+        let plugin = write(&self.inner.plugins)
             .remove(name)
-            .map(|registered| registered.plugin)
+            .map(|registered| registered.plugin)?;
+        retire_in_background(plugin.clone());
+        Some(plugin)
     }
 
     /// Runs `action` on the plugin registered as `name`, in a fresh
@@ -339,6 +348,16 @@ fn refused(error: Error) -> Outcome<Vec<u8>> {
     Outcome {
         result: Err(error),
         report: Report::default(),
+    }
+}
+
+/// Retires a plugin's kept instances on the current Tokio runtime: their
+/// `shutdown` calls are async, and unloading is not. Outside a runtime
+/// there is nothing to run them on, and the instances are simply dropped
+/// with the plugin.
+fn retire_in_background(plugin: Plugin) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { plugin.retire_kept_instances().await });
     }
 }
 

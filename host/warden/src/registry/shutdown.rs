@@ -38,6 +38,15 @@ impl Registry {
             let _ = in_flight.wait_for(|count| *count == 0).await;
             left
         };
+        // The instances kept between calls are still sound: tell the
+        // plugins that asked (their `shutdown`), then let them go.
+        let plugins: Vec<_> = super::read(&self.inner.plugins)
+            .values()
+            .map(|registered| registered.plugin.clone())
+            .collect();
+        for plugin in plugins {
+            plugin.retire_kept_instances().await;
+        }
         Shutdown {
             finished: running.saturating_sub(cancelled),
             cancelled,

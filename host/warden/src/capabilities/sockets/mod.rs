@@ -70,6 +70,8 @@ impl Capability for Sockets {
         "wasi:sockets/udp",
         "wasi:sockets/udp-create-socket",
         "wasi:sockets/ip-name-lookup",
+        // WASI 0.3's sockets (in world 0.2's imports; not provided yet).
+        "wasi:sockets/types",
     ];
     const HOW_TO_GRANT: &'static str = "--allow-tcp HOST:PORT, --allow-tcp-listen ADDR or --allow-udp HOST:PORT, or `allow_tcp`, `allow_tcp_listen` or `allow_udp` in a manifest's [grants]";
     type Shared = Arc<SocketPolicy>;
