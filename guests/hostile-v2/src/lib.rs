@@ -10,9 +10,10 @@
 //! future at once and does its work in a task of its own, which outlives the
 //! call:
 //! - `never-reads`: never reads the input, never writes, never closes the
-//!   output and never writes the outcome; it holds all three forever;
+//!   output and never writes the outcome; it holds all three forever, idle
+//!   (no CPU);
 //! - `never-closes`: reads all the input, writes `done`, then holds the
-//!   output open forever and never writes the outcome;
+//!   output open forever, idle, and never writes the outcome;
 //! - `writes-forever`: never reads the input (but holds it) and writes 64 KiB
 //!   chunks of `x` until the reader of the output drops it; then the outcome
 //!   is `ok`;
@@ -195,7 +196,9 @@ async fn stream_action(
     let _ = outcome.write(result).await;
 }
 
-/// Keeps `held` (stream and future ends) alive and never returns.
+/// Keeps `held` (stream and future ends) alive and never returns. The task
+/// waits without spinning: a task that waits on nothing the host can wake is
+/// a panic in wit-bindgen unless its `inter-task-wakeup` feature is on.
 async fn hold_forever<T>(held: T) {
     std::future::pending::<()>().await;
     drop(held);
