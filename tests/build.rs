@@ -1,7 +1,8 @@
 //! Builds the guest components in `guests/` and exports their paths as
 //! constants (see `src/lib.rs`), so that `cargo test` needs nothing built
 //! beforehand: the Rust guests for `wasm32-wasip2`, and the `hello` guest in
-//! Python, JavaScript and C with the toolchains `make setup` installs.
+//! Python (for worlds 0.1 and 0.2), JavaScript and C with the toolchains
+//! `make setup` installs.
 
 use std::env;
 use std::fmt::Write as _;
@@ -16,7 +17,9 @@ mod guest_build;
 /// Every guest the tests use: (constant name, target, file name).
 const GUESTS: &[(&str, &str, &str)] = &[
     ("HELLO", COMPONENTS, "hello.wasm"),
+    ("HELLO_V2", COMPONENTS, "hello_v2.wasm"),
     ("HOSTILE", COMPONENTS, "hostile.wasm"),
+    ("HOSTILE_V2", COMPONENTS, "hostile_v2.wasm"),
     ("PROBE", COMPONENTS, "probe.wasm"),
     ("COMMAND", COMPONENTS, "command.wasm"),
     ("TEXT_FILTER", COMPONENTS, "text_filter.wasm"),
@@ -48,15 +51,15 @@ fn main() {
     guest_build::build(&guests, &target_dir, COMPONENTS, &[]);
     guest_build::build(&guests, &target_dir, PREVIEW1, &["command"]);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    for (_, language) in OTHER_LANGUAGES {
-        let output = target_dir.join(language).join("hello.wasm");
+    for (_, folder) in OTHER_LANGUAGES {
+        let output = target_dir.join(folder).join("hello.wasm");
         std::fs::create_dir_all(output.parent().expect("a file in a folder"))
             .expect("creating the guest's output folder");
         // The guests are `warden new`'s templates: fill them in as
         // `warden new hello` does, then build the result.
-        let source = out_dir.join(format!("hello-{language}"));
+        let source = out_dir.join(format!("hello-{folder}"));
         std::fs::create_dir_all(&source).expect("creating the source folder");
-        let template = guests.join(language);
+        let template = guests.join(folder);
         for entry in std::fs::read_dir(&template).expect("reading the template") {
             let path = entry.expect("reading the template").path();
             if path.is_file() {
@@ -66,8 +69,9 @@ fn main() {
                     .expect("writing the filled-in template");
             }
         }
-        match *language {
-            "python" => build_python(root, &source, &output),
+        match *folder {
+            "python" => build_python(root, &source, &output, WORLD_0_1),
+            "python-v2" => build_python(root, &source, &output, WORLD_0_2),
             "js" => build_js(root, &source, &output),
             "c" => build_c(root, &source, &out_dir, &output),
             other => unreachable!("no build for {other}"),
@@ -89,11 +93,11 @@ fn main() {
         )
         .expect("writing to a String cannot fail");
     }
-    for (constant, language) in OTHER_LANGUAGES {
-        let path = target_dir.join(language).join("hello.wasm");
+    for (constant, folder) in OTHER_LANGUAGES {
+        let path = target_dir.join(folder).join("hello.wasm");
         writeln!(
             constants,
-            "/// Path of the `hello` guest written in {language}.\npub const {constant}: &str = {:?};",
+            "/// Path of the `hello` guest built from `guests/{folder}`.\npub const {constant}: &str = {:?};",
             path.display().to_string()
         )
         .expect("writing to a String cannot fail");
@@ -103,13 +107,23 @@ fn main() {
 }
 
 /// The `hello` guest in the other languages, each built with its own
-/// toolchain (installed under `target/toolchains` by `make setup`) into
-/// `target/guests/LANGUAGE/hello.wasm`: (constant name, language).
+/// toolchain (installed under `target/toolchains` by `make setup`) from the
+/// `warden new` template in `guests/FOLDER` into
+/// `target/guests/FOLDER/hello.wasm`: (constant name, folder).
 const OTHER_LANGUAGES: &[(&str, &str)] = &[
     ("PYTHON_HELLO", "python"),
+    ("PYTHON_HELLO_V2", "python-v2"),
     ("JS_HELLO", "js"),
     ("C_HELLO", "c"),
 ];
+
+/// A WIT world a guest is built against: (folder under the repository root,
+/// world name).
+type World = (&'static str, &'static str);
+/// The world every 0.1 guest targets.
+const WORLD_0_1: World = ("wit", "plugin");
+/// The 0.2 world with every optional export, which the 0.2 `hello` implements.
+const WORLD_0_2: World = ("wit/v0.2", "streaming-lifecycle-plugin");
 
 /// The clang that builds the C guest (Debian's `clang-19`, with `lld-19`,
 /// `wasi-libc` and `libclang-rt-19-dev-wasm32`).
@@ -132,15 +146,15 @@ fn run(command: &mut Command, what: &str) {
 }
 
 /// componentize-py, from the virtual environment `make setup` creates.
-fn build_python(root: &Path, source: &Path, output: &Path) {
+fn build_python(root: &Path, source: &Path, output: &Path, (wit, world): World) {
     let componentize = root.join("target/toolchains/python/bin/componentize-py");
     require_tool(&componentize, "componentize-py");
     run(
         Command::new(componentize)
             .current_dir(source)
             .arg("--wit-path")
-            .arg(root.join("wit"))
-            .args(["--world", "plugin", "componentize", "app", "--output"])
+            .arg(root.join(wit))
+            .args(["--world", world, "componentize", "app", "--output"])
             .arg(output),
         "componentize-py",
     );

@@ -48,11 +48,31 @@ impl Guest for Hello {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Counts vowels, echoes its input and greets; streams too".into(),
             actions: vec![
-                action("count-vowels", "Counts the vowels of the input", "text/plain", "text/plain"),
+                action(
+                    "count-vowels",
+                    "Counts the vowels of the input",
+                    "text/plain",
+                    "text/plain",
+                ),
                 action("echo", "Returns the input unchanged", "", ""),
-                action("greet", "Greets the name given as input", "text/plain", "text/plain"),
-                action("count", "Streaming: counts lines and vowels", "text/plain", "text/plain"),
-                action("upper", "Streaming: upper-cases ASCII letters as they flow", "text/plain", "text/plain"),
+                action(
+                    "greet",
+                    "Greets the name given as input",
+                    "text/plain",
+                    "text/plain",
+                ),
+                action(
+                    "count",
+                    "Streaming: counts lines and vowels",
+                    "text/plain",
+                    "text/plain",
+                ),
+                action(
+                    "upper",
+                    "Streaming: upper-cases ASCII letters as they flow",
+                    "text/plain",
+                    "text/plain",
+                ),
             ],
             authors: vec!["The Warden developers".into()],
             license: Some("Apache-2.0".into()),
@@ -76,8 +96,9 @@ impl Streaming for Hello {
         mut input: StreamReader<u8>,
     ) -> (StreamReader<u8>, FutureReader<Result<(), PluginError>>) {
         let (mut output, output_reader) = wit_stream::new::<u8>();
-        let (outcome, outcome_reader) =
-            wit_future::new::<Result<(), PluginError>>(|| Err(PluginError::Failed("the plugin stopped early".into())));
+        let (outcome, outcome_reader) = wit_future::new::<Result<(), PluginError>>(|| {
+            Err(PluginError::Failed("the plugin stopped early".into()))
+        });
         wit_bindgen::spawn_local(async move {
             let result = match action.as_str() {
                 "count" => {

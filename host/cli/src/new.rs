@@ -2,27 +2,32 @@
 //! `warden componentize`, the last step of the C build.
 //!
 //! The Python, JavaScript and C sources are the guests Warden's own tests
-//! build (`guests/python`, `guests/js`, `guests/c`), so what `warden new`
-//! writes is what the conformance test runs.
+//! build (`guests/python`, `guests/python-v2`, `guests/js`, `guests/c`), so
+//! what `warden new` writes is what the conformance test runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::args::{ComponentizeArgs, Language, NewArgs};
+use crate::args::{ComponentizeArgs, Language, NewArgs, PluginWorld};
 use crate::exit;
 
 /// Warden's WIT package: (path under `wit/`, contents).
 const WIT_FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/wit_files.rs"));
+/// Where in `WIT_FILES` the 0.2 package lies, a complete WIT folder of its
+/// own: a 0.2 project gets it as its `wit/`, a 0.1 project leaves it out.
+const WIT_0_2_FOLDER: &str = "v0.2/";
 /// The C bindings of the `plugin` world, from wit-bindgen's C generator.
 const C_BINDINGS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/c_bindings.rs"));
 
 const RUST_LIB: &str = include_str!("templates/rust/lib.rs");
+const RUST_LIB_0_2: &str = include_str!("templates/rust-v2/lib.rs");
 /// The project's README: how to build and run it, and a short guide, since
 /// the new project cannot see Warden's own docs.
 const README: &str = include_str!("templates/README.md");
 const PYTHON_APP: &str = include_str!("../../../guests/python/app.py");
+const PYTHON_APP_0_2: &str = include_str!("../../../guests/python-v2/app.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("../../../guests/python/requirements.txt");
 const JS_PLUGIN: &str = include_str!("../../../guests/js/plugin.js");
 const JS_TOOLCHAIN: &str = include_str!("../../../guests/js/package.json");
@@ -37,7 +42,7 @@ edition = "2024"
 crate-type = ["cdylib"]
 
 [dependencies]
-wit-bindgen = "0.63"
+wit-bindgen = {{wit-bindgen}}
 
 [profile.release]
 opt-level = "s"
@@ -67,18 +72,66 @@ clean:
 
 const GITIGNORE: &str = "/target\n/node_modules\n/.venv\n__pycache__/\n*.wasm\n";
 
+/// The project's wit-bindgen dependency: world 0.2 needs its async runtime's
+/// `spawn_local`, for the task that writes a stream after the call returns.
+fn wit_bindgen_dependency(world: PluginWorld) -> &'static str {
+    match world {
+        PluginWorld::V0_1 => r#""0.63""#,
+        PluginWorld::V0_2 => r#"{ version = "0.63", features = ["async-spawn"] }"#,
+    }
+}
+
+/// What `wit/` holds and what the plugin exports, for the README.
+fn contract(world: PluginWorld) -> &'static str {
+    match world {
+        PluginWorld::V0_1 => {
+            "`wit/` holds Warden's WIT package (`warden:plugin/plugin`); the plugin\n\
+             exports `init`, which describes it, and `execute`, which runs one action on\n\
+             bytes and returns bytes or an error."
+        }
+        PluginWorld::V0_2 => {
+            "`wit/` holds version 0.2 of Warden's WIT package (`warden:plugin@0.2.0`, on\n\
+             WASI 0.3); the plugin exports `init`, which describes it, `execute`, which\n\
+             runs one action on bytes and returns bytes or an error, and `execute-stream`,\n\
+             which runs one action on a stream of input and returns a stream of output\n\
+             and a future outcome. All three are async."
+        }
+    }
+}
+
+/// Why a language cannot start a plugin on a world, if it cannot.
+fn unsupported(language: Language, world: PluginWorld) -> Option<&'static str> {
+    match (language, world) {
+        (Language::Js, PluginWorld::V0_2) => Some(
+            "`--world 0.2` is not available for JavaScript yet: componentize-js does not \
+             build WASI 0.3 (component-model async) components; use `--lang rust` or \
+             `--lang python`, or `--world 0.1`",
+        ),
+        (Language::C, PluginWorld::V0_2) => Some(
+            "`--world 0.2` is not available for C yet: its toolchain (clang with wasi-libc \
+             and the WASI preview 1 adapter) does not build WASI 0.3 (component-model \
+             async) components; use `--lang rust` or `--lang python`, or `--world 0.1`",
+        ),
+        _ => None,
+    }
+}
+
 /// How to build a project, for its README and the closing message.
-fn build_steps(language: Language) -> &'static str {
-    match language {
-        Language::Rust => {
+fn build_steps(language: Language, world: PluginWorld) -> &'static str {
+    match (language, world) {
+        (Language::Rust, _) => {
             "rustup target add wasm32-wasip2\ncargo build --release --target wasm32-wasip2"
         }
-        Language::Python => {
+        (Language::Python, PluginWorld::V0_1) => {
             "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n\
              componentize-py -d wit -w plugin componentize app -o {{name}}.wasm"
         }
-        Language::Js => "npm install\nnpm run build",
-        Language::C => {
+        (Language::Python, PluginWorld::V0_2) => {
+            "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n\
+             componentize-py -d wit -w streaming-lifecycle-plugin componentize app -o {{name}}.wasm"
+        }
+        (Language::Js, _) => "npm install\nnpm run build",
+        (Language::C, _) => {
             "sudo apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32   # Debian and Ubuntu\n\
              make"
         }
@@ -95,6 +148,9 @@ fn output_path(language: Language) -> &'static str {
 
 /// `warden new`: writes a plugin project for the chosen language.
 pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    if let Some(why) = unsupported(args.lang, args.world) {
+        bail!("{why}");
+    }
     check_name(&args.name)?;
     let root = args.dir.join(&args.name);
     if root.exists() {
@@ -109,15 +165,32 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     };
     let mut files: Vec<(PathBuf, Vec<u8>)> = WIT_FILES
         .iter()
-        .map(|(path, text)| (Path::new("wit").join(path), text.as_bytes().to_vec()))
+        .filter_map(|(path, text)| {
+            let path = match args.world {
+                PluginWorld::V0_1 if path.starts_with(WIT_0_2_FOLDER) => return None,
+                PluginWorld::V0_1 => path,
+                PluginWorld::V0_2 => path.strip_prefix(WIT_0_2_FOLDER)?,
+            };
+            Some((Path::new("wit").join(path), text.as_bytes().to_vec()))
+        })
         .collect();
     match args.lang {
         Language::Rust => {
-            files.push(("Cargo.toml".into(), fill(RUST_CARGO_TOML).into_bytes()));
-            files.push(("src/lib.rs".into(), fill(RUST_LIB).into_bytes()));
+            let cargo_toml =
+                RUST_CARGO_TOML.replace("{{wit-bindgen}}", wit_bindgen_dependency(args.world));
+            let lib = match args.world {
+                PluginWorld::V0_1 => RUST_LIB,
+                PluginWorld::V0_2 => RUST_LIB_0_2,
+            };
+            files.push(("Cargo.toml".into(), fill(&cargo_toml).into_bytes()));
+            files.push(("src/lib.rs".into(), fill(lib).into_bytes()));
         }
         Language::Python => {
-            files.push(("app.py".into(), fill(PYTHON_APP).into_bytes()));
+            let app = match args.world {
+                PluginWorld::V0_1 => PYTHON_APP,
+                PluginWorld::V0_2 => PYTHON_APP_0_2,
+            };
+            files.push(("app.py".into(), fill(app).into_bytes()));
             files.push((
                 "requirements.txt".into(),
                 PYTHON_REQUIREMENTS.as_bytes().to_vec(),
@@ -135,10 +208,11 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let build = fill(build_steps(args.lang));
+    let build = fill(build_steps(args.lang, args.world));
     let output = fill(output_path(args.lang));
     let run = format!("warden run {output} greet --input Ada --unsigned allow");
     let readme = fill(README)
+        .replace("{{contract}}", contract(args.world))
         .replace("{{build}}", &build)
         .replace("{{run}}", &run)
         .replace("{{output}}", &output);

@@ -227,6 +227,22 @@ pub struct NewArgs {
     /// Where to create the project's folder.
     #[arg(long, value_name = "PATH", default_value = ".")]
     pub dir: PathBuf,
+    /// The version of Warden's plugin world to write the plugin against:
+    /// `0.2` is async on WASI 0.3, with streaming actions (Rust and Python
+    /// only).
+    #[arg(long, value_enum, default_value = "0.1")]
+    pub world: PluginWorld,
+}
+
+/// A version of the plugin world `warden new` can start a plugin on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginWorld {
+    /// `warden:plugin@0.1.0`: synchronous, whole inputs, on WASI 0.2.
+    #[value(name = "0.1")]
+    V0_1,
+    /// `warden:plugin@0.2.0`: async, with streaming actions, on WASI 0.3.
+    #[value(name = "0.2")]
+    V0_2,
 }
 
 /// A language `warden new` can start a plugin in.

@@ -2,7 +2,7 @@
 //! `warden componentize` (and what `run` says of a module it would need).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use warden_tests::with_home;
 
@@ -26,6 +26,23 @@ fn run_quick_start(language: &str) -> tempfile::TempDir {
         .lines()
         .filter(|line| !line.trim_end().ends_with("# set-up"))
         .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_script(&script.join("\n"), dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("Hello, Ada!"),
+        "the {language} quick start failed ({:?}):\n{}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        script.join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
+}
+
+/// Runs `script` with `sh -e` in `dir`, as a user with warden and the
+/// toolchains `make setup` installed on the PATH would.
+fn run_script(script: &str, dir: &Path) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let warden_dir = Path::new(env!("CARGO_BIN_EXE_warden")).parent().unwrap();
     let toolchains = root.join("target/toolchains");
     let path = std::env::join_paths(
@@ -40,7 +57,6 @@ fn run_quick_start(language: &str) -> tempfile::TempDir {
         )),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let mut command = Command::new("sh");
     // Warden's files go to a home of the test's own; the Rust toolchain
@@ -48,8 +64,8 @@ fn run_quick_start(language: &str) -> tempfile::TempDir {
     with_home(&mut command, home.path())
         .env("CARGO_HOME", user_tool_home("CARGO_HOME", ".cargo"))
         .env("RUSTUP_HOME", user_tool_home("RUSTUP_HOME", ".rustup"))
-        .args(["-e", "-c", &script.join("\n")])
-        .current_dir(dir.path())
+        .args(["-e", "-c", script])
+        .current_dir(dir)
         .env("PATH", path);
     // The host build's settings must not leak into the plugin's build.
     for variable in [
@@ -62,16 +78,7 @@ fn run_quick_start(language: &str) -> tempfile::TempDir {
     ] {
         command.env_remove(variable);
     }
-    let output = command.output().expect("running the quick start");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("Hello, Ada!"),
-        "the {language} quick start failed ({:?}):\n{}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        script.join("\n"),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    dir
+    command.output().expect("running the script")
 }
 
 /// Where a toolchain installer keeps its files: `variable`, else `under_home`
@@ -131,6 +138,110 @@ fn the_guides_quick_start_works_for_js() {
 #[test]
 fn the_guides_quick_start_works_for_c() {
     run_quick_start("c");
+}
+
+/// `warden new my-plugin --lang LANGUAGE --world 0.2`, then the build steps
+/// it prints (but the toolchain's set-up, which `make setup` has done).
+/// The project's `wit/` must be the 0.2 package, and the component at
+/// `component` (in the project) must export the 0.2 interfaces.
+fn build_world_0_2_project(language: &str, component: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().to_str().unwrap();
+    let output = warden(&[
+        "new",
+        "my-plugin",
+        "--lang",
+        language,
+        "--world",
+        "0.2",
+        "--dir",
+        parent,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let steps = stdout
+        .split_once("build it with:\n")
+        .and_then(|(_, rest)| rest.split_once("\nthen run it:"))
+        .map(|(steps, _)| steps)
+        .unwrap_or_else(|| panic!("no build steps in:\n{stdout}"));
+    let script: Vec<&str> = steps
+        .lines()
+        .map(str::trim)
+        .filter(|line| !SET_UP_STEPS.iter().any(|set_up| line.contains(set_up)))
+        .collect();
+    let output = run_script(&script.join("\n"), dir.path());
+    assert!(
+        output.status.success(),
+        "building the {language} 0.2 project failed ({:?}):\n{}\nstderr:\n{}",
+        output.status,
+        script.join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let project = dir.path().join("my-plugin");
+    assert!(!project.join("wit/v0.2").exists());
+    assert!(project.join("wit/deps/cli-0.3.0/cli.wit").is_file());
+    let package = std::fs::read_to_string(project.join("wit/plugin.wit")).unwrap();
+    assert!(
+        package.contains("package warden:plugin@0.2.0;"),
+        "{package}"
+    );
+    let wasm = std::fs::read(project.join(component)).unwrap();
+    for export in ["warden:plugin/guest@0.2.0", "warden:plugin/streaming@0.2.0"] {
+        assert!(
+            wasm.windows(export.len())
+                .any(|window| window == export.as_bytes()),
+            "the {language} 0.2 component does not name {export}"
+        );
+    }
+}
+
+/// The build steps `warden new` prints that install a toolchain.
+const SET_UP_STEPS: &[&str] = &["rustup target add", "pip install"];
+
+#[test]
+fn new_world_0_2_rust_builds() {
+    build_world_0_2_project("rust", "target/wasm32-wasip2/release/my_plugin.wasm");
+}
+
+#[test]
+fn new_world_0_2_python_builds() {
+    build_world_0_2_project("python", "my-plugin.wasm");
+}
+
+/// JavaScript and C toolchains cannot build WASI 0.3 components yet: the
+/// refusal says so before anything is written.
+#[test]
+fn new_refuses_world_0_2_for_js_and_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().to_str().unwrap();
+    for (language, expected) in [
+        (
+            "js",
+            "warden: `--world 0.2` is not available for JavaScript yet: componentize-js does not \
+             build WASI 0.3 (component-model async) components; use `--lang rust` or \
+             `--lang python`, or `--world 0.1`\n",
+        ),
+        (
+            "c",
+            "warden: `--world 0.2` is not available for C yet: its toolchain (clang with wasi-libc \
+             and the WASI preview 1 adapter) does not build WASI 0.3 (component-model async) \
+             components; use `--lang rust` or `--lang python`, or `--world 0.1`\n",
+        ),
+    ] {
+        let output = warden(&[
+            "new",
+            "my-plugin",
+            "--lang",
+            language,
+            "--world",
+            "0.2",
+            "--dir",
+            parent,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{language}");
+        assert_eq!(stderr_of(&output), expected);
+        assert!(!dir.path().join("my-plugin").exists(), "{language}");
+    }
 }
 
 #[test]
@@ -215,6 +326,8 @@ fn the_new_projects_readme_is_a_guide_of_its_own() {
     let parent = dir.path().to_str().unwrap();
     let output = warden(&["new", "shop-sign", "--lang", "rust", "--dir", parent]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    // World 0.1 is the default, and its project carries no 0.2 WIT.
+    assert!(!dir.path().join("shop-sign/wit/v0.2").exists());
     let readme = std::fs::read_to_string(dir.path().join("shop-sign/README.md")).unwrap();
     assert!(readme.starts_with("# shop-sign\n"), "{readme}");
     assert!(!readme.contains("docs/"), "{readme}");

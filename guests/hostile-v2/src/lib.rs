@@ -1,0 +1,243 @@
+//! A world 0.2 plugin that misbehaves on purpose, so Warden's tests can prove
+//! that the host contains an async or streaming guest as it does a 0.1 one.
+//!
+//! Actions of `execute` (the whole input):
+//! - `loop`: spins forever without calling the host;
+//! - `grow-memory`: allocates and touches 1 MiB blocks until allocation fails;
+//! - `echo`: the input, unchanged.
+//!
+//! Actions of `execute-stream`. Each returns its output stream and outcome
+//! future at once and does its work in a task of its own, which outlives the
+//! call:
+//! - `never-reads`: never reads the input, never writes, never closes the
+//!   output and never writes the outcome; it holds all three forever, idle
+//!   (no CPU);
+//! - `never-closes`: reads all the input, writes `done`, then holds the
+//!   output open forever, idle, and never writes the outcome;
+//! - `writes-forever`: never reads the input (but holds it) and writes 64 KiB
+//!   chunks of `x` until the reader of the output drops it; then the outcome
+//!   is `ok`;
+//! - `drops-future`: reads all the input, writes `ok`, closes the output and
+//!   drops the outcome's writer without writing it. The component model then
+//!   delivers the default the future was made with:
+//!   `failed("the plugin dropped its outcome")`;
+//! - `reads-after-deadline`: spins for 2 s of wall time without reading, then
+//!   echoes the input chunk by chunk; the outcome is `ok`;
+//! - `echo`: the input, unchanged, chunk by chunk; the outcome is `ok`;
+//! - `grow-memory`: reads the input and keeps every chunk, writing nothing
+//!   until the input ends; then writes `kept N bytes` and the outcome is `ok`;
+//! - `loop`: spins forever without reading or writing.
+//!
+//! Either way an unknown action is `unknown-action(ACTION)` (for a stream,
+//! after closing the empty output).
+//!
+//! `shutdown` logs `shutdown` (level info, context `lifecycle`) through
+//! `wasi:logging`; then, when the environment variable `HOSTILE_SHUTDOWN`
+//! (which only a grant makes visible) is `loop`, it spins forever.
+
+wit_bindgen::generate!({
+    path: "../../wit/v0.2",
+    world: "warden:plugin/streaming-lifecycle-plugin@0.2.0",
+    generate_all,
+});
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use exports::warden::plugin::guest::Guest;
+use exports::warden::plugin::lifecycle::Guest as Lifecycle;
+use exports::warden::plugin::streaming::Guest as Streaming;
+use warden::plugin::types::{Action, Metadata, PluginError};
+use wasi::logging::logging::{Level, log};
+use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
+
+/// How many bytes one read asks for, and how many one `writes-forever` write
+/// carries.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long `reads-after-deadline` spins before it reads: longer than any
+/// deadline the host's tests set for it.
+const SPIN_BEFORE_READING: Duration = Duration::from_secs(2);
+
+/// The outcome a stream's reader gets when the plugin drops the outcome's
+/// writer without writing it (only `drops-future` does so on purpose).
+const DROPPED_OUTCOME: &str = "the plugin dropped its outcome";
+
+/// Every action: (name, what it does).
+const ACTIONS: &[(&str, &str)] = &[
+    ("loop", "Spins forever"),
+    ("grow-memory", "Grows linear memory until allocation fails"),
+    ("echo", "Returns the input unchanged"),
+    ("never-reads", "Streaming: never reads, writes or completes"),
+    (
+        "never-closes",
+        "Streaming: writes `done`, then never closes",
+    ),
+    (
+        "writes-forever",
+        "Streaming: writes `x` until the reader drops",
+    ),
+    ("drops-future", "Streaming: drops its outcome unwritten"),
+    ("reads-after-deadline", "Streaming: spins 2 s, then echoes"),
+];
+
+struct Hostile;
+
+impl Guest for Hostile {
+    async fn init() -> Result<Metadata, PluginError> {
+        Ok(Metadata {
+            name: "hostile-v2".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Misbehaves on purpose, whole and streaming".into(),
+            actions: ACTIONS
+                .iter()
+                .map(|(name, description)| Action {
+                    name: (*name).into(),
+                    description: (*description).into(),
+                    input_type: String::new(),
+                    output_type: String::new(),
+                })
+                .collect(),
+            authors: vec!["The Warden developers".into()],
+            license: Some("Apache-2.0".into()),
+            homepage: None,
+        })
+    }
+
+    async fn execute(action: String, input: Vec<u8>) -> Result<Vec<u8>, PluginError> {
+        match action.as_str() {
+            "loop" => spin_forever(),
+            "grow-memory" => grow_memory(),
+            "echo" => Ok(input),
+            _ => Err(PluginError::UnknownAction(action)),
+        }
+    }
+}
+
+impl Streaming for Hostile {
+    async fn execute_stream(
+        action: String,
+        input: StreamReader<u8>,
+    ) -> (StreamReader<u8>, FutureReader<Result<(), PluginError>>) {
+        let (output, output_reader) = wit_stream::new::<u8>();
+        let (outcome, outcome_reader) = wit_future::new::<Result<(), PluginError>>(|| {
+            Err(PluginError::Failed(DROPPED_OUTCOME.into()))
+        });
+        wit_bindgen::spawn_local(stream_action(action, input, output, outcome));
+        (output_reader, outcome_reader)
+    }
+}
+
+impl Lifecycle for Hostile {
+    async fn shutdown() {
+        log(Level::Info, "lifecycle", "shutdown");
+        if std::env::var("HOSTILE_SHUTDOWN").as_deref() == Ok("loop") {
+            spin_forever();
+        }
+    }
+}
+
+/// The writer of a stream's outcome.
+type Outcome = wit_bindgen::FutureWriter<Result<(), PluginError>>;
+
+/// Runs one streaming action to its (mis)behaviour's end.
+async fn stream_action(
+    action: String,
+    mut input: StreamReader<u8>,
+    mut output: StreamWriter<u8>,
+    outcome: Outcome,
+) {
+    let result = match action.as_str() {
+        "never-reads" => return hold_forever((input, output, outcome)).await,
+        "never-closes" => {
+            while read_chunk(&mut input).await.is_some() {}
+            output.write_all(b"done".to_vec()).await;
+            return hold_forever((input, output, outcome)).await;
+        }
+        "writes-forever" => {
+            while output.write_all(vec![b'x'; CHUNK_BYTES]).await.is_empty() {}
+            Ok(())
+        }
+        "drops-future" => {
+            while read_chunk(&mut input).await.is_some() {}
+            output.write_all(b"ok".to_vec()).await;
+            drop(output);
+            // The point of the action: the default value is what the host reads.
+            drop(outcome);
+            return;
+        }
+        "reads-after-deadline" => {
+            let start = Instant::now();
+            while start.elapsed() < SPIN_BEFORE_READING {
+                black_box(());
+            }
+            echo(&mut input, &mut output).await;
+            Ok(())
+        }
+        "echo" => {
+            echo(&mut input, &mut output).await;
+            Ok(())
+        }
+        "grow-memory" => {
+            let mut kept = Vec::new();
+            while let Some(chunk) = read_chunk(&mut input).await {
+                kept.push(chunk);
+            }
+            let bytes: usize = kept.iter().map(Vec::len).sum();
+            output
+                .write_all(format!("kept {bytes} bytes").into_bytes())
+                .await;
+            Ok(())
+        }
+        "loop" => spin_forever(),
+        _ => Err(PluginError::UnknownAction(action)),
+    };
+    drop(output);
+    let _ = outcome.write(result).await;
+}
+
+/// Keeps `held` (stream and future ends) alive and never returns. The task
+/// waits without spinning: a task that waits on nothing the host can wake is
+/// a panic in wit-bindgen unless its `inter-task-wakeup` feature is on.
+async fn hold_forever<T>(held: T) {
+    std::future::pending::<()>().await;
+    drop(held);
+}
+
+/// Copies `input` to `output` chunk by chunk until either side ends.
+async fn echo(input: &mut StreamReader<u8>, output: &mut StreamWriter<u8>) {
+    while let Some(chunk) = read_chunk(input).await {
+        if !output.write_all(chunk).await.is_empty() {
+            break;
+        }
+    }
+}
+
+/// The next chunk of `input`, or `None` once it has ended.
+async fn read_chunk(input: &mut StreamReader<u8>) -> Option<Vec<u8>> {
+    loop {
+        let (result, chunk) = input.read(Vec::with_capacity(CHUNK_BYTES)).await;
+        match result {
+            StreamResult::Complete(_) if !chunk.is_empty() => return Some(chunk),
+            StreamResult::Complete(_) | StreamResult::Cancelled => continue,
+            StreamResult::Dropped => return None,
+        }
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn grow_memory() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch every page so the memory is really committed, not just reserved.
+        blocks.push(black_box(vec![1u8; 1 << 20]));
+    }
+}
+
+export!(Hostile);
