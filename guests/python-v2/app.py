@@ -16,7 +16,9 @@ Streaming actions (`execute-stream`):
 - `count`: reads the whole input, then writes `lines N vowels M`;
 - `upper`: every chunk comes back with ASCII letters in upper case as soon as
   it has been read;
-- `echo`: the input, unchanged, chunk by chunk.
+- `echo`: the input, unchanged, chunk by chunk;
+- the whole-input actions above, on input collected up to 16 MiB, so that a
+  host may stream any action of this plugin.
 """
 
 import componentize_py_async_support
@@ -40,6 +42,8 @@ VOWELS = set(b"aeiouAEIOU")
 # How many bytes one read asks for: small enough that the plugin's memory
 # stays flat whatever the input's size.
 CHUNK_BYTES = 64 * 1024
+# The most input a whole-input action collects when called through `execute-stream`.
+WHOLE_INPUT_BYTES = 16 * 1024 * 1024
 
 
 def action(name: str, description: str, input_type: str, output_type: str) -> Action:
@@ -127,7 +131,21 @@ async def stream(action: str, input: ByteStreamReader, output: ByteStreamWriter,
                     break
             result = Ok(None)
         else:
-            result = Err(PluginError_UnknownAction(action))
+            # The other actions need their whole input: collect it (up to
+            # WHOLE_INPUT_BYTES) and answer as `execute` does.
+            whole = bytearray()
+            while (chunk := await read_chunk(input)) is not None:
+                whole += chunk
+                if len(whole) > WHOLE_INPUT_BYTES:
+                    break
+            if len(whole) > WHOLE_INPUT_BYTES:
+                result = Err(PluginError_InvalidInput(f"`{action}` takes at most {WHOLE_INPUT_BYTES} bytes"))
+            else:
+                try:
+                    await output.write_all(await Guest().execute(action, bytes(whole)))
+                    result = Ok(None)
+                except Err as err:
+                    result = err
     await outcome.write(result)
 
 

@@ -4,12 +4,9 @@
 use tokio::io::AsyncReadExt;
 use warden::{Error, PluginError, Sandbox, WorldVersion};
 
-use crate::{hello, load, runtime};
+use warden_tests::guests::HELLO_V2;
 
-const HELLO_V2: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/guests/wasm32-wasip2/release/hello_v2.wasm"
-);
+use crate::{hello, load, runtime};
 
 #[tokio::test]
 async fn a_0_2_plugin_runs_whole_calls_beside_a_0_1_plugin() {

@@ -11,7 +11,9 @@
 //! - `count`: reads the whole input, then writes `lines N vowels M`;
 //! - `upper`: a `tee`-like transform: every chunk comes back with ASCII
 //!   letters in upper case as soon as it has been read;
-//! - `echo`: the input, unchanged, chunk by chunk.
+//! - `echo`: the input, unchanged, chunk by chunk;
+//! - the whole-input actions above, on input collected up to 16 MiB, so that
+//!   a host may stream any action of this plugin.
 
 wit_bindgen::generate!({
     path: "../../wit/v0.2",
@@ -122,7 +124,18 @@ impl Streaming for Hello {
                     }
                     Ok(())
                 }
-                _ => Err(PluginError::UnknownAction(action)),
+                // The other actions need their whole input: collect it (up to
+                // WHOLE_INPUT_BYTES) and answer as `execute` does.
+                _ => match read_whole(&mut input).await {
+                    Ok(whole) => match Hello::execute(action, whole).await {
+                        Ok(answer) => {
+                            output.write_all(answer).await;
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
+                    },
+                    Err(err) => Err(err),
+                },
             };
             drop(output);
             let _ = outcome.write(result).await;
@@ -147,6 +160,24 @@ async fn read_chunk(input: &mut StreamReader<u8>) -> Option<Vec<u8>> {
             StreamResult::Dropped => return None,
         }
     }
+}
+
+/// The most input a whole-input action collects when called through
+/// `execute-stream`.
+const WHOLE_INPUT_BYTES: usize = 16 << 20;
+
+/// All of `input`, for an action that needs it whole.
+async fn read_whole(input: &mut StreamReader<u8>) -> Result<Vec<u8>, PluginError> {
+    let mut whole = Vec::new();
+    while let Some(chunk) = read_chunk(input).await {
+        whole.extend_from_slice(&chunk);
+        if whole.len() > WHOLE_INPUT_BYTES {
+            return Err(PluginError::InvalidInput(format!(
+                "this action takes at most {WHOLE_INPUT_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(whole)
 }
 
 /// Lines and vowels seen so far.
