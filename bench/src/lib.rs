@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// Paths of the baseline guests, built by `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-    pub use warden_tests::guests::{C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO};
+    pub use warden_tests::guests::{C_HELLO, HELLO, HELLO_V2, JS_HELLO, PYTHON_HELLO};
 }
 
 /// The 13-byte input of the call benchmarks.

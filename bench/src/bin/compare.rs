@@ -44,8 +44,9 @@ fn main() {
     let cache = tempfile_dir("warden-bench-cache");
     let mut report = String::new();
     let mut targets = Vec::new();
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("calls", calls),
+        ("worlds", worlds),
         ("loading", loading),
         ("scaling", scaling),
         ("memory", |_, targets| memory(targets)),
@@ -229,6 +230,126 @@ fn calls(cache: &std::path::Path, targets: &mut Vec<Target>) -> String {
         mib_per_second(warm_1m[0]),
         mib_per_second(warm_1m[1]),
         mib_per_second(warm_1m[2])
+    );
+    out
+}
+
+/// Bytes each streaming measurement moves: enough that the call's set-up is
+/// noise, little enough for a few runs per section.
+const STREAM_BYTES: usize = 256 << 20;
+
+/// World 0.1 against world 0.2: the same `hello` actions on each, on one
+/// runtime (0.1 on the plain engine, 0.2 on the concurrent one), and a
+/// streaming call's throughput against a plain copy of the same bytes.
+fn worlds(cache: &std::path::Path, _: &mut Vec<Target>) -> String {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let runtime = warden::Runtime::builder()
+        .compile_cache(cache)
+        .build()
+        .expect("a runtime");
+    let load = |path: &str| {
+        tokio
+            .block_on(runtime.load_file(path, warden::Sandbox::default()))
+            .expect("loading")
+    };
+    let plugins = [load(guests::HELLO), load(guests::HELLO_V2)];
+    let mut out = String::from(
+        "## World 0.1 and world 0.2
+
+The Rust `hello` of each world on one runtime, `count-vowels` on 13 bytes:          0.1 runs on the engine without component-model concurrency, 0.2 (async exports) on the one with it.
+
+         | call | world 0.1 | world 0.2 | 0.2 vs 0.1 |
+|---|---:|---:|---:|
+",
+    );
+    let isolated = plugins.clone().map(|plugin| {
+        median_per_op(20, SAMPLE_TIME, |n| {
+            tokio.block_on(async {
+                for _ in 0..n {
+                    plugin
+                        .execute("count-vowels", SHORT_INPUT)
+                        .await
+                        .result
+                        .expect("a call");
+                }
+            });
+        })
+    });
+    let warm = plugins.clone().map(|plugin| {
+        let mut instance = tokio
+            .block_on(plugin.instantiate())
+            .result
+            .expect("an instance");
+        median_per_op(1000, SAMPLE_TIME, |n| {
+            tokio.block_on(async {
+                for _ in 0..n {
+                    instance
+                        .execute("count-vowels", SHORT_INPUT)
+                        .await
+                        .result
+                        .expect("a call");
+                }
+            });
+        })
+    });
+    for (label, times) in [
+        ("isolated call (fresh instance, `init`, `execute`)", isolated),
+        ("warm call on a live instance", warm),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {:.2}× |",
+            micros(times[0]),
+            micros(times[1]),
+            ratio(times[1], times[0])
+        );
+    }
+
+    let input = text(STREAM_BYTES);
+    let copy = best_of(3, || {
+        tokio.block_on(async {
+            let mut reader = std::io::Cursor::new(input.as_slice());
+            let copied = tokio::io::copy(&mut reader, &mut tokio::io::sink())
+                .await
+                .expect("copying");
+            assert_eq!(copied, STREAM_BYTES as u64);
+        });
+    });
+    let mut limits = warden::Limits::default();
+    limits.timeout = Duration::from_secs(120);
+    let streaming = tokio
+        .block_on(runtime.load_file(guests::HELLO_V2, warden::Sandbox::with_limits(limits)))
+        .expect("loading");
+    let streamed = |action: &str| {
+        best_of(3, || {
+            tokio.block_on(async {
+                let (mut output, outcome) =
+                    streaming.execute_stream(action, std::io::Cursor::new(input.clone()));
+                let out = tokio::io::copy(&mut output, &mut tokio::io::sink())
+                    .await
+                    .expect("reading the output");
+                let moved = outcome.await.into_result().expect("a streaming call");
+                assert_eq!(moved.bytes_in, STREAM_BYTES as u64);
+                assert_eq!(moved.bytes_out, out);
+            });
+        })
+    };
+    let echo = streamed("echo");
+    let count = streamed("count");
+    let per_mib = |time: Duration| time / (STREAM_BYTES >> 20) as u32;
+    let _ = writeln!(
+        out,
+        "
+Streaming {} MiB through `execute-stream` (input from memory, output read as it comes):          `echo` {:.0} MiB/s, `count` (input only) {:.0} MiB/s; a plain copy of the same bytes          (`tokio::io::copy`) {:.0} MiB/s.
+",
+        STREAM_BYTES >> 20,
+        mib_per_second(per_mib(echo)),
+        mib_per_second(per_mib(count)),
+        mib_per_second(per_mib(copy)),
     );
     out
 }

@@ -74,9 +74,13 @@ impl WorldVersion {
     }
 
     /// Which version a component's bytes target, read from its top-level
-    /// export section without compiling it.
+    /// export section without compiling it. Bytes that do not parse give
+    /// `None`: compiling them then says what is wrong, as for any component.
     pub(crate) fn of_component_bytes(bytes: &[u8]) -> Result<Option<WorldVersion>, Error> {
-        Self::of_exports(top_level_exports(bytes)?.iter().map(String::as_str))
+        match top_level_exports(bytes) {
+            Ok(exports) => Self::of_exports(exports.iter().map(String::as_str)),
+            Err(_) => Ok(None),
+        }
     }
 }
 
@@ -99,23 +103,20 @@ fn supported_versions() -> String {
 }
 
 /// The names a component exports at its top level.
-fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>, Error> {
+fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>, wasmparser::BinaryReaderError> {
     use wasmparser::{Parser, Payload};
-    let unreadable = |err: wasmparser::BinaryReaderError| {
-        Error::invalid_plugin(format!("unreadable component: {err}"))
-    };
     let mut names = Vec::new();
     // `parse_all` walks nested modules and components too, each between its
     // section and its own `End`; only depth 0 is the component itself.
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(unreadable)? {
+        match payload? {
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) if depth == 0 => break,
             Payload::End(_) => depth -= 1,
             Payload::ComponentExportSection(exports) if depth == 0 => {
                 for export in exports {
-                    names.push(export.map_err(unreadable)?.name.name.to_owned());
+                    names.push(export?.name.name.to_owned());
                 }
             }
             _ => {}
