@@ -298,4 +298,6 @@ pub fn cli(warden: &Path, scratch: &Path, bytes: &[u8]) -> Verdict {
 
 /// The exit codes `warden --help` documents, except 70 (`internal`): that
 /// one, 101 (a panic) and none at all (a signal) are findings.
-pub const EXPECTED_EXIT_CODES: &[i32] = &[0, 1, 2, 10, 11, 12, 20, 21, 22, 23, 24, 25, 26, 30, 31];
+pub const EXPECTED_EXIT_CODES: &[i32] = &[
+    0, 1, 2, 10, 11, 12, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+];

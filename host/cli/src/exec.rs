@@ -31,7 +31,7 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     let limit = target.sandbox.limits.max_input_bytes;
     // The program's stdin, read before it starts (see `read_stdin`).
-    let stdin = match run::bounded(run::read_stdin(limit), limit) {
+    let stdin = match run::bounded(run::read_stdin(limit).await, limit) {
         Ok(bytes) => bytes,
         Err(failure) => return finish(&args, &target.name, Err(failure), None),
     };

@@ -30,6 +30,14 @@ pub const TRAP: u8 = 24;
 pub const OUTPUT_TOO_LARGE: u8 = 25;
 /// The input exceeded the input limit.
 pub const INPUT_TOO_LARGE: u8 = 26;
+/// A streaming call stalled: neither its input nor its output moved for
+/// the stream idle timeout.
+pub const STREAM_IDLE: u8 = 27;
+/// A streaming plugin broke the `execute-stream` contract (it dropped its
+/// outcome without writing it, say).
+pub const STREAM_BROKEN: u8 = 28;
+/// A streaming call was asked of a plugin that does not stream.
+pub const STREAMING_UNSUPPORTED: u8 = 29;
 /// The plugin used a capability it was not granted, or (with --strict)
 /// imports one.
 pub const DENIED: u8 = 30;
@@ -51,8 +59,10 @@ Exit codes (and --json statuses):
   10  invalid-plugin          24  trap
   11  io-error                25  output-too-large
   12  init-failed             26  input-too-large
-  30  denied                  40  cancelled
-  31  untrusted               70  internal-error
+  30  denied                  27  stream-idle
+  31  untrusted               28  stream-broken
+  40  cancelled               29  streaming-unsupported
+  70  internal-error
 `warden exec` exits with the program's own code when it runs to the end.";
 
 /// The exit code for a failed call.
@@ -71,6 +81,9 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Trap => TRAP,
         ErrorKind::OutputTooLarge => OUTPUT_TOO_LARGE,
         ErrorKind::InputTooLarge => INPUT_TOO_LARGE,
+        ErrorKind::StreamIdle => STREAM_IDLE,
+        ErrorKind::StreamBroken => STREAM_BROKEN,
+        ErrorKind::StreamingUnsupported => STREAMING_UNSUPPORTED,
         ErrorKind::Denied => DENIED,
         ErrorKind::Untrusted => UNTRUSTED,
         _ => INTERNAL,

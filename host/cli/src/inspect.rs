@@ -72,6 +72,60 @@ fn kv_namespace(plugin: &Plugin) -> Option<String> {
     )
 }
 
+/// The optional interfaces of world 0.2 the plugin exports: `streaming`
+/// (`execute-stream`) and `lifecycle` (`shutdown`).
+fn interfaces(plugin: &Plugin) -> Vec<&'static str> {
+    [
+        ("streaming", plugin.streams()),
+        ("lifecycle", plugin.has_lifecycle()),
+    ]
+    .into_iter()
+    .filter_map(|(name, exported)| exported.then_some(name))
+    .collect()
+}
+
+/// The lines of text for what a 0.2 plugin says beyond its actions' names:
+/// each action described, with its input and output media types (`bytes`
+/// when it names none), its authors, licence and homepage. Empty for a
+/// plugin that says none of it (every 0.1 plugin).
+fn described(metadata: &Metadata) -> String {
+    let mut text = String::new();
+    let details = &metadata.action_details;
+    if details.iter().any(|action| {
+        !(action.description.is_empty()
+            && action.input_type.is_empty()
+            && action.output_type.is_empty())
+    }) {
+        let width = details.iter().map(|action| action.name.len()).max();
+        let media = |media_type: &str| match media_type {
+            "" => "bytes".to_owned(),
+            named => named.to_owned(),
+        };
+        for action in details {
+            text.push_str(&format!(
+                "  {:<width$}  {} → {}  {}\n",
+                action.name,
+                media(&action.input_type),
+                media(&action.output_type),
+                action.description,
+                width = width.unwrap_or_default()
+            ));
+        }
+    }
+    if !metadata.authors.is_empty() {
+        text.push_str(&format!("authors: {}\n", metadata.authors.join(", ")));
+    }
+    for (label, value) in [
+        ("license", &metadata.license),
+        ("homepage", &metadata.homepage),
+    ] {
+        if let Some(value) = value {
+            text.push_str(&format!("{label}: {value}\n"));
+        }
+    }
+    text
+}
+
 fn print_json(
     plugin: &Plugin,
     result: &Result<Metadata, Error>,
@@ -95,12 +149,26 @@ fn print_json(
     );
     object.insert("trusted".into(), info.trust.trusted.into());
     object.insert("kv_namespace".into(), kv_namespace(plugin).into());
+    object.insert(
+        "world_version".into(),
+        plugin.world_version().as_str().into(),
+    );
+    object.insert("interfaces".into(), interfaces(plugin).into());
     let metadata = match result {
         Ok(metadata) => json!({
             "name": metadata.name,
             "version": metadata.version,
             "description": metadata.description,
             "actions": metadata.actions,
+            "action_details": metadata.action_details.iter().map(|action| json!({
+                "name": action.name,
+                "description": action.description,
+                "input_type": action.input_type,
+                "output_type": action.output_type,
+            })).collect::<Vec<_>>(),
+            "authors": metadata.authors,
+            "license": metadata.license,
+            "homepage": metadata.homepage,
         }),
         Err(_) => Value::Null,
     };
@@ -120,12 +188,22 @@ fn print_text(plugin: &Plugin, result: &Result<Metadata, Error>) {
             metadata.actions.join(", ")
         };
         output::print_guest_text(&format!(
-            "{} {}: {}\nactions: {actions}\n",
-            metadata.name, metadata.version, metadata.description
+            "{} {}: {}\nactions: {actions}\n{}",
+            metadata.name,
+            metadata.version,
+            metadata.description,
+            described(metadata)
         ));
     } else {
         println!("{}: init failed, metadata unavailable", plugin.name());
     }
+    let interfaces = interfaces(plugin);
+    let interfaces = if interfaces.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", interfaces.join(", "))
+    };
+    println!("world:   {}{interfaces}", plugin.world_version().as_str());
     println!("capabilities:");
     for capability in plugin.capabilities() {
         let status = if capability.granted {

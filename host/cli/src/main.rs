@@ -16,8 +16,13 @@ mod serve;
 mod trust;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::args::{Cli, Command};
+
+/// How long `warden run` waits, once it is done, for blocking work still
+/// in flight (see `main`).
+const BLOCKING_WORK_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|err| err.exit());
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
+    let reads_stdin_async = matches!(cli.command, Command::Run(_));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
@@ -53,6 +59,14 @@ fn main() -> ExitCode {
             Command::ExportHttp(args) => export_http::export_http(args).await,
         }
     });
+    if reads_stdin_async {
+        // `run` reads stdin on a blocking thread, and a read still waiting
+        // when the call ended (a streaming plugin that stopped reading, a
+        // writer that went quiet) cannot be cancelled: dropping the runtime
+        // would wait for the writer's next byte. Other blocking work (a kv
+        // write of a call that timed out) gets this long to finish.
+        runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
+    }
     match result {
         Ok(code) => code,
         Err(err) => {

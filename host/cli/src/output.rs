@@ -243,6 +243,75 @@ pub fn print_output(output: &[u8], end_line: bool) -> std::io::Result<()> {
     stdout.flush()
 }
 
+/// A streaming call's output as it is written to stdout, piece by piece: as
+/// [`print_output`] writes a whole output, escaped on a terminal with a
+/// newline added at its end there, and unchanged otherwise.
+pub struct StreamedOutput {
+    terminal: bool,
+    /// On a terminal, the start of a UTF-8 character the last piece ended
+    /// in, held back so that it is not escaped as bytes that are not UTF-8.
+    held: Vec<u8>,
+    /// Whether the output so far ends with a newline.
+    ends_line: bool,
+}
+
+impl StreamedOutput {
+    /// Output written to stdout, which is a `terminal` or not.
+    pub fn new(terminal: bool) -> Self {
+        StreamedOutput {
+            terminal,
+            held: Vec::new(),
+            ends_line: false,
+        }
+    }
+
+    /// What to write for the next `piece` of output.
+    pub fn piece<'a>(&mut self, piece: &'a [u8]) -> Cow<'a, [u8]> {
+        if let Some(&last) = piece.last() {
+            self.ends_line = last == b'\n';
+        }
+        if !self.terminal {
+            return Cow::Borrowed(piece);
+        }
+        self.held.extend_from_slice(piece);
+        let rest = self.held.split_off(complete_utf8_len(&self.held));
+        let complete = std::mem::replace(&mut self.held, rest);
+        Cow::Owned(shown(&complete, true).into_owned())
+    }
+
+    /// What to write once the output has ended: on a terminal, what was
+    /// held back and a newline unless the output ended with one.
+    pub fn end(self) -> Vec<u8> {
+        if !self.terminal {
+            return Vec::new();
+        }
+        let mut tail = shown(&self.held, true).into_owned();
+        if !self.ends_line {
+            tail.push(b'\n');
+        }
+        tail
+    }
+}
+
+/// How much of `bytes` comes before a UTF-8 character cut short at its end
+/// (all of it when none is).
+fn complete_utf8_len(bytes: &[u8]) -> usize {
+    // A character takes at most 4 bytes, so a cut one starts in the last 3.
+    for back in 1..=bytes.len().min(3) {
+        let start = bytes.len() - back;
+        let needs = match bytes[start] {
+            // A continuation byte: the character starts further back.
+            0x80..=0xBF => continue,
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 1,
+        };
+        return if needs > back { start } else { bytes.len() };
+    }
+    bytes.len()
+}
+
 /// What the guest wrote and logged, then the one-line report, on stderr.
 pub fn print_human_report(error: Option<&Error>, report: &Report) {
     print_report_with(error.map(ToString::to_string).as_deref(), report);
@@ -399,6 +468,24 @@ mod tests {
         let text = b"\x1b[2Jred\x07\r\n";
         assert_eq!(&*shown(text, true), b"\\x1b[2Jred\\x07\\r\n");
         assert_eq!(&*shown(text, false), text, "piped: byte for byte");
+    }
+
+    #[test]
+    fn streamed_output_is_shown_as_a_whole_output_would_be() {
+        let text = "\x1b[2Jé ünï\n€".as_bytes();
+        for cut in 0..=text.len() {
+            let mut streamed = StreamedOutput::new(true);
+            let mut shown_text = streamed.piece(&text[..cut]).into_owned();
+            shown_text.extend_from_slice(&streamed.piece(&text[cut..]));
+            shown_text.extend(streamed.end());
+            assert_eq!(shown_text, "\\x1b[2Jé ünï\n€\n".as_bytes(), "cut at {cut}");
+        }
+        let mut piped = StreamedOutput::new(false);
+        assert_eq!(&*piped.piece(b"\x1b"), b"\x1b");
+        assert!(piped.end().is_empty(), "piped: byte for byte");
+        let mut ended = StreamedOutput::new(true);
+        let _ = ended.piece(b"line\n");
+        assert!(ended.end().is_empty());
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! `warden run`: one action in a fresh instance.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use warden::{Error, ErrorKind, Outcome, Plugin, PluginError, Registry, Reload, Report};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use warden::{
+    Error, ErrorKind, Outcome, OutputStream, Plugin, PluginError, Registry, Reload, Report,
+    STREAM_BUFFER_BYTES,
+};
 
 use crate::args::{RunArgs, SandboxedComponent};
 use crate::load;
 use crate::output::{self, Failure};
 
-/// `warden run`: reads the input, loads the plugin and calls the action
-/// once (or, with `--watch`, again after every change). Every failure is
-/// reported like a failed call: with `--json`, as its one JSON object.
+/// `warden run`: opens the input, loads the plugin and calls the action
+/// once (or, with `--watch`, again after every change). A plugin that
+/// streams is fed stdin or `--input-file` as it is read (see [`stream`]);
+/// otherwise the whole input is read first. Every failure is reported like
+/// a failed call: with `--json`, as its one JSON object.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let target = match args.sandbox.resolve(&args.plugin) {
         Ok(target) => target,
@@ -24,30 +31,131 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let limit = target.sandbox.limits.max_input_bytes;
-    let input = match bounded(read_input(&args, limit), limit) {
-        Ok(bytes) => bytes,
+    // What is wrong with the input (`--input` past the limit, a file that
+    // cannot be opened) is said before the plugin is loaded.
+    let source = match open_input(&args, limit).await {
+        Ok(source) => source,
         Err(failure) => return finish(&args, &target.name, Err(failure), None),
     };
     if args.watch {
-        return watch(args, target, input).await;
+        return match source.read_whole(limit).await {
+            Ok(input) => watch(args, target, input).await,
+            Err(failure) => finish(&args, &target.name, Err(failure), None),
+        };
     }
     let plugin = match load::plugin(&target, &args.sandbox).await {
         Ok(plugin) => plugin,
         Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
+    };
+    let input = match source {
+        InputSource::Reader(reader) if plugin.streams() && !args.no_stream => {
+            return stream(&args, &plugin, reader).await;
+        }
+        source => match source.read_whole(limit).await {
+            Ok(input) => input,
+            Err(failure) => return finish(&args, &target.name, Err(failure), None),
+        },
     };
     let Outcome { result, report } = plugin.execute(args.action(), &input).await;
     let result = explained(&args, Some(&plugin), result).await;
     finish(&args, plugin.name(), result, Some(&report))
 }
 
+/// `warden run` of a plugin that streams, on stdin or `--input-file`: the
+/// input goes to `execute-stream` as the plugin reads it, and the output to
+/// stdout as it comes, so memory stays flat whatever their sizes (the
+/// stream limits bound them, not `--max-input`). With `--json` the output
+/// is collected, up to `--max-output`, into the usual report.
+async fn stream(args: &RunArgs, plugin: &Plugin, input: InputReader) -> anyhow::Result<ExitCode> {
+    let (output, outcome) = plugin.execute_stream(args.action(), input.reader);
+    if args.json {
+        let limit = plugin.sandbox().limits.max_output_bytes;
+        let collected = collect_output(output, limit).await;
+        let Outcome { result, report } = outcome.await;
+        // Past --max-output the output was cut off, which explains whatever
+        // the plugin did next.
+        let result = match collected.context("reading the output")? {
+            Ok(bytes) => result.map(|_| bytes),
+            Err(too_large) => Err(too_large),
+        };
+        let result = explained(args, Some(plugin), result).await;
+        return finish(args, plugin.name(), result, Some(&report));
+    }
+    let idle_timeout = plugin.sandbox().limits.stream_idle_timeout;
+    let mut outcome = outcome;
+    let mut copy = std::pin::pin!(copy_to_stdout(output));
+    let (copied, Outcome { result, report }) = tokio::select! {
+        copied = &mut copy => (Some(copied), (&mut outcome).await),
+        ended = &mut outcome => {
+            // What the plugin wrote before the call ended is written out;
+            // after a failure, only while stdout takes it (a reader that
+            // stopped reading may be why the call failed).
+            let copied = if ended.result.is_ok() {
+                Some(copy.await)
+            } else {
+                tokio::time::timeout(idle_timeout, copy).await.ok()
+            };
+            (copied, ended)
+        }
+    };
+    if let Some(copied) = copied {
+        copied.context("writing the output")?;
+    }
+    let result = explained(args, Some(plugin), result).await;
+    report_on_stderr(&result, Some(&report));
+    Ok(exit_code(&result))
+}
+
+/// A streaming call's output, read to its end or until it goes past
+/// `limit`: then reading stops (so the plugin's writes do) and the output
+/// is refused as too large, its size being what was read by then.
+async fn collect_output(
+    output: OutputStream,
+    limit: usize,
+) -> std::io::Result<Result<Vec<u8>, Error>> {
+    let mut bytes = Vec::new();
+    output
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await?;
+    Ok(if bytes.len() > limit {
+        Err(Error::OutputTooLarge {
+            size: bytes.len(),
+            limit,
+        })
+    } else {
+        Ok(bytes)
+    })
+}
+
+/// Copies a streaming call's output to stdout piece by piece as it comes,
+/// each piece written through before the next is read, so a reader of
+/// stdout sees it at once and a slow one slows the plugin down. Returning
+/// drops `output`, which stops the plugin's writes.
+async fn copy_to_stdout(mut output: OutputStream) -> std::io::Result<()> {
+    let mut stdout = tokio::io::stdout();
+    let mut shown = output::StreamedOutput::new(std::io::stdout().is_terminal());
+    let mut piece = vec![0; STREAM_BUFFER_BYTES];
+    loop {
+        let read = output.read(&mut piece).await?;
+        if read == 0 {
+            break;
+        }
+        stdout.write_all(&shown.piece(&piece[..read])).await?;
+        stdout.flush().await?;
+    }
+    stdout.write_all(&shown.end()).await?;
+    stdout.flush().await
+}
+
 /// A call's result as the command line reports it. A call of an action the
 /// plugin does not have lists the actions it has; a call that named no
 /// action, of a plugin that lists actions, is a usage error (exit 2).
-async fn explained(
+async fn explained<T>(
     args: &RunArgs,
     plugin: Option<&Plugin>,
-    result: Result<Vec<u8>, Error>,
-) -> Result<Vec<u8>, Failure> {
+    result: Result<T, Error>,
+) -> Result<T, Failure> {
     let err = match result {
         Ok(output) => return Ok(output),
         Err(err) => err,
@@ -278,20 +386,31 @@ fn finish(
         if let Ok(bytes) = &result {
             output::print_output(bytes, args.watch).context("writing the output")?;
         }
-        let message = result
-            .as_ref()
-            .err()
-            .map(|failure| failure.message.as_str());
-        match (report, &result) {
-            (Some(report), _) => output::print_report_with(message, report),
-            (None, Err(failure)) => output::print_failure(failure),
-            (None, Ok(_)) => {}
-        }
+        report_on_stderr(&result, report);
     }
-    Ok(match &result {
+    Ok(exit_code(&result))
+}
+
+/// What the guest wrote and logged and the one-line report, on stderr; for
+/// a call that never started (`report` is `None`), its failure alone.
+fn report_on_stderr<T>(result: &Result<T, Failure>, report: Option<&Report>) {
+    let message = result
+        .as_ref()
+        .err()
+        .map(|failure| failure.message.as_str());
+    match (report, result) {
+        (Some(report), _) => output::print_report_with(message, report),
+        (None, Err(failure)) => output::print_failure(failure),
+        (None, Ok(_)) => {}
+    }
+}
+
+/// The exit code for a call's result.
+fn exit_code<T>(result: &Result<T, Failure>) -> ExitCode {
+    match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(failure) => failure.exit_code(),
-    })
+    }
 }
 
 /// Input read within a limit.
@@ -302,32 +421,103 @@ pub enum Input {
     TooLarge { size: usize },
 }
 
-/// Reads the input from `--input`, `--input-file` or stdin, keeping at most
-/// `limit` bytes in memory.
-fn read_input(args: &RunArgs, limit: usize) -> anyhow::Result<Input> {
+/// Where `warden run`'s input comes from, before it is read.
+enum InputSource {
+    /// `--input`'s text, within the input limit.
+    Whole(Vec<u8>),
+    /// Stdin or `--input-file`, opened.
+    Reader(InputReader),
+}
+
+impl InputSource {
+    /// The whole input, read within `limit`, or the failure to report.
+    async fn read_whole(self, limit: usize) -> Result<Vec<u8>, Failure> {
+        match self {
+            InputSource::Whole(bytes) => Ok(bytes),
+            InputSource::Reader(reader) => bounded(reader.read_bounded(limit).await, limit),
+        }
+    }
+}
+
+/// Stdin or an input file, opened but not read yet.
+struct InputReader {
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// What it is, for errors: `stdin` or ``--input-file `PATH` ``.
+    name: String,
+}
+
+impl InputReader {
+    /// Stdin, unless it is a terminal (a person would have to type the
+    /// whole input before anything runs): then an empty input. It is read
+    /// on Tokio's blocking thread, so that the call goes on while a read
+    /// waits.
+    fn stdin() -> Self {
+        let reader: Pin<Box<dyn AsyncRead + Send>> = if std::io::stdin().is_terminal() {
+            Box::pin(tokio::io::empty())
+        } else {
+            Box::pin(tokio::io::stdin())
+        };
+        InputReader {
+            reader,
+            name: "stdin".to_owned(),
+        }
+    }
+
+    /// Reads it to its end, keeping at most `limit` bytes in memory.
+    async fn read_bounded(self, limit: usize) -> anyhow::Result<Input> {
+        let InputReader { mut reader, name } = self;
+        let mut bytes = Vec::new();
+        let read = async {
+            (&mut reader)
+                .take(u64::try_from(limit).unwrap_or(u64::MAX))
+                .read_to_end(&mut bytes)
+                .await?;
+            tokio::io::copy(&mut reader, &mut tokio::io::sink()).await
+        };
+        let rest = read.await.with_context(|| format!("cannot read {name}"))?;
+        Ok(if rest == 0 {
+            Input::Bytes(bytes)
+        } else {
+            Input::TooLarge {
+                size: bytes
+                    .len()
+                    .saturating_add(usize::try_from(rest).unwrap_or(usize::MAX)),
+            }
+        })
+    }
+}
+
+/// Opens the input: `--input`'s text is checked against `limit` at once;
+/// `--input-file` is opened and stdin taken, neither read yet.
+async fn open_input(args: &RunArgs, limit: usize) -> Result<InputSource, Failure> {
     if let Some(text) = &args.input {
-        return Ok(if text.len() > limit {
+        let input = if text.len() > limit {
             Input::TooLarge { size: text.len() }
         } else {
             Input::Bytes(text.clone().into_bytes())
-        });
+        };
+        return bounded(Ok(input), limit).map(InputSource::Whole);
     }
-    if let Some(path) = &args.input_file {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot read --input-file `{}`", path.display()))?;
-        return read_bounded(file, limit)
-            .with_context(|| format!("cannot read --input-file `{}`", path.display()));
+    let Some(path) = &args.input_file else {
+        return Ok(InputSource::Reader(InputReader::stdin()));
+    };
+    let name = format!("--input-file `{}`", path.display());
+    match tokio::fs::File::open(path).await {
+        Ok(file) => Ok(InputSource::Reader(InputReader {
+            reader: Box::pin(file),
+            name,
+        })),
+        Err(err) => {
+            let err = anyhow::Error::new(err).context(format!("cannot read {name}"));
+            Err(Failure::before_loading(&err))
+        }
     }
-    read_stdin(limit)
 }
 
-/// Reads stdin, unless it is a terminal (a person would have to type the
-/// whole input before anything runs): at most `limit` bytes are kept.
-pub fn read_stdin(limit: usize) -> anyhow::Result<Input> {
-    if std::io::stdin().is_terminal() {
-        return Ok(Input::Bytes(Vec::new()));
-    }
-    read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")
+/// Reads stdin to its end (empty when it is a terminal), keeping at most
+/// `limit` bytes in memory.
+pub async fn read_stdin(limit: usize) -> anyhow::Result<Input> {
+    InputReader::stdin().read_bounded(limit).await
 }
 
 /// The bytes of `input`, read within `limit`, or the failure to report:
@@ -338,18 +528,4 @@ pub fn bounded(input: anyhow::Result<Input>, limit: usize) -> Result<Vec<u8>, Fa
         Ok(Input::TooLarge { size }) => Err((&Error::InputTooLarge { size, limit }).into()),
         Err(err) => Err(Failure::before_loading(&err)),
     }
-}
-
-/// Reads `reader` to its end, keeping at most `limit` bytes in memory.
-fn read_bounded(mut reader: impl Read, limit: usize) -> std::io::Result<Input> {
-    let mut bytes = Vec::new();
-    (&mut reader).take(limit as u64).read_to_end(&mut bytes)?;
-    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(if rest == 0 {
-        Input::Bytes(bytes)
-    } else {
-        Input::TooLarge {
-            size: bytes.len().saturating_add(rest as usize),
-        }
-    })
 }

@@ -294,6 +294,13 @@ pub struct RunArgs {
     /// Read the input from this file.
     #[arg(long, value_name = "PATH")]
     pub input_file: Option<PathBuf>,
+    /// Call `execute` with the whole input even when the plugin streams. A
+    /// plugin that exports `warden:plugin/streaming` is otherwise fed stdin
+    /// or --input-file as it is read, and its output is written as it comes
+    /// (bounded by --max-stream-input and --max-stream-output, not
+    /// --max-input; with --json the output is collected, up to --max-output).
+    #[arg(long)]
+    pub no_stream: bool,
     /// Print one JSON object with the result and the report.
     #[arg(long)]
     pub json: bool,

@@ -167,6 +167,38 @@ fn host_memory_and_the_kv_namespace_are_the_operators() {
 }
 
 #[test]
+fn stream_limits_parse_and_default_as_the_library_says() {
+    let args = run_args(&[
+        "--max-stream-input",
+        "1GiB",
+        "--max-stream-output",
+        "64K",
+        "--stream-idle-timeout",
+        "1m30s",
+        "--no-stream",
+    ]);
+    assert!(args.no_stream);
+    let limits = args.sandbox.resolve(&args.plugin).unwrap().sandbox.limits;
+    assert_eq!(limits.max_stream_input_bytes, 1 << 30);
+    assert_eq!(limits.max_stream_output_bytes, 64 << 10);
+    assert_eq!(limits.stream_idle_timeout, Duration::from_secs(90));
+
+    let args = run_args(&[]);
+    assert!(!args.no_stream);
+    let limits = args.sandbox.resolve(&args.plugin).unwrap().sandbox.limits;
+    let defaults = warden::Limits::default();
+    assert_eq!(
+        (
+            limits.max_stream_input_bytes,
+            limits.max_stream_output_bytes,
+            limits.stream_idle_timeout
+        ),
+        (4 << 30, 4 << 30, Duration::from_secs(10)),
+    );
+    assert_eq!(limits, defaults);
+}
+
+#[test]
 fn bad_values_are_usage_errors() {
     for bad in [
         &["--timeout", "5"][..],
@@ -176,6 +208,10 @@ fn bad_values_are_usage_errors() {
         &["--config", "NOVALUE"],
         &["--allow-http", "example.com"],
         &["--allow-tcp", "localhost"],
+        &["--stream-idle-timeout", "0s"],
+        &["--stream-idle-timeout", "10"],
+        &["--max-stream-input", "lots"],
+        &["--max-stream-output", "-1"],
     ] {
         let err = Cli::try_parse_from(["warden", "run", "p.wasm"].iter().chain(bad)).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{bad:?}");

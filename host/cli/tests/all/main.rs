@@ -18,6 +18,7 @@ mod policy;
 mod readme;
 mod run;
 mod serve;
+mod stream;
 mod support;
 mod terminal;
 mod trust;

@@ -74,6 +74,21 @@ pub struct LimitOptions {
     #[serde(default, deserialize_with = "size")]
     #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::parse_size))]
     pub host_memory: Option<u64>,
+    /// Largest input a streaming call takes (`warden run` of a streaming
+    /// plugin, fed from stdin or --input-file); --max-input bounds whole
+    /// inputs instead [default: 4GiB].
+    #[serde(default, deserialize_with = "size")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::parse_size))]
+    pub max_stream_input: Option<u64>,
+    /// Largest output a streaming call gives [default: 4GiB].
+    #[serde(default, deserialize_with = "size")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::parse_size))]
+    pub max_stream_output: Option<u64>,
+    /// How long a streaming call may go with neither its input nor its
+    /// output moving, e.g. 500ms or 30s; more than zero [default: 10s].
+    #[serde(default, deserialize_with = "positive_duration")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = units::parse_positive_duration))]
+    pub stream_idle_timeout: Option<Duration>,
     /// [`Limits::table_elements`] (manifest only).
     #[cfg_attr(feature = "clap", arg(skip))]
     pub table_elements: Option<u64>,
@@ -122,6 +137,9 @@ impl LimitOptions {
             max_input: self.max_input.or(defaults.max_input),
             max_output: self.max_output.or(defaults.max_output),
             host_memory: self.host_memory.or(defaults.host_memory),
+            max_stream_input: self.max_stream_input.or(defaults.max_stream_input),
+            max_stream_output: self.max_stream_output.or(defaults.max_stream_output),
+            stream_idle_timeout: self.stream_idle_timeout.or(defaults.stream_idle_timeout),
             table_elements: self.table_elements.or(defaults.table_elements),
             instances: self.instances.or(defaults.instances),
             stdout: self.stdout.or(defaults.stdout),
@@ -154,6 +172,9 @@ impl LimitOptions {
         set(&mut limits.max_input_bytes, bytes(self.max_input));
         set(&mut limits.max_output_bytes, bytes(self.max_output));
         set(&mut limits.host_memory_bytes, self.host_memory);
+        set(&mut limits.max_stream_input_bytes, self.max_stream_input);
+        set(&mut limits.max_stream_output_bytes, self.max_stream_output);
+        set(&mut limits.stream_idle_timeout, self.stream_idle_timeout);
         set(&mut limits.table_elements, self.table_elements);
         set(&mut limits.instances, self.instances);
         set(&mut limits.stdout_bytes, bytes(self.stdout));

@@ -310,6 +310,9 @@ fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
         timeout = "1m30s"
         memory = "48Mi"
         fuel = 1
+        max_stream_input = "1GiB"
+        max_stream_output = 1024
+        stream_idle_timeout = "250ms"
         "#,
     )
     .unwrap();
@@ -317,6 +320,9 @@ fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
     assert_eq!(limits.timeout, Duration::from_secs(90));
     assert_eq!(limits.memory_bytes, 48 << 20);
     assert_eq!(limits.fuel, Some(1));
+    assert_eq!(limits.max_stream_input_bytes, 1 << 30);
+    assert_eq!(limits.max_stream_output_bytes, 1024);
+    assert_eq!(limits.stream_idle_timeout, Duration::from_millis(250));
     for (setting, expected) in [
         (
             "memory = 64",
@@ -324,6 +330,8 @@ fn limits_take_every_size_and_duration_form_and_refuse_ones_no_call_survives() {
         ),
         ("memory = \"64KiB\"", ""),
         ("timeout = \"0s\"", "`0s` is zero"),
+        ("stream_idle_timeout = \"0s\"", "`0s` is zero"),
+        ("max_stream_output = \"lots\"", "lots"),
         ("fuel = 0", "a fuel limit of 0"),
     ] {
         let text = format!("[plugins.a]\npath = \"a.wasm\"\n[plugins.a.limits]\n{setting}\n");
