@@ -258,13 +258,9 @@ fn worlds(cache: &std::path::Path, _: &mut Vec<Target>) -> String {
     };
     let plugins = [load(guests::HELLO), load(guests::HELLO_V2)];
     let mut out = String::from(
-        "## World 0.1 and world 0.2
-
-The Rust `hello` of each world on one runtime, `count-vowels` on 13 bytes:          0.1 runs on the engine without component-model concurrency, 0.2 (async exports) on the one with it.
-
-         | call | world 0.1 | world 0.2 | 0.2 vs 0.1 |
-|---|---:|---:|---:|
-",
+        "## World 0.1 and world 0.2\n\nThe Rust `hello` of each world on one runtime, `count-vowels` on 13 bytes: \
+         0.1 runs on the engine without component-model concurrency, 0.2 (async exports) on the one with it.\n\n\
+         | call | world 0.1 | world 0.2 | 0.2 vs 0.1 |\n|---|---:|---:|---:|\n",
     );
     let isolated = plugins.clone().map(|plugin| {
         median_per_op(20, SAMPLE_TIME, |n| {
@@ -297,7 +293,10 @@ The Rust `hello` of each world on one runtime, `count-vowels` on 13 bytes:      
         })
     });
     for (label, times) in [
-        ("isolated call (fresh instance, `init`, `execute`)", isolated),
+        (
+            "isolated call (fresh instance, `init`, `execute`)",
+            isolated,
+        ),
         ("warm call on a live instance", warm),
     ] {
         let _ = writeln!(
@@ -343,9 +342,9 @@ The Rust `hello` of each world on one runtime, `count-vowels` on 13 bytes:      
     let per_mib = |time: Duration| time / (STREAM_BYTES >> 20) as u32;
     let _ = writeln!(
         out,
-        "
-Streaming {} MiB through `execute-stream` (input from memory, output read as it comes):          `echo` {:.0} MiB/s, `count` (input only) {:.0} MiB/s; a plain copy of the same bytes          (`tokio::io::copy`) {:.0} MiB/s.
-",
+        "\nStreaming {} MiB through `execute-stream` (input from memory, output read as it comes): \
+         `echo` {:.0} MiB/s, `count` (input only) {:.0} MiB/s; a plain copy of the same bytes \
+         (`tokio::io::copy`) {:.0} MiB/s.\n",
         STREAM_BYTES >> 20,
         mib_per_second(per_mib(echo)),
         mib_per_second(per_mib(count)),
