@@ -23,8 +23,9 @@ pub(crate) type Reply = Response<ReplyBody>;
 pub(crate) enum ReplyBody {
     /// Built before the status line is sent.
     Whole(Full<Bytes>),
-    /// A streaming call's output, sent as it comes (chunked).
-    Streamed(StreamedBody),
+    /// A streaming call's output, sent as it comes (chunked); boxed, since
+    /// it holds the whole call while whole replies are most replies.
+    Streamed(Box<StreamedBody>),
 }
 
 impl From<Full<Bytes>> for ReplyBody {

@@ -191,7 +191,7 @@ pub(super) async fn stream_reply(
         Err(settled) => (None, Some(settled)),
     };
 
-    let mut reply = Response::new(ReplyBody::Streamed(StreamedBody {
+    let mut reply = Response::new(ReplyBody::Streamed(Box::new(StreamedBody {
         first,
         output: Some(output),
         buffer: BytesMut::new(),
@@ -204,7 +204,7 @@ pub(super) async fn stream_reply(
             _slots: [admitted, running],
             finish: None,
         }),
-    }));
+    })));
     let headers = reply.headers_mut();
     headers.insert(
         CONTENT_TYPE,
