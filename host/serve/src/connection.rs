@@ -22,9 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
@@ -209,13 +207,13 @@ impl Drop for RequestGuard {
 /// A response body that keeps its request in progress until hyper has
 /// written it, or dropped it with the connection.
 #[derive(Debug)]
-pub(super) struct TrackedBody {
-    body: Full<Bytes>,
+pub(super) struct TrackedBody<B> {
+    body: B,
     _request: RequestGuard,
 }
 
-impl TrackedBody {
-    pub(super) fn new(body: Full<Bytes>, request: RequestGuard) -> Self {
+impl<B> TrackedBody<B> {
+    pub(super) fn new(body: B, request: RequestGuard) -> Self {
         TrackedBody {
             body,
             _request: request,
@@ -223,14 +221,14 @@ impl TrackedBody {
     }
 }
 
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 

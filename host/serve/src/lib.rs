@@ -49,6 +49,16 @@
 //! plugin's input limit and [`ServerConfig::request_timeout`]) before it
 //! asks for admission, so slow clients hold no call slot.
 //!
+//! A plugin of world 0.2 that exports `warden:plugin/streaming` is
+//! streamed instead: its request body flows into
+//! [`Plugin::execute_stream`](warden::Plugin::execute_stream) as it arrives
+//! (bounded by the plugin's `max_stream_input_bytes`, never held whole, and
+//! outside the body memory) and its output flows back chunked as the plugin
+//! writes it. The status line waits for the first output byte, so a call
+//! that fails before it gets its usual status; one that fails after it ends
+//! the response without its last chunk, or with `warden-error` and
+//! `warden-message` trailers when the request said `TE: trailers`.
+//!
 //! Connections are bounded too (see [`ConnectionLimits`]): at most
 //! [`ServerConfig::max_connections`] are open (more wait in the kernel's
 //! listen backlog), each is closed after its idle timeout without a request
@@ -94,11 +104,12 @@ pub struct ServerConfig {
     /// Client connections open at once; more wait in the kernel's listen
     /// backlog. Default 512 ([`ServeSettings::DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: u32,
-    /// Bytes of request bodies held at once over all connections. Default
-    /// 1 GiB ([`ServeSettings::DEFAULT_MAX_BODY_MEMORY`]).
+    /// Bytes of request bodies held at once over all connections (streamed
+    /// bodies are never held, so they take none). Default 1 GiB ([`ServeSettings::DEFAULT_MAX_BODY_MEMORY`]).
     pub max_body_memory: u64,
     /// How long a request may take, from its head to its reply (longer than
-    /// zero). Default 30 s.
+    /// zero); for a streamed call, how long it may wait for a call slot (the
+    /// plugin's own timeouts bound the stream). Default 30 s.
     pub request_timeout: Duration,
     /// How long in-flight requests may finish after shutdown starts. Default
     /// 10 s; zero cancels them at once.

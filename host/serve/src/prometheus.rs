@@ -36,6 +36,9 @@ pub(crate) struct HttpStats {
     pub(crate) connections_open: AtomicI64,
     /// Connections the server closed because a bound ran out, by reason.
     connections_closed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Streamed responses that ended without all their output after their
+    /// status line was sent, by plugin and error.
+    streams_failed: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// Bounds a connection can run out of, as the `reason` label of
@@ -62,6 +65,14 @@ impl HttpStats {
         if let Some(reason) = error.filter(|error| REJECTIONS.contains(error)) {
             *lock(&self.rejected).entry(reason).or_default() += 1;
         }
+    }
+
+    /// Counts one streamed response of `plugin` cut short by `error` (an
+    /// error kind, or `response-abandoned`) after its status line.
+    pub(crate) fn count_stream_failure(&self, plugin: &str, error: &'static str) {
+        *lock(&self.streams_failed)
+            .entry((plugin.to_owned(), error))
+            .or_default() += 1;
     }
 
     /// Counts one connection closed because `reason` (one of
@@ -159,6 +170,20 @@ fn render_http(text: &mut String, stats: &HttpStats, body_bytes_held: usize) {
         );
     }
     drop(closed);
+    header(
+        text,
+        "warden_http_streams_failed_total",
+        "counter",
+        "Streamed responses cut short after their status line, by plugin and error \
+         (an error kind, or response-abandoned when the client stopped reading or went away).",
+    );
+    for ((plugin, error), count) in lock(&stats.streams_failed).iter() {
+        let _ = writeln!(
+            text,
+            "warden_http_streams_failed_total{{plugin=\"{}\",error=\"{error}\"}} {count}",
+            escape(plugin)
+        );
+    }
 }
 
 /// The instances alive, and every loaded plugin's metrics.

@@ -10,6 +10,15 @@
 //! - `GET /plugins/<name>` → the plugin's `init` metadata as JSON.
 //! - Other methods → 405 with `Allow: GET, POST`; a body larger than the
 //!   plugin's `max_input_bytes` → 413.
+//! - For a plugin that exports `warden:plugin/streaming` (world 0.2), the
+//!   action's body and output are streamed instead (see `stream`): the body
+//!   is bounded by `max_stream_input_bytes`, the output is chunked, and a
+//!   failure after the first output byte ends the response without its last
+//!   chunk (or with `warden-error` trailers when the client asked for them).
+//! - `GET /plugins/<name>` and `GET /plugins` also give each plugin's
+//!   `world` (`0.1.0`, `0.2.0`) and the optional `interfaces` it exports
+//!   (`streaming`, `lifecycle`); the metadata adds `action_details`,
+//!   `authors`, `license` and `homepage`.
 //!
 //! Host-side failures use the names of [`warden::ErrorKind`]: limits and
 //! traps (`timeout`, `out-of-fuel`, `memory-limit`, `trap`, ...) → 500;
@@ -20,13 +29,16 @@
 //! → 408, a call that does not finish within it → 504; a body that would
 //! take the request bodies held over
 //! [`ServerConfig::max_body_memory`](crate::ServerConfig::max_body_memory)
-//! → 503 `saturated`. The message of a host-side failure is one sentence
+//! → 503 `saturated`. Streams: `stream-idle` → 500 (408 when the plugin
+//! was waiting for the client's body), `stream-broken` → 500,
+//! `streaming-unsupported` → 501. The message of a host-side failure is one sentence
 //! from `public_message` (in `reply`); its full text, which may
 //! name host paths or carry a backtrace, goes to the log as a `call-failed`
 //! event.
 
 mod body;
 mod reply;
+mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,11 +54,12 @@ use serde_json::{Value, json};
 use warden::{Error, ErrorKind, Outcome, Plugin, PluginError, Report, truncate_record_text};
 
 use self::body::read_body;
-use self::reply::Reply;
+use self::reply::{Reply, ReplyBody};
 use self::reply::{
     error_reply, failure_reply, json_reply, method_not_allowed, octets_reply, only_get, text_reply,
     unavailable, unknown_action_reply,
 };
+use self::stream::StreamEnd;
 use crate::log::TARGET;
 use crate::server::Shared;
 
@@ -62,7 +75,8 @@ struct Entry {
     report: Option<Report>,
 }
 
-/// Answers one request and writes its access-log line.
+/// Answers one request and writes its access-log line: at once for a
+/// whole reply, when its call is over for a streamed one.
 pub(super) async fn handle(
     server: Arc<Shared>,
     peer: SocketAddr,
@@ -73,40 +87,115 @@ pub(super) async fn handle(
     let path = request.uri().path().to_owned();
     let mut entry = Entry::default();
     server.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let reply = route(&server, request, &mut entry).await;
-    server.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let status = reply.status().as_u16();
-    server
-        .stats
-        .count(entry.plugin.as_deref(), status, entry.error);
-    // What the client was not told goes to the log, access log or not.
-    if let Some(detail) = &entry.detail {
-        let plugin = entry.plugin.as_deref().map(truncate_record_text);
-        let action = entry.action.as_deref().map(truncate_record_text);
-        tracing::warn!(
-            target: TARGET,
-            event = "call-failed",
-            remote = peer.to_string(),
-            path = &*truncate_record_text(&path),
-            status,
-            plugin = plugin.as_deref(),
-            action = action.as_deref(),
-            error = entry.error,
-            message = detail.as_str(),
-        );
-    }
-    // What the plugin wrote goes to the log too: it is the plugin's, not
-    // the access log's.
-    if let (Some(plugin), Some(report)) = (&entry.plugin, &entry.report) {
-        log_plugin_output(plugin, entry.action.as_deref(), report);
-    }
-    if server.access_log {
-        access_log(peer, &method, &path, status, started, &reply, entry);
+    let mut reply = route(&server, request, &mut entry).await;
+    let answered = Answered {
+        server,
+        peer,
+        method,
+        path,
+        started,
+        status: reply.status().as_u16(),
+        entry,
+    };
+    let declared = reply
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    match reply.body_mut() {
+        ReplyBody::Whole(body) => {
+            let bytes_out =
+                declared.unwrap_or_else(|| http_body::Body::size_hint(body).exact().unwrap_or(0));
+            answered.finish(bytes_out);
+        }
+        ReplyBody::Streamed(body) => body.on_end(Box::new(move |end| answered.stream_ended(end))),
     }
     Ok(reply)
 }
 
-async fn route(server: &Shared, request: Request<Incoming>, entry: &mut Entry) -> Reply {
+/// A request answered, to count and log once its reply is complete.
+struct Answered {
+    server: Arc<Shared>,
+    peer: SocketAddr,
+    method: Method,
+    path: String,
+    started: Instant,
+    status: u16,
+    entry: Entry,
+}
+
+impl Answered {
+    /// A streamed reply is over: its call's report and error, if any, join
+    /// the entry. A failure here came after the status line, so the log
+    /// has its full text, whoever's it was.
+    fn stream_ended(mut self, end: StreamEnd) {
+        let entry = &mut self.entry;
+        entry.bytes_in = end.bytes_in;
+        entry.report = Some(end.outcome.report);
+        let error = match &end.outcome.result {
+            Err(err) => {
+                entry.detail = Some(err.to_string());
+                Some(reply::error_name(err))
+            }
+            Ok(_) if end.abandoned => {
+                entry.detail = Some(
+                    "the client went away or stopped reading before the end of the streamed \
+                     output"
+                        .to_owned(),
+                );
+                Some("response-abandoned")
+            }
+            Ok(_) => None,
+        };
+        entry.error = error;
+        if let (Some(error), Some(plugin)) = (error, &entry.plugin) {
+            self.server.stats.count_stream_failure(plugin, error);
+        }
+        self.finish(end.bytes_out);
+    }
+
+    /// Counts the request and writes its log lines.
+    fn finish(self, bytes_out: u64) {
+        let Answered {
+            server,
+            peer,
+            method,
+            path,
+            started,
+            status,
+            entry,
+        } = self;
+        server.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        server
+            .stats
+            .count(entry.plugin.as_deref(), status, entry.error);
+        // What the client was not told goes to the log, access log or not.
+        if let Some(detail) = &entry.detail {
+            let plugin = entry.plugin.as_deref().map(truncate_record_text);
+            let action = entry.action.as_deref().map(truncate_record_text);
+            tracing::warn!(
+                target: TARGET,
+                event = "call-failed",
+                remote = peer.to_string(),
+                path = &*truncate_record_text(&path),
+                status,
+                plugin = plugin.as_deref(),
+                action = action.as_deref(),
+                error = entry.error,
+                message = detail.as_str(),
+            );
+        }
+        // What the plugin wrote goes to the log too: it is the plugin's, not
+        // the access log's.
+        if let (Some(plugin), Some(report)) = (&entry.plugin, &entry.report) {
+            log_plugin_output(plugin, entry.action.as_deref(), report);
+        }
+        if server.access_log {
+            access_log(peer, &method, &path, status, started, bytes_out, entry);
+        }
+    }
+}
+
+async fn route(server: &Arc<Shared>, request: Request<Incoming>, entry: &mut Entry) -> Reply {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     match path.as_str() {
@@ -159,7 +248,7 @@ async fn route(server: &Shared, request: Request<Incoming>, entry: &mut Entry) -
 }
 
 async fn plugin_route(
-    server: &Shared,
+    server: &Arc<Shared>,
     request: Request<Incoming>,
     name: String,
     action: String,
@@ -184,6 +273,10 @@ async fn plugin_route(
     let wants_metadata = request.method() == Method::GET && action.is_empty();
     if request.method() != Method::POST && !wants_metadata {
         return method_not_allowed();
+    }
+    if request.method() == Method::POST && plugin.streams() {
+        entry.action = Some(action.clone());
+        return stream::stream_reply(server, plugin, &action, request, entry).await;
     }
     let deadline = tokio::time::Instant::now() + server.request_timeout;
     // The body is read (bounded by the plugin's input limit and the request
@@ -239,15 +332,35 @@ async fn metadata_reply(
         plugin.metadata().await
     };
     match tokio::time::timeout_at(deadline, metadata).await {
-        Ok(Ok(metadata)) => json_reply(
-            StatusCode::OK,
-            json!({
-                "name": metadata.name,
-                "version": metadata.version,
-                "description": metadata.description,
-                "actions": metadata.actions,
-            }),
-        ),
+        Ok(Ok(metadata)) => {
+            let actions: Vec<Value> = metadata
+                .action_details
+                .iter()
+                .map(|action| {
+                    json!({
+                        "name": action.name,
+                        "description": action.description,
+                        "input_type": action.input_type,
+                        "output_type": action.output_type,
+                    })
+                })
+                .collect();
+            json_reply(
+                StatusCode::OK,
+                json!({
+                    "name": metadata.name,
+                    "version": metadata.version,
+                    "description": metadata.description,
+                    "actions": metadata.actions,
+                    "action_details": actions,
+                    "authors": metadata.authors,
+                    "license": metadata.license,
+                    "homepage": metadata.homepage,
+                    "world": plugin.world_version().as_str(),
+                    "interfaces": optional_interfaces(plugin),
+                }),
+            )
+        }
         Ok(Err(err)) => failure_reply(&err, entry),
         Err(_) => call_timed_out(server, entry),
     }
@@ -312,15 +425,35 @@ fn plugin_list(server: &Shared) -> Reply {
         .registry
         .list()
         .into_iter()
-        .map(|plugin| {
-            json!({
-                "name": plugin.name,
-                "sha256": plugin.sha256,
-                "generation": plugin.generation,
-            })
+        .map(|registered| {
+            let mut listed = json!({
+                "name": registered.name,
+                "sha256": registered.sha256,
+                "generation": registered.generation,
+            });
+            // Gone since the listing was taken (an unload): listed as it was.
+            if let Some(plugin) = server.registry.get(&registered.name) {
+                listed["world"] = json!(plugin.world_version().as_str());
+                listed["interfaces"] = json!(optional_interfaces(&plugin));
+            }
+            listed
         })
         .collect();
     json_reply(StatusCode::OK, json!({ "plugins": plugins }))
+}
+
+/// The optional interfaces of world 0.2 the plugin exports, by name
+/// (none for a 0.1 plugin): `streaming` (its actions are streamed) and
+/// `lifecycle`.
+fn optional_interfaces(plugin: &Plugin) -> Vec<&'static str> {
+    let mut interfaces = Vec::new();
+    if plugin.streams() {
+        interfaces.push("streaming");
+    }
+    if plugin.has_lifecycle() {
+        interfaces.push("lifecycle");
+    }
+    interfaces
 }
 
 /// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
@@ -347,18 +480,9 @@ fn access_log(
     path: &str,
     status: u16,
     started: Instant,
-    reply: &Reply,
+    bytes_out: u64,
     entry: Entry,
 ) {
-    let bytes_out = reply
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            http_body::Body::size_hint(reply.body())
-                .exact()
-                .unwrap_or(0)
-        });
     let report = entry.report.as_ref();
     let plugin = entry.plugin.as_deref().map(truncate_record_text);
     let action = entry.action.as_deref().map(truncate_record_text);

@@ -36,9 +36,9 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Calls admitted: running plus waiting. Never waited on; when none is
     /// free the request is refused.
-    pub(crate) admission: Semaphore,
+    pub(crate) admission: Arc<Semaphore>,
     /// Calls running at once.
-    pub(crate) running: Semaphore,
+    pub(crate) running: Arc<Semaphore>,
     /// Bytes of request bodies held, over all connections: one permit per
     /// byte. Never waited on; a body that finds too few is refused.
     pub(crate) body_memory: Semaphore,
@@ -63,8 +63,10 @@ impl Shared {
             });
         Shared {
             registry,
-            admission: Semaphore::new(config.max_concurrent + config.queue_places()),
-            running: Semaphore::new(config.max_concurrent),
+            admission: Arc::new(Semaphore::new(
+                config.max_concurrent + config.queue_places(),
+            )),
+            running: Arc::new(Semaphore::new(config.max_concurrent)),
             body_memory: Semaphore::new(body_memory_limit),
             body_memory_limit,
             draining: AtomicBool::new(false),

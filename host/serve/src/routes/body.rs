@@ -45,11 +45,7 @@ pub(super) async fn read_body<'a>(
             "payload-too-large",
         )
     };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let declared = declared_length(&request);
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
@@ -87,6 +83,15 @@ pub(super) async fn read_body<'a>(
             "request-timeout",
         )),
     }
+}
+
+/// The body's length as its `Content-Length` header declares it, if it does.
+pub(super) fn declared_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
 }
 
 /// Reads `body` to its end, taking each chunk's bytes from `budget` as it

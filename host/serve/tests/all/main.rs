@@ -18,6 +18,8 @@ use warden::{Registry, Sandbox};
 use warden_serve::{Server, ServerConfig, Stopped};
 use warden_tests::{HttpReply, guests, http_request};
 
+mod streaming;
+
 /// A server on an ephemeral port of 127.0.0.1.
 struct Running {
     addr: SocketAddr,
