@@ -18,7 +18,7 @@ use std::error::Error as StdError;
 
 use wac_graph::types::{ItemKind, Package, Type, Types};
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId, PackageId};
-use warden::GUEST_INTERFACE;
+use warden::{GUEST_INTERFACE, WorldVersion};
 
 pub use targets::{Target, satisfies};
 
@@ -285,9 +285,20 @@ fn plug_plugin_into_adapter(
         .iter()
         .find(|import| satisfies(GUEST_INTERFACE, import))
         .ok_or("the HTTP adapter does not import Warden's guest interface")?;
-    let guest_export = plugin
-        .export_satisfying(guest_import)
-        .ok_or_else(|| format!("the plugin does not export `{guest_import}`"))?;
+    let guest_export = plugin.export_satisfying(guest_import).ok_or_else(|| {
+        // A plugin of world 0.2 has async exports the adapter cannot
+        // call: name the version rather than a missing export.
+        let v0_2 = WorldVersion::V0_2.guest_interface();
+        if plugin.export_satisfying(v0_2).is_some() {
+            format!(
+                "the plugin targets world 0.2 (it exports `{v0_2}`); \
+                     export-http composes world 0.1 plugins (`{guest_import}`) only: \
+                     serve a 0.2 plugin with `warden serve`"
+            )
+        } else {
+            format!("the plugin does not export `{guest_import}`")
+        }
+    })?;
     let guest = graph
         .alias_instance_export(plugin_instance, guest_export)
         .map_err(|err| chain(&err))?;

@@ -26,6 +26,13 @@ use crate::state::HostState;
 /// runs the call after a discard in a fresh instance.
 pub struct Instance {
     plugin: Plugin,
+    live: KeptInstance,
+}
+
+/// An instance without a handle on its plugin: what a plugin holds between
+/// calls. (Held as [`Instance`]s, the plugin and its instances would keep
+/// each other alive.)
+pub(crate) struct KeptInstance {
     store: Store<HostState>,
     guest: Guest,
     metadata: Metadata,
@@ -44,23 +51,35 @@ impl Instance {
     ) -> Self {
         Instance {
             plugin,
-            store: instance.store,
-            guest,
-            metadata,
-            discarded_after: None,
-            calls: 0,
-            _slot: instance.slot,
+            live: KeptInstance {
+                store: instance.store,
+                guest,
+                metadata,
+                discarded_after: None,
+                calls: 0,
+                _slot: instance.slot,
+            },
         }
+    }
+
+    /// The instance without its handle on the plugin, for the plugin to keep.
+    pub(crate) fn into_kept(self) -> KeptInstance {
+        self.live
+    }
+
+    /// A kept instance of `plugin`, ready for calls again.
+    pub(crate) fn from_kept(plugin: Plugin, live: KeptInstance) -> Self {
+        Instance { plugin, live }
     }
 
     /// How many calls this instance has served.
     pub fn calls(&self) -> u32 {
-        self.calls
+        self.live.calls
     }
 
     /// What this instance's `init` returned.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.live.metadata
     }
 
     /// The plugin this is an instance of.
@@ -70,7 +89,7 @@ impl Instance {
 
     /// Whether an earlier failure discarded this instance.
     pub fn is_discarded(&self) -> bool {
-        self.discarded_after.is_some()
+        self.live.discarded_after.is_some()
     }
 
     /// Ends the instance: a plugin that exports `warden:plugin/lifecycle`
@@ -84,30 +103,32 @@ impl Instance {
         if self.is_discarded() || !self.plugin.has_lifecycle() {
             return None;
         }
-        let work = Shutdown { guest: &self.guest };
+        let work = Shutdown {
+            guest: &self.live.guest,
+        };
         let loaded = self.plugin.loaded();
-        Some(call::host_call(loaded, &mut self.store, SHUTDOWN_TIMEOUT, work).await)
+        Some(call::host_call(loaded, &mut self.live.store, SHUTDOWN_TIMEOUT, work).await)
     }
 
     /// Runs one action on this instance.
     pub async fn execute(&mut self, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
         let loaded = self.plugin.loaded();
-        if let Some(kind) = self.discarded_after {
+        if let Some(kind) = self.live.discarded_after {
             return call::counted(
                 loaded,
                 Outcome::before_guest(Error::InstanceDiscarded(kind)),
             );
         }
         let call = KeptCall {
-            guest: &self.guest,
-            calls: &mut self.calls,
+            guest: &self.live.guest,
+            calls: &mut self.live.calls,
             action: Action::new(action, input, &loaded.sandbox.limits),
         };
-        let outcome = call::in_instance(loaded, &mut self.store, call).await;
+        let outcome = call::in_instance(loaded, &mut self.live.store, call).await;
         if let Err(err) = &outcome.result
             && err.poisons_instance()
         {
-            self.discarded_after = Some(err.kind());
+            self.live.discarded_after = Some(err.kind());
         }
         outcome
     }

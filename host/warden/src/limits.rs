@@ -61,7 +61,9 @@ pub struct Limits {
     /// Host resources (open files, streams, buckets, HTTP requests, …) an
     /// instance may hold at once; a guest that creates more and never drops
     /// them fails with [`Error::MemoryLimit`](crate::Error::MemoryLimit)
-    /// instead of growing the host's memory. Default: 10,000.
+    /// instead of growing the host's memory. For a plugin of world 0.2 it
+    /// also bounds the streams, futures and tasks the guest holds at once
+    /// (wasmtime's component handles); making one more traps. Default: 10,000.
     pub host_resources: usize,
     /// Instances of this plugin that may exist at once (calls in flight plus
     /// live instances); further calls wait. Default: `None`, bounded only by

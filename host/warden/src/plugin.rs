@@ -1,6 +1,7 @@
 //! A loaded [`Plugin`]: a compiled component of the `warden:plugin/plugin`
 //! world, pre-instantiated against the runtime's linker, ready to run calls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::io::AsyncRead;
@@ -10,7 +11,7 @@ use crate::call::{self, GuestWork};
 use crate::capabilities::{CapabilityUse, InstanceOptions};
 use crate::error::Error;
 use crate::guest::{Guest, GuestPre, WorldVersion};
-use crate::instance::Instance;
+use crate::instance::{Instance, KeptInstance};
 use crate::limits::Limits;
 use crate::load::{Loaded, loaded_accessors};
 use crate::metadata::Metadata;
@@ -37,7 +38,10 @@ struct PluginInner {
     pre: GuestPre,
     metadata: OnceLock<Metadata>,
     /// Kept instances waiting for their next call (with `calls_per_instance` > 1).
-    idle: Mutex<Vec<Instance>>,
+    idle: Mutex<Vec<KeptInstance>>,
+    /// Set once [`Plugin::retire_kept_instances`] ran: instances finishing a
+    /// call after it are retired too, not kept.
+    retired: AtomicBool,
 }
 
 /// Kept instances a plugin holds between calls at most; each holds an
@@ -53,6 +57,7 @@ impl Plugin {
                 pre,
                 metadata: OnceLock::new(),
                 idle: Mutex::new(Vec::new()),
+                retired: AtomicBool::new(false),
             }),
         }
     }
@@ -125,7 +130,7 @@ impl Plugin {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let mut instance = match idle {
-            Some(instance) => instance,
+            Some(kept) => Instance::from_kept(self.clone(), kept),
             None => {
                 let created = self.instantiate().await;
                 match created.result {
@@ -143,14 +148,16 @@ impl Plugin {
         let outcome = instance.execute(action, input).await;
         let keep = !instance.is_discarded()
             && instance.calls() < self.inner.loaded.sandbox.calls_per_instance;
-        let retired = if keep {
+        let ending = if keep {
             let mut idle = self
                 .inner
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < MAX_IDLE_INSTANCES {
-                idle.push(instance);
+            // Checked under the lock that `retire_kept_instances` empties
+            // the list under, so no instance is kept after it.
+            if idle.len() < MAX_IDLE_INSTANCES && !self.inner.retired.load(Ordering::Acquire) {
+                idle.push(instance.into_kept());
                 None
             } else {
                 Some(instance)
@@ -158,7 +165,7 @@ impl Plugin {
         } else {
             Some(instance)
         };
-        if let Some(instance) = retired {
+        if let Some(instance) = ending {
             // Its `shutdown` (if any) runs without holding up this call.
             tokio::spawn(instance.shutdown());
         }
@@ -170,18 +177,24 @@ impl Plugin {
     /// calling each one's `shutdown` when the plugin exports
     /// `warden:plugin/lifecycle`. A registry does this for a plugin it
     /// unloads or replaces, and `warden serve` at the end of its drain;
-    /// calls after it start new instances as needed.
+    /// calls after it still run, each in an instance that is not kept.
+    /// The `shutdown` calls run at once, so this takes at most
+    /// [`SHUTDOWN_TIMEOUT`](crate::SHUTDOWN_TIMEOUT) however many there are.
     pub async fn retire_kept_instances(&self) {
-        let idle = std::mem::take(
-            &mut *self
+        let idle = {
+            let mut idle = self
                 .inner
                 .idle
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for instance in idle {
-            instance.shutdown().await;
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.retired.store(true, Ordering::Release);
+            std::mem::take(&mut *idle)
+        };
+        let mut shutdowns = tokio::task::JoinSet::new();
+        for kept in idle {
+            shutdowns.spawn(Instance::from_kept(self.clone(), kept).shutdown());
         }
+        shutdowns.join_all().await;
     }
 
     /// Runs one action of a plugin that exports `warden:plugin/streaming`
@@ -198,7 +211,11 @@ impl Plugin {
     /// [`STREAM_BUFFER_BYTES`](crate::STREAM_BUFFER_BYTES) of it, after
     /// which the plugin's writes wait for the reader. The outcome resolves
     /// when the call is over, with its report; for a plugin without the
-    /// `streaming` export it is [`Error::StreamingUnsupported`].
+    /// `streaming` export it is [`Error::StreamingUnsupported`]. A reader
+    /// that fails is an [`Error::Io`]: the plugin's input did not end, it
+    /// broke off.
+    ///
+    /// Must be called within a Tokio runtime, which runs the call.
     ///
     /// ```no_run
     /// # async fn example(plugin: warden::Plugin) -> Result<(), Box<dyn std::error::Error>> {

@@ -285,6 +285,7 @@ impl RuntimeBuilder {
         Ok(EngineUnit {
             engine,
             linker,
+            concurrent: concurrency == Concurrency::On,
             ticker,
         })
     }
@@ -302,6 +303,8 @@ enum Concurrency {
 pub(crate) struct EngineUnit {
     pub engine: Engine,
     pub linker: Linker<HostState>,
+    /// Whether the engine has component-model concurrency (0.2 plugins).
+    pub concurrent: bool,
     ticker: EpochTicker,
 }
 

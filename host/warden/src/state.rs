@@ -174,6 +174,12 @@ impl HostState {
         };
         let mut store = Store::new(&loaded.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
+        if loaded.engine.concurrent {
+            // A 0.2 guest makes streams, futures and tasks without the host
+            // in the loop; each is host-side state, so they count against
+            // the same bound as the handles the host makes for it.
+            store.set_max_component_handles(loaded.sandbox.limits.host_resources);
+        }
         store.epoch_deadline_callback(|context| {
             if Instant::now() >= context.data().deadline {
                 Ok(UpdateDeadline::Interrupt)

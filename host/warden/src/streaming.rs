@@ -21,8 +21,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -206,15 +206,19 @@ impl GuestWork for StreamCall {
             },
         );
         let finished = tokio::select! {
-            finished = exchange => finished,
-            () = traffic.stalled() => {
-                return Ok(Err(Error::StreamIdle { limit: limits.stream_idle_timeout }));
-            }
+            finished = exchange => Some(finished),
+            () = traffic.stalled() => None,
         };
-        // A limit the traffic hit explains whatever the guest did next.
-        if let Some(err) = traffic.exceeded() {
+        // A limit the traffic hit, or an input that broke off, explains
+        // whatever the guest did next, stalling included.
+        if let Some(err) = traffic.failure() {
             return Ok(Err(err));
         }
+        let Some(finished) = finished else {
+            return Ok(Err(Error::StreamIdle {
+                limit: limits.stream_idle_timeout,
+            }));
+        };
         Ok(finished??.map(|()| traffic.totals()))
     }
 }
@@ -232,6 +236,8 @@ struct Traffic {
     idle_timeout: Duration,
     input_exceeded: AtomicBool,
     output_exceeded: AtomicBool,
+    /// Why the caller's reader failed, if it did.
+    input_error: Mutex<Option<io::Error>>,
 }
 
 impl Traffic {
@@ -246,6 +252,7 @@ impl Traffic {
             idle_timeout: limits.stream_idle_timeout,
             input_exceeded: AtomicBool::new(false),
             output_exceeded: AtomicBool::new(false),
+            input_error: Mutex::new(None),
         }
     }
 
@@ -276,6 +283,20 @@ impl Traffic {
     fn output_room(&self) -> u64 {
         self.max_out
             .saturating_sub(self.bytes_out.load(Ordering::Relaxed))
+    }
+
+    /// What went wrong with the traffic itself, if anything: a limit the
+    /// call went past, or the caller's reader failing.
+    fn failure(&self) -> Option<Error> {
+        let input_error = self
+            .input_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(err) = input_error {
+            return Some(Error::io("reading the input of a streaming call", err));
+        }
+        self.exceeded()
     }
 
     /// The limit the call went past, if any.
@@ -341,8 +362,9 @@ impl StreamProducer<HostState> for InputProducer {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len();
                 if read as u64 > room {
-                    // Nothing of the excess reaches the guest: its input
-                    // ends here and the call fails with the limit.
+                    // The byte past the limit is in the guest's buffer but
+                    // never delivered: its input ends here and the call
+                    // fails with the limit.
                     self.traffic.input_exceeded.store(true, Ordering::Relaxed);
                     return Poll::Ready(Ok(StreamResult::Dropped));
                 }
@@ -353,8 +375,16 @@ impl StreamProducer<HostState> for InputProducer {
                 self.traffic.moved();
                 Poll::Ready(Ok(StreamResult::Completed))
             }
-            // The caller's reader failed: to the guest its input ends.
-            Poll::Ready(Err(_)) => Poll::Ready(Ok(StreamResult::Dropped)),
+            // The caller's reader failed: the guest's input ends there, and
+            // the call fails with why, whatever the guest makes of it.
+            Poll::Ready(Err(err)) => {
+                *self
+                    .traffic
+                    .input_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(err);
+                Poll::Ready(Ok(StreamResult::Dropped))
+            }
             Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
             Poll::Pending => Poll::Pending,
         }

@@ -398,6 +398,29 @@ fn export_refuses_what_is_not_a_plugin() {
         assert!(!Path::new(output).exists(), "{input} left an output behind");
     }
 
+    // A plugin of world 0.2: its async exports are not what the adapter calls.
+    let result = warden_with_tmp_home(&[
+        "export-http",
+        guests::HELLO_V2,
+        "-o",
+        output,
+        "--unsigned",
+        "allow",
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains(
+            "the plugin targets world 0.2 (it exports `warden:plugin/guest@0.2.0`); \
+             export-http composes world 0.1 plugins"
+        ),
+        "{stderr}"
+    );
+    assert_ne!(result.status.code(), Some(0), "{stderr}");
+    assert!(
+        !Path::new(output).exists(),
+        "a 0.2 plugin left an output behind"
+    );
+
     // The output's folder is a file: nothing can be written there.
     let file = dir.path().join("file");
     std::fs::write(&file, b"").unwrap();

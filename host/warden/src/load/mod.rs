@@ -86,11 +86,11 @@ async fn plugin_component(
 
 /// Which engine a plugin runs on, and the world version that decided it.
 ///
-/// A compiled artifact in the cache answers without reading the component:
-/// only 0.1 plugins (and components that are not plugins at all, which the
-/// world check then refuses) are compiled for the plain engine, only 0.2
-/// plugins for the concurrent one. Otherwise the component's export names
-/// tell, before it is compiled.
+/// A compiled artifact for the plain engine in the cache answers without
+/// reading the component: only 0.1 plugins (and components that are not
+/// plugins at all, which the world check then refuses) are compiled for it.
+/// Otherwise the component's export names tell, before it is compiled, so
+/// that the concurrent engine is created only for a 0.2 plugin.
 fn plugin_engine(
     runtime: &Runtime,
     verified: &Verified,
@@ -99,11 +99,6 @@ fn plugin_engine(
     let plain = runtime.plain_engine();
     if cache.is_some_and(|cache| cache.has_entry(&plain.engine, &verified.sha256)) {
         return Ok((plain.clone(), WorldVersion::V0_1));
-    }
-    if let Some(cache) = cache
-        && cache.has_entry(&runtime.concurrent_engine()?.engine, &verified.sha256)
-    {
-        return Ok((runtime.concurrent_engine()?.clone(), WorldVersion::V0_2));
     }
     let bytes = read::checked_bytes(&verified.source, cache)?;
     match WorldVersion::of_component_bytes(bytes)? {

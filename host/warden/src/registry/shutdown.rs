@@ -39,14 +39,17 @@ impl Registry {
             left
         };
         // The instances kept between calls are still sound: tell the
-        // plugins that asked (their `shutdown`), then let them go.
+        // plugins that asked (their `shutdown`), all at once so that this
+        // takes at most SHUTDOWN_TIMEOUT, then let them go.
         let plugins: Vec<_> = super::read(&self.inner.plugins)
             .values()
             .map(|registered| registered.plugin.clone())
             .collect();
+        let mut retirements = tokio::task::JoinSet::new();
         for plugin in plugins {
-            plugin.retire_kept_instances().await;
+            retirements.spawn(async move { plugin.retire_kept_instances().await });
         }
+        retirements.join_all().await;
         Shutdown {
             finished: running.saturating_sub(cancelled),
             cancelled,
