@@ -1,8 +1,11 @@
-//! One `hello` plugin in four languages (Rust, Python, JavaScript, C), every
-//! one through the same assertions: outputs for the same inputs (non-ASCII
-//! and empty ones included), the same log record and stdout, the same typed
-//! errors, and the same failure under a timeout and under a memory limit
-//! that stop the guest mid-call.
+//! One `hello` plugin in four languages (Rust, Python, JavaScript, C) on
+//! world 0.1 and two (Rust, Python) on world 0.2, every one through the same
+//! assertions: outputs for the same inputs (non-ASCII and empty ones
+//! included), the same log record and stdout, the same typed errors, and the
+//! same failure under a timeout and under a memory limit that stop the guest
+//! mid-call. The 0.2 ones also stream: the same outputs for the streaming
+//! actions, and for the whole-input actions called through `execute-stream`;
+//! the 0.1 ones refuse a streaming call.
 //! Prints a table of size, compile time, load-from-cache time and the time
 //! of an isolated call, and writes it to `target/conformance.txt`.
 
@@ -10,15 +13,36 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use warden::{Error, ErrorKind, Limits, LogLevel, Plugin, PluginError, Runtime, Sandbox, Source};
+use tokio::io::AsyncReadExt;
+use warden::{
+    Error, ErrorKind, Limits, LogLevel, Plugin, PluginError, Runtime, Sandbox, Source, Streamed,
+    WorldVersion,
+};
 use warden_tests::{guest_bytes, guests};
 
-const LANGUAGES: [(&str, &str); 4] = [
-    ("Rust", guests::HELLO),
-    ("Python", guests::PYTHON_HELLO),
-    ("JavaScript", guests::JS_HELLO),
-    ("C", guests::C_HELLO),
+/// Every `hello` that loads: (language, world version, path).
+const LANGUAGES: [(&str, WorldVersion, &str); 5] = [
+    ("Rust", WorldVersion::V0_1, guests::HELLO),
+    ("Python", WorldVersion::V0_1, guests::PYTHON_HELLO),
+    ("JavaScript", WorldVersion::V0_1, guests::JS_HELLO),
+    ("C", WorldVersion::V0_1, guests::C_HELLO),
+    ("Rust", WorldVersion::V0_2, guests::HELLO_V2),
 ];
+
+/// The Python `hello` of world 0.2 (the `warden new --lang python --world
+/// 0.2` template). componentize-py imports everything world 0.2 includes,
+/// WASI 0.3's `wasi:filesystem` and `wasi:sockets` among them, which the host
+/// does not link yet (it links WASI 0.3's cli, clocks and random only), so
+/// the plugin is refused at load. Once those are linked under the `fs` and
+/// `sockets` grants, this joins [`LANGUAGES`].
+const PYTHON_0_2: (&str, WorldVersion, &str) =
+    ("Python", WorldVersion::V0_2, guests::PYTHON_HELLO_V2);
+
+/// The actions every `hello` offers.
+const SHARED_ACTIONS: [&str; 3] = ["count-vowels", "echo", "greet"];
+
+/// The streaming actions the 0.2 `hello`s add.
+const STREAMING_ACTIONS: [&str; 2] = ["count", "upper"];
 
 /// Calls timed for the table's isolated-call column (the median is shown).
 const TIMED_CALLS: usize = 21;
@@ -26,6 +50,7 @@ const TIMED_CALLS: usize = 21;
 /// What one language's hello measured.
 struct Measured {
     language: &'static str,
+    version: WorldVersion,
     size: u64,
     compile: Duration,
     from_cache: Duration,
@@ -53,11 +78,11 @@ async fn output(plugin: &Plugin, action: &str, input: &[u8]) -> Result<Vec<u8>, 
 async fn check_behaviour(language: &str, plugin: &Plugin) {
     let metadata = plugin.metadata().await.unwrap();
     assert_eq!(metadata.name, "hello", "{language}");
-    assert_eq!(
-        metadata.actions,
-        ["count-vowels", "echo", "greet"],
-        "{language}"
-    );
+    let mut actions = SHARED_ACTIONS.to_vec();
+    if plugin.world_version() == WorldVersion::V0_2 {
+        actions.extend(STREAMING_ACTIONS);
+    }
+    assert_eq!(metadata.actions, actions, "{language}");
 
     for (input, expected) in [
         (&b"hello world"[..], &b"3"[..]),
@@ -178,21 +203,98 @@ async fn check_limits(language: &str, runtime: &Runtime, path: &str) {
     );
 }
 
-async fn measure(language: &'static str, path: &'static str) -> Measured {
+/// A streaming call with its output read as it comes.
+async fn streamed(
+    plugin: &Plugin,
+    action: &str,
+    input: &[u8],
+) -> (Vec<u8>, Result<Streamed, Error>) {
+    let (mut output, outcome) = plugin.execute_stream(action, std::io::Cursor::new(input.to_vec()));
+    let mut collected = Vec::new();
+    let (read, outcome) = tokio::join!(output.read_to_end(&mut collected), outcome);
+    read.unwrap();
+    (collected, outcome.result)
+}
+
+/// The streaming assertions every 0.2 `hello` must pass, and the refusal
+/// every 0.1 one gives.
+async fn check_streaming(language: &str, plugin: &Plugin) {
+    if plugin.world_version() == WorldVersion::V0_1 {
+        assert!(!plugin.streams(), "{language}");
+        let (output, result) = streamed(plugin, "echo", b"x").await;
+        assert!(output.is_empty(), "{language}");
+        assert!(
+            matches!(result, Err(Error::StreamingUnsupported)),
+            "{language}: {result:?}"
+        );
+        return;
+    }
+    assert!(plugin.streams() && plugin.has_lifecycle(), "{language}");
+    // More than one read's worth, every byte value, so chunks and
+    // non-ASCII bytes both cross the stream.
+    let big: Vec<u8> = (0..(300 << 10)).map(|i: u32| (i % 256) as u8).collect();
+    let cases: [(&str, &[u8], &[u8]); 7] = [
+        (
+            "upper",
+            "hello, wörld\n".as_bytes(),
+            "HELLO, WöRLD\n".as_bytes(),
+        ),
+        ("upper", b"", b""),
+        ("echo", &big, &big),
+        ("count", b"one\ntwo\nthree\n", b"lines 3 vowels 5"),
+        ("count", b"", b"lines 0 vowels 0"),
+        ("count-vowels", b"hello world", b"3"),
+        ("greet", b"Warden", b"Hello, Warden!"),
+    ];
+    for (action, input, expected) in cases {
+        let (output, result) = streamed(plugin, action, input).await;
+        let totals = result.unwrap_or_else(|err| panic!("{language}: {action}: {err}"));
+        assert!(
+            output == expected,
+            "{language}: {action} gave {} bytes",
+            output.len()
+        );
+        assert_eq!(
+            (totals.bytes_in, totals.bytes_out),
+            (input.len() as u64, expected.len() as u64),
+            "{language}: {action}"
+        );
+    }
+    let (output, result) = streamed(plugin, "shout", b"").await;
+    assert!(output.is_empty(), "{language}");
+    match result {
+        Err(Error::Plugin(PluginError::UnknownAction(action))) => {
+            assert_eq!(action, "shout", "{language}")
+        }
+        other => panic!("{language}: an unknown streaming action gave {other:?}"),
+    }
+}
+
+async fn measure(language: &'static str, version: WorldVersion, path: &'static str) -> Measured {
     let cache = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let runtime = cached_runtime(cache.path());
     let plugin = load(&runtime, path, Sandbox::default()).await.unwrap();
     let compile = started.elapsed();
     assert!(!plugin.info().cached, "{language}");
-    assert_eq!(
-        plugin.info().exports,
-        [warden::GUEST_INTERFACE],
-        "{language}"
-    );
+    assert_eq!(plugin.world_version(), version, "{language}");
+    let mut exports = plugin.info().exports.clone();
+    exports.sort();
+    let expected: &[&str] = match version {
+        WorldVersion::V0_1 => &[warden::GUEST_INTERFACE],
+        _ => &[
+            "warden:plugin/guest@0.2.0",
+            "warden:plugin/lifecycle@0.2.0",
+            "warden:plugin/streaming@0.2.0",
+        ],
+    };
+    assert_eq!(exports, expected, "{language}");
+    let language_version = format!("{language} ({version})");
+    let language_version = language_version.as_str();
 
-    check_behaviour(language, &plugin).await;
-    check_limits(language, &runtime, path).await;
+    check_behaviour(language_version, &plugin).await;
+    check_streaming(language_version, &plugin).await;
+    check_limits(language_version, &runtime, path).await;
 
     let again = cached_runtime(cache.path());
     let started = Instant::now();
@@ -214,6 +316,7 @@ async fn measure(language: &'static str, path: &'static str) -> Measured {
     calls.sort();
     Measured {
         language,
+        version,
         size: from_cache.info().size,
         compile,
         from_cache: from_cache_time,
@@ -224,18 +327,19 @@ async fn measure(language: &'static str, path: &'static str) -> Measured {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_behaves_the_same_in_every_language() {
     let mut measured = Vec::new();
-    for (language, path) in LANGUAGES {
-        measured.push(measure(language, path).await);
+    for (language, version, path) in LANGUAGES {
+        measured.push(measure(language, version, path).await);
     }
     let mut table = String::from(
-        "| language | component size | compile | load from cache | isolated call (median) |\n\
-         |---|---:|---:|---:|---:|\n",
+        "| language | world | component size | compile | load from cache | isolated call (median) |\n\
+         |---|---|---:|---:|---:|---:|\n",
     );
     for row in &measured {
         writeln!(
             table,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             row.language,
+            row.version,
             warden::units::format_bytes(row.size),
             warden::units::format_duration(row.compile),
             warden::units::format_duration(row.from_cache),
@@ -246,4 +350,13 @@ async fn hello_behaves_the_same_in_every_language() {
     println!("{table}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance.txt");
     std::fs::write(path, &table).unwrap();
+}
+
+/// The Python 0.2 `hello` through the same assertions; see [`PYTHON_0_2`]
+/// for why it does not load yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "world 0.2 plugins cannot import WASI 0.3 filesystem and sockets yet (see PYTHON_0_2)"]
+async fn the_python_0_2_hello_behaves_the_same() {
+    let (language, version, path) = PYTHON_0_2;
+    measure(language, version, path).await;
 }

@@ -35,6 +35,9 @@ struct Case {
     sandbox: Sandbox,
     action: &'static str,
     input: Vec<u8>,
+    /// Called through `execute-stream` (world 0.2), the input streamed in
+    /// and the output read as it comes, rather than through `execute`.
+    streamed: bool,
     expected: Expected,
 }
 
@@ -165,7 +168,58 @@ fn case(
         sandbox,
         action,
         input: input.into(),
+        streamed: false,
         expected,
+    }
+}
+
+/// A case of a streaming action, called through `execute-stream`.
+fn stream_case(
+    behaviour: &'static str,
+    plugin: &[u8],
+    sandbox: Sandbox,
+    action: &'static str,
+    input: impl Into<Vec<u8>>,
+    expected: Expected,
+) -> Case {
+    Case {
+        streamed: true,
+        ..case(behaviour, plugin, sandbox, action, input, expected)
+    }
+}
+
+/// The idle timeout of the stream cases that must stall.
+const HOSTILE_STREAM_IDLE: Duration = Duration::from_millis(200);
+
+/// Runs a case's call: through `execute`, or through `execute-stream` with
+/// the output read to its end while the call runs, as the collected output
+/// and the outcome.
+async fn call(
+    plugin: &warden::Plugin,
+    action: &str,
+    input: &[u8],
+    streamed: bool,
+) -> Outcome<Vec<u8>> {
+    if !streamed {
+        return plugin.execute(action, input).await;
+    }
+    let input = std::io::Cursor::new(input.to_vec());
+    let (mut output, outcome) = plugin.execute_stream(action, input);
+    let read = async {
+        let mut collected = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut output, &mut collected)
+            .await
+            .map(|_| collected)
+    };
+    let (collected, outcome) = tokio::join!(read, outcome);
+    Outcome {
+        result: outcome.result.and_then(|_| {
+            collected.map_err(|err| Error::Io {
+                context: "reading the stream".into(),
+                source: err,
+            })
+        }),
+        report: outcome.report,
     }
 }
 
@@ -190,6 +244,7 @@ fn with_init(behaviour: &str) -> Sandbox {
 fn cases(fixture: &Fixture) -> Vec<Case> {
     use Expected::{Contained, Denied, Fails, GuestFails, InitFails, Refused};
     let hostile = guest_bytes(guests::HOSTILE);
+    let hostile_v2 = guest_bytes(guests::HOSTILE_V2);
     let probe = guest_bytes(guests::PROBE);
     let abi = malformed_abi_plugin();
     let origin: OriginPattern = fixture.http.origin().parse().unwrap();
@@ -687,6 +742,94 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
                  split it into smaller batches",
             ),
         ),
+        case(
+            "0.2: infinite loop",
+            &hostile_v2,
+            plain(),
+            "loop",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        case(
+            "0.2: loop under a fuel budget",
+            &hostile_v2,
+            sandbox(|limits, _| limits.fuel = Some(10_000_000)),
+            "loop",
+            "",
+            Fails(ErrorKind::OutOfFuel),
+        ),
+        case(
+            "0.2: memory growth bomb",
+            &hostile_v2,
+            plain(),
+            "grow-memory",
+            "",
+            Refused(LimitedResource::LinearMemory),
+        ),
+        stream_case(
+            "0.2 stream: never reads its input",
+            &hostile_v2,
+            sandbox(|limits, _| limits.stream_idle_timeout = HOSTILE_STREAM_IDLE),
+            "never-reads",
+            "unread",
+            Fails(ErrorKind::StreamIdle),
+        ),
+        stream_case(
+            "0.2 stream: never closes its output",
+            &hostile_v2,
+            sandbox(|limits, _| limits.stream_idle_timeout = HOSTILE_STREAM_IDLE),
+            "never-closes",
+            "input",
+            Fails(ErrorKind::StreamIdle),
+        ),
+        stream_case(
+            "0.2 stream: writes forever",
+            &hostile_v2,
+            sandbox(|limits, _| limits.max_stream_output_bytes = 1 << 20),
+            "writes-forever",
+            "",
+            Fails(ErrorKind::OutputTooLarge),
+        ),
+        stream_case(
+            "0.2 stream: drops its outcome unwritten",
+            &hostile_v2,
+            plain(),
+            "drops-future",
+            "input",
+            GuestFails("the plugin dropped its outcome"),
+        ),
+        stream_case(
+            "0.2 stream: spins past its deadline before reading",
+            &hostile_v2,
+            plain(),
+            "reads-after-deadline",
+            "late",
+            Fails(ErrorKind::Timeout),
+        ),
+        stream_case(
+            "0.2 stream: infinite loop",
+            &hostile_v2,
+            plain(),
+            "loop",
+            "",
+            Fails(ErrorKind::Timeout),
+        ),
+        stream_case(
+            "0.2 stream: input past its limit",
+            &hostile_v2,
+            sandbox(|limits, _| limits.max_stream_input_bytes = 64 << 10),
+            "echo",
+            vec![b'i'; 1 << 20],
+            Fails(ErrorKind::InputTooLarge),
+        ),
+        stream_case(
+            "0.2 stream: keeps all of a large input",
+            &hostile_v2,
+            plain(),
+            "grow-memory",
+            vec![b'm'; 2 * HOSTILE_MEMORY as usize],
+            Refused(LimitedResource::LinearMemory),
+        ),
     ];
     // Each plugin has its own kv namespace: these two are strangers to the
     // plugin named `owner` that holds the secret.
@@ -749,7 +892,7 @@ async fn every_hostile_behaviour_is_contained() {
                 continue;
             }
         };
-        let outcome = plugin.execute(case.action, &case.input).await;
+        let outcome = call(&plugin, case.action, &case.input, case.streamed).await;
         if let Err(why) = case.expected.check(&outcome) {
             failures.push(format!(
                 "{}: expected it to be {}: {why}",

@@ -13,11 +13,13 @@ mod hostile;
 mod instance;
 mod invalid;
 mod kv_redis;
+mod lifecycle;
 mod limits;
 mod programs;
 mod registry;
 mod scale;
 mod slots;
+mod streams;
 mod trust;
 mod world_v0_2;
 

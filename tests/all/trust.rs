@@ -112,6 +112,52 @@ async fn a_plugin_signed_by_a_trusted_key_loads_and_runs() {
     assert_eq!(output, b"2");
 }
 
+/// A world 0.2 plugin goes through the same trust check as a 0.1 one: signed
+/// by a trusted key it loads, runs and streams; unsigned it is refused
+/// under a policy that denies unsigned plugins, before it is compiled.
+#[tokio::test]
+async fn a_0_2_plugin_is_checked_like_any_other() {
+    let alice = Signer::new("alice");
+    let unsigned = guest_bytes(guests::HELLO_V2);
+    let signed = alice.sign(&unsigned);
+    let plugin = load(
+        Source::new("hello", signed),
+        only_trusted(store(&[("alice", &alice)])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plugin.world_version(), warden::WorldVersion::V0_2);
+    let verdict = &plugin.info().trust;
+    assert!(verdict.trusted && !verdict.unverified);
+    assert_eq!(verdict.signatures[0].trusted_as.as_deref(), Some("alice"));
+    let output = plugin.execute("count-vowels", b"signed").await.result;
+    assert_eq!(output.unwrap(), b"2");
+    let (mut output, outcome) = plugin.execute_stream("upper", &b"signed"[..]);
+    let mut upper = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut output, &mut upper)
+        .await
+        .unwrap();
+    outcome.await.result.unwrap();
+    assert_eq!(upper, b"SIGNED");
+
+    let refused = load(
+        Source::new("hello", unsigned.clone()),
+        only_trusted(store(&[("alice", &alice)])),
+    )
+    .await;
+    assert_eq!(failure(refused), TrustFailure::Unsigned);
+    let refused = load(
+        Source::new("hello", unsigned),
+        policy(
+            UnsignedPolicy::Deny,
+            SignerPolicy::Any,
+            TrustStore::default(),
+        ),
+    )
+    .await;
+    assert_eq!(failure(refused), TrustFailure::Unsigned);
+}
+
 #[tokio::test]
 async fn the_three_tiers() {
     let alice = Signer::new("alice");

@@ -1,12 +1,17 @@
 //! Plugins of world 0.2 (WASI 0.3, async exports, streams, lifecycle)
 //! through the library, beside 0.1 ones on the same runtime.
 
+use std::time::Duration;
+
 use tokio::io::AsyncReadExt;
-use warden::{Error, PluginError, Sandbox, WorldVersion};
+use warden::{
+    Error, LimitRefusal, LimitedResource, Limits, Plugin, PluginError, Runtime, Sandbox, Source,
+    WorldVersion,
+};
+use warden_tests::guest_bytes;
+use warden_tests::guests::{self, HELLO_V2, HOSTILE_V2};
 
-use warden_tests::guests::HELLO_V2;
-
-use crate::{hello, load, runtime};
+use crate::{fuel_runtime, hello, load, runtime, tight_limits};
 
 #[tokio::test]
 async fn a_0_2_plugin_runs_whole_calls_beside_a_0_1_plugin() {
@@ -104,7 +109,7 @@ async fn an_input_that_breaks_off_fails_the_call_rather_than_ending_it() {
 #[tokio::test]
 async fn a_dropped_plugin_frees_its_kept_instances() {
     let runtime = runtime();
-    for path in [warden_tests::guests::HELLO, HELLO_V2] {
+    for path in [guests::HELLO, HELLO_V2] {
         let mut sandbox = Sandbox::default();
         sandbox.calls_per_instance = 4;
         let plugin = load(&runtime, path, sandbox).await;
@@ -124,7 +129,7 @@ async fn no_instance_is_kept_after_retirement_even_by_a_call_in_flight() {
     let runtime = runtime();
     let mut sandbox = Sandbox::default();
     sandbox.calls_per_instance = 4;
-    let plugin = load(&runtime, warden_tests::guests::HOSTILE, sandbox).await;
+    let plugin = load(&runtime, guests::HOSTILE, sandbox).await;
     let in_flight = tokio::spawn({
         let plugin = plugin.clone();
         async move { plugin.execute("nap", b"300").await.result }
@@ -133,13 +138,13 @@ async fn no_instance_is_kept_after_retirement_even_by_a_call_in_flight() {
     plugin.retire_kept_instances().await;
     assert_eq!(in_flight.await.unwrap().unwrap(), b"rested");
     // Its shutdown runs on a task of its own; give it a moment to end.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while runtime.instances_in_use() != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "an instance was kept after retirement"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -153,14 +158,14 @@ async fn hostile_shutdowns_are_retired_together_within_their_deadline() {
     // Three plugins, each with a kept instance whose `shutdown` loops.
     for name in ["a", "b", "c"] {
         registry
-            .load_file(name, warden_tests::guests::HOSTILE_V2, sandbox.clone())
+            .load_file(name, HOSTILE_V2, sandbox.clone())
             .await
             .unwrap();
         registry.execute(name, "echo", b"x").await.result.unwrap();
     }
     assert_eq!(runtime.instances_in_use(), 3);
     let started = std::time::Instant::now();
-    registry.shutdown(std::time::Duration::ZERO).await;
+    registry.shutdown(Duration::ZERO).await;
     let took = started.elapsed();
     assert_eq!(runtime.instances_in_use(), 0);
     // One after another they would take 3 × SHUTDOWN_TIMEOUT.
@@ -168,4 +173,202 @@ async fn hostile_shutdowns_are_retired_together_within_their_deadline() {
         took < 2 * warden::SHUTDOWN_TIMEOUT,
         "retiring took {took:?}"
     );
+}
+
+/// Limits under which the hostile 0.2 guest fails fast.
+fn hostile_limits() -> Limits {
+    let mut limits = tight_limits();
+    limits.timeout = Duration::from_millis(500);
+    limits
+}
+
+/// After a failure the runtime holds no instance and the plugin serves.
+async fn assert_still_serves(runtime: &Runtime, plugin: &Plugin) {
+    assert_eq!(runtime.instances_in_use(), 0);
+    let outcome = plugin.execute("echo", b"again").await;
+    assert_eq!(outcome.result.unwrap(), b"again");
+}
+
+#[tokio::test]
+async fn a_0_2_memory_bomb_is_a_memory_limit() {
+    let runtime = runtime();
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(hostile_limits())).await;
+    let outcome = plugin.execute("grow-memory", b"").await;
+    match outcome.result {
+        Err(Error::MemoryLimit(LimitRefusal {
+            resource: LimitedResource::LinearMemory,
+            requested: Some(requested),
+            limit,
+        })) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(requested > limit, "{requested}");
+        }
+        other => panic!("expected a linear-memory limit, got {other:?}"),
+    }
+    assert!(outcome.report.peak_memory_bytes <= 16 << 20);
+    assert_still_serves(&runtime, &plugin).await;
+}
+
+#[tokio::test]
+async fn a_0_2_infinite_loop_times_out() {
+    let runtime = runtime();
+    let limits = hostile_limits();
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(limits.clone())).await;
+    let outcome = plugin.execute("loop", b"").await;
+    match outcome.result {
+        Err(Error::Timeout { limit }) => assert_eq!(limit, limits.timeout),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(outcome.report.duration < limits.timeout * 4);
+    assert_still_serves(&runtime, &plugin).await;
+}
+
+#[tokio::test]
+async fn a_0_2_loop_under_a_fuel_budget_runs_out_of_fuel() {
+    const FUEL: u64 = 10_000_000;
+    let runtime = fuel_runtime();
+    let mut limits = hostile_limits();
+    limits.timeout = Duration::from_secs(10);
+    limits.fuel = Some(FUEL);
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(limits)).await;
+    let outcome = plugin.execute("loop", b"").await;
+    match outcome.result {
+        Err(Error::OutOfFuel { limit }) => assert_eq!(limit, FUEL),
+        other => panic!("expected OutOfFuel, got {other:?}"),
+    }
+    assert_eq!(outcome.report.fuel_consumed, Some(FUEL));
+    assert_still_serves(&runtime, &plugin).await;
+    // A good call reports what it used.
+    let outcome = plugin.execute("echo", b"x").await;
+    assert!(
+        outcome
+            .report
+            .fuel_consumed
+            .is_some_and(|used| used > 0 && used < FUEL)
+    );
+}
+
+/// The same bytes under a version of the world no host runs: refused
+/// before compiling, naming the versions this host runs.
+#[tokio::test]
+async fn a_plugin_of_an_unknown_world_version_is_refused_naming_the_known_ones() {
+    let runtime = runtime();
+    for (path, exported) in [
+        (guests::HELLO, "warden:plugin/guest@0.1.0"),
+        (HELLO_V2, "warden:plugin/guest@0.2.0"),
+    ] {
+        let bytes = replace_all(
+            guest_bytes(path),
+            exported.as_bytes(),
+            b"warden:plugin/guest@0.9.0",
+        );
+        match runtime
+            .load(Source::new("future", bytes), Sandbox::default())
+            .await
+        {
+            Err(Error::InvalidPlugin { reason }) => assert_eq!(
+                reason,
+                "the component exports `warden:plugin/guest@0.9.0`, a version of Warden's \
+                 plugin world this host does not run; it runs warden:plugin@0.1.0 and \
+                 warden:plugin@0.2.0"
+            ),
+            Err(other) => panic!("{path}: expected InvalidPlugin, got {other:?}"),
+            Ok(_) => panic!("{path}: a 0.9.0 plugin loaded"),
+        }
+    }
+    assert_eq!(runtime.instances_in_use(), 0);
+}
+
+/// `bytes` with every occurrence of `from` replaced by `to`, of the same
+/// length, so that the binary's layout is unchanged.
+fn replace_all(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut replaced = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        let start = at + found;
+        bytes[start..start + to.len()].copy_from_slice(to);
+        at = start + to.len();
+        replaced += 1;
+    }
+    assert!(replaced > 0, "nothing to replace");
+    bytes
+}
+
+/// 0.1 and 0.2 plugins run on two engines, but draw on the runtime's one
+/// set of instance slots: with one slot, a live instance of either version
+/// makes a call of the other wait until it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_versions_share_the_runtimes_instance_slots() {
+    let runtime = warden_tests::runtime_builder()
+        .max_instances(1)
+        .build()
+        .unwrap();
+    let old = hello(&runtime).await;
+    let new = load(&runtime, HELLO_V2, Sandbox::default()).await;
+    for (holder, waiter) in [(&old, &new), (&new, &old)] {
+        let held = holder.instantiate().await.result.unwrap();
+        assert_eq!(runtime.instances_in_use(), 1);
+        let waiter = waiter.clone();
+        let mut call =
+            tokio::spawn(async move { waiter.execute("count-vowels", b"waiting").await });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut call)
+                .await
+                .is_err(),
+            "a call ran while the only slot was held by the other version"
+        );
+        drop(held);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.result.unwrap(), b"3");
+        assert_eq!(runtime.instances_in_use(), 0);
+    }
+    // A streaming call takes a slot too.
+    let held = old.instantiate().await.result.unwrap();
+    let (mut output, outcome) = new.execute_stream("echo", &b"queued"[..]);
+    let mut collected = Vec::new();
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            output.read_to_end(&mut collected)
+        )
+        .await
+        .is_err(),
+        "a streaming call ran while the only slot was held"
+    );
+    drop(held);
+    output.read_to_end(&mut collected).await.unwrap();
+    outcome.await.result.unwrap();
+    assert_eq!(collected, b"queued");
+}
+
+/// A 0.2 plugin is compiled into the cache once, and a second runtime on
+/// the same cache loads it from there, onto the right engine.
+#[tokio::test]
+async fn the_compile_cache_serves_0_2_plugins() {
+    let cache = tempfile::tempdir().unwrap();
+    let cached_runtime = || {
+        warden_tests::runtime_builder()
+            .compile_cache(cache.path())
+            .build()
+            .unwrap()
+    };
+    let first = cached_runtime();
+    let plugin = load(&first, HELLO_V2, Sandbox::default()).await;
+    assert!(!plugin.info().cached);
+    let second = cached_runtime();
+    let plugin = load(&second, HELLO_V2, Sandbox::default()).await;
+    assert!(plugin.info().cached, "not loaded from the cache");
+    assert_eq!(plugin.world_version(), WorldVersion::V0_2);
+    assert!(plugin.streams() && plugin.has_lifecycle());
+    let outcome = plugin.execute("count-vowels", b"from the cache").await;
+    assert_eq!(outcome.result.unwrap(), b"4");
+    let (mut output, outcome) = plugin.execute_stream("upper", &b"cached"[..]);
+    let mut upper = Vec::new();
+    output.read_to_end(&mut upper).await.unwrap();
+    outcome.await.result.unwrap();
+    assert_eq!(upper, b"CACHED");
 }
