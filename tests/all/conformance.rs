@@ -21,22 +21,14 @@ use warden::{
 use warden_tests::{guest_bytes, guests};
 
 /// Every `hello` that loads: (language, world version, path).
-const LANGUAGES: [(&str, WorldVersion, &str); 5] = [
+const LANGUAGES: [(&str, WorldVersion, &str); 6] = [
     ("Rust", WorldVersion::V0_1, guests::HELLO),
     ("Python", WorldVersion::V0_1, guests::PYTHON_HELLO),
     ("JavaScript", WorldVersion::V0_1, guests::JS_HELLO),
     ("C", WorldVersion::V0_1, guests::C_HELLO),
     ("Rust", WorldVersion::V0_2, guests::HELLO_V2),
+    ("Python", WorldVersion::V0_2, guests::PYTHON_HELLO_V2),
 ];
-
-/// The Python `hello` of world 0.2 (the `warden new --lang python --world
-/// 0.2` template). componentize-py imports everything world 0.2 includes,
-/// WASI 0.3's `wasi:filesystem` and `wasi:sockets` among them, which the host
-/// does not link yet (it links WASI 0.3's cli, clocks and random only), so
-/// the plugin is refused at load. Once those are linked under the `fs` and
-/// `sockets` grants, this joins [`LANGUAGES`].
-const PYTHON_0_2: (&str, WorldVersion, &str) =
-    ("Python", WorldVersion::V0_2, guests::PYTHON_HELLO_V2);
 
 /// The actions every `hello` offers.
 const SHARED_ACTIONS: [&str; 3] = ["count-vowels", "echo", "greet"];
@@ -350,13 +342,4 @@ async fn hello_behaves_the_same_in_every_language() {
     println!("{table}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance.txt");
     std::fs::write(path, &table).unwrap();
-}
-
-/// The Python 0.2 `hello` through the same assertions; see [`PYTHON_0_2`]
-/// for why it does not load yet.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "world 0.2 plugins cannot import WASI 0.3 filesystem and sockets yet (see PYTHON_0_2)"]
-async fn the_python_0_2_hello_behaves_the_same() {
-    let (language, version, path) = PYTHON_0_2;
-    measure(language, version, path).await;
 }

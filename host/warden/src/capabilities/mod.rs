@@ -132,7 +132,8 @@ pub(crate) trait Capability {
     /// linker of the engine with component-model concurrency; they must
     /// grant exactly what its WASI 0.2 functions grant. Default: none (the
     /// capability has no WASI 0.3 interface, or Warden does not provide it
-    /// yet and such a plugin is refused at load, naming the import).
+    /// yet and `load::link::plugin_v0_2` links its functions to ones that
+    /// trap).
     fn add_wasi_0_3_to_linker(_linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Ok(())
     }
