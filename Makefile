@@ -73,7 +73,7 @@ demo: guests build
 	@echo '$$ warden run hello.wasm greet --input Warden --json --unsigned allow'
 	@$(WARDEN) run $(GUESTS)/hello.wasm greet --input Warden --json --unsigned allow
 	@echo
-	@echo '$$ printf "hello\\nstreaming world\\n" | warden run hello_v2.wasm upper --unsigned allow   # world 0.2: output flows as input arrives'
+	@echo '$$ printf "hello\nstreaming world\n" | warden run hello_v2.wasm upper --unsigned allow   # world 0.2: output flows as input arrives'
 	@printf 'hello\nstreaming world\n' | $(WARDEN) run $(GUESTS)/hello_v2.wasm upper --unsigned allow
 	@echo
 	@echo '$$ warden run hostile.wasm loop --timeout 300ms --unsigned allow     # a guest that never returns'
