@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use warden::{
-    Error, LimitRefusal, LimitedResource, Limits, Outcome, Plugin, PluginError,
-    STREAM_BUFFER_BYTES, Sandbox, Streamed,
+    Error, ErrorKind, LimitRefusal, LimitedResource, Limits, Outcome, Plugin, PluginError,
+    Registry, STREAM_BUFFER_BYTES, Sandbox, Streamed,
 };
 use warden_tests::{guests, proc_status_bytes};
 
@@ -323,4 +323,54 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
         })
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_counts_a_stream_as_a_call_and_cancels_it_when_its_grace_ends() {
+    let runtime = runtime();
+    let registry = Registry::new(runtime.clone());
+    // Only the shutdown may end this stream: its own limits are far off.
+    let limits = limits(|l| {
+        l.timeout = Duration::from_secs(120);
+        l.stream_idle_timeout = Duration::from_secs(120);
+    });
+    registry
+        .load_file("hostile2", guests::HOSTILE_V2, Sandbox::with_limits(limits))
+        .await
+        .unwrap();
+    let (output, outcome) = registry.execute_stream("nope", "echo", tokio::io::empty());
+    let err = outcome.await.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownPlugin, "{err}");
+    assert_eq!(read_all(output).await, b"");
+
+    // `never-closes` writes `done`, then holds its output open.
+    let (mut output, outcome) = registry.execute_stream("hostile2", "never-closes", &b"in"[..]);
+    let mut done = [0; 4];
+    output.read_exact(&mut done).await.unwrap();
+    assert_eq!(&done, b"done");
+    let stopped = tokio::time::timeout(HANG, registry.shutdown(Duration::from_millis(200)))
+        .await
+        .expect("the shutdown waited out the stream's own limits");
+    assert_eq!((stopped.finished, stopped.cancelled), (0, 1));
+    let err = outcome.await.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert_eq!(read_all(output).await, b"", "the output ends with the call");
+    assert_eq!(runtime.instances_in_use(), 0);
+
+    // Once shut down, a stream is refused before it starts.
+    let (output, outcome) = registry.execute_stream("hostile2", "echo", &b"late"[..]);
+    let err = outcome.await.result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert_eq!(read_all(output).await, b"");
+    assert_eq!(runtime.instances_in_use(), 0);
+}
+
+/// The rest of a streaming call's output, to its end.
+async fn read_all(mut output: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut collected = Vec::new();
+    tokio::time::timeout(HANG, output.read_to_end(&mut collected))
+        .await
+        .expect("the output never ended")
+        .unwrap();
+    collected
 }

@@ -51,7 +51,7 @@
 //!
 //! A plugin of world 0.2 that exports `warden:plugin/streaming` is
 //! streamed instead: its request body flows into
-//! [`Plugin::execute_stream`](warden::Plugin::execute_stream) as it arrives
+//! [`Registry::execute_stream`](warden::Registry::execute_stream) as it arrives
 //! (bounded by the plugin's `max_stream_input_bytes`, never held whole, and
 //! outside the body memory) and its output flows back chunked as the plugin
 //! writes it. The status line waits for the first output byte, so a call

@@ -276,7 +276,7 @@ async fn plugin_route(
     }
     if request.method() == Method::POST && plugin.streams() {
         entry.action = Some(action.clone());
-        return stream::stream_reply(server, plugin, &action, request, entry).await;
+        return stream::stream_reply(server, plugin, &name, &action, request, entry).await;
     }
     let deadline = tokio::time::Instant::now() + server.request_timeout;
     // The body is read (bounded by the plugin's input limit and the request

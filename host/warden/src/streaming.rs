@@ -107,6 +107,23 @@ pub(crate) fn start<R>(plugin: &Plugin, action: &str, input: R) -> (OutputStream
 where
     R: AsyncRead + Send + 'static,
 {
+    start_until(plugin, action, input, std::future::pending())
+}
+
+/// As [`start`], but the call ends with the error `stop` resolves to if that
+/// comes first: the call is dropped, which frees its instance at once and
+/// ends the output. `stop` lives as long as the call, so it can also hold
+/// what the call must hold while it runs (a registry's count of calls).
+pub(crate) fn start_until<R, S>(
+    plugin: &Plugin,
+    action: &str,
+    input: R,
+    stop: S,
+) -> (OutputStream, StreamOutcome)
+where
+    R: AsyncRead + Send + 'static,
+    S: Future<Output = Error> + Send + 'static,
+{
     let (ours, theirs) = tokio::io::duplex(STREAM_BUFFER_BYTES);
     let call = StreamCall {
         plugin: plugin.clone(),
@@ -116,7 +133,28 @@ where
     };
     let plugin = plugin.clone();
     let task = tokio::spawn(async move {
-        call::in_new_instance(plugin.loaded(), &InstanceOptions::default(), call).await
+        let options = InstanceOptions::default();
+        tokio::select! {
+            outcome = call::in_new_instance(plugin.loaded(), &options, call) => outcome,
+            err = stop => Outcome {
+                result: Err(err),
+                report: Report::default(),
+            },
+        }
+    });
+    (OutputStream { pipe: theirs }, StreamOutcome { task })
+}
+
+/// A streaming call refused before it started: its output is empty and its
+/// outcome is `error`.
+pub(crate) fn refused(error: Error) -> (OutputStream, StreamOutcome) {
+    // The writing end is dropped at once, so the output reads as ended.
+    let (_, theirs) = tokio::io::duplex(1);
+    let task = tokio::spawn(async move {
+        Outcome {
+            result: Err(error),
+            report: Report::default(),
+        }
     });
     (OutputStream { pipe: theirs }, StreamOutcome { task })
 }

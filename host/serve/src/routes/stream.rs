@@ -1,6 +1,6 @@
 //! Streaming calls: for a plugin that exports `warden:plugin/streaming`
 //! (world 0.2), `POST /plugins/<name>/<action>` feeds the request body into
-//! [`Plugin::execute_stream`] as it arrives and sends the output back
+//! [`Registry::execute_stream`](warden::Registry::execute_stream) as it arrives and sends the output back
 //! (chunked) as the plugin writes it.
 //!
 //! Nothing is collected on the way. The body is read one hyper frame at a
@@ -99,6 +99,7 @@ struct Intake {
 pub(super) async fn stream_reply(
     server: &Arc<Shared>,
     plugin: Plugin,
+    name: &str,
     action: &str,
     request: Request<Incoming>,
     entry: &mut Entry,
@@ -137,7 +138,9 @@ pub(super) async fn stream_reply(
         ended: false,
         intake: intake.clone(),
     };
-    let (mut output, mut outcome) = plugin.execute_stream(action, input);
+    // Through the registry, so that a drain counts the stream as a call in
+    // flight and cancels it when the grace period ends.
+    let (mut output, mut outcome) = server.registry.execute_stream(name, action, input);
     let mut first = vec![0; OUTPUT_CHUNK_BYTES];
     let read = tokio::select! {
         biased;

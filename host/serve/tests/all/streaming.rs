@@ -263,6 +263,58 @@ async fn an_error_after_the_status_line_cuts_the_response_or_fills_its_trailers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_running_when_the_grace_period_ends_is_cancelled() {
+    let registry = Registry::new(warden_tests::runtime_builder().build().unwrap());
+    // Only the drain may end this stream: its own limits are far off.
+    let mut sandbox = Sandbox::default();
+    sandbox.limits.timeout = Duration::from_secs(120);
+    sandbox.limits.stream_idle_timeout = Duration::from_secs(120);
+    registry
+        .load_file("hello2", guests::HELLO_V2, sandbox)
+        .await
+        .unwrap();
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = Running::start(registry.clone(), config, "done").await;
+    let addr = server.addr;
+    let (streaming, streaming_seen) = tokio::sync::oneshot::channel();
+    let client = tokio::task::spawn_blocking(move || {
+        // A client that sends a first chunk, reads its answer, and then
+        // neither sends nor ends its body.
+        let mut stream = chunked_head(addr, "/plugins/hello2/upper", "TE: trailers\r\n");
+        write_chunk(&mut stream, b"hello\n").unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0; 4096];
+        while !seen.windows(6).any(|window| window == b"HELLO\n") {
+            let read = stream.read(&mut buffer).unwrap();
+            assert!(read > 0, "{:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        streaming.send(()).unwrap();
+        seen.extend(read_to_close(&mut stream));
+        seen
+    });
+    streaming_seen.await.unwrap();
+    let stopped = tokio::time::timeout(CLIENT_TIMEOUT, server.stop())
+        .await
+        .expect("the drain waited out the stream's own limits");
+    assert_eq!((stopped.drained, stopped.cancelled), (false, 1));
+    let response = client.await.unwrap();
+    let (head, body) = split_response(&response);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (output, end) = dechunk(body);
+    assert_eq!(output, b"HELLO\n");
+    let trailers = end.expect("a last chunk").to_lowercase();
+    assert!(
+        trailers.contains("warden-error: cancelled\r\n"),
+        "{trailers}"
+    );
+    assert_eq!(registry.runtime().instances_in_use(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_descriptions_name_their_world_and_optional_interfaces() {
     let server = Running::start(streaming_registry().await, ServerConfig::default(), "done").await;
     let v2 = json(&server.request("GET", "/plugins/hello2", b"").await.body);

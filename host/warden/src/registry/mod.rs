@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
 use self::files::{Watched, read_plugin_file};
@@ -46,6 +47,7 @@ use crate::plugin::Plugin;
 use crate::report::{Outcome, Report};
 use crate::runtime::Runtime;
 use crate::source::Source;
+use crate::streaming::{self, OutputStream, StreamOutcome};
 
 /// Plugins by name, sharing one [`Runtime`]. Cheap to clone; clones share
 /// the plugins.
@@ -307,26 +309,80 @@ impl Registry {
     /// before the call does.
     pub async fn execute(&self, name: &str, action: &str, input: &[u8]) -> Outcome<Vec<u8>> {
         let Some(_call) = CallGuard::enter(&self.inner) else {
-            return refused(Error::Cancelled {
-                reason: "the registry is shutting down".into(),
-            });
+            return refused(closed());
         };
-        let Some(plugin) = self.get(name) else {
-            if let Some(refusal) = self.withdrawn(name) {
-                return refused(refusal);
-            }
-            return refused(Error::UnknownPlugin {
-                name: name.to_owned(),
-                known: read(&self.inner.plugins).keys().cloned().collect(),
-            });
+        let plugin = match self.serving(name) {
+            Ok(plugin) => plugin,
+            Err(err) => return refused(err),
         };
         let mut cancel = self.inner.cancel.subscribe();
         tokio::select! {
             outcome = plugin.execute(action, input) => outcome,
-            _ = cancel.wait_for(|cancelled| *cancelled) => refused(Error::Cancelled {
-                reason: "the registry shut down before the call finished".into(),
-            }),
+            _ = cancel.wait_for(|cancelled| *cancelled) => refused(cancelled()),
         }
+    }
+
+    /// Runs `action` on the plugin registered as `name` while `input`
+    /// streams in (see [`Plugin::execute_stream`]).
+    ///
+    /// The stream is a call like those of [`Registry::execute`], and fails
+    /// the same ways: [`Registry::shutdown`] waits for it, refuses it once
+    /// begun, and ends it with [`Error::Cancelled`] (its output cut short)
+    /// when the grace period ends first. Must be called within a Tokio
+    /// runtime, which runs the call.
+    pub fn execute_stream<R>(
+        &self,
+        name: &str,
+        action: &str,
+        input: R,
+    ) -> (OutputStream, StreamOutcome)
+    where
+        R: AsyncRead + Send + 'static,
+    {
+        let Some(call) = CallGuard::enter(&self.inner) else {
+            return streaming::refused(closed());
+        };
+        let plugin = match self.serving(name) {
+            Ok(plugin) => plugin,
+            Err(err) => return streaming::refused(err),
+        };
+        let mut cancel = self.inner.cancel.subscribe();
+        // The guard lives in the stop future, which lives as long as the
+        // call: the stream counts as in flight until it ends.
+        let stop = async move {
+            let _call = call;
+            let _ = cancel.wait_for(|cancelled| *cancelled).await;
+            cancelled()
+        };
+        streaming::start_until(&plugin, action, input, stop)
+    }
+
+    /// The plugin serving as `name`, or why there is none.
+    fn serving(&self, name: &str) -> Result<Plugin, Error> {
+        if let Some(plugin) = self.get(name) {
+            return Ok(plugin);
+        }
+        if let Some(refusal) = self.withdrawn(name) {
+            return Err(refusal);
+        }
+        Err(Error::UnknownPlugin {
+            name: name.to_owned(),
+            known: read(&self.inner.plugins).keys().cloned().collect(),
+        })
+    }
+}
+
+/// Why a call is refused once shutdown has begun.
+fn closed() -> Error {
+    Error::Cancelled {
+        reason: "the registry is shutting down".into(),
+    }
+}
+
+/// Why a call ends when shutdown's grace period is over.
+fn cancelled() -> Error {
+    Error::Cancelled {
+        reason: "the registry shut down before the call finished".into(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Graceful shutdown: calls are counted while they run, so
 //! [`Registry::shutdown`] can wait for them, then cancel the rest.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -57,13 +58,14 @@ impl Registry {
     }
 }
 
-/// Counts a call in flight for as long as it lives.
-pub(super) struct CallGuard<'a> {
-    inner: &'a Inner,
+/// Counts a call in flight for as long as it lives. It owns its handle on
+/// the registry, so a streaming call's task can hold it.
+pub(super) struct CallGuard {
+    inner: Arc<Inner>,
 }
 
-impl<'a> CallGuard<'a> {
-    pub(super) fn enter(inner: &'a Inner) -> Option<Self> {
+impl CallGuard {
+    pub(super) fn enter(inner: &Arc<Inner>) -> Option<Self> {
         if inner.closing.load(Ordering::Acquire) {
             return None;
         }
@@ -73,11 +75,13 @@ impl<'a> CallGuard<'a> {
             inner.in_flight.send_modify(|count| *count -= 1);
             return None;
         }
-        Some(CallGuard { inner })
+        Some(CallGuard {
+            inner: inner.clone(),
+        })
     }
 }
 
-impl Drop for CallGuard<'_> {
+impl Drop for CallGuard {
     fn drop(&mut self) {
         self.inner.in_flight.send_modify(|count| *count -= 1);
     }
