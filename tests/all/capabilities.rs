@@ -46,7 +46,7 @@ pub(crate) async fn call(plugin: &Plugin, action: &str, input: &str) -> Result<S
 
 /// Asserts that a call was refused for `capability` and that the report and
 /// the error both say so.
-async fn assert_denied(plugin: &Plugin, action: &str, input: &str, capability: &str) {
+pub(crate) async fn assert_denied(plugin: &Plugin, action: &str, input: &str, capability: &str) {
     let outcome = plugin.execute(action, input.as_bytes()).await;
     assert!(
         outcome

@@ -771,6 +771,14 @@ fn cases(fixture: &Fixture) -> Vec<Case> {
             "",
             Refused(LimitedResource::LinearMemory),
         ),
+        case(
+            "0.2: streams made and held past the handle cap",
+            &hostile_v2,
+            sandbox(|limits, _| limits.host_resources = 100),
+            "hoard-streams",
+            "1000",
+            Fails(ErrorKind::Trap),
+        ),
         stream_case(
             "0.2 stream: never reads its input",
             &hostile_v2,

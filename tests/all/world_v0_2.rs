@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use warden::{
-    Error, LimitRefusal, LimitedResource, Limits, Plugin, PluginError, Runtime, Sandbox, Source,
-    WorldVersion,
+    Error, KvGrant, LimitRefusal, LimitedResource, Limits, OriginPattern, Plugin, PluginError,
+    Runtime, Sandbox, Source, WorldVersion,
 };
-use warden_tests::guest_bytes;
 use warden_tests::guests::{self, HELLO_V2, HOSTILE_V2};
+use warden_tests::{HTTP_GREETING, HttpServer, guest_bytes};
 
+use crate::capabilities::{assert_denied, call, sandbox};
 use crate::{fuel_runtime, hello, load, runtime, tight_limits};
 
 #[tokio::test]
@@ -371,4 +372,81 @@ async fn the_compile_cache_serves_0_2_plugins() {
     output.read_to_end(&mut upper).await.unwrap();
     outcome.await.result.unwrap();
     assert_eq!(upper, b"CACHED");
+}
+
+#[tokio::test]
+async fn a_0_2_guest_hoarding_streams_traps_at_its_handle_limit() {
+    let runtime = runtime();
+    let hoard = async |plugin: &Plugin, count: usize| {
+        plugin
+            .execute("hoard-streams", count.to_string().as_bytes())
+            .await
+            .result
+    };
+    let assert_trapped = |result: Result<Vec<u8>, Error>| match result {
+        Err(Error::Trap { message, .. }) => assert_eq!(
+            message,
+            "cannot allocate another handle: store handle limit exceeded"
+        ),
+        other => panic!("expected a trap at the handle limit, got {other:?}"),
+    };
+    // Time enough for thousands of streams on a loaded machine.
+    let mut limits = hostile_limits();
+    limits.timeout = Duration::from_secs(10);
+    // Each stream is two handles: 40 fit in 100, 50 do not.
+    let mut small = limits.clone();
+    small.host_resources = 100;
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(small)).await;
+    assert_eq!(hoard(&plugin, 40).await.unwrap(), b"held 40 streams");
+    assert_trapped(hoard(&plugin, 50).await);
+    assert_still_serves(&runtime, &plugin).await;
+
+    // The default cap holds too.
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(limits)).await;
+    let default = Limits::DEFAULT_HOST_RESOURCES;
+    assert_eq!(
+        hoard(&plugin, default / 2 - 100).await.unwrap(),
+        format!("held {} streams", default / 2 - 100).into_bytes()
+    );
+    assert_trapped(hoard(&plugin, default / 2).await);
+    assert_still_serves(&runtime, &plugin).await;
+}
+
+#[tokio::test]
+async fn a_0_2_plugins_kv_works_when_granted_and_is_denied_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let granted = sandbox(|grants| grants.kv = Some(KvGrant::at(dir.path().join("kv.sqlite"))));
+    let plugin = load(&runtime, HOSTILE_V2, granted).await;
+    assert_eq!(call(&plugin, "kv-set", "colour=blue").await.unwrap(), "ok");
+    assert_eq!(call(&plugin, "kv-get", "colour").await.unwrap(), "blue");
+
+    let plugin = load(&runtime, HOSTILE_V2, sandbox(|_| {})).await;
+    assert_denied(&plugin, "kv-set", "colour=red", "kv").await;
+    let err = call(&plugin, "kv-get", "colour").await.unwrap_err();
+    assert!(err.to_string().contains("kv: access denied"), "{err}");
+}
+
+#[tokio::test]
+async fn a_0_2_plugins_http_reaches_granted_origins_only() {
+    let server = HttpServer::start();
+    let runtime = runtime();
+    let origin: OriginPattern = server.origin().parse().unwrap();
+    let plugin = load(
+        &runtime,
+        HOSTILE_V2,
+        sandbox(|grants| grants.http.allow.push(origin)),
+    )
+    .await;
+    assert_eq!(
+        call(&plugin, "http-get", &server.url("/")).await.unwrap(),
+        HTTP_GREETING
+    );
+
+    let plugin = load(&runtime, HOSTILE_V2, sandbox(|_| {})).await;
+    assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
+    let err = call(&plugin, "http-get", &server.url("/"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("HttpRequestDenied"), "{err}");
 }

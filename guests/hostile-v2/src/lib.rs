@@ -4,7 +4,14 @@
 //! Actions of `execute` (the whole input):
 //! - `loop`: spins forever without calling the host;
 //! - `grow-memory`: allocates and touches 1 MiB blocks until allocation fails;
-//! - `echo`: the input, unchanged.
+//! - `echo`: the input, unchanged;
+//! - `hoard-streams` (`N`): makes `N` streams and keeps them all until it
+//!   returns `held N streams` (each is two component handles);
+//! - `kv-set` (`KEY=VALUE`) and `kv-get` (`KEY`): the key-value store's
+//!   bucket `default`; `kv-get` of a missing key fails `no key KEY`;
+//! - `http-get` (`URL`): the body of a GET of `URL`, through
+//!   `wasi:http/outgoing-handler`. A failure of either capability fails the
+//!   call with its error code as text.
 //!
 //! Actions of `execute-stream`. Each returns its output stream and outcome
 //! future at once and does its work in a task of its own, which outlives the
@@ -48,6 +55,10 @@ use exports::warden::plugin::guest::Guest;
 use exports::warden::plugin::lifecycle::Guest as Lifecycle;
 use exports::warden::plugin::streaming::Guest as Streaming;
 use warden::plugin::types::{Action, Metadata, PluginError};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::io::streams::StreamError;
+use wasi::keyvalue::store;
 use wasi::logging::logging::{Level, log};
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
@@ -68,6 +79,10 @@ const ACTIONS: &[(&str, &str)] = &[
     ("loop", "Spins forever"),
     ("grow-memory", "Grows linear memory until allocation fails"),
     ("echo", "Returns the input unchanged"),
+    ("hoard-streams", "Makes N streams and holds them all"),
+    ("kv-set", "Sets KEY=VALUE in the key-value store"),
+    ("kv-get", "The value of KEY in the key-value store"),
+    ("http-get", "The body of a GET of the URL"),
     ("never-reads", "Streaming: never reads, writes or completes"),
     (
         "never-closes",
@@ -109,6 +124,29 @@ impl Guest for Hostile {
             "loop" => spin_forever(),
             "grow-memory" => grow_memory(),
             "echo" => Ok(input),
+            "hoard-streams" => {
+                let count = text(&input)?;
+                let count = count
+                    .parse()
+                    .map_err(|_| PluginError::InvalidInput(format!("`{count}` is not a count")))?;
+                Ok(hoard_streams(count).into_bytes())
+            }
+            "kv-set" => {
+                let input = text(&input)?;
+                let (key, value) = input.split_once('=').ok_or_else(|| {
+                    PluginError::InvalidInput(format!("expected KEY=VALUE, not `{input}`"))
+                })?;
+                bucket()?.set(key, value.as_bytes()).map_err(kv_error)?;
+                Ok(b"ok".to_vec())
+            }
+            "kv-get" => {
+                let key = text(&input)?;
+                bucket()?
+                    .get(key)
+                    .map_err(kv_error)?
+                    .ok_or_else(|| PluginError::Failed(format!("no key {key}")))
+            }
+            "http-get" => http_get(text(&input)?).map_err(PluginError::Failed),
             _ => Err(PluginError::UnknownAction(action)),
         }
     }
@@ -241,3 +279,79 @@ fn grow_memory() -> ! {
 }
 
 export!(Hostile);
+
+/// Makes `count` streams and holds them all; the host traps the first one
+/// past its handle limit.
+fn hoard_streams(count: usize) -> String {
+    let held: Vec<_> = (0..count)
+        .map(|_| black_box(wit_stream::new::<u8>()))
+        .collect();
+    format!("held {} streams", held.len())
+}
+
+fn text(input: &[u8]) -> Result<&str, PluginError> {
+    std::str::from_utf8(input).map_err(|_| PluginError::InvalidInput("expected UTF-8".into()))
+}
+
+fn bucket() -> Result<store::Bucket, PluginError> {
+    store::open("default").map_err(kv_error)
+}
+
+fn kv_error(err: store::Error) -> PluginError {
+    PluginError::Failed(match err {
+        store::Error::NoSuchStore => "kv: no such store".to_owned(),
+        store::Error::AccessDenied => "kv: access denied".to_owned(),
+        store::Error::Other(reason) => format!("kv: {reason}"),
+    })
+}
+
+/// The body of a GET of `url`, read to its end; any failure as text.
+fn http_get(url: &str) -> Result<Vec<u8>, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("expected scheme://host/path")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    let path = if path.is_empty() { "/" } else { path };
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
+    let body = request.body().map_err(|()| "no request body")?;
+    let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))?;
+    let response = loop {
+        match response.get() {
+            Some(result) => {
+                break result
+                    .map_err(|()| "response taken twice")?
+                    .map_err(|code| format!("{code:?}"))?;
+            }
+            None => response.subscribe().block(),
+        }
+    };
+    let body = response.consume().map_err(|()| "no response body")?;
+    let stream = body.stream().map_err(|()| "no response stream")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(CHUNK_BYTES as u64) {
+            Ok(chunk) => bytes.extend(chunk),
+            Err(StreamError::Closed) => return Ok(bytes),
+            Err(StreamError::LastOperationFailed(err)) => {
+                return Err(format!(
+                    "failed after {} bytes of the body: {}",
+                    bytes.len(),
+                    err.to_debug_string()
+                ));
+            }
+        }
+    }
+}
