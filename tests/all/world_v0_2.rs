@@ -450,3 +450,36 @@ async fn a_0_2_plugins_http_reaches_granted_origins_only() {
         .unwrap_err();
     assert!(err.to_string().contains("HttpRequestDenied"), "{err}");
 }
+
+#[tokio::test]
+async fn a_0_2_wait_follows_virtual_time_when_deterministic_and_real_time_otherwise() {
+    const HOUR_MS: &[u8] = b"3600000";
+    let runtime = runtime();
+    // Deterministic: an hour's wait ends at once, and the clock measures it
+    // exactly (one tick for each reading of the clock before the wait ends),
+    // the same on every run.
+    let mut sandbox = Sandbox::with_limits(hostile_limits());
+    sandbox.grants.deterministic = true;
+    let plugin = load(&runtime, HOSTILE_V2, sandbox).await;
+    for _ in 0..2 {
+        let outcome = plugin.execute("nap", HOUR_MS).await;
+        assert_eq!(outcome.result.unwrap(), b"napped 3600001000000 ns");
+    }
+
+    // Real: the wait takes its time, which counts against the call's timeout.
+    let limits = hostile_limits();
+    let plugin = load(&runtime, HOSTILE_V2, Sandbox::with_limits(limits.clone())).await;
+    let outcome = plugin.execute("nap", b"50").await;
+    let napped = String::from_utf8(outcome.result.unwrap()).unwrap();
+    let nanos: u64 = napped
+        .strip_prefix("napped ")
+        .and_then(|rest| rest.strip_suffix(" ns"))
+        .and_then(|nanos| nanos.parse().ok())
+        .unwrap_or_else(|| panic!("{napped}"));
+    assert!(nanos >= 50_000_000, "{napped}");
+    match plugin.execute("nap", HOUR_MS).await.result {
+        Err(Error::Timeout { limit }) => assert_eq!(limit, limits.timeout),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert_still_serves(&runtime, &plugin).await;
+}

@@ -9,6 +9,9 @@
 //!   returns `held N streams` (each is two component handles);
 //! - `kv-set` (`KEY=VALUE`) and `kv-get` (`KEY`): the key-value store's
 //!   bucket `default`; `kv-get` of a missing key fails `no key KEY`;
+//! - `nap` (`MS`): waits `MS` milliseconds with WASI 0.3's
+//!   `monotonic-clock.wait-for`, and answers `napped N ns`, as that clock
+//!   measured the wait;
 //! - `http-get` (`URL`): the body of a GET of `URL`, through
 //!   `wasi:http/outgoing-handler`. A failure of either capability fails the
 //!   call with its error code as text.
@@ -55,6 +58,7 @@ use exports::warden::plugin::guest::Guest;
 use exports::warden::plugin::lifecycle::Guest as Lifecycle;
 use exports::warden::plugin::streaming::Guest as Streaming;
 use warden::plugin::types::{Action, Metadata, PluginError};
+use wasi::clocks0_3_0::monotonic_clock;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
 use wasi::io::streams::StreamError;
@@ -82,6 +86,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ("hoard-streams", "Makes N streams and holds them all"),
     ("kv-set", "Sets KEY=VALUE in the key-value store"),
     ("kv-get", "The value of KEY in the key-value store"),
+    ("nap", "Waits MS milliseconds on WASI 0.3's monotonic clock"),
     ("http-get", "The body of a GET of the URL"),
     ("never-reads", "Streaming: never reads, writes or completes"),
     (
@@ -145,6 +150,16 @@ impl Guest for Hostile {
                     .get(key)
                     .map_err(kv_error)?
                     .ok_or_else(|| PluginError::Failed(format!("no key {key}")))
+            }
+            "nap" => {
+                let millis = text(&input)?;
+                let millis: u64 = millis.parse().map_err(|_| {
+                    PluginError::InvalidInput(format!("`{millis}` is not a count of milliseconds"))
+                })?;
+                let started = monotonic_clock::now();
+                monotonic_clock::wait_for(millis * 1_000_000).await;
+                let napped = monotonic_clock::now() - started;
+                Ok(format!("napped {napped} ns").into_bytes())
             }
             "http-get" => http_get(text(&input)?).map_err(PluginError::Failed),
             _ => Err(PluginError::UnknownAction(action)),

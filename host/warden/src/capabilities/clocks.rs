@@ -14,6 +14,9 @@
 //!   jumps to the earliest instant waited for, and the timers due then are
 //!   ready. A timer in the same `poll` as real I/O (a socket, an HTTP
 //!   response) is therefore due at once unless the I/O is already ready;
+//! - WASI 0.3's waits (`wait-for`, `wait-until`) are timers of the same
+//!   virtual time, kept the same way: they never wait in real time, and
+//!   among concurrent waits the earliest instant moves the clock first;
 //! - file timestamps (`stat`, `stat-at`) read as the fixed wall clock (see
 //!   the `fs` capability).
 //!
@@ -26,11 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::bindings::clocks;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{self, Instant};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
+use wasmtime_wasi::p3::bindings::clocks as clocks_0_3;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
 use super::{Capability, InstanceSetup, Risk};
@@ -73,9 +77,13 @@ impl Capability for Clocks {
 
     /// The instance's clocks are the ones [`Clocks::instantiate`] put in
     /// its WASI context (fixed and stepping ones when deterministic), so
-    /// WASI 0.3's clock functions read the same time as 0.2's.
+    /// WASI 0.3's clock functions read the same time as 0.2's, and its waits
+    /// follow the same virtual time.
     fn add_wasi_0_3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        wasmtime_wasi::p3::clocks::add_to_linker(linker)
+        let getter = <HostState as WasiClocksView>::clocks;
+        clocks_0_3::types::add_to_linker::<_, WasiClocks>(linker, getter)?;
+        clocks_0_3::system_clock::add_to_linker::<_, WasiClocks>(linker, getter)?;
+        clocks_0_3::monotonic_clock::add_to_linker::<_, MonotonicClock>(linker, monotonic_clock)
     }
 
     fn prepare(_: &str, _: &Sandbox) -> Result<(), Error> {
@@ -234,8 +242,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The monotonic clock's host functions: wasmtime-wasi's, except that a
-/// deterministic instance's timers follow its virtual time.
+/// The monotonic clock's host functions, of WASI 0.2 and 0.3:
+/// wasmtime-wasi's, except that a deterministic instance's timers and waits
+/// follow its virtual time.
 struct MonotonicClock;
 
 impl HasData for MonotonicClock {
@@ -295,6 +304,70 @@ impl monotonic_clock::Host for MonotonicClockView<'_> {
                 subscribe_virtual(self.wasi.table, time, due)
             }
             None => self.wasi.subscribe_duration(duration),
+        }
+    }
+}
+
+impl clocks_0_3::monotonic_clock::Host for MonotonicClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<clocks_0_3::monotonic_clock::Mark> {
+        clocks_0_3::monotonic_clock::Host::now(&mut self.wasi)
+    }
+
+    fn get_resolution(&mut self) -> wasmtime::Result<clocks_0_3::types::Duration> {
+        clocks_0_3::monotonic_clock::Host::get_resolution(&mut self.wasi)
+    }
+}
+
+impl<U> clocks_0_3::monotonic_clock::HostWithStore<U> for MonotonicClock {
+    async fn wait_until(
+        store: &Accessor<U, Self>,
+        when: clocks_0_3::monotonic_clock::Mark,
+    ) -> wasmtime::Result<()> {
+        let wait = store.with(|mut access| -> wasmtime::Result<Wait> {
+            let mut view = access.get();
+            Ok(match view.time {
+                Some(time) => Wait::Virtual(VirtualTimer {
+                    time: time.clone(),
+                    due: when,
+                }),
+                None => {
+                    let now = clocks_0_3::monotonic_clock::Host::now(&mut view.wasi)?;
+                    Wait::Real(Duration::from_nanos(when.saturating_sub(now)))
+                }
+            })
+        })?;
+        wait.end().await;
+        Ok(())
+    }
+
+    async fn wait_for(
+        store: &Accessor<U, Self>,
+        duration: clocks_0_3::types::Duration,
+    ) -> wasmtime::Result<()> {
+        let wait = store.with(|mut access| match access.get().time {
+            Some(time) => Wait::Virtual(VirtualTimer {
+                time: time.clone(),
+                due: time.peek().saturating_add(duration),
+            }),
+            None => Wait::Real(Duration::from_nanos(duration)),
+        });
+        wait.end().await;
+        Ok(())
+    }
+}
+
+/// A WASI 0.3 wait: on the virtual time of a deterministic instance, or for
+/// this long in real time.
+enum Wait {
+    Virtual(VirtualTimer),
+    Real(Duration),
+}
+
+impl Wait {
+    async fn end(self) {
+        match self {
+            Wait::Virtual(mut timer) => timer.ready().await,
+            Wait::Real(duration) => tokio::time::sleep(duration).await,
         }
     }
 }
