@@ -212,6 +212,9 @@ async fn watch(
         Ok(sandbox) => sandbox,
         Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
+    // Listening before the plugin loads: its warning may be the cue to
+    // interrupt.
+    let interrupted = interrupted();
     let registry = Registry::new(runtime);
     if let Err(err) = registry
         .load_file(&target.name, &target.path, sandbox)
@@ -226,7 +229,7 @@ async fn watch(
     let input: Arc<[u8]> = input.into();
     let mut manifest = args.sandbox.manifest.as_deref().map(FileVersion::of);
     let mut reloads = registry.watch(WATCH_INTERVAL);
-    let mut interrupted = std::pin::pin!(interrupted());
+    let mut interrupted = std::pin::pin!(interrupted);
     let mut ticks = tokio::time::interval(WATCH_INTERVAL);
     let mut code = ExitCode::SUCCESS;
     let mut run = Some(spawn_run(&registry, &args, &target.name, &input));
@@ -348,26 +351,38 @@ impl FileVersion {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn interrupted() {
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers are
+/// installed when this is called, not when the future is first polled, so
+/// a signal in between is not lost (and does not kill the process).
+fn interrupted() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        /// The next delivery of `listener`; never, if it could not be
+        /// installed.
+        async fn delivered(listener: Option<&mut Signal>) {
+            match listener {
+                Some(listener) => {
+                    listener.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
+        let mut terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                () = delivered(interrupt.as_mut()) => {}
+                () = delivered(terminate.as_mut()) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let interrupt = tokio::signal::ctrl_c();
+        async move {
+            let _ = interrupt.await;
+        }
     }
 }
 
