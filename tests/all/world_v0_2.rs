@@ -449,6 +449,18 @@ async fn a_0_2_plugins_http_reaches_granted_origins_only() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("HttpRequestDenied"), "{err}");
+
+    // A grant for another origin is no grant for this one.
+    let other: OriginPattern = format!("http://127.0.0.1:{}", server.addr.port() + 1)
+        .parse()
+        .unwrap();
+    let plugin = load(
+        &runtime,
+        HOSTILE_V2,
+        sandbox(|grants| grants.http.allow.push(other)),
+    )
+    .await;
+    assert_denied(&plugin, "http-get", &server.url("/"), "http").await;
 }
 
 #[tokio::test]
@@ -464,6 +476,15 @@ async fn a_0_2_wait_follows_virtual_time_when_deterministic_and_real_time_otherw
     for _ in 0..2 {
         let outcome = plugin.execute("nap", HOUR_MS).await;
         assert_eq!(outcome.result.unwrap(), b"napped 3600001000000 ns");
+    }
+    // Waits at once end in the order of their instants.
+    let outcome = plugin.execute("naps", b"3600000,1000,60000").await;
+    assert_eq!(outcome.result.unwrap(), b"1000,60000,3600000");
+    // A 0.2 `block` beside a 0.3 wait: the block holds the instance, so the
+    // wait cannot end first; the block must not wait for it either.
+    for _ in 0..2 {
+        let outcome = plugin.execute("nap-blocking", HOUR_MS).await;
+        assert_eq!(outcome.result.unwrap(), b"napped 7200002000000 ns");
     }
 
     // Real: the wait takes its time, which counts against the call's timeout.

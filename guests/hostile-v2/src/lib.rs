@@ -12,6 +12,11 @@
 //! - `nap` (`MS`): waits `MS` milliseconds with WASI 0.3's
 //!   `monotonic-clock.wait-for`, and answers `napped N ns`, as that clock
 //!   measured the wait;
+//! - `naps` (`MS,MS,...`): waits all of them at once, and answers the
+//!   milliseconds of each in the order the waits ended (`10,20,30`);
+//! - `nap-blocking` (`MS`): waits `MS` milliseconds with WASI 0.3 and, at the
+//!   same time, twice as long in a WASI 0.2 `block`, which holds the instance
+//!   until it returns; answers `napped N ns` for both;
 //! - `http-get` (`URL`): the body of a GET of `URL`, through
 //!   `wasi:http/outgoing-handler`. A failure of either capability fails the
 //!   call with its error code as text.
@@ -51,13 +56,16 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use exports::warden::plugin::guest::Guest;
 use exports::warden::plugin::lifecycle::Guest as Lifecycle;
 use exports::warden::plugin::streaming::Guest as Streaming;
+use futures::future::{join, join_all};
 use warden::plugin::types::{Action, Metadata, PluginError};
+use wasi::clocks0_2_12::monotonic_clock as monotonic_clock_0_2;
 use wasi::clocks0_3_0::monotonic_clock;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
@@ -87,6 +95,14 @@ const ACTIONS: &[(&str, &str)] = &[
     ("kv-set", "Sets KEY=VALUE in the key-value store"),
     ("kv-get", "The value of KEY in the key-value store"),
     ("nap", "Waits MS milliseconds on WASI 0.3's monotonic clock"),
+    (
+        "naps",
+        "Waits MS,MS,... milliseconds at once; the order they ended",
+    ),
+    (
+        "nap-blocking",
+        "Waits MS milliseconds with WASI 0.3 beside a 0.2 block of twice that",
+    ),
     ("http-get", "The body of a GET of the URL"),
     ("never-reads", "Streaming: never reads, writes or completes"),
     (
@@ -152,12 +168,34 @@ impl Guest for Hostile {
                     .ok_or_else(|| PluginError::Failed(format!("no key {key}")))
             }
             "nap" => {
-                let millis = text(&input)?;
-                let millis: u64 = millis.parse().map_err(|_| {
-                    PluginError::InvalidInput(format!("`{millis}` is not a count of milliseconds"))
-                })?;
+                let nanos = nanos(text(&input)?)?;
                 let started = monotonic_clock::now();
-                monotonic_clock::wait_for(millis * 1_000_000).await;
+                monotonic_clock::wait_for(nanos).await;
+                let napped = monotonic_clock::now() - started;
+                Ok(format!("napped {napped} ns").into_bytes())
+            }
+            "naps" => {
+                let ended = RefCell::new(Vec::new());
+                let naps = text(&input)?.split(',').map(|millis| {
+                    let ended = &ended;
+                    async move {
+                        monotonic_clock::wait_for(nanos(millis)?).await;
+                        ended.borrow_mut().push(millis);
+                        Ok::<_, PluginError>(())
+                    }
+                });
+                for nap in join_all(naps).await {
+                    nap?;
+                }
+                Ok(ended.into_inner().join(",").into_bytes())
+            }
+            "nap-blocking" => {
+                let nanos = nanos(text(&input)?)?;
+                let started = monotonic_clock::now();
+                let block = async {
+                    monotonic_clock_0_2::subscribe_duration(nanos.saturating_mul(2)).block();
+                };
+                join(monotonic_clock::wait_for(nanos), block).await;
                 let napped = monotonic_clock::now() - started;
                 Ok(format!("napped {napped} ns").into_bytes())
             }
@@ -302,6 +340,17 @@ fn hoard_streams(count: usize) -> String {
         .map(|_| black_box(wit_stream::new::<u8>()))
         .collect();
     format!("held {} streams", held.len())
+}
+
+/// `millis` milliseconds in nanoseconds, the unit of WASI's clocks.
+fn nanos(millis: &str) -> Result<u64, PluginError> {
+    millis
+        .parse::<u64>()
+        .ok()
+        .and_then(|millis| millis.checked_mul(1_000_000))
+        .ok_or_else(|| {
+            PluginError::InvalidInput(format!("`{millis}` is not a wait in milliseconds"))
+        })
 }
 
 fn text(input: &[u8]) -> Result<&str, PluginError> {

@@ -15,8 +15,10 @@
 //!   ready. A timer in the same `poll` as real I/O (a socket, an HTTP
 //!   response) is therefore due at once unless the I/O is already ready;
 //! - WASI 0.3's waits (`wait-for`, `wait-until`) are timers of the same
-//!   virtual time, kept the same way: they never wait in real time, and
-//!   among concurrent waits the earliest instant moves the clock first;
+//!   virtual time: they never wait in real time, and among concurrent waits
+//!   the earliest instant moves the clock first. A 0.2 `poll` or `block`,
+//!   which holds the instance while it waits, orders its timers among
+//!   themselves only, since no 0.3 wait can end meanwhile;
 //! - file timestamps (`stat`, `stat-at`) read as the fixed wall clock (see
 //!   the `fs` capability).
 //!
@@ -137,9 +139,16 @@ impl HostWallClock for FixedWallClock {
 #[derive(Debug, Default)]
 struct VirtualTime {
     now: AtomicU64,
-    /// The instants timers are being waited for, with how many wait for
-    /// each: waiting jumps the clock to the earliest.
-    waiting: Mutex<BTreeMap<u64, usize>>,
+    /// The instants WASI 0.2 timers are being waited for (`poll`,
+    /// `block`), with how many wait for each: waiting jumps the clock to the
+    /// earliest. Such a call holds the instance until it returns, so these
+    /// are the timers of one call.
+    polled: Mutex<BTreeMap<u64, usize>>,
+    /// The same for WASI 0.3 waits, which run beside the guest's other
+    /// tasks. Kept apart from the polls: while a poll blocks the instance,
+    /// no 0.3 wait can be polled, so a poll that waited for one would wait
+    /// for ever.
+    awaited: Mutex<BTreeMap<u64, usize>>,
 }
 
 /// [`DETERMINISTIC_TICK`] in the monotonic clock's unit, nanoseconds.
@@ -167,8 +176,13 @@ impl VirtualTime {
         self.now.fetch_max(instant, Ordering::Relaxed);
     }
 
-    fn waiting(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The instants being waited for by timers of `kind`.
+    fn waiting(&self, kind: TimerKind) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        let waiting = match kind {
+            TimerKind::Polled => &self.polled,
+            TimerKind::Awaited => &self.awaited,
+        };
+        waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -191,23 +205,34 @@ impl HostMonotonicClock for SteppingMonotonicClock {
 struct VirtualTimer {
     time: Arc<VirtualTime>,
     due: u64,
+    kind: TimerKind,
 }
 
-#[async_trait::async_trait]
-impl Pollable for VirtualTimer {
-    async fn ready(&mut self) {
+/// Which waits a timer is ordered among.
+#[derive(Clone, Copy)]
+enum TimerKind {
+    /// A WASI 0.2 pollable, waited for by `poll` or `block`.
+    Polled,
+    /// A WASI 0.3 `wait-for` or `wait-until`.
+    Awaited,
+}
+
+impl VirtualTimer {
+    /// Ends once the timer is due, moving the clock there if no timer of
+    /// its kind is due earlier.
+    async fn due(&self) {
         if self.time.read() >= self.due {
             return;
         }
-        let _waiting = Waiting::register(&self.time, self.due);
+        let _waiting = Waiting::register(&self.time, self.due, self.kind);
         loop {
-            // Let every other pollable of the same `poll` register first; a
+            // Let every other timer waited for at once register first; a
             // `ready` check (polled once) sees the timer as not yet due.
             tokio::task::yield_now().await;
             if self.time.peek() >= self.due {
                 return;
             }
-            let earliest = self.time.waiting().keys().next().copied();
+            let earliest = self.time.waiting(self.kind).keys().next().copied();
             if earliest == Some(self.due) {
                 self.time.advance_to(self.due);
                 return;
@@ -216,23 +241,31 @@ impl Pollable for VirtualTimer {
     }
 }
 
+#[async_trait::async_trait]
+impl Pollable for VirtualTimer {
+    async fn ready(&mut self) {
+        self.due().await;
+    }
+}
+
 /// A timer's place among those being waited for, given up when the wait
 /// ends or is dropped.
 struct Waiting<'a> {
     time: &'a VirtualTime,
     due: u64,
+    kind: TimerKind,
 }
 
 impl<'a> Waiting<'a> {
-    fn register(time: &'a VirtualTime, due: u64) -> Self {
-        *time.waiting().entry(due).or_default() += 1;
-        Waiting { time, due }
+    fn register(time: &'a VirtualTime, due: u64, kind: TimerKind) -> Self {
+        *time.waiting(kind).entry(due).or_default() += 1;
+        Waiting { time, due, kind }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut waiting = self.time.waiting();
+        let mut waiting = self.time.waiting(self.kind);
         if let Some(count) = waiting.get_mut(&self.due) {
             *count -= 1;
             if *count == 0 {
@@ -274,6 +307,7 @@ fn subscribe_virtual(
     let timer = table.push(VirtualTimer {
         time: time.clone(),
         due,
+        kind: TimerKind::Polled,
     })?;
     subscribe(table, timer)
 }
@@ -329,6 +363,7 @@ impl<U> clocks_0_3::monotonic_clock::HostWithStore<U> for MonotonicClock {
                 Some(time) => Wait::Virtual(VirtualTimer {
                     time: time.clone(),
                     due: when,
+                    kind: TimerKind::Awaited,
                 }),
                 None => {
                     let now = clocks_0_3::monotonic_clock::Host::now(&mut view.wasi)?;
@@ -348,6 +383,7 @@ impl<U> clocks_0_3::monotonic_clock::HostWithStore<U> for MonotonicClock {
             Some(time) => Wait::Virtual(VirtualTimer {
                 time: time.clone(),
                 due: time.peek().saturating_add(duration),
+                kind: TimerKind::Awaited,
             }),
             None => Wait::Real(Duration::from_nanos(duration)),
         });
@@ -366,7 +402,10 @@ enum Wait {
 impl Wait {
     async fn end(self) {
         match self {
-            Wait::Virtual(mut timer) => timer.ready().await,
+            Wait::Virtual(timer) => timer.due().await,
+            // As wasmtime-wasi does: no wait at all is no sleep, which
+            // would round up to the timer wheel's next millisecond.
+            Wait::Real(Duration::ZERO) => {}
             Wait::Real(duration) => tokio::time::sleep(duration).await,
         }
     }

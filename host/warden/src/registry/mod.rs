@@ -326,10 +326,11 @@ impl Registry {
     /// streams in (see [`Plugin::execute_stream`]).
     ///
     /// The stream is a call like those of [`Registry::execute`], and fails
-    /// the same ways: [`Registry::shutdown`] waits for it, refuses it once
-    /// begun, and ends it with [`Error::Cancelled`] (its output cut short)
-    /// when the grace period ends first. Must be called within a Tokio
-    /// runtime, which runs the call.
+    /// the same ways: once [`Registry::shutdown`] has begun, new streams are
+    /// refused with [`Error::Cancelled`]; a stream already running is waited
+    /// for, and ended with that error (its output cut short) when the grace
+    /// period ends first. Must be called within a Tokio runtime, which runs
+    /// the call.
     pub fn execute_stream<R>(
         &self,
         name: &str,
