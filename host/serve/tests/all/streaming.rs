@@ -77,6 +77,19 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     response
 }
 
+/// What the server sends until it has sent `wanted`, without waiting for
+/// more.
+fn read_until(stream: &mut TcpStream, wanted: &[u8]) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buffer = [0; 4096];
+    while !seen.windows(wanted.len()).any(|window| window == wanted) {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "{:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    seen
+}
+
 /// A chunked body split into its data and what follows the last chunk
 /// (`None` when it has no last chunk: the response was cut off).
 fn dechunk(mut data: &[u8]) -> (Vec<u8>, Option<String>) {
@@ -124,13 +137,7 @@ async fn the_first_output_arrives_before_the_request_body_is_complete() {
         let mut stream = chunked_head(addr, "/plugins/hello2/upper", "");
         write_chunk(&mut stream, b"hello\n").unwrap();
         // The body is not over; the reply to its first chunk comes anyway.
-        let mut seen = Vec::new();
-        let mut buffer = [0; 4096];
-        while !seen.windows(6).any(|window| window == b"HELLO\n") {
-            let read = stream.read(&mut buffer).unwrap();
-            assert!(read > 0, "{:?}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buffer[..read]);
-        }
+        let mut seen = read_until(&mut stream, b"HELLO\n");
         let (head, _) = split_response(&seen);
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
@@ -285,13 +292,7 @@ async fn a_stream_still_running_when_the_grace_period_ends_is_cancelled() {
         // neither sends nor ends its body.
         let mut stream = chunked_head(addr, "/plugins/hello2/upper", "TE: trailers\r\n");
         write_chunk(&mut stream, b"hello\n").unwrap();
-        let mut seen = Vec::new();
-        let mut buffer = [0; 4096];
-        while !seen.windows(6).any(|window| window == b"HELLO\n") {
-            let read = stream.read(&mut buffer).unwrap();
-            assert!(read > 0, "{:?}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buffer[..read]);
-        }
+        let mut seen = read_until(&mut stream, b"HELLO\n");
         streaming.send(()).unwrap();
         seen.extend(read_to_close(&mut stream));
         seen
