@@ -486,6 +486,11 @@ async fn a_0_2_wait_follows_virtual_time_when_deterministic_and_real_time_otherw
         let outcome = plugin.execute("nap-blocking", HOUR_MS).await;
         assert_eq!(outcome.result.unwrap(), b"napped 7200002000000 ns");
     }
+    // A wait for ever is not over at the end of the clock: the timeout ends it.
+    match plugin.execute("nap", b"forever").await.result {
+        Err(Error::Timeout { limit }) => assert_eq!(limit, hostile_limits().timeout),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
 
     // Real: the wait takes its time, which counts against the call's timeout.
     let limits = hostile_limits();

@@ -9,9 +9,9 @@
 //!   returns `held N streams` (each is two component handles);
 //! - `kv-set` (`KEY=VALUE`) and `kv-get` (`KEY`): the key-value store's
 //!   bucket `default`; `kv-get` of a missing key fails `no key KEY`;
-//! - `nap` (`MS`): waits `MS` milliseconds with WASI 0.3's
-//!   `monotonic-clock.wait-for`, and answers `napped N ns`, as that clock
-//!   measured the wait;
+//! - `nap` (`MS`, or `forever`): waits `MS` milliseconds (or the longest
+//!   duration there is) with WASI 0.3's `monotonic-clock.wait-for`, and
+//!   answers `napped N ns`, as that clock measured the wait;
 //! - `naps` (`MS,MS,...`): waits all of them at once, and answers the
 //!   milliseconds of each in the order the waits ended (`10,20,30`);
 //! - `nap-blocking` (`MS`): waits `MS` milliseconds with WASI 0.3 and, at the
@@ -168,7 +168,10 @@ impl Guest for Hostile {
                     .ok_or_else(|| PluginError::Failed(format!("no key {key}")))
             }
             "nap" => {
-                let nanos = nanos(text(&input)?)?;
+                let nanos = match text(&input)? {
+                    "forever" => u64::MAX,
+                    millis => nanos(millis)?,
+                };
                 let started = monotonic_clock::now();
                 monotonic_clock::wait_for(nanos).await;
                 let napped = monotonic_clock::now() - started;

@@ -213,13 +213,16 @@ async fn watch(
         Err(err) => return finish(&args, &target.name, Err((&err).into()), None),
     };
     // Listening before the plugin loads: its warning may be the cue to
-    // interrupt.
-    let interrupted = interrupted();
+    // interrupt, and a long compile can be interrupted too.
+    let mut interrupted = std::pin::pin!(interrupted());
     let registry = Registry::new(runtime);
-    if let Err(err) = registry
-        .load_file(&target.name, &target.path, sandbox)
-        .await
-    {
+    let loaded = tokio::select! {
+        loaded = registry.load_file(&target.name, &target.path, sandbox) => loaded,
+        () = &mut interrupted => Err(Error::Cancelled {
+            reason: "interrupted while the plugin was loading".into(),
+        }),
+    };
+    if let Err(err) = loaded {
         return finish(&args, &target.name, Err((&err).into()), None);
     }
     if let Some(plugin) = registry.get(&target.name) {
@@ -229,7 +232,6 @@ async fn watch(
     let input: Arc<[u8]> = input.into();
     let mut manifest = args.sandbox.manifest.as_deref().map(FileVersion::of);
     let mut reloads = registry.watch(WATCH_INTERVAL);
-    let mut interrupted = std::pin::pin!(interrupted);
     let mut ticks = tokio::time::interval(WATCH_INTERVAL);
     let mut code = ExitCode::SUCCESS;
     let mut run = Some(spawn_run(&registry, &args, &target.name, &input));
@@ -351,9 +353,10 @@ impl FileVersion {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers are
-/// installed when this is called, not when the future is first polled, so
-/// a signal in between is not lost (and does not kill the process).
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. On Unix the handlers
+/// are installed when this is called, not when the future is first polled,
+/// so a signal in between is not lost (and does not kill the process);
+/// elsewhere Ctrl-C is caught from the first poll.
 fn interrupted() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {

@@ -16,9 +16,13 @@
 //!   response) is therefore due at once unless the I/O is already ready;
 //! - WASI 0.3's waits (`wait-for`, `wait-until`) are timers of the same
 //!   virtual time: they never wait in real time, and among concurrent waits
-//!   the earliest instant moves the clock first. A 0.2 `poll` or `block`,
-//!   which holds the instance while it waits, orders its timers among
-//!   themselves only, since no 0.3 wait can end meanwhile;
+//!   the earliest instant moves the clock first, and one beside real I/O
+//!   (a stream from the caller) is due at once unless the I/O is ready
+//!   first. A 0.2 `poll` or `block`, which holds the instance while it
+//!   waits, orders its timers among themselves only, since no 0.3 wait can
+//!   end meanwhile;
+//! - a wait for ever (an instant or duration that reaches the end of the
+//!   clock's range) is never due: the call's timeout ends it;
 //! - file timestamps (`stat`, `stat-at`) read as the fixed wall clock (see
 //!   the `fs` capability).
 //!
@@ -151,6 +155,11 @@ struct VirtualTime {
     awaited: Mutex<BTreeMap<u64, usize>>,
 }
 
+/// Where a timer waiting for ever is due (its instant saturated there): the
+/// virtual clock never gets there, so such a wait ends only with the call,
+/// as it would in real time, and never moves the clock.
+const NEVER: u64 = u64::MAX;
+
 /// [`DETERMINISTIC_TICK`] in the monotonic clock's unit, nanoseconds.
 const TICK_NANOS: u64 = DETERMINISTIC_TICK.as_nanos() as u64;
 
@@ -223,6 +232,9 @@ impl VirtualTimer {
     async fn due(&self) {
         if self.time.read() >= self.due {
             return;
+        }
+        if self.due == NEVER {
+            return std::future::pending().await;
         }
         let _waiting = Waiting::register(&self.time, self.due, self.kind);
         loop {
