@@ -3,7 +3,7 @@
 //! capability tests.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -439,6 +439,38 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> 
     exchange(addr, method, path, &length, body.to_vec())
 }
 
+/// Connects to `addr` and sends the head of a `POST` to `path` whose body
+/// is chunked and follows (see [`write_chunk`]), with `extra_headers` (each
+/// line ending in `\r\n`). Reads and writes wait as [`http_request`]'s do.
+///
+/// # Panics
+///
+/// If the server cannot be reached.
+pub fn chunked_head(addr: SocketAddr, path: &str, extra_headers: &str) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_CLIENT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
+    stream.set_read_timeout(Some(HTTP_CLIENT_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(HTTP_CLIENT_TIMEOUT)).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\n{extra_headers}\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// Writes `data` as one chunk of a chunked body (`data` must not be empty:
+/// an empty chunk ends the body).
+///
+/// # Errors
+///
+/// The error writing it.
+pub fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    stream.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+    stream.write_all(data)?;
+    stream.write_all(b"\r\n")
+}
+
 /// Like [`http_request`], but the body is sent with `Transfer-Encoding:
 /// chunked` in chunks of `chunk_bytes`, so the server cannot know its length
 /// before reading it.
@@ -478,7 +510,7 @@ fn exchange(
     extra_headers: &str,
     body: Vec<u8>,
 ) -> HttpReply {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_CLIENT_TIMEOUT)
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_CLIENT_TIMEOUT)
         .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
     stream
         .set_read_timeout(Some(HTTP_CLIENT_TIMEOUT))
@@ -658,7 +690,7 @@ impl RedisServer {
     ///
     /// If the server does not answer.
     pub fn close_client_connections(&self) {
-        let mut stream = std::net::TcpStream::connect(self.addr).expect("connecting to redis");
+        let mut stream = TcpStream::connect(self.addr).expect("connecting to redis");
         stream
             .write_all(b"CLIENT KILL TYPE normal\r\n")
             .expect("sending CLIENT KILL");
@@ -680,8 +712,7 @@ impl Drop for RedisServer {
 /// The process id of the Redis server answering at `addr` (the
 /// `process_id` field of `INFO server`), or `None` when none answers yet.
 fn redis_process_id(addr: SocketAddr) -> Option<u32> {
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_millis(500)))
         .ok()?;

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use warden_tests::{HttpReply, guests, http_request};
+use warden_tests::{
+    HttpReply, chunked_head, guests, http_request, http_request_chunked, write_chunk,
+};
 
 use crate::support::{self, in_home, wait_bounded};
 
@@ -50,7 +52,27 @@ impl Server {
 
     /// `warden serve` with `args`, which must make it listen on port 0.
     fn spawn(args: &[&str]) -> Server {
+        Server::spawn_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// As [`Server::start`], with `plugin` of the manifest compiled into
+    /// the compile cache first, so that the server loads it without
+    /// compiling (and its memory holds no compiler's peak).
+    fn start_compiled(manifest: &Path, plugin: &str, extra: &[&str]) -> Server {
         let home = tempfile::tempdir().unwrap();
+        let compiled = support::warden_at_home(
+            home.path(),
+            &["compile", "--manifest", manifest.to_str().unwrap(), plugin],
+        );
+        assert!(compiled.status.success(), "{compiled:?}");
+        let manifest = manifest.to_str().unwrap();
+        let mut args = vec!["--manifest", manifest, "--addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::spawn_in(home, &args)
+    }
+
+    /// `warden serve` with `args` in `home`.
+    fn spawn_in(home: tempfile::TempDir, args: &[&str]) -> Server {
         let mut child = in_home(
             Command::new(env!("CARGO_BIN_EXE_warden"))
                 .arg("serve")
@@ -1778,7 +1800,7 @@ fn a_chunked_body_over_the_plugins_input_limit_is_answered_413() {
     let server = Server::start(&manifest, &[]);
     // hello's max_input is 1 KiB; a chunked body declares no length, so it
     // is refused while it is read.
-    let over = warden_tests::http_request_chunked(
+    let over = http_request_chunked(
         server.addr,
         "POST",
         "/plugins/hello/echo",
@@ -1791,7 +1813,7 @@ fn a_chunked_body_over_the_plugins_input_limit_is_answered_413() {
         message.starts_with("the body is larger than 1024 bytes, the most this plugin takes"),
         "{message}"
     );
-    let within = warden_tests::http_request_chunked(
+    let within = http_request_chunked(
         server.addr,
         "POST",
         "/plugins/hello/echo",
@@ -2055,4 +2077,171 @@ fn serve_refuses_to_guess_what_to_serve_and_plugin_flags_beside_a_manifest() {
             "{stderr}"
         );
     }
+}
+
+/// A manifest serving the 0.2 hello as `hello2` for the memory tests: stream
+/// input and output up to 2 GiB, a 10-minute timeout, and `idle` as the
+/// stream idle timeout.
+fn streaming_manifest(idle: &str) -> (tempfile::TempDir, PathBuf) {
+    write_manifest(&format!(
+        "[plugins.hello2]\npath = \"{}\"\n[plugins.hello2.limits]\ntimeout = \"600s\"\n\
+         max_stream_input = \"2GiB\"\nmax_stream_output = \"2GiB\"\nstream_idle_timeout = \"{idle}\"\n",
+        guests::HELLO_V2
+    ))
+}
+
+impl Server {
+    /// Its peak resident memory so far.
+    #[cfg(target_os = "linux")]
+    fn peak_resident(&self) -> u64 {
+        warden_tests::proc_status_bytes(&self.child.id().to_string(), "VmHWM").unwrap()
+    }
+}
+
+/// The bytes of the streamed input at `offset`: lower-case text in lines.
+fn input_byte(offset: u64) -> u8 {
+    const LINE: &[u8] = b"the quick brown fox jumps over the lazy dog\n";
+    LINE[(offset % LINE.len() as u64) as usize]
+}
+
+/// Writes `total` bytes of [`input_byte`] as chunks of 64 KiB, made as they
+/// go; the error that stopped it, if any.
+fn send_generated(stream: &mut std::net::TcpStream, total: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    const CHUNK: u64 = 64 << 10;
+    let mut chunk = Vec::with_capacity(CHUNK as usize);
+    let mut sent = 0;
+    while sent < total {
+        chunk.clear();
+        chunk.extend((sent..(sent + CHUNK).min(total)).map(input_byte));
+        write_chunk(stream, &chunk)?;
+        sent += chunk.len() as u64;
+    }
+    stream.write_all(b"0\r\n\r\n")
+}
+
+/// Reads a chunked response body as it comes, checking each byte is the
+/// upper case of the input's; the bytes read and what followed the last
+/// chunk.
+fn read_upper(stream: impl std::io::Read) -> (u64, String) {
+    use std::io::Read;
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        assert!(!line.is_empty(), "the head ended early");
+        if line.to_lowercase().starts_with("http/1.1 ") {
+            assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        }
+    }
+    let mut offset = 0u64;
+    let mut chunk = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim_end(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {line:?} after {offset} bytes"));
+        if size == 0 {
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            return (offset, rest);
+        }
+        chunk.resize(size + 2, 0);
+        reader.read_exact(&mut chunk).unwrap();
+        for &byte in &chunk[..size] {
+            assert_eq!(byte, input_byte(offset).to_ascii_uppercase(), "at {offset}");
+            offset += 1;
+        }
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_gibibyte_streams_through_upper_in_bounded_memory() {
+    const TOTAL: u64 = 1 << 30;
+    const BOUND: u64 = 64 << 20;
+    let (_dir, manifest) = streaming_manifest("30s");
+    let server = Server::start_compiled(&manifest, "hello2", &["--write-timeout", "30s"]);
+    // Warm: the plugin compiled and one stream served.
+    let reply = http_request_chunked(server.addr, "POST", "/plugins/hello2/upper", b"warm", 2);
+    assert_eq!(reply.body, b"WARM");
+    let before = server.peak_resident();
+
+    let started = Instant::now();
+    let mut stream = chunked_head(server.addr, "/plugins/hello2/upper", "");
+    let reading = {
+        let stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || read_upper(stream))
+    };
+    send_generated(&mut stream, TOTAL).unwrap();
+    let (received, rest) = reading.join().unwrap();
+    let elapsed = started.elapsed();
+    let peak = server.peak_resident();
+    eprintln!(
+        "1 GiB through upper in {elapsed:?}; server peak resident {} KiB before, {} KiB after",
+        before >> 10,
+        peak >> 10
+    );
+    assert_eq!(received, TOTAL);
+    assert_eq!(rest, "\r\n", "a whole response");
+    assert!(
+        peak < BOUND,
+        "the server's peak resident memory was {peak} bytes"
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_client_that_stops_reading_a_stream_is_dropped_and_holds_no_memory() {
+    const INPUT: u64 = 512 << 20;
+    const GROWTH_BOUND: u64 = 16 << 20;
+    let (_dir, manifest) = streaming_manifest("5s");
+    let server = Server::start_compiled(&manifest, "hello2", &["--write-timeout", "1s"]);
+    let reply = http_request_chunked(server.addr, "POST", "/plugins/hello2/upper", b"warm", 2);
+    assert_eq!(reply.body, b"WARM");
+    let before = server.peak_resident();
+
+    // It sends, and never reads: the kernel's buffers fill, then the
+    // server's writes wait, then the write timeout drops the connection.
+    let started = Instant::now();
+    let mut stream = chunked_head(server.addr, "/plugins/hello2/upper", "");
+    let sent = send_generated(&mut stream, INPUT);
+    let elapsed = started.elapsed();
+    assert!(sent.is_err(), "the server took all {INPUT} bytes unread");
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    let grown = server.peak_resident().saturating_sub(before);
+    eprintln!(
+        "dropped after {elapsed:?}; server peak resident {} KiB before, grew {} KiB",
+        before >> 10,
+        grown >> 10
+    );
+    assert!(
+        grown < GROWTH_BOUND,
+        "the server's peak grew by {grown} bytes"
+    );
+
+    // The server counts it, frees the call and serves on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .metric(r#"warden_http_streams_failed_total{plugin="hello2",error="response-abandoned"}"#)
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned stream was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.metric(r#"warden_http_connections_closed_total{reason="write-timeout"}"#),
+        Some(1.0)
+    );
+    assert_eq!(server.metric("warden_instances_in_use"), Some(0.0));
+    let reply = http_request_chunked(server.addr, "POST", "/plugins/hello2/upper", b"again", 2);
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"AGAIN"[..]));
+    drop(stream);
 }
