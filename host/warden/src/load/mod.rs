@@ -31,9 +31,9 @@ mod world_check;
 pub(crate) use admit::{Loaded, loaded_accessors};
 pub use compile::ComponentInfo;
 
-use crate::capabilities;
 use std::sync::Arc;
 
+use crate::capabilities;
 use crate::error::Error;
 use crate::grants::Sandbox;
 use crate::guest::{GuestPre, WorldVersion};
@@ -76,10 +76,7 @@ async fn plugin_component(
     source: Source,
     sandbox: Sandbox,
 ) -> Result<(Compiled, WorldVersion), Error> {
-    let verified = read_and_verify(runtime, source, sandbox)?;
-    if verified.kind == BinaryKind::CoreModule {
-        return Err(not_a_component());
-    }
+    let verified = read_and_verify_component(runtime, source, sandbox)?;
     let (unit, version) = plugin_engine(runtime, &verified)?;
     Ok((compile::component(runtime, verified, &unit).await?, version))
 }
@@ -156,10 +153,7 @@ pub(crate) async fn world(
     world: &World,
 ) -> Result<WorldPlugin, Error> {
     let mut compiled = repairing(source, sandbox, |source, sandbox| async move {
-        let verified = read_and_verify(runtime, source, sandbox)?;
-        if verified.kind == BinaryKind::CoreModule {
-            return Err(not_a_component());
-        }
+        let verified = read_and_verify_component(runtime, source, sandbox)?;
         compile::component(runtime, verified, runtime.plain_engine()).await
     })
     .await?;
@@ -267,13 +261,22 @@ fn read_and_verify(runtime: &Runtime, source: Source, sandbox: Sandbox) -> Resul
     verify::verify(source, kind, sandbox, cache)
 }
 
-/// Why a core module cannot be loaded where a component is expected.
-fn not_a_component() -> Error {
-    Error::invalid_plugin(
-        "this is a core WebAssembly module, not a component: run a WASI program \
-         (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \
-         into a component with `warden componentize`, or build the plugin for `wasm32-wasip2`",
-    )
+/// [`read_and_verify`] where a component is expected: a core module is
+/// refused, saying what to do with it.
+fn read_and_verify_component(
+    runtime: &Runtime,
+    source: Source,
+    sandbox: Sandbox,
+) -> Result<Verified, Error> {
+    let verified = read_and_verify(runtime, source, sandbox)?;
+    if verified.kind == BinaryKind::CoreModule {
+        return Err(Error::invalid_plugin(
+            "this is a core WebAssembly module, not a component: run a WASI program \
+             (`wasm32-wasip1`) with `warden exec`, turn a reactor built against Warden's WIT \
+             into a component with `warden componentize`, or build the plugin for `wasm32-wasip2`",
+        ));
+    }
+    Ok(verified)
 }
 
 #[cfg(test)]
